@@ -1,0 +1,53 @@
+"""The scene-representation slot: :class:`Field` maps samples (and optional context) to outputs.
+
+A field is an ``nn.Module`` with two entry points:
+
+* ``density(positions)``: [*batch, 3] -> [*batch, 1] non-negative volume density, for samplers that
+  need it (occupancy grids, proposal networks) and for mesh export.
+* ``forward(samples, context=None)``: :class:`~neural3d.samples.RaySamples` -> :class:`FieldOutputs`
+  with per-sample ``density`` [n_rays, n_samples, 1] and ``rgb`` [n_rays, n_samples, 3] (or
+  ``features`` for learned renderers). ``context`` carries conditioning: source views (GNT), a
+  point-cloud encoding, a per-scene code (dictionaries); plain per-scene fields ignore it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from torch import Tensor, nn
+
+from neural3d.samples import RaySamples
+
+
+@dataclass
+class FieldOutputs:
+    """Per-sample outputs of a field.
+
+    Attributes:
+        density: [n_rays, n_samples, 1] non-negative density (None for feature-only fields).
+        rgb: [n_rays, n_samples, 3] colour in [0, 1] (None for feature-only fields).
+        features: optional [n_rays, n_samples, C] features for learned renderers.
+        extras: anything else (e.g. attention maps), keyed by name.
+    """
+
+    density: Optional[Tensor] = None
+    rgb: Optional[Tensor] = None
+    features: Optional[Tensor] = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Field(nn.Module):
+    """Base class of scene representations."""
+
+    def density(self, positions: Tensor) -> Tensor:
+        """[*batch, 3] world (or NDC) positions -> [*batch, 1] density."""
+        raise NotImplementedError
+
+    def query(self, positions: Tensor, viewdirs: Tensor) -> tuple[Tensor, Tensor]:
+        """[*batch, 3] positions and unit directions -> (density [*batch, 1], rgb [*batch, 3])."""
+        raise NotImplementedError
+
+    def forward(self, samples: RaySamples, context: Any = None) -> FieldOutputs:
+        density, rgb = self.query(samples.positions, samples.viewdirs)
+        return FieldOutputs(density=density, rgb=rgb)

@@ -1,0 +1,111 @@
+"""The method slot: a :class:`Model` = sampler(s) + scene representation + renderer + losses.
+
+Lifecycle (called by the trainer, evaluation and the Python API):
+
+* ``Model(config, scene=SceneInfo)`` builds its modules from its config dataclass.
+* ``forward(rays, context=None) -> dict`` renders a flat [n_rays] :class:`RayBundle`; the dict has at
+  least ``rgb`` [n_rays, 3], ``depth`` [n_rays, 1], ``opacity`` [n_rays, 1].
+* ``loss_dict(outputs, batch)`` and ``metrics_dict(outputs, batch)`` for training.
+* ``param_groups()`` names parameter groups (``"encoding"`` groups get no weight decay).
+* ``training_step_begin(step)`` is a hook for stateful samplers (occupancy grids).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from neural3d.rays import RayBundle
+
+
+@dataclass
+class SceneInfo:
+    """What a model needs to know about its scene.
+
+    Attributes:
+        scene_box: [2, 3] axis-aligned box (min corner, max corner) holding the content, in the
+            coordinates the rays live in (NDC for forward-facing scenes).
+        near, far: default ray bounds.
+        ndc: whether rays are in normalised device coordinates.
+        background: [3] background colour (None: black / learned by the method).
+        ndc_params: (width, height, focal) of the reference camera for :func:`~neural3d.rays.ndc_rays`.
+    """
+
+    scene_box: Tensor
+    near: float
+    far: float
+    ndc: bool = False
+    background: Optional[Tensor] = None
+    ndc_params: Optional[tuple[float, float, float]] = None
+
+    def state(self) -> dict[str, Any]:
+        return {"scene_box": self.scene_box.tolist(), "near": self.near, "far": self.far, "ndc": self.ndc,
+                "background": None if self.background is None else self.background.tolist(),
+                "ndc_params": None if self.ndc_params is None else list(self.ndc_params)}
+
+    @staticmethod
+    def from_state(d: dict[str, Any]) -> "SceneInfo":
+        bg, ndc_p = d.get("background"), d.get("ndc_params")
+        return SceneInfo(torch.tensor(d["scene_box"], dtype=torch.float32), float(d["near"]), float(d["far"]),
+                         bool(d["ndc"]), None if bg is None else torch.tensor(bg, dtype=torch.float32),
+                         None if ndc_p is None else tuple(float(x) for x in ndc_p))
+
+    def make_rays(self, cameras, camera_indices: Tensor, xy: Tensor) -> RayBundle:
+        """[n_rays] rays for pixels of ``cameras`` with this scene's bounds (and NDC when set)."""
+        from neural3d.rays import generate_rays, ndc_rays
+
+        rays = generate_rays(cameras, camera_indices, xy, self.near, self.far)
+        if self.ndc:
+            w, h, f = self.ndc_params
+            rays = ndc_rays(rays, width=w, height=h, focal=f)
+        return rays
+
+    def image_rays(self, cameras, index: int, pixel_center: float = 0.5) -> RayBundle:
+        """[H, W] rays of camera ``index``."""
+        grid = cameras.pixel_grid(index, pixel_center)
+        H, W = grid.shape[:2]
+        idx = torch.full((H * W,), index, dtype=torch.long, device=cameras.device)
+        return self.make_rays(cameras, idx, grid.reshape(-1, 2)).reshape(H, W)
+
+
+class Model(nn.Module):
+    """Base class of methods."""
+
+    def __init__(self, config: Any, *, scene: SceneInfo) -> None:
+        super().__init__()
+        self.config = config
+        self.scene = scene
+        bg = scene.background if scene.background is not None else torch.zeros(3)
+        self.register_buffer("background", bg.clone().float(), persistent=False)
+
+    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def loss_dict(self, outputs: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
+        """Default: MSE of every ``rgb*`` output against the target colour."""
+        return {f"loss_{k}": torch.mean((v - batch.rgb) ** 2) for k, v in outputs.items() if k.startswith("rgb")}
+
+    def metrics_dict(self, outputs: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
+        mse = torch.mean((outputs["rgb"].detach() - batch.rgb) ** 2)
+        return {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"network": [p for p in self.parameters() if p.requires_grad]}
+
+    def training_step_begin(self, step: int) -> None:
+        """Hook called before every training step."""
+
+    @torch.no_grad()
+    def render_rays(self, rays: RayBundle, chunk: int = 8192, context: Any = None) -> dict[str, Tensor]:
+        """Render any [*batch] bundle in chunks of ``chunk`` rays; returns [*batch, C] tensors."""
+        shape = rays.shape
+        flat = rays.flatten()
+        parts: dict[str, list[Tensor]] = {}
+        for sub in flat.chunks(chunk):
+            out = self(sub, context)
+            for k in ("rgb", "depth", "opacity"):
+                parts.setdefault(k, []).append(out[k].float())
+        return {k: torch.cat(v, 0).reshape(*shape, -1) for k, v in parts.items()}

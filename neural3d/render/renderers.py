@@ -1,0 +1,63 @@
+"""Renderer modules: per-sample field outputs along rays -> per-ray outputs.
+
+A renderer takes ``(field_outputs, samples, background)`` and returns :class:`RenderOutputs`. The
+emission-absorption :class:`VolumeRenderer` composites density and colour; a learned renderer (GNT's
+ray transformer) consumes ``field_outputs.features`` and fills the same slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from neural3d.fields.base import FieldOutputs
+from neural3d.render.volume import accumulate, composite_background, render_weights_from_density
+from neural3d.samples import RaySamples
+
+
+@dataclass
+class RenderOutputs:
+    """Per-ray rendering results.
+
+    Attributes:
+        rgb: [n_rays, 3] colour (background composited).
+        depth: [n_rays, 1] expected ``t`` of the visible surface (weights normalised by opacity).
+        opacity: [n_rays, 1] accumulated opacity (sum of weights).
+        weights: [n_rays, n_samples] compositing weights (None for renderers without them).
+        extras: renderer-specific outputs.
+    """
+
+    rgb: Tensor
+    depth: Tensor
+    opacity: Tensor
+    weights: Optional[Tensor] = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def expected_depth(weights: Tensor, samples: RaySamples, opacity: Tensor) -> Tensor:
+    """[n_rays, 1] ``sum_i w_i t_i / sum_i w_i``, clamped to the ray's [near, far]."""
+    depth = accumulate(weights, samples.mids[..., None]) / opacity.clamp_min(1e-10)
+    return torch.clamp(depth, samples.starts[:, :1], samples.ends[:, -1:])
+
+
+class VolumeRenderer(nn.Module):
+    """Emission-absorption compositing with a background colour."""
+
+    def forward(self, outputs: FieldOutputs, samples: RaySamples, background: Optional[Tensor] = None) -> RenderOutputs:
+        """Composite.
+
+        Args:
+            outputs: density [n_rays, n_samples, 1], rgb [n_rays, n_samples, 3].
+            samples: the [n_rays, n_samples] intervals the field was evaluated on.
+            background: [3] or [n_rays, 3] colour behind the volume (None: black).
+        """
+        distances = samples.deltas * torch.linalg.norm(samples.rays.directions, dim=-1, keepdim=True)
+        weights = render_weights_from_density(outputs.density[..., 0], distances)
+        opacity = accumulate(weights)
+        rgb = accumulate(weights, outputs.rgb)
+        if background is not None:
+            rgb = composite_background(rgb, opacity, background)
+        return RenderOutputs(rgb=rgb, depth=expected_depth(weights, samples, opacity), opacity=opacity, weights=weights)

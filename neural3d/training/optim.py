@@ -1,0 +1,39 @@
+"""Optimizer and learning-rate schedule built from :class:`~neural3d.config.OptimConfig`."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from neural3d.config import ConfigError
+
+
+def build_optimizer(groups: dict[str, list[nn.Parameter]], cfg) -> torch.optim.Optimizer:
+    """Adam over named parameter groups; weight decay only on groups not named ``encoding``."""
+    param_groups = [
+        {"params": params, "name": name, "weight_decay": 0.0 if name == "encoding" else cfg.weight_decay}
+        for name, params in groups.items() if params
+    ]
+    return torch.optim.Adam(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def lr_factor(step: int, total: int, cfg) -> float:
+    """Multiplier of ``cfg.lr`` at ``step`` (linear warm-up, then exp / cosine / constant to ``lr_final``)."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(max(step - cfg.warmup_steps, 0) / max(total - cfg.warmup_steps, 1), 1.0)
+    final = cfg.lr_final / cfg.lr
+    if cfg.schedule == "exp":
+        return final ** progress
+    if cfg.schedule == "cosine":
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "constant":
+        return 1.0
+    raise ConfigError(f"trainer.optim.schedule must be exp, cosine or constant, got '{cfg.schedule}'")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg) -> torch.optim.lr_scheduler.LambdaLR:
+    lr_factor(0, total_steps, cfg)  # validate the schedule name early
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, cfg))
