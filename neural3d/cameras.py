@@ -104,7 +104,7 @@ class Cameras:
         """Concatenate camera batches (distortion filled with zeros where absent)."""
         dist = None
         if any(c.distortion is not None for c in cams):
-            dist = torch.cat([c.distortion if c.distortion is not None else torch.zeros(len(c), 4) for c in cams])
+            dist = torch.cat([c.distortion if c.distortion is not None else torch.zeros(len(c), 4, device=c.device) for c in cams])
         kw = {f.name: torch.cat([getattr(c, f.name) for c in cams]) for f in fields(Cameras) if f.name != "distortion"}
         return Cameras(**kw, distortion=dist)
 

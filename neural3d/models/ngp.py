@@ -59,7 +59,7 @@ class NGPModel(Model):
         self.renderer = VolumeRenderer()
 
     def param_groups(self) -> dict[str, list]:
-        enc = list(self.field.encoding_parameters())
+        enc = list(self.field.encoding.parameters())
         ids = {id(p) for p in enc}
         return {"encoding": enc, "network": [p for p in self.parameters() if id(p) not in ids]}
 

@@ -115,7 +115,8 @@ class Trainer:
         dtype = torch.float16 if mp == "fp16" else torch.bfloat16
         return torch.autocast(device_type="cuda", dtype=dtype)
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns detached scalar tensors (no host sync here)."""
         self.model.train()
         self.model.training_step_begin(self.step)
         batch = next(self.loader)
@@ -130,26 +131,31 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        metrics = {k: float(v) for k, v in self.model.metrics_dict(outputs, batch).items()}
-        return {"loss": float(loss), **metrics}
+        metrics = {k: v.detach() for k, v in self.model.metrics_dict(outputs, batch).items()}
+        return {"loss": loss.detach(), **metrics}
 
     def train(self) -> dict[str, float]:
         t = self.cfg.trainer
         bar = tqdm(total=t.steps, initial=self.step, disable=not t.progress, dynamic_ncols=True, desc="train")
         last: dict[str, float] = {}
+        window_start, window_steps = time.perf_counter(), 0
         while self.step < t.steps:
             if t.max_seconds and self.elapsed >= t.max_seconds:
                 break
             if self.paused:
                 time.sleep(0.05)
+                window_start, window_steps = time.perf_counter(), 0
                 continue
             start = time.perf_counter()
-            last = self.train_step()
+            out = self.train_step()
             self.elapsed += time.perf_counter() - start
-            rays_per_s = t.batch_size / max(time.perf_counter() - start, 1e-9)
+            window_steps += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.4f}", psnr=f"{last.get('psnr', 0):.2f}", rays_s=f"{rays_per_s:,.0f}")
-            if self.step % t.log_every == 0 or self.step == t.steps:
+            if self.step % t.log_every == 0 or self.step == t.steps:  # host sync only here
+                rays_per_s = window_steps * t.batch_size / max(time.perf_counter() - window_start, 1e-9)
+                window_start, window_steps = time.perf_counter(), 0
+                last = {k: float(v) for k, v in out.items()}
+                bar.set_postfix(loss=f"{last['loss']:.4f}", psnr=f"{last.get('psnr', 0):.2f}", rays_s=f"{rays_per_s:,.0f}")
                 self.logger.log(self.step, {**last, "rays_per_s": rays_per_s, "lr": self.scheduler.get_last_lr()[0],
                                             "elapsed_s": self.elapsed}, prefix="train")
             if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
