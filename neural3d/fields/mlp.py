@@ -1,0 +1,92 @@
+"""Small multilayer perceptrons (tcnn ``FullyFusedMLP``-like when built without biases)."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from torch import Tensor, nn
+
+class _Exp(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.exp()
+
+
+_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "exp": _Exp,
+    "none": nn.Identity,
+}
+
+
+def make_activation(name: Optional[str]) -> nn.Module:
+    """Activation module by (case-insensitive) name: relu, sigmoid, softplus, tanh, exp, none/None."""
+    key = "none" if name is None else name.lower()
+    if key not in _ACTIVATIONS:
+        raise ValueError(f"mlp.py: unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[key]()
+
+
+class MLP(nn.Module):
+    """Fully connected network ``in_dim -> widths[0] -> ... -> widths[-1] -> out_dim``.
+
+    Args:
+        in_dim: input channels.
+        out_dim: output channels.
+        widths: hidden layer widths (empty: a single linear layer).
+        activation: hidden activation name ("relu", ...).
+        output_activation: output activation name or None.
+        bias: add biases (tcnn's FullyFusedMLP has none: ``bias=False``).
+
+    Layers are ``self.layers`` (``nn.Linear``, in order). Shapes: ``[*batch, in_dim] -> [*batch, out_dim]``.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        out_dim: int,
+        widths: Sequence[int] = (64,),
+        activation: str = "relu",
+        output_activation: Optional[str] = None,
+        bias: bool = True,
+    ):
+        super().__init__()
+        if in_dim <= 0 or out_dim <= 0 or any(w <= 0 for w in widths):
+            raise ValueError(f"mlp.py: MLP dims must be positive, got in={in_dim}, widths={list(widths)}, out={out_dim}")
+        dims = [in_dim, *widths, out_dim]
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(dims[:-1], dims[1:]))
+        self.activation = make_activation(activation)
+        self.output_activation = make_activation(output_activation)
+
+    @classmethod
+    def fully_fused(
+        cls,
+        *,
+        in_dim: int,
+        out_dim: int,
+        n_neurons: int = 64,
+        n_hidden_layers: int = 1,
+        activation: str = "relu",
+        output_activation: Optional[str] = None,
+    ) -> "MLP":
+        """tcnn ``FullyFusedMLP`` config equivalent: ``n_hidden_layers`` hidden layers of ``n_neurons``, no bias."""
+        return cls(
+            in_dim=in_dim,
+            out_dim=out_dim,
+            widths=[n_neurons] * n_hidden_layers,
+            activation=activation,
+            output_activation=output_activation,
+            bias=False,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[*batch, in_dim] -> [*batch, out_dim]."""
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(f"mlp.py: MLP expects [..., {self.in_dim}] inputs, got {tuple(x.shape)}")
+        for layer in self.layers[:-1]:
+            x = self.activation(layer(x))
+        return self.output_activation(self.layers[-1](x))

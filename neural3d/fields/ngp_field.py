@@ -1,0 +1,147 @@
+"""Instant-NGP radiance field (as nerfacc's ``NGPRadianceField``), pure PyTorch.
+
+positions -> unit cube (:func:`~neural3d.fields.contraction.normalize_positions`) -> hash grid ->
+``mlp_base`` (out ``1 + geo_feat_dim``) -> density ``trunc_exp(raw - 1)``, zero outside the box;
+``mlp_head`` on ``[SH(viewdir), geo features]`` -> sigmoid rgb. Module names (``encoding.params``,
+``mlp_base``, ``direction_encoding``, ``mlp_head``) follow nerfacc; the grid's ``params`` is tcnn-layout.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from neural3d.fields.base import Field
+from neural3d.fields.contraction import CONTRACTIONS, SceneBox, normalize_positions
+from neural3d.fields.encodings import SHEncoding
+from neural3d.fields.hashgrid import HashGridEncoding
+from neural3d.fields.mlp import MLP
+
+
+class _TruncExp(torch.autograd.Function):
+    """``exp(x)`` whose gradient uses ``exp(min(x, 15))`` (torch-ngp / nerfacc), avoiding inf gradients."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return g * torch.exp(x.clamp(max=15.0))
+
+
+def trunc_exp(x: Tensor) -> Tensor:
+    """[*] -> [*] ``exp(x)`` with the gradient clamped at ``x = 15``."""
+    return _TruncExp.apply(x)
+
+
+class NGPField(Field):
+    """Hash-grid radiance field.
+
+    Args:
+        aabb: [2, 3] scene box (min row, max row), nested lists, or a :class:`SceneBox` (NDC scenes:
+            ``SceneBox.ndc()``, the box [-1, 1]^3).
+        contraction: "aabb" (bounded box; points outside get density 0), "inf" or "l2" (unbounded scene
+            contraction of the box's exterior, see :mod:`neural3d.fields.contraction`).
+        n_levels, n_features_per_level, log2_hashmap_size, base_resolution, max_resolution, per_level_scale:
+            hash grid settings (:class:`~neural3d.fields.hashgrid.HashGridEncoding`).
+        max_resolution_per_unit: if given, ``max_resolution = max_resolution_per_unit * largest box side``
+            (instant-ngp scales its finest resolution with the scene box this way).
+        geo_feat_dim: geometry features passed to the colour MLP (15).
+        hidden_dim: MLP width (64).
+        n_density_layers: hidden layers of the density MLP (1).
+        n_color_layers: hidden layers of the colour MLP (2).
+        sh_degree: spherical-harmonics bands of the direction encoding (4 -> 16 channels).
+        density_bias: added to the raw density before ``trunc_exp`` (-1, nerfacc).
+
+    Shapes: ``query([*batch, 3], [*batch, 3]) -> ([*batch, 1], [*batch, 3])``; ``density([*batch, 3]) -> [*batch, 1]``.
+    """
+
+    def __init__(
+        self,
+        *,
+        aabb,
+        contraction: str = "aabb",
+        n_levels: int = 16,
+        n_features_per_level: int = 2,
+        log2_hashmap_size: int = 19,
+        base_resolution: int = 16,
+        max_resolution: float = 2048,
+        per_level_scale: Optional[float] = None,
+        max_resolution_per_unit: Optional[float] = None,
+        geo_feat_dim: int = 15,
+        hidden_dim: int = 64,
+        n_density_layers: int = 1,
+        n_color_layers: int = 2,
+        sh_degree: int = 4,
+        density_bias: float = -1.0,
+    ):
+        super().__init__()
+        aabb = torch.as_tensor(aabb.aabb if isinstance(aabb, SceneBox) else aabb, dtype=torch.float32)
+        if aabb.shape != (2, 3) or not bool((aabb[1] > aabb[0]).all()):
+            raise ValueError(f"ngp_field.py: aabb must be [2, 3] with max > min, got {aabb.tolist()}")
+        if contraction not in CONTRACTIONS:
+            raise ValueError(f"ngp_field.py: contraction must be one of {CONTRACTIONS}, got {contraction!r}")
+        self.register_buffer("aabb", aabb)
+        self.contraction = contraction
+        self.geo_feat_dim = geo_feat_dim
+        self.density_bias = density_bias
+        if max_resolution_per_unit is not None:
+            max_resolution = max_resolution_per_unit * float((aabb[1] - aabb[0]).max())
+        self.encoding = HashGridEncoding(
+            n_levels=n_levels,
+            n_features_per_level=n_features_per_level,
+            log2_hashmap_size=log2_hashmap_size,
+            base_resolution=base_resolution,
+            max_resolution=max_resolution,
+            per_level_scale=per_level_scale,
+        )
+        self.mlp_base = MLP.fully_fused(
+            in_dim=self.encoding.out_dim, out_dim=1 + geo_feat_dim, n_neurons=hidden_dim, n_hidden_layers=n_density_layers
+        )
+        self.direction_encoding = SHEncoding(degree=sh_degree)
+        self.mlp_head = MLP.fully_fused(
+            in_dim=self.direction_encoding.out_dim + geo_feat_dim,
+            out_dim=3,
+            n_neurons=hidden_dim,
+            n_hidden_layers=n_color_layers,
+            output_activation="sigmoid",
+        )
+
+    def normalized_positions(self, positions: Tensor) -> Tensor:
+        """[*batch, 3] world -> [*batch, 3] unit-cube coordinates seen by the grid."""
+        if positions.shape[-1] != 3:
+            raise ValueError(f"ngp_field.py: positions must be [..., 3], got {tuple(positions.shape)}")
+        return normalize_positions(positions, self.aabb, self.contraction)
+
+    def density_and_features(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """[*batch, 3] -> (density [*batch, 1] >= 0, geometry features [*batch, geo_feat_dim])."""
+        x = self.normalized_positions(positions)
+        if self.contraction == "aabb":
+            inside = ((x > 0.0) & (x < 1.0)).all(dim=-1, keepdim=True)  # nerfacc's selector
+        else:
+            inside = ((x >= 0.0) & (x <= 1.0)).all(dim=-1, keepdim=True)
+        h = self.mlp_base(self.encoding(x))
+        raw, geo = h.split([1, self.geo_feat_dim], dim=-1)
+        density = trunc_exp(raw + self.density_bias) * inside
+        return density, geo
+
+    def density(self, positions: Tensor) -> Tensor:
+        """[*batch, 3] -> [*batch, 1] density (0 outside the box)."""
+        return self.density_and_features(positions)[0]
+
+    def query(self, positions: Tensor, viewdirs: Tensor) -> tuple[Tensor, Tensor]:
+        """[*batch, 3] positions, [*batch, 3] unit directions -> (density [*batch, 1], rgb [*batch, 3])."""
+        try:
+            positions, viewdirs = torch.broadcast_tensors(positions, viewdirs)
+        except RuntimeError as err:
+            raise ValueError(
+                f"ngp_field.py: viewdirs {tuple(viewdirs.shape)} do not broadcast with positions {tuple(positions.shape)}"
+            ) from err
+        density, geo = self.density_and_features(positions)
+        rgb = self.mlp_head(torch.cat([self.direction_encoding(viewdirs), geo], dim=-1))
+        return density, rgb
