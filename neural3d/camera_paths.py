@@ -2,13 +2,13 @@
 
 All poses are camera-to-world matrices ``c2w`` [n, 3, 4] in OpenGL axes (x right, y up, camera looks
 down -z). Path generators return float32 torch tensors; the helpers that replicate the original NeRF
-code (``normalize``, ``viewmatrix``, ``poses_avg``, ``render_path_spiral``, ``pose_spherical``) are
+code (``normalize``, ``viewmatrix``, ``poses_avg``, ``render_path_spiral``) are
 NumPy functions with the original's dtype behaviour, so that the LLFF spiral and the Blender orbit
 agree exactly with the original loaders' ``render_poses``.
 
 Contents:
 - LLFF forward-facing spiral (yenchenlin/nerf-pytorch ``load_llff.py``): ``llff_spiral_path``.
-- Blender orbit (``load_blender.py``): ``blender_orbit``; general ``orbit_path`` and ``look_at``.
+- General ``orbit_path`` and ``look_at`` (the original Blender orbit is ``neural3d.data.blender.blender_orbit``).
 - Key-pose interpolation: ``interpolate_poses`` (quaternion slerp + linear / Catmull-Rom positions),
   quaternion helpers (scalar-first ``(w, x, y, z)``).
 - nerfstudio ``camera_path.json`` I/O: ``CameraPath``, ``load_camera_path``, ``save_camera_path``.
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "CameraPath", "blender_orbit", "focal_to_fov", "fov_to_focal", "interpolate_poses", "llff_spiral_path",
-    "load_camera_path", "look_at", "matrix_to_quaternion", "normalize", "orbit_path", "pose_spherical",
+    "CameraPath", "focal_to_fov", "fov_to_focal", "interpolate_poses", "llff_spiral_path",
+    "load_camera_path", "look_at", "matrix_to_quaternion", "normalize", "orbit_path",
     "poses_avg", "quaternion_slerp", "quaternion_to_matrix", "render_path_spiral", "save_camera_path",
     "viewmatrix",
 ]
@@ -119,30 +119,6 @@ def llff_spiral_path(
         n_rots, n_frames = 1, n_frames // 2
     path = render_path_spiral(c2w, up, rads, focal, zdelta, zrate=0.5, rots=n_rots, n=n_frames)
     return torch.from_numpy(path.astype(np.float32))
-
-
-def pose_spherical(theta_deg: float, phi_deg: float, radius: float) -> np.ndarray:
-    """Original Blender ``pose_spherical``: [4, 4] float64 c2w (phi < 0 puts the camera above z = 0)."""
-    th, phi = np.deg2rad(theta_deg), np.deg2rad(phi_deg)
-    trans = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, radius], [0, 0, 0, 1]], dtype=np.float64)
-    rot_phi = np.array(
-        [[1, 0, 0, 0], [0, np.cos(phi), -np.sin(phi), 0], [0, np.sin(phi), np.cos(phi), 0], [0, 0, 0, 1]]
-    )
-    rot_theta = np.array([[np.cos(th), 0, -np.sin(th), 0], [0, 1, 0, 0], [np.sin(th), 0, np.cos(th), 0], [0, 0, 0, 1]])
-    swap = np.array([[-1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
-    return swap @ rot_theta @ rot_phi @ trans
-
-
-def blender_orbit(n: int = 40, radius: float = 4.0, elevation_deg: float = -30.0) -> torch.Tensor:
-    """Original Blender render path: ``pose_spherical(angle, elevation_deg, radius)`` for
-    ``angle in linspace(-180, 180, n + 1)[:-1]``. Note the original's sign: -30 is 30 deg ABOVE.
-
-    Returns:
-        c2w: [n, 3, 4] float32.
-    """
-    angles = np.linspace(-180, 180, n + 1)[:-1]
-    poses = np.stack([pose_spherical(a, elevation_deg, radius) for a in angles], 0)
-    return torch.from_numpy(poses[:, :3, :4].astype(np.float32))
 
 
 # ---- Orbits (torch) ------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from neural3d.data.blender import blender_orbit
+
 from neural3d.camera_paths import (
     CameraPath,
-    blender_orbit,
     focal_to_fov,
     fov_to_focal,
     interpolate_poses,

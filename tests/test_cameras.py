@@ -9,6 +9,7 @@ import torch
 from neural3d.cameras import Cameras, check_poses
 from neural3d.distortion import distort_points, undistort_points
 from neural3d.rays import generate_rays, image_rays, ndc_rays
+from reference_nerf import original_ndc_rays
 
 
 def _random_rotations(n, seed=0):
@@ -117,26 +118,13 @@ def test_check_poses_rejects_nan_and_nonrigid():
         check_poses(shear, "x.json")
 
 
-def _ndc_reference(H, W, focal, near, rays_o, rays_d):
-    # The original NeRF formula (run_nerf_helpers.ndc_rays), in numpy float64.
-    t = -(near + rays_o[..., 2]) / rays_d[..., 2]
-    rays_o = rays_o + t[..., None] * rays_d
-    o0 = -1.0 / (W / (2.0 * focal)) * rays_o[..., 0] / rays_o[..., 2]
-    o1 = -1.0 / (H / (2.0 * focal)) * rays_o[..., 1] / rays_o[..., 2]
-    o2 = 1.0 + 2.0 * near / rays_o[..., 2]
-    d0 = -1.0 / (W / (2.0 * focal)) * (rays_d[..., 0] / rays_d[..., 2] - rays_o[..., 0] / rays_o[..., 2])
-    d1 = -1.0 / (H / (2.0 * focal)) * (rays_d[..., 1] / rays_d[..., 2] - rays_o[..., 1] / rays_o[..., 2])
-    d2 = -2.0 * near / rays_o[..., 2]
-    return np.stack([o0, o1, o2], -1), np.stack([d0, d1, d2], -1)
-
-
 def test_ndc_matches_original_formula_and_maps_depth():
     c2w = torch.eye(4)[None]
     c2w[0, :3, 3] = torch.tensor([0.1, -0.2, 0.3])
     cams = Cameras(c2w, fx=40.0, fy=40.0, cx=20.0, cy=15.0, width=40, height=30)
     rays = image_rays(cams, 0, 0.0, 1.0).flatten()
     ndc = ndc_rays(rays, width=40, height=30, focal=40.0)
-    ro, rd = _ndc_reference(30, 40, 40.0, 1.0, rays.origins.double().numpy(), rays.directions.double().numpy())
+    ro, rd = original_ndc_rays(30, 40, 40.0, 1.0, rays.origins.double().numpy(), rays.directions.double().numpy())
     np.testing.assert_allclose(ndc.origins.numpy(), ro, atol=1e-5)
     np.testing.assert_allclose(ndc.directions.numpy(), rd, atol=1e-5)
     # a world point at depth z along the ray maps to NDC t with z_world = -1 / (1 - t)

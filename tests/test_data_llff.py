@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from reference_nerf import original_get_rays, original_ndc_rays
 from PIL import Image
 
 from neural3d.data import (
@@ -86,19 +87,9 @@ def test_fern_matches_original_loader(fern_scenes, factor, spherify):
 
 def _original_ndc_rays_float64(H, W, focal, c2w, near=1.0):
     """The original NeRF ``get_rays`` (integer pixel coordinates) + ``ndc_rays``, in float64 numpy."""
-    i, j = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64), indexing="xy")
-    dirs = np.stack([(i - W * 0.5) / focal, -(j - H * 0.5) / focal, -np.ones_like(i)], -1)
-    rays_d = np.sum(dirs[..., None, :] * c2w[:3, :3], -1)
-    rays_o = np.broadcast_to(c2w[:3, -1], rays_d.shape)
-    t = -(near + rays_o[..., 2]) / rays_d[..., 2]
-    rays_o = rays_o + t[..., None] * rays_d
-    o0 = -1.0 / (W / (2.0 * focal)) * rays_o[..., 0] / rays_o[..., 2]
-    o1 = -1.0 / (H / (2.0 * focal)) * rays_o[..., 1] / rays_o[..., 2]
-    o2 = 1.0 + 2.0 * near / rays_o[..., 2]
-    d0 = -1.0 / (W / (2.0 * focal)) * (rays_d[..., 0] / rays_d[..., 2] - rays_o[..., 0] / rays_o[..., 2])
-    d1 = -1.0 / (H / (2.0 * focal)) * (rays_d[..., 1] / rays_d[..., 2] - rays_o[..., 1] / rays_o[..., 2])
-    d2 = -2.0 * near / rays_o[..., 2]
-    return np.stack([o0, o1, o2], -1), np.stack([d0, d1, d2], -1), rays_d
+    rays_o, rays_d = original_get_rays(H, W, focal, c2w)
+    o, d = original_ndc_rays(H, W, focal, near, rays_o, rays_d)
+    return o, d, rays_d
 
 
 @needs_fern

@@ -29,30 +29,12 @@ from typing import Optional
 import numpy as np
 import torch
 
+from neural3d.camera_paths import normalize, poses_avg
 from neural3d.cameras import Cameras
 from neural3d.data.images import load_image_stack
 from neural3d.data.scene import DatasetError, DatasetFileNotFoundError, SceneData, validate_poses
 
 _LLFF_EXTS = ("JPG", "jpg", "png")
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v)
-
-
-def _look_frame(z: np.ndarray, up: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """[3, 4] c2w with back axis ``z``, ``up`` hint and centre ``pos`` (x = up x z, y = z x x)."""
-    z = _unit(z)
-    x = _unit(np.cross(up, z))
-    y = _unit(np.cross(z, x))
-    return np.stack([x, y, z, pos], 1)
-
-
-def average_pose(poses: np.ndarray) -> np.ndarray:
-    """[3, 5] mean camera of [n, 3, 5] poses: mean centre, summed back axis, summed up axis, hwf of pose 0."""
-    centre = poses[:, :3, 3].mean(0)
-    frame = _look_frame(_unit(poses[:, :3, 2].sum(0)), poses[:, :3, 1].sum(0), centre)
-    return np.concatenate([frame, poses[0, :3, -1:]], 1)
 
 
 def _to_44(m34: np.ndarray) -> np.ndarray:
@@ -67,7 +49,7 @@ def recenter_to_average(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         the recentred poses (input dtype) and the [4, 4] float64 world transform applied (new <- old).
     """
-    world = np.linalg.inv(_to_44(average_pose(poses)[None, :3, :4])[0])
+    world = np.linalg.inv(_to_44(poses_avg(poses)[None, :3, :4])[0])
     out = poses + 0
     out[:, :3, :4] = (world @ _to_44(poses[:, :3, :4]))[:, :3, :4]
     return out, world
@@ -88,9 +70,9 @@ def spherify_to_unit_sphere(poses: np.ndarray, bds: np.ndarray, n_frames: int = 
         the original), and the [4, 4] float64 world transform (new <- old).
     """
     centre = _closest_point_to_axes(poses[:, :3, 3:4], poses[:, :3, 2:3])
-    up = _unit((poses[:, :3, 3] - centre).mean(0))
-    side = _unit(np.cross([0.1, 0.2, 0.3], up))
-    frame = np.stack([side, _unit(np.cross(up, side)), up, centre], 1)
+    up = normalize((poses[:, :3, 3] - centre).mean(0))
+    side = normalize(np.cross([0.1, 0.2, 0.3], up))
+    frame = np.stack([side, normalize(np.cross(up, side)), up, centre], 1)
     to_frame = np.linalg.inv(_to_44(frame[None]))
     moved = to_frame @ _to_44(poses[:, :3, :4])
     radius = np.sqrt(np.mean(np.sum(np.square(moved[:, :3, 3]), -1)))
@@ -103,9 +85,9 @@ def spherify_to_unit_sphere(poses: np.ndarray, bds: np.ndarray, n_frames: int = 
     path = []
     for th in np.linspace(0.0, 2.0 * np.pi, n_frames):  # one small 3x4 per frame, as the original
         origin = np.array([ring * np.cos(th), ring * np.sin(th), height])
-        back = _unit(origin)
-        right = _unit(np.cross(back, np.array([0, 0, -1.0])))
-        path.append(np.stack([right, _unit(np.cross(back, right)), back, origin], 1))
+        back = normalize(origin)
+        right = normalize(np.cross(back, np.array([0, 0, -1.0])))
+        path.append(np.stack([right, normalize(np.cross(back, right)), back, origin], 1))
     hwf = poses[0, :3, -1:]
     path = np.concatenate([np.stack(path), np.broadcast_to(hwf, (n_frames, 3, 1))], -1)
     moved = np.concatenate([moved[:, :3, :4], np.broadcast_to(hwf, (moved.shape[0], 3, 1))], -1)
@@ -236,7 +218,7 @@ def load_llff(
 
         render = llff_spiral_path(poses, bds, n_frames=120, path_zflat=path_zflat)
     render = np.asarray(render.cpu() if torch.is_tensor(render) else render).astype(np.float32)
-    holdout = int(np.argmin(np.sum(np.square(average_pose(poses)[:3, 3] - poses[:, :3, 3]), -1)))
+    holdout = int(np.argmin(np.sum(np.square(poses_avg(poses)[:3, 3] - poses[:, :3, 3]), -1)))
     poses = poses.astype(np.float32)
 
     n = poses.shape[0]

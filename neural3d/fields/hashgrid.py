@@ -145,6 +145,12 @@ def _corner_rows(cell: Tensor, layout: GridLayout, levels: range) -> Tensor:
         res = torch.tensor(layout.resolutions[sl], dtype=torch.int64, device=device)[None, :, None]
         tx, ty, tz = [(both[:, :, d] * res**d) & _MASK32 for d in range(3)]
         index = (tx[:, :, None, None, :] + ty[:, :, None, :, None] + tz[:, :, :, None, None]) & _MASK32
+        if min(layout.resolutions[sl]) >= 4 and bool((cell >= 0).all()):
+            # In-range cells give index <= (res + 1)^3 - 1 < 2 * rows (rows >= res^3, res >= 4), so the
+            # modulo of the top-corner wrap is one conditional subtraction (integer division is slow on CPU).
+            size_t = torch.tensor(sizes, dtype=torch.int64, device=device)[None, :, None, None, None]
+            index = torch.where(index >= size_t, index - size_t, index)
+            return index.flatten(2) + local[None, :, None]
     size_t = torch.tensor(sizes, dtype=torch.int64, device=device)[None, :, None]
     return index.flatten(2) % size_t + local[None, :, None]
 

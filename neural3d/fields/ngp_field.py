@@ -120,7 +120,14 @@ class NGPField(Field):
 
     def density_and_features(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """[*batch, 3] -> (density [*batch, 1] >= 0, geometry features [*batch, geo_feat_dim])."""
-        x = self.normalized_positions(positions)
+        return self.unit_density_and_features(self.normalized_positions(positions))
+
+    def unit_density(self, x: Tensor) -> Tensor:
+        """[*batch, 3] unit-cube coordinates (see :meth:`normalized_positions`) -> [*batch, 1] density."""
+        return self.unit_density_and_features(x)[0]
+
+    def unit_density_and_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Like :meth:`density_and_features` for unit-cube coordinates ``x`` [*batch, 3]."""
         if self.contraction == "aabb":
             inside = ((x > 0.0) & (x < 1.0)).all(dim=-1, keepdim=True)  # nerfacc's selector
         else:

@@ -1,9 +1,14 @@
-"""Instant-NGP-style method: hash-grid field with importance sampling from its own density.
+"""Instant-NGP-style method: a hash-grid field with cheap, density-guided sampling.
 
-The sampler runs a cheap, gradient-free density pass on ``n_coarse`` stratified samples and draws
-``n_samples`` intervals from the resulting weights, where the full field (density + colour) is
-evaluated with gradients. (Occupancy-grid and proposal-network samplers come with the fast
-ray-marching module.) ``sampler: uniform`` evaluates ``n_samples`` stratified samples directly.
+Samplers (``model.sampler``):
+
+* ``grid`` (default): a cached density grid (refreshed from the field every ``grid_update_every``
+  steps) scores ``n_coarse`` stratified samples per ray; ``n_samples`` intervals are drawn from the
+  resulting weights and evaluated with gradients.
+* ``importance``: the same, but the scores come from a gradient-free pass of the field itself.
+* ``uniform``: ``n_samples`` stratified samples evaluated directly.
+
+Occupancy-grid marching with packed samples and proposal networks live in the ray-marching module.
 """
 
 from __future__ import annotations
@@ -22,14 +27,20 @@ from neural3d.rays import RayBundle
 from neural3d.render import VolumeRenderer
 from neural3d.render.volume import render_weights_from_density
 from neural3d.samplers import PDFSampler, UniformSampler
+from neural3d.samplers.density_grid import DensityGrid, GridImportanceSampler
+
+SAMPLERS = ("grid", "importance", "uniform")
 
 
 @dataclass
 class NGPModelConfig:
-    sampler: str = "importance"  # importance | uniform
-    n_samples: int = 48  # samples evaluated with gradients, per ray
-    n_coarse: int = 64  # gradient-free density samples for importance sampling
+    sampler: str = "grid"  # grid | importance | uniform
+    n_samples: int = 32  # samples evaluated with gradients, per ray
+    n_coarse: int = 128  # scored samples per ray for grid / importance sampling
     lindisp: bool = False
+    grid_resolution: int = 64
+    grid_update_every: int = 16
+    grid_decay: float = 0.95
     contraction: str = "aabb"  # aabb | inf | l2 (unbounded scenes)
     n_levels: int = 16
     n_features_per_level: int = 2
@@ -45,15 +56,19 @@ class NGPModelConfig:
 class NGPModel(Model):
     def __init__(self, config: NGPModelConfig, *, scene: SceneInfo) -> None:
         super().__init__(config, scene=scene)
-        if config.sampler not in ("importance", "uniform"):
-            raise ValueError(f"model.sampler must be 'importance' or 'uniform', got '{config.sampler}'")
+        if config.sampler not in SAMPLERS:
+            raise ValueError(f"model.sampler must be one of {SAMPLERS}, got '{config.sampler}'")
         self.field = NGPField(
             aabb=scene.scene_box, contraction=config.contraction, n_levels=config.n_levels,
             n_features_per_level=config.n_features_per_level, log2_hashmap_size=config.log2_hashmap_size,
             base_resolution=config.base_resolution, max_resolution=config.max_resolution,
             hidden_dim=config.hidden_dim, geo_feat_dim=config.geo_feat_dim, sh_degree=config.sh_degree,
         )
-        n_first = config.n_coarse if config.sampler == "importance" else config.n_samples
+        if config.sampler == "grid":
+            self.grid = DensityGrid(resolution=config.grid_resolution, decay=config.grid_decay)
+            self.grid_sampler = GridImportanceSampler(n_coarse=config.n_coarse, n_samples=config.n_samples,
+                                                      lindisp=config.lindisp)
+        n_first = config.n_samples if config.sampler == "uniform" else config.n_coarse
         self.coarse_sampler = UniformSampler(n_samples=n_first, lindisp=config.lindisp)
         self.pdf_sampler = PDFSampler(n_samples=config.n_samples, include_input=False)
         self.renderer = VolumeRenderer()
@@ -63,7 +78,14 @@ class NGPModel(Model):
         ids = {id(p) for p in enc}
         return {"encoding": enc, "network": [p for p in self.parameters() if id(p) not in ids]}
 
-    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
+    def training_step_begin(self, step: int) -> None:
+        if self.config.sampler == "grid" and step % self.config.grid_update_every == 0:
+            self.grid.update(self.field.unit_density)
+
+    def sample(self, rays: RayBundle):
+        """[n_rays] rays -> [n_rays, n_samples] samples for the field."""
+        if self.config.sampler == "grid":
+            return self.grid_sampler(rays, self.grid, self.field.normalized_positions)
         samples = self.coarse_sampler(rays)
         if self.config.sampler == "importance":
             with torch.no_grad():
@@ -71,6 +93,10 @@ class NGPModel(Model):
                 dist = samples.deltas * torch.linalg.norm(rays.directions, dim=-1, keepdim=True)
                 weights = render_weights_from_density(density, dist)
             samples = self.pdf_sampler(samples, weights)
+        return samples
+
+    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
+        samples = self.sample(rays)
         density, rgb = self.field.query(samples.positions, samples.viewdirs)
         out = self.renderer(FieldOutputs(density=density, rgb=rgb), samples, self.background)
         return {"rgb": out.rgb, "depth": out.depth, "opacity": out.opacity}

@@ -1,0 +1,98 @@
+"""Importance sampling guided by a dense grid of the field's own density (cheap proposal).
+
+A :class:`DensityGrid` caches the field's density on a ``resolution^3`` grid over the field's unit
+cube and refreshes it every few steps (``grid = max(decay * grid, new)``, as instant-ngp does for its
+occupancy grid). :class:`GridImportanceSampler` evaluates that grid (trilinear lookups, no network) at
+``n_coarse`` stratified samples per ray, composites weights from it and draws the ``n_samples``
+intervals where the field is evaluated with gradients. Occupancy-grid *marching* with packed samples
+lives in the ray-marching module; this sampler keeps the batched [n_rays, n_samples] layout.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neural3d.rays import RayBundle
+from neural3d.render.volume import render_weights_from_density
+from neural3d.samplers.pdf import PDFSampler
+from neural3d.samplers.uniform import UniformSampler
+from neural3d.samples import RaySamples
+
+
+class DensityGrid(nn.Module):
+    """Cached density on a [R, R, R] grid over the unit cube [0, 1]^3 (cell centres at (i + 0.5) / R).
+
+    Args:
+        resolution: cells per axis ``R``.
+        decay: multiplier applied to the cached values at every update.
+        update_fraction: fraction of cells re-evaluated per update after the first (full) update.
+    """
+
+    def __init__(self, *, resolution: int = 64, decay: float = 0.95, update_fraction: float = 0.25) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.decay = decay
+        self.update_fraction = update_fraction
+        self.register_buffer("values", torch.zeros(resolution, resolution, resolution))
+        self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, unit_density: Callable[[Tensor], Tensor], chunk: int = 65536) -> None:
+        """Re-evaluate (a random subset of) cells at a random point inside each.
+
+        Args:
+            unit_density: [n, 3] unit-cube coordinates -> [n, 1] density.
+        """
+        R, dev = self.resolution, self.values.device
+        n_cells = R ** 3
+        if int(self.n_updates) == 0 or self.update_fraction >= 1.0:
+            cells = torch.arange(n_cells, device=dev)
+        else:
+            cells = torch.randint(0, n_cells, (max(1, int(n_cells * self.update_fraction)),), device=dev)
+        ijk = torch.stack([cells // (R * R), (cells // R) % R, cells % R], dim=-1).float()  # (z, y, x) order
+        x = (ijk.flip(-1) + torch.rand_like(ijk)) / R  # [n, 3] as (x, y, z)
+        new = torch.cat([unit_density(c)[:, 0] for c in x.split(chunk)])
+        flat = self.values.view(-1) * self.decay
+        flat[cells] = torch.maximum(flat[cells], new.to(flat.dtype))
+        self.values.copy_(flat.view(R, R, R))
+        self.n_updates += 1
+
+    def lookup(self, x: Tensor) -> Tensor:
+        """Trilinear density at unit-cube coordinates ``x`` [*batch, 3] -> [*batch] (0 outside the cube)."""
+        shape = x.shape[:-1]
+        grid = (x.reshape(1, 1, 1, -1, 3) * 2.0 - 1.0).to(self.values.dtype)
+        out = F.grid_sample(self.values[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out.reshape(shape)
+
+
+class GridImportanceSampler(nn.Module):
+    """Stratified samples scored by a :class:`DensityGrid`, then resampled by their weights.
+
+    Args:
+        n_coarse: grid lookups per ray.
+        n_samples: intervals returned per ray (where the field runs with gradients).
+        lindisp: coarse samples linear in inverse depth.
+    """
+
+    def __init__(self, *, n_coarse: int, n_samples: int, lindisp: bool = False) -> None:
+        super().__init__()
+        self.uniform = UniformSampler(n_samples=n_coarse, lindisp=lindisp)
+        self.pdf = PDFSampler(n_samples=n_samples, include_input=False)
+
+    def forward(self, rays: RayBundle, grid: DensityGrid, to_unit: Callable[[Tensor], Tensor]) -> RaySamples:
+        """[n_rays] rays -> [n_rays, n_samples] samples.
+
+        Args:
+            grid: the density cache.
+            to_unit: maps world positions [*batch, 3] to the grid's unit cube.
+        """
+        coarse = self.uniform(rays)
+        with torch.no_grad():
+            density = grid.lookup(to_unit(coarse.positions))
+            dist = coarse.deltas * torch.linalg.norm(rays.directions, dim=-1, keepdim=True)
+            weights = render_weights_from_density(density, dist)
+        return self.pdf(coarse, weights)
