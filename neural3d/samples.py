@@ -61,6 +61,10 @@ class RaySamples:
         """[n_rays, n_samples + 1] interval edges, valid when the intervals are contiguous."""
         return torch.cat([self.starts, self.ends[:, -1:]], dim=-1)
 
+    def select(self, index: Tensor) -> "RaySamples":
+        """The samples of a subset of rays (``index``: [k] int64 or [n_rays] bool)."""
+        return RaySamples(self.rays[index], self.starts[index], self.ends[index])
+
     @staticmethod
     def from_edges(rays: RayBundle, edges: Tensor) -> "RaySamples":
         """Contiguous intervals from sorted edges [n_rays, n_samples + 1]."""

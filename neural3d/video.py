@@ -122,6 +122,8 @@ def colorize_depth(
             raise ValueError("colorize_depth: no valid depth to derive near/far from; pass near and far")
         near = float(d[valid].min()) if near is None else near
         far = float(d[valid].max()) if far is None else far
+        if not far > near:  # a flat depth map (e.g. an empty view): any range shows it as one colour
+            far = near + max(abs(near), 1.0) * 1e-3
     if not far > near or (inverse and near <= 0):
         raise ValueError(f"colorize_depth: need far > near (> 0 if inverse), got near={near}, far={far}")
     d = torch.where(valid, d, torch.full_like(d, far))

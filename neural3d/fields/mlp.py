@@ -72,15 +72,17 @@ class MLP(nn.Module):
         n_hidden_layers: int = 1,
         activation: str = "relu",
         output_activation: Optional[str] = None,
+        bias: bool = False,
     ) -> "MLP":
-        """tcnn ``FullyFusedMLP`` config equivalent: ``n_hidden_layers`` hidden layers of ``n_neurons``, no bias."""
+        """tcnn ``FullyFusedMLP`` config equivalent: ``n_hidden_layers`` hidden layers of ``n_neurons``
+        (no bias, like tcnn, unless ``bias``)."""
         return cls(
             in_dim=in_dim,
             out_dim=out_dim,
             widths=[n_neurons] * n_hidden_layers,
             activation=activation,
             output_activation=output_activation,
-            bias=False,
+            bias=bias,
         )
 
     def forward(self, x: Tensor) -> Tensor:

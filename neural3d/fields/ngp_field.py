@@ -57,6 +57,8 @@ class NGPField(Field):
         n_color_layers: hidden layers of the colour MLP (2).
         sh_degree: spherical-harmonics bands of the direction encoding (4 -> 16 channels).
         density_bias: added to the raw density before ``trunc_exp`` (-1, nerfacc).
+        mlp_bias: biases in the MLPs. tcnn's fully fused MLPs have none, but in fp32 PyTorch at lr 1e-2 the
+            bias-free colour MLP's ReLUs die at dense points (constant grey colour), so biases are the default.
 
     Shapes: ``query([*batch, 3], [*batch, 3]) -> ([*batch, 1], [*batch, 3])``; ``density([*batch, 3]) -> [*batch, 1]``.
     """
@@ -79,6 +81,7 @@ class NGPField(Field):
         n_color_layers: int = 2,
         sh_degree: int = 4,
         density_bias: float = -1.0,
+        mlp_bias: bool = True,
     ):
         super().__init__()
         aabb = torch.as_tensor(aabb.aabb if isinstance(aabb, SceneBox) else aabb, dtype=torch.float32)
@@ -101,7 +104,8 @@ class NGPField(Field):
             per_level_scale=per_level_scale,
         )
         self.mlp_base = MLP.fully_fused(
-            in_dim=self.encoding.out_dim, out_dim=1 + geo_feat_dim, n_neurons=hidden_dim, n_hidden_layers=n_density_layers
+            in_dim=self.encoding.out_dim, out_dim=1 + geo_feat_dim, n_neurons=hidden_dim, n_hidden_layers=n_density_layers,
+            bias=mlp_bias,
         )
         self.direction_encoding = SHEncoding(degree=sh_degree)
         self.mlp_head = MLP.fully_fused(
@@ -110,6 +114,7 @@ class NGPField(Field):
             n_neurons=hidden_dim,
             n_hidden_layers=n_color_layers,
             output_activation="sigmoid",
+            bias=mlp_bias,
         )
 
     def normalized_positions(self, positions: Tensor) -> Tensor:

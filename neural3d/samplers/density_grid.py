@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neural3d.rays import RayBundle
-from neural3d.render.volume import render_weights_from_density
 from neural3d.samplers.pdf import PDFSampler
 from neural3d.samplers.uniform import UniformSampler
 from neural3d.samples import RaySamples
@@ -70,21 +69,35 @@ class DensityGrid(nn.Module):
 
 
 class GridImportanceSampler(nn.Module):
-    """Stratified samples scored by a :class:`DensityGrid`, then resampled by their weights.
+    """Samples spread evenly over the occupied part of each ray, as occupancy-grid marching does.
+
+    ``n_coarse`` stratified points per ray look up a :class:`DensityGrid`; bins whose density exceeds
+    ``threshold`` are occupied and ``n_samples`` intervals are drawn uniformly over them (inverse CDF of
+    the occupancy indicator). Unlike weighting by the grid's own transmittance, this does not trust
+    the (lagging) grid about *where* the surface is inside an occupied segment, only about where empty
+    space is, which keeps the grid and the field from running away together.
 
     Args:
         n_coarse: grid lookups per ray.
-        n_samples: intervals returned per ray (where the field runs with gradients).
+        n_samples: intervals drawn over the occupied bins per ray.
+        n_uniform: extra stratified intervals per ray merged in, so density the grid does not know
+            about (hash collisions, floaters) is still seen and pushed down.
+        threshold: grid density above which a bin is occupied.
         lindisp: coarse samples linear in inverse depth.
+
+    The field runs on ``n_samples + n_uniform + 1`` intervals per ray (``n_samples`` if ``n_uniform`` is 0).
     """
 
-    def __init__(self, *, n_coarse: int, n_samples: int, lindisp: bool = False) -> None:
+    def __init__(self, *, n_coarse: int, n_samples: int, n_uniform: int = 8, threshold: float = 0.01,
+                 lindisp: bool = False) -> None:
         super().__init__()
+        self.threshold = threshold
         self.uniform = UniformSampler(n_samples=n_coarse, lindisp=lindisp)
         self.pdf = PDFSampler(n_samples=n_samples, include_input=False)
+        self.extra = UniformSampler(n_samples=n_uniform, lindisp=lindisp) if n_uniform > 0 else None
 
-    def forward(self, rays: RayBundle, grid: DensityGrid, to_unit: Callable[[Tensor], Tensor]) -> RaySamples:
-        """[n_rays] rays -> [n_rays, n_samples] samples.
+    def forward(self, rays: RayBundle, grid: DensityGrid, to_unit: Callable[[Tensor], Tensor]) -> tuple[RaySamples, Tensor]:
+        """[n_rays] rays -> ([n_rays, n_samples'] samples, [n_rays] bool: the ray meets occupied space).
 
         Args:
             grid: the density cache.
@@ -92,7 +105,10 @@ class GridImportanceSampler(nn.Module):
         """
         coarse = self.uniform(rays)
         with torch.no_grad():
-            density = grid.lookup(to_unit(coarse.positions))
-            dist = coarse.deltas * torch.linalg.norm(rays.directions, dim=-1, keepdim=True)
-            weights = render_weights_from_density(density, dist)
-        return self.pdf(coarse, weights)
+            occupied = grid.lookup(to_unit(coarse.positions)) > self.threshold  # [n_rays, n_coarse]
+            weights = occupied.to(coarse.starts.dtype) * coarse.deltas
+        samples = self.pdf(coarse, weights)
+        if self.extra is not None:
+            edges, _ = torch.sort(torch.cat([samples.edges, self.extra(rays).edges], dim=-1), dim=-1)
+            samples = RaySamples.from_edges(rays, edges)
+        return samples, occupied.any(dim=-1)

@@ -11,10 +11,10 @@ from neural3d.samples import RaySamples
 
 
 def sample_pdf(bins: Tensor, weights: Tensor, n_samples: int, *, jitter: bool,
-               padding: float = 0.01, generator: Optional[torch.Generator] = None) -> Tensor:
+               padding: float = 1e-5, generator: Optional[torch.Generator] = None) -> Tensor:
     """Draw sorted samples from the piecewise-constant PDF given by ``weights`` over ``bins``.
 
-    The PDF on bin i is proportional to ``weights[i] + padding`` (so a ray with zero weight samples
+    The PDF on bin i is proportional to ``weights[i] + padding`` (1e-5 as the original NeRF; a ray with zero weight samples
     uniformly), the CDF is piecewise linear, and it is inverted with ``searchsorted``. Deterministic
     mode uses ``u = linspace(0, 1, n_samples)``; jitter mode stratifies u in ``n_samples`` strata.
 
@@ -49,7 +49,7 @@ def sample_pdf(bins: Tensor, weights: Tensor, n_samples: int, *, jitter: bool,
 class PDFSampler(nn.Module):
     """Resample rays where coarse compositing weights are large (NeRF's hierarchical sampling)."""
 
-    def __init__(self, *, n_samples: int, include_input: bool = True, padding: float = 0.01) -> None:
+    def __init__(self, *, n_samples: int, include_input: bool = True, padding: float = 1e-5) -> None:
         super().__init__()
         self.n_samples = n_samples
         self.include_input = include_input
