@@ -39,8 +39,7 @@ def psnr_curve(config: str, overrides: Sequence[str], *, budget_s: float, eval_e
     from neural3d.training.trainer import Trainer
 
     cfg, _ = load_config(config, [*overrides, f"output_dir={out_dir}", "trainer.progress=false",
-                                  f"trainer.max_seconds={budget_s}", "trainer.checkpoint_every=0",
-                                  "trainer.steps=1000000"])
+                                  f"trainer.max_seconds={budget_s}", "trainer.checkpoint_every=0"])
     curve: list[tuple[float, int, float]] = []
     next_eval = [eval_every_s]
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor
 
 from neural3d.cameras import Cameras

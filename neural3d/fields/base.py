@@ -15,9 +15,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import torch
 from torch import Tensor, nn
 
 from neural3d.samples import RaySamples
+
+
+def broadcast_inputs(positions: Tensor, viewdirs: Tensor, owner: str) -> tuple[Tensor, Tensor]:
+    """Broadcast [*batch, 3] positions and directions together; a clear error names ``owner`` otherwise."""
+    try:
+        return torch.broadcast_tensors(positions, viewdirs)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{owner}: viewdirs {tuple(viewdirs.shape)} do not broadcast with positions {tuple(positions.shape)}"
+        ) from err
 
 
 @dataclass

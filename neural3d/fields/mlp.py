@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 from torch import Tensor, nn
 
+
 class _Exp(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.exp()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neural3d.fields.base import Field
+from neural3d.fields.base import Field, broadcast_inputs
 from neural3d.fields.encodings import PositionalEncoding
 
 
@@ -88,12 +88,7 @@ class NeRFField(Field):
         """nerf-pytorch's network output: [*batch, 3] x2 -> [*batch, 4] = (raw rgb logits, raw density)."""
         if not self.use_viewdirs:
             return self.output_linear(self._trunk(positions))[..., :4]
-        try:
-            positions, viewdirs = torch.broadcast_tensors(positions, viewdirs)
-        except RuntimeError as err:
-            raise ValueError(
-                f"nerf_field.py: viewdirs {tuple(viewdirs.shape)} do not broadcast with positions {tuple(positions.shape)}"
-            ) from err
+        positions, viewdirs = broadcast_inputs(positions, viewdirs, "nerf_field.py")
         h = self._trunk(positions)
         alpha = self.alpha_linear(h)
         h = torch.cat([self.feature_linear(h), self.dir_encoding(viewdirs)], dim=-1)

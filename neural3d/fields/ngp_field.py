@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from neural3d.fields.base import Field
+from neural3d.fields.base import Field, broadcast_inputs
 from neural3d.fields.contraction import CONTRACTIONS, SceneBox, normalize_positions
 from neural3d.fields.encodings import SHEncoding
 from neural3d.fields.hashgrid import HashGridEncoding
@@ -148,12 +148,7 @@ class NGPField(Field):
 
     def query(self, positions: Tensor, viewdirs: Tensor) -> tuple[Tensor, Tensor]:
         """[*batch, 3] positions, [*batch, 3] unit directions -> (density [*batch, 1], rgb [*batch, 3])."""
-        try:
-            positions, viewdirs = torch.broadcast_tensors(positions, viewdirs)
-        except RuntimeError as err:
-            raise ValueError(
-                f"ngp_field.py: viewdirs {tuple(viewdirs.shape)} do not broadcast with positions {tuple(positions.shape)}"
-            ) from err
+        positions, viewdirs = broadcast_inputs(positions, viewdirs, "ngp_field.py")
         density, geo = self.density_and_features(positions)
         rgb = self.mlp_head(torch.cat([self.direction_encoding(viewdirs), geo], dim=-1))
         return density, rgb

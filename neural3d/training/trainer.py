@@ -19,7 +19,14 @@ from neural3d.config import ConfigError, to_yaml
 from neural3d.training import checkpoint as ckpt
 from neural3d.training.logger import MetricsLogger
 from neural3d.training.optim import build_optimizer, build_scheduler
-from neural3d.training.setup import build_model, load_scene_from_config, run_directory, scene_info, seed_everything, select_device
+from neural3d.training.setup import (
+    build_model,
+    load_scene_from_config,
+    run_directory,
+    scene_info,
+    seed_everything,
+    select_device,
+)
 
 
 class RunExistsError(RuntimeError):
