@@ -17,12 +17,22 @@ def test_lookup_is_exact_at_cell_centres_and_trilinear_between():
 
 
 def test_update_takes_max_of_decayed_and_new():
-    g = DensityGrid(resolution=8, decay=0.5, update_fraction=1.0)
+    g = DensityGrid(resolution=8, decay=0.5, update_fraction=1.0, warmup_updates=1)
     g.update(lambda x: (x[:, :1] > 0.5).float() * 4.0)  # density 4 where x > 0.5
     assert g.values[:, :, 4:].min().item() == 4.0 and g.values[:, :, :4].max().item() == 0.0
     g.update(lambda x: torch.zeros(x.shape[0], 1))
     assert g.values[:, :, 4:].min().item() == 2.0  # decayed, not replaced
     assert int(g.n_updates) == 2
+
+
+def test_warmup_updates_replace_values():
+    g = DensityGrid(resolution=4, decay=0.5, update_fraction=0.1, warmup_updates=2)
+    g.update(lambda x: torch.full((x.shape[0], 1), 3.0))
+    g.update(lambda x: torch.full((x.shape[0], 1), 0.001))  # still warm-up: every cell replaced
+    assert torch.allclose(g.values, torch.tensor(0.001))
+    g.update(lambda x: torch.full((x.shape[0], 1), 1.0))  # after warm-up: a random 10% subset, max rule
+    updated = (g.values == 1.0).float().mean().item()
+    assert 0.0 < updated <= 0.1 + 1e-6 and torch.allclose(g.values[g.values != 1.0], torch.tensor(0.0005))
 
 
 def test_samples_concentrate_where_the_grid_is_dense():

@@ -41,6 +41,15 @@ def test_train_eval_render_load(tmp_path, tiny_blender_scene):
     metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
     assert len(metrics["per_image"]) == 2 and metrics["mean"]["psnr"] > 14.0
     assert (run / "eval" / "test" / "rgb").is_dir() and len(list((run / "eval" / "test" / "depth").iterdir())) == 2
+    # LPIPS from local weight files (random values in the torchvision / lpips layouts)
+    from test_lpips import lpips_linear_state_dict, torchvision_state_dict
+
+    torch.save(torchvision_state_dict("alex"), tmp_path / "alex.pth")
+    torch.save(lpips_linear_state_dict("alex"), tmp_path / "lin.pth")
+    assert main(["eval", str(run), "--split", "val", "--lpips-net", "alex", "--lpips-backbone", str(tmp_path / "alex.pth"),
+                 "--lpips-linear", str(tmp_path / "lin.pth")]) == 0
+    val = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    assert val["mean"]["lpips"] > 0 and all("lpips" in r for r in val["per_image"])
 
     video = tmp_path / "orbit.mp4"
     assert main(["render", str(run), "--path", "orbit", "--frames", "4", "--out", str(video)]) == 0

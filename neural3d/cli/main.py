@@ -32,7 +32,11 @@ def _cmd_eval(args) -> int:
     scene = loaded.dataset().to(loaded.device)
     split = args.split or loaded.config.eval.split
     out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / split
-    lpips_fn = maybe_lpips(loaded.config.eval, loaded.device)
+    ecfg = loaded.config.eval
+    for key in ("lpips_backbone", "lpips_linear", "lpips_net"):
+        if getattr(args, key) is not None:
+            ecfg[key] = getattr(args, key)
+    lpips_fn = maybe_lpips(ecfg, loaded.device)
     res = evaluate_split(loaded.model, scene, split, chunk=loaded.config.eval.chunk, out_dir=out_dir, lpips_fn=lpips_fn,
                          max_images=args.max_images)
     res["step"] = loaded.step
@@ -87,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default=None, help="dataset split (default: the config's eval.split)")
     e.add_argument("--out", default=None, help="output directory (default: RUN_DIR/eval/SPLIT)")
     e.add_argument("--max-images", type=int, default=None)
+    e.add_argument("--lpips-backbone", default=None, help="local torchvision VGG16/AlexNet weights (.pth)")
+    e.add_argument("--lpips-linear", default=None, help="local lpips linear-layer weights (weights/v0.1/vgg.pth)")
+    e.add_argument("--lpips-net", default=None, choices=["vgg", "alex"])
     e.add_argument("--device", default="auto")
     e.set_defaults(fn=_cmd_eval)
 

@@ -43,6 +43,7 @@ class NGPModelConfig:
     grid_resolution: int = 64
     grid_update_every: int = 16
     grid_decay: float = 0.9  # per update; instant-ngp's 0.95 clears empty space too slowly for short runs
+    grid_warmup_updates: int = 16  # first updates evaluate and replace every cell
     grid_threshold: float = 0.01  # rays meeting no grid density above this skip the field (background)
     contraction: str = "aabb"  # aabb | inf | l2 (unbounded scenes)
     n_levels: int = 16
@@ -68,7 +69,8 @@ class NGPModel(Model):
             hidden_dim=config.hidden_dim, geo_feat_dim=config.geo_feat_dim, sh_degree=config.sh_degree,
         )
         if config.sampler == "grid":
-            self.grid = DensityGrid(resolution=config.grid_resolution, decay=config.grid_decay)
+            self.grid = DensityGrid(resolution=config.grid_resolution, decay=config.grid_decay,
+                                    warmup_updates=config.grid_warmup_updates)
             self.grid_sampler = GridImportanceSampler(n_coarse=config.n_coarse, n_samples=config.n_samples,
                                                       n_uniform=config.n_uniform, threshold=config.grid_threshold,
                                                       lindisp=config.lindisp)

@@ -27,37 +27,48 @@ class DensityGrid(nn.Module):
 
     Args:
         resolution: cells per axis ``R``.
-        decay: multiplier applied to the cached values at every update.
-        update_fraction: fraction of cells re-evaluated per update after the first (full) update.
+        decay: multiplier applied to the cached values at every update after warm-up.
+        update_fraction: fraction of cells re-evaluated per update after warm-up.
+        warmup_updates: the first updates evaluate every cell and *replace* its value, so the empty
+            space the field learns early is cleared at once rather than decaying away.
     """
 
-    def __init__(self, *, resolution: int = 64, decay: float = 0.95, update_fraction: float = 0.25) -> None:
+    def __init__(self, *, resolution: int = 64, decay: float = 0.95, update_fraction: float = 0.25,
+                 warmup_updates: int = 16) -> None:
         super().__init__()
         self.resolution = resolution
         self.decay = decay
         self.update_fraction = update_fraction
+        self.warmup_updates = warmup_updates
         self.register_buffer("values", torch.zeros(resolution, resolution, resolution))
         self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def update(self, unit_density: Callable[[Tensor], Tensor], chunk: int = 65536) -> None:
-        """Re-evaluate (a random subset of) cells at a random point inside each.
+        """Re-evaluate cells at a random point inside each.
+
+        During warm-up every cell is evaluated and replaced; afterwards a random ``update_fraction`` of
+        the cells is evaluated and ``values = max(decay * values, new)`` (instant-ngp's rule).
 
         Args:
             unit_density: [n, 3] unit-cube coordinates -> [n, 1] density.
         """
         R, dev = self.resolution, self.values.device
         n_cells = R ** 3
-        if int(self.n_updates) == 0 or self.update_fraction >= 1.0:
+        warmup = int(self.n_updates) < max(self.warmup_updates, 1)
+        if warmup or self.update_fraction >= 1.0:
             cells = torch.arange(n_cells, device=dev)
         else:
             cells = torch.randint(0, n_cells, (max(1, int(n_cells * self.update_fraction)),), device=dev)
         ijk = torch.stack([cells // (R * R), (cells // R) % R, cells % R], dim=-1).float()  # (z, y, x) order
         x = (ijk.flip(-1) + torch.rand_like(ijk)) / R  # [n, 3] as (x, y, z)
-        new = torch.cat([unit_density(c)[:, 0] for c in x.split(chunk)])
-        flat = self.values.view(-1) * self.decay
-        flat[cells] = torch.maximum(flat[cells], new.to(flat.dtype))
-        self.values.copy_(flat.view(R, R, R))
+        new = torch.cat([unit_density(c)[:, 0] for c in x.split(chunk)]).to(self.values.dtype)
+        if warmup:
+            self.values.copy_(new.view(R, R, R))
+        else:
+            flat = self.values.view(-1) * self.decay
+            flat[cells] = torch.maximum(flat[cells], new)
+            self.values.copy_(flat.view(R, R, R))
         self.n_updates += 1
 
     def lookup(self, x: Tensor) -> Tensor:
