@@ -41,7 +41,7 @@ def evaluate_split(model, scene, split: str = "test", *, chunk: int = 8192, max_
         ``{"mean": {psnr, ssim[, lpips]}, "per_image": [{index, name, psnr, ssim[, lpips]}], "split": split}``.
         With ``out_dir``, writes ``rgb/``, ``depth/`` PNGs and ``metrics.json`` there.
     """
-    from neural3d.video import colorize_depth
+    from neural3d.rendering import depth_panel
 
     indices = split_indices(scene, split)
     if max_images is not None:
@@ -59,7 +59,8 @@ def evaluate_split(model, scene, split: str = "test", *, chunk: int = 8192, max_
             import imageio.v3 as iio
 
             stem = Path(rec["name"]).stem
-            for sub, img in (("rgb", out["rgb"]), ("depth", colorize_depth(out["depth"][..., 0]))):
+            depth = depth_panel(out["depth"][..., 0], out["opacity"][..., 0])
+            for sub, img in (("rgb", out["rgb"]), ("depth", depth)):
                 (Path(out_dir) / sub).mkdir(parents=True, exist_ok=True)
                 iio.imwrite(Path(out_dir) / sub / f"{stem}.png", to_uint8(img))
     keys = [k for k in ("psnr", "ssim", "lpips") if per_image and k in per_image[0]]

@@ -14,9 +14,18 @@ from neural3d.cameras import Cameras
 OUTPUTS = ("rgb", "depth", "opacity")
 
 
+def depth_panel(depth: torch.Tensor, opacity: torch.Tensor, depth_range=None) -> torch.Tensor:
+    """[H, W, 3] colourised depth [H, W], background (opacity < 0.5) shown white."""
+    from neural3d.video import colorize_depth
+
+    mask = opacity > 0.5
+    near, far = depth_range if depth_range is not None else (None, None)
+    return colorize_depth(depth, near=near, far=far, mask=mask if bool(mask.any()) else None)
+
+
 def compose_frame(out: dict[str, torch.Tensor], outputs: Sequence[str], depth_range=None) -> torch.Tensor:
     """Side-by-side [H, k*W, 3] frame of the requested outputs (depth and opacity colourised)."""
-    from neural3d.video import colorize_depth, colorize_scalar, side_by_side
+    from neural3d.video import colorize_scalar, side_by_side
 
     bad = [o for o in outputs if o not in OUTPUTS]
     if bad:
@@ -26,8 +35,7 @@ def compose_frame(out: dict[str, torch.Tensor], outputs: Sequence[str], depth_ra
         if name == "rgb":
             panels.append(out["rgb"].clamp(0, 1))
         elif name == "depth":
-            near, far = depth_range if depth_range is not None else (None, None)
-            panels.append(colorize_depth(out["depth"], near=near, far=far))
+            panels.append(depth_panel(out["depth"], out["opacity"], depth_range))
         else:
             panels.append(colorize_scalar(out["opacity"]))
     return side_by_side([p.cpu() for p in panels])

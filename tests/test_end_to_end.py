@@ -44,9 +44,9 @@ def test_train_eval_render_load(tmp_path, tiny_blender_scene):
     # LPIPS from local weight files (random values in the torchvision / lpips layouts)
     from test_lpips import lpips_linear_state_dict, torchvision_state_dict
 
-    torch.save(torchvision_state_dict("alex"), tmp_path / "alex.pth")
-    torch.save(lpips_linear_state_dict("alex"), tmp_path / "lin.pth")
-    assert main(["eval", str(run), "--split", "val", "--lpips-net", "alex", "--lpips-backbone", str(tmp_path / "alex.pth"),
+    torch.save(torchvision_state_dict("vgg"), tmp_path / "vgg.pth")
+    torch.save(lpips_linear_state_dict("vgg"), tmp_path / "lin.pth")
+    assert main(["eval", str(run), "--split", "val", "--lpips-net", "vgg", "--lpips-backbone", str(tmp_path / "vgg.pth"),
                  "--lpips-linear", str(tmp_path / "lin.pth")]) == 0
     val = json.loads((run / "eval" / "val" / "metrics.json").read_text())
     assert val["mean"]["lpips"] > 0 and all("lpips" in r for r in val["per_image"])
