@@ -36,6 +36,7 @@ def test_warmup_updates_replace_values():
 
 
 def test_samples_concentrate_where_the_grid_is_dense():
+    torch.manual_seed(0)
     g = DensityGrid(resolution=32, update_fraction=1.0)
     g.update(lambda x: ((x[:, 2:] - 0.3).abs() < 0.05).float() * 50.0)  # a slab around z = 0.3
     n = 64
@@ -45,8 +46,8 @@ def test_samples_concentrate_where_the_grid_is_dense():
     s, hit = GridImportanceSampler(n_coarse=128, n_samples=16, n_uniform=0).train()(rays, g, lambda p: p)
     assert hit.all()
     z = s.positions[..., 2]
-    frac_in_slab = ((z - 0.3).abs() < 0.08).float().mean().item()
-    assert frac_in_slab > 0.95
+    frac_in_slab = ((z - 0.3).abs() < 0.1).float().mean().item()  # slab +- one grid cell of trilinear blur
+    assert frac_in_slab > 0.95  # uniform sampling would put 0.2 / 1.1 = 18% there
     assert (s.deltas >= 0).all() and s.n_samples == 16
 
 
