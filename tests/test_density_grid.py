@@ -71,3 +71,24 @@ def test_rays_missing_occupied_space_are_flagged():
     rays = RayBundle(o, d, d, torch.full((2,), 0.1), torch.full((2,), 1.2))
     _, hit = GridImportanceSampler(n_coarse=32, n_samples=8).eval()(rays, g, lambda p: p)
     assert hit.tolist() == [True, False]
+
+
+def test_ngp_model_with_an_empty_grid_warns_and_trains_on_all_rays():
+    import pytest
+
+    from neural3d.models.base import SceneInfo
+    from neural3d.models.ngp import NGPModel, NGPModelConfig
+
+    cfg = NGPModelConfig(n_levels=2, log2_hashmap_size=8, max_resolution=16, n_samples=4, n_coarse=8,
+                         grid_resolution=4, grid_threshold=1e9)  # nothing can be occupied
+    model = NGPModel(cfg, scene=SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 0.5, 3.0, False, torch.ones(3)))
+    model.training_step_begin(0)
+    n = 16
+    o, d = torch.tensor([[0.0, 0.0, 2.0]]).expand(n, 3), torch.tensor([[0.0, 0.0, -1.0]]).expand(n, 3)
+    rays = RayBundle(o, d, d, torch.full((n,), 0.5), torch.full((n,), 3.0))
+    with pytest.warns(UserWarning, match="marks every ray of the batch empty"):
+        out = model.train()(rays)
+    out["rgb"].sum().backward()
+    assert model.field.encoding.params.grad.abs().sum() > 0  # the field still learns
+    model.eval()
+    assert torch.equal(model(rays)["rgb"], torch.ones(n, 3))  # eval: empty grid renders the background

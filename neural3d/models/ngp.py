@@ -14,6 +14,7 @@ Occupancy-grid marching with packed samples and proposal networks live in the ra
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,7 @@ class NGPModel(Model):
         self.coarse_sampler = UniformSampler(n_samples=n_first, lindisp=config.lindisp)
         self.pdf_sampler = PDFSampler(n_samples=config.n_samples, include_input=False)
         self.renderer = VolumeRenderer()
+        self._warned_empty = False
 
     def param_groups(self) -> dict[str, list]:
         enc = list(self.field.encoding.parameters())
@@ -93,6 +95,15 @@ class NGPModel(Model):
         if self.config.sampler == "grid":
             samples, hit = self.grid_sampler(rays, self.grid, self.field.normalized_positions)
             active = hit.nonzero()[:, 0]
+            if active.numel() == 0 and self.training:
+                # An all-empty grid (bad box, threshold too high, density collapsed) would train on
+                # nothing; fall back to every ray so the field still gets gradients, and say so.
+                if not self._warned_empty:
+                    warnings.warn(f"density grid marks every ray of the batch empty (grid_threshold="
+                                  f"{self.config.grid_threshold}, max cached density {float(self.grid.values.max()):.3g});"
+                                  " training on all rays instead. Check the scene box / grid_threshold.", stacklevel=2)
+                    self._warned_empty = True
+                active = torch.arange(len(rays), device=rays.device)
             return samples.select(active), active
         samples = self.coarse_sampler(rays)
         if self.config.sampler == "importance":
