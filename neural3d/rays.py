@@ -156,3 +156,11 @@ def ndc_rays(rays: RayBundle, *, width: float, height: float, focal: float, near
         rays.camera_indices,
         rays.pixels,
     )
+
+
+def apply_ndc(rays: RayBundle, ndc_params: Optional[tuple[float, float, float]]) -> RayBundle:
+    """:func:`ndc_rays` with ``(width, height, focal)`` when given, else the rays unchanged."""
+    if ndc_params is None:
+        return rays
+    width, height, focal = ndc_params
+    return ndc_rays(rays, width=width, height=height, focal=focal, near_plane=1.0)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from neural3d.cameras import Cameras, check_poses
-from neural3d.rays import RayBundle, generate_rays, image_rays, ndc_rays
+from neural3d.rays import RayBundle, apply_ndc, generate_rays, image_rays
 
 
 class DatasetError(ValueError):
@@ -147,9 +147,7 @@ class SceneData:
 
     # ------------------------------------------------------------------ rays
     def _finish(self, rays: RayBundle) -> RayBundle:
-        if not self.ndc:
-            return rays
-        return ndc_rays(rays, width=self.ndc_width, height=self.ndc_height, focal=self.ndc_focal, near_plane=1.0)
+        return apply_ndc(rays, (self.ndc_width, self.ndc_height, self.ndc_focal) if self.ndc else None)
 
     def rays(self, camera_indices: Tensor, xy: Tensor) -> RayBundle:
         """Rays through continuous pixel coordinates, with this scene's near/far (and NDC when ``ndc``).

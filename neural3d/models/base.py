@@ -53,22 +53,12 @@ class SceneInfo:
                          bool(d["ndc"]), None if bg is None else torch.tensor(bg, dtype=torch.float32),
                          None if ndc_p is None else tuple(float(x) for x in ndc_p))
 
-    def make_rays(self, cameras, camera_indices: Tensor, xy: Tensor) -> RayBundle:
-        """[n_rays] rays for pixels of ``cameras`` with this scene's bounds (and NDC when set)."""
-        from neural3d.rays import generate_rays, ndc_rays
-
-        rays = generate_rays(cameras, camera_indices, xy, self.near, self.far)
-        if self.ndc:
-            w, h, f = self.ndc_params
-            rays = ndc_rays(rays, width=w, height=h, focal=f)
-        return rays
-
     def image_rays(self, cameras, index: int, pixel_center: float = 0.5) -> RayBundle:
         """[H, W] rays of camera ``index``."""
-        grid = cameras.pixel_grid(index, pixel_center)
-        H, W = grid.shape[:2]
-        idx = torch.full((H * W,), index, dtype=torch.long, device=cameras.device)
-        return self.make_rays(cameras, idx, grid.reshape(-1, 2)).reshape(H, W)
+        from neural3d.rays import apply_ndc, image_rays
+
+        rays = image_rays(cameras, index, self.near, self.far, pixel_center)
+        return apply_ndc(rays, self.ndc_params if self.ndc else None)
 
 
 class Model(nn.Module):
