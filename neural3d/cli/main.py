@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -10,6 +11,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from neural3d.config import ConfigError
+
+# Modules that add their own sub-commands: each defines ``add_parser(subparsers)`` which registers
+# its parser(s) with ``set_defaults(fn=...)``. One line per module; imports stay light (lazy inside fn).
+_COMMAND_MODULES: tuple[str, ...] = (
+)
 
 
 def _cmd_train(args) -> int:
@@ -122,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--config", default=None, help="config (default: the packaged configs/demo.yaml)")
     m.add_argument("overrides", nargs="*")
     m.set_defaults(fn=_cmd_demo)
+    for mod in _COMMAND_MODULES:
+        importlib.import_module(mod).add_parser(sub)
     return p
 
 

@@ -14,7 +14,11 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-_BUILTIN_MODULES = ("neural3d.models.nerf", "neural3d.models.ngp")
+# One line per built-in method module (imported on first lookup).
+_BUILTIN_MODULES = (
+    "neural3d.models.nerf",
+    "neural3d.models.ngp",
+)
 
 
 @dataclass(frozen=True)
