@@ -8,8 +8,10 @@ Samplers (``model.sampler``):
   Rays that meet no occupied cell show the background without running the field.
 * ``importance``: the same, but the scores come from a gradient-free pass of the field itself.
 * ``uniform``: ``n_samples`` stratified samples evaluated directly.
-
-Occupancy-grid marching with packed samples and proposal networks live in the ray-marching module.
+* ``occupancy``: instant-ngp / nerfacc marching: a cascaded binary occupancy grid (refreshed from
+  ``density * step_size``) and fixed (or cone-angle growing) steps give a variable number of samples
+  per ray in the packed layout; a gradient-free density pass drops samples behind opaque space
+  (``early_stop_eps``) or of negligible opacity (``alpha_thre``) before the field runs with gradients.
 """
 
 from __future__ import annotations
@@ -31,12 +33,12 @@ from neural3d.render.volume import render_weights_from_density
 from neural3d.samplers import PDFSampler, UniformSampler
 from neural3d.samplers.density_grid import DensityGrid, GridImportanceSampler
 
-SAMPLERS = ("grid", "importance", "uniform")
+SAMPLERS = ("grid", "importance", "uniform", "occupancy")
 
 
 @dataclass
 class NGPModelConfig:
-    sampler: str = "grid"  # grid | importance | uniform
+    sampler: str = "grid"  # grid | importance | uniform | occupancy
     n_samples: int = 32  # samples evaluated with gradients, per ray
     n_coarse: int = 128  # scored samples per ray for grid / importance sampling
     n_uniform: int = 8  # grid sampler: stratified samples per ray merged with the importance samples
@@ -46,6 +48,15 @@ class NGPModelConfig:
     grid_decay: float = 0.9  # per update; instant-ngp's 0.95 clears empty space too slowly for short runs
     grid_warmup_updates: int = 16  # first updates evaluate and replace every cell
     grid_threshold: float = 0.01  # rays meeting no grid density above this skip the field (background)
+    # occupancy sampler (grid_resolution, grid_update_every, grid_decay, grid_warmup_updates apply too)
+    step_size: float = 0.0  # marching step in world units (0: box diagonal / 512)
+    cone_angle: float = 0.0  # step growth with distance (instant-ngp: 1/256 for unbounded scenes)
+    occ_levels: int = 1  # cascade levels (level i covers the box scaled by 2**i)
+    occ_threshold: float = 0.01  # occupancy = density * step_size above min(this, mean) marks a cell
+    early_stop_eps: float = 1e-4  # drop samples where transmittance < this (0: off)
+    alpha_thre: float = 0.0  # drop samples with alpha < this (0: off)
+    target_samples: int = 1 << 16  # training: cap marched samples per step by keeping a prefix of the rays (0: off)
+    marching_backend: str = "auto"  # auto | torch | nerfacc
     contraction: str = "aabb"  # aabb | inf | l2 (unbounded scenes)
     n_levels: int = 16
     n_features_per_level: int = 2
@@ -75,6 +86,14 @@ class NGPModel(Model):
             self.grid_sampler = GridImportanceSampler(n_coarse=config.n_coarse, n_samples=config.n_samples,
                                                       n_uniform=config.n_uniform, threshold=config.grid_threshold,
                                                       lindisp=config.lindisp)
+        if config.sampler == "occupancy":
+            from neural3d.samplers.occupancy import OccupancySampler
+
+            self.occupancy = OccupancySampler(
+                aabb=scene.scene_box, resolution=config.grid_resolution, levels=config.occ_levels,
+                step_size=config.step_size, cone_angle=config.cone_angle, threshold=config.occ_threshold,
+                decay=config.grid_decay, warmup_updates=config.grid_warmup_updates, early_stop_eps=config.early_stop_eps,
+                alpha_thre=config.alpha_thre, backend=config.marching_backend)
         n_first = config.n_samples if config.sampler == "uniform" else config.n_coarse
         self.coarse_sampler = UniformSampler(n_samples=n_first, lindisp=config.lindisp)
         self.pdf_sampler = PDFSampler(n_samples=config.n_samples, include_input=False)
@@ -87,8 +106,12 @@ class NGPModel(Model):
         return {"encoding": enc, "network": [p for p in self.parameters() if id(p) not in ids]}
 
     def training_step_begin(self, step: int) -> None:
-        if self.config.sampler == "grid" and step % self.config.grid_update_every == 0:
+        if step % self.config.grid_update_every != 0:
+            return
+        if self.config.sampler == "grid":
             self.grid.update(self.field.unit_density)
+        elif self.config.sampler == "occupancy":
+            self.occupancy.update_grid(self.field.density)
 
     def sample(self, rays: RayBundle):
         """[n_rays] rays -> ([n_rays, n_samples] samples for the field, [k] indices of rays worth rendering)."""
@@ -115,6 +138,8 @@ class NGPModel(Model):
         return samples, None
 
     def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
+        if self.config.sampler == "occupancy":
+            return self._forward_packed(rays)
         samples, active = self.sample(rays)
         density, rgb = self.field.query(samples.positions, samples.viewdirs)
         out = self.renderer(FieldOutputs(density=density, rgb=rgb), samples, self.background)
@@ -126,3 +151,29 @@ class NGPModel(Model):
         full = {"rgb": self.background.to(out.rgb.dtype).expand(n, 3), "depth": rays.fars[:, None].to(out.depth.dtype),
                 "opacity": out.opacity.new_zeros(n, 1)}
         return {k: full[k].clone().index_copy(0, active, v) for k, v in result.items()}
+
+    def _forward_packed(self, rays: RayBundle) -> dict[str, Tensor]:
+        budget = self.config.target_samples if self.training else 0
+        samples, keep = self.occupancy(rays, self.field.density, training=self.training, budget=budget)
+        density, rgb = self.field.query(samples.positions, samples.viewdirs)
+        out = self.renderer(FieldOutputs(density=density, rgb=rgb), samples, self.background)
+        result = {"rgb": out.rgb, "depth": out.depth, "opacity": out.opacity,
+                  "n_samples": torch.tensor(float(samples.n_samples))}
+        if keep is not None:
+            result["ray_mask"] = keep
+        return result
+
+    def loss_dict(self, outputs: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
+        mask = outputs.get("ray_mask")
+        if mask is None:
+            return super().loss_dict(outputs, batch)
+        return {"loss_rgb": torch.mean((outputs["rgb"][mask] - batch.rgb[mask]) ** 2)}
+
+    def metrics_dict(self, outputs: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
+        mask = outputs.get("ray_mask")
+        rgb, target = (outputs["rgb"], batch.rgb) if mask is None else (outputs["rgb"][mask], batch.rgb[mask])
+        mse = torch.mean((rgb.detach() - target) ** 2)
+        metrics = {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
+        if "n_samples" in outputs:
+            metrics["samples_per_ray"] = outputs["n_samples"] / max(len(rgb), 1)
+        return metrics

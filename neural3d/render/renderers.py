@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from neural3d.fields.base import FieldOutputs
+from neural3d.render.packed import accumulate_packed, render_weights_packed
 from neural3d.render.volume import accumulate, composite_background, render_weights_from_density
-from neural3d.samples import RaySamples
+from neural3d.samples import PackedRaySamples, RaySamples
 
 
 @dataclass
@@ -26,7 +27,8 @@ class RenderOutputs:
         rgb: [n_rays, 3] colour (background composited).
         depth: [n_rays, 1] expected ``t`` of the visible surface (weights normalised by opacity).
         opacity: [n_rays, 1] accumulated opacity (sum of weights).
-        weights: [n_rays, n_samples] compositing weights (None for renderers without them).
+        weights: [n_rays, n_samples] compositing weights ([n_samples] for packed samples; None for
+            renderers without them).
         extras: renderer-specific outputs.
     """
 
@@ -43,17 +45,28 @@ def expected_depth(weights: Tensor, samples: RaySamples, opacity: Tensor) -> Ten
     return torch.clamp(depth, samples.starts[:, :1], samples.ends[:, -1:])
 
 
-class VolumeRenderer(nn.Module):
-    """Emission-absorption compositing with a background colour."""
+def expected_depth_packed(weights: Tensor, samples: PackedRaySamples, opacity: Tensor) -> Tensor:
+    """[n_rays, 1] expected ``t`` for packed samples; rays without samples get their far bound."""
+    depth = accumulate_packed(weights, samples.ray_indices, samples.n_rays, samples.mids[:, None])
+    depth = depth / opacity.clamp_min(1e-10)
+    return torch.where(opacity > 0, torch.clamp(depth, samples.rays.nears[:, None], samples.rays.fars[:, None]),
+                       samples.rays.fars[:, None].to(depth.dtype))
 
-    def forward(self, outputs: FieldOutputs, samples: RaySamples, background: Optional[Tensor] = None) -> RenderOutputs:
+
+class VolumeRenderer(nn.Module):
+    """Emission-absorption compositing with a background colour (batched or packed samples)."""
+
+    def forward(self, outputs: FieldOutputs, samples: RaySamples | PackedRaySamples,
+                background: Optional[Tensor] = None) -> RenderOutputs:
         """Composite.
 
         Args:
-            outputs: density [n_rays, n_samples, 1], rgb [n_rays, n_samples, 3].
-            samples: the [n_rays, n_samples] intervals the field was evaluated on.
+            outputs: density [n_rays, n_samples, 1], rgb [n_rays, n_samples, 3] (packed: [n_samples, 1|3]).
+            samples: the intervals the field was evaluated on, batched [n_rays, n_samples] or packed.
             background: [3] or [n_rays, 3] colour behind the volume (None: black).
         """
+        if isinstance(samples, PackedRaySamples):
+            return self._packed(outputs, samples, background)
         distances = samples.deltas * torch.linalg.norm(samples.rays.directions, dim=-1, keepdim=True)
         weights = render_weights_from_density(outputs.density[..., 0], distances)
         opacity = accumulate(weights)
@@ -61,3 +74,13 @@ class VolumeRenderer(nn.Module):
         if background is not None:
             rgb = composite_background(rgb, opacity, background)
         return RenderOutputs(rgb=rgb, depth=expected_depth(weights, samples, opacity), opacity=opacity, weights=weights)
+
+    def _packed(self, outputs: FieldOutputs, samples: PackedRaySamples, background: Optional[Tensor]) -> RenderOutputs:
+        ri, n = samples.ray_indices, samples.n_rays
+        weights, _, _ = render_weights_packed(outputs.density[:, 0], samples.distances, ri, samples.packed_info)
+        opacity = accumulate_packed(weights, ri, n)
+        rgb = accumulate_packed(weights, ri, n, outputs.rgb)
+        if background is not None:
+            rgb = composite_background(rgb, opacity, background)
+        return RenderOutputs(rgb=rgb, depth=expected_depth_packed(weights, samples, opacity), opacity=opacity,
+                             weights=weights)

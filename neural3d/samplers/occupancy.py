@@ -1,0 +1,128 @@
+"""The occupancy-grid sampler: grid state + marching + pruning, with a backend choice (torch | nerfacc).
+
+Usage inside a method (see ``neural3d.models.ngp``, sampler ``occupancy``)::
+
+    sampler = OccupancySampler(aabb=scene_box, resolution=128, step_size=0.005)
+    sampler.update_grid(field.density)                 # every n training steps
+    samples = sampler(rays, field.density, training=True)   # PackedRaySamples
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from neural3d.rays import RayBundle
+from neural3d.render.scan import packed_info_from_ray_indices
+from neural3d.samplers import nerfacc_backend
+from neural3d.samplers.marching import march_rays, prune_samples
+from neural3d.samplers.occupancy_grid import OccupancyGrid
+from neural3d.samples import PackedRaySamples
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "torch", "nerfacc")
+
+
+class OccupancySampler(nn.Module):
+    """Occupancy-grid marching into packed samples.
+
+    Args:
+        aabb: [2, 3] or [6] scene box (ray coordinates).
+        resolution, levels: grid cells per axis, cascade levels.
+        step_size: marching step in world units (0: box diagonal / 512).
+        cone_angle: step growth with distance.
+        threshold, decay, warmup_updates: grid update rule (see :class:`OccupancyGrid`).
+        early_stop_eps, alpha_thre: pruning of marched samples by a gradient-free density pass.
+        backend: ``auto`` (nerfacc's CUDA traversal on CUDA tensors when it is installed and builds,
+            else torch), ``torch`` or ``nerfacc`` (error if unavailable).
+    """
+
+    def __init__(self, *, aabb: Tensor, resolution: int = 128, levels: int = 1, step_size: float = 0.0,
+                 cone_angle: float = 0.0, threshold: float = 0.01, decay: float = 0.95, warmup_updates: int = 16,
+                 early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, backend: str = "auto") -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"marching backend must be one of {BACKENDS}, got '{backend}'")
+        aabb = torch.as_tensor(aabb, dtype=torch.float32).reshape(6)
+        self.grid = OccupancyGrid(aabb=aabb, resolution=resolution, levels=levels, warmup_updates=warmup_updates)
+        self.step_size = step_size if step_size > 0 else float(torch.linalg.norm(aabb[3:] - aabb[:3])) / 512
+        self.cone_angle, self.threshold, self.decay = cone_angle, threshold, decay
+        self.early_stop_eps, self.alpha_thre = early_stop_eps, alpha_thre
+        self.backend = backend
+        self._resolved: dict[str, str] = {}
+        self._warned_empty = False
+
+    def resolve_backend(self, device: torch.device) -> str:
+        """The backend used for tensors on ``device`` (logged once per device type)."""
+        key = device.type
+        if key not in self._resolved:
+            if self.backend == "torch":
+                choice = "torch"
+            elif self.backend == "nerfacc":
+                nerfacc_backend.require(device)
+                choice = "nerfacc"
+            else:
+                choice = "nerfacc" if nerfacc_backend.usable(device) else "torch"
+            log.info("occupancy marching backend on %s: %s", key, choice)
+            self._resolved[key] = choice
+        return self._resolved[key]
+
+    def update_grid(self, density_fn: Callable[[Tensor], Tensor]) -> None:
+        """Refresh the grid from ``density_fn`` ([n, 3] positions -> [n, 1]); occupancy = density * step."""
+        self.grid.update(lambda x: density_fn(x) * self.step_size, threshold=self.threshold, decay=self.decay)
+
+    def march(self, rays: RayBundle, *, stratified: bool, use_grid: bool = True) -> PackedRaySamples:
+        grid = self.grid if use_grid else None
+        if self.resolve_backend(rays.device) == "nerfacc":
+            return nerfacc_backend.march(rays, self.grid.aabbs, None if grid is None else grid.binaries,
+                                         step_size=self.step_size, cone_angle=self.cone_angle, stratified=stratified)
+        return march_rays(rays, grid, step_size=self.step_size, cone_angle=self.cone_angle, stratified=stratified,
+                          aabb=self.grid.aabbs[-1])
+
+    def forward(self, rays: RayBundle, density_fn: Callable[[Tensor], Tensor], *, training: bool,
+                budget: int = 0) -> tuple[PackedRaySamples, Optional[Tensor]]:
+        """[n_rays] rays -> (packed samples, [n_rays] bool mask of the rays kept, or None for all).
+
+        Samples are pruned by a gradient-free density pass when enabled. ``budget`` > 0 caps the marched
+        samples before that pass by keeping a prefix of the (random) rays, as nerfacc's examples adapt
+        their ray batch to a target sample count: the cost of a step stays bounded while the grid is
+        still mostly occupied early in training.
+
+        If the grid leaves a *training* batch without a single sample (bad box, density collapsed, grid
+        never updated), this warns once and marches the batch as if every cell were occupied, so the
+        field keeps receiving gradients instead of silently training on nothing.
+        """
+        samples = self.march(rays, stratified=training)
+        if samples.n_samples == 0 and training and len(rays) > 0:
+            if not self._warned_empty:
+                warnings.warn(f"occupancy grid leaves a whole training batch without samples (occupied fraction "
+                              f"{self.grid.occupancy_fraction():.3g}, max occupancy {float(self.grid.occs.max()):.3g}); "
+                              "marching every cell instead. Check the scene box and occ_threshold.", stacklevel=2)
+                self._warned_empty = True
+            samples = self.march(rays, stratified=True, use_grid=False)
+        keep = None
+        if budget > 0:
+            samples, keep = self.limit_samples(samples, budget)
+        pruned = prune_samples(samples, density_fn, early_stop_eps=self.early_stop_eps, alpha_thre=self.alpha_thre)
+        return pruned, keep
+
+    @staticmethod
+    def limit_samples(samples: PackedRaySamples, budget: int) -> tuple[PackedRaySamples, Optional[Tensor]]:
+        """Keep the longest prefix of rays whose samples fit in ``budget`` (rays are random in training).
+
+        Returns:
+            (samples of the kept rays, [n_rays] bool kept-ray mask), or (samples, None) if all fit.
+        """
+        if samples.n_samples <= budget:
+            return samples, None
+        cum = torch.cumsum(samples.packed_info[:, 1], 0)
+        keep_rays = cum <= budget
+        keep_rays[0] = True  # at least one ray
+        keep = keep_rays[samples.ray_indices]
+        ri = samples.ray_indices[keep]
+        return PackedRaySamples(samples.rays, samples.starts[keep], samples.ends[keep], ri,
+                                packed_info_from_ray_indices(ri, samples.n_rays)), keep_rays
