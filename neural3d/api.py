@@ -59,6 +59,9 @@ class LoadedScene:
                context: Any = None) -> dict[str, Tensor]:
         """Render cameras (or one pose given as ``c2w`` [3|4, 4] / [n, 3|4, 4] OpenGL and ``K`` [3, 3]).
 
+        ``context`` defaults to ``model.render_context(cameras, i)`` per camera (for GNT: the nearest
+        source views of the attached scene, chosen for any pose).
+
         Returns:
             dict of ``rgb`` [n, H, W, 3], ``depth`` [n, H, W], ``opacity`` [n, H, W] on the model's device.
             Rendering is chunked (``chunk`` rays at a time), so memory stays bounded at any resolution.
@@ -68,7 +71,8 @@ class LoadedScene:
         outs: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
         for i in range(len(cameras)):
             rays = self.info.image_rays(cameras, i, self.pixel_center)
-            o = self.model.render_rays(rays, chunk=chunk, context=context)
+            ctx = context if context is not None else self.model.render_context(cameras, i)
+            o = self.model.render_rays(rays, chunk=chunk, context=ctx)
             for k in outs:
                 outs[k].append(o[k] if k == "rgb" else o[k][..., 0])
         if len({tuple(x.shape) for x in outs["rgb"]}) > 1:
@@ -89,8 +93,15 @@ class LoadedScene:
         return Cameras(c2w[:, :3, :4], K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], width, height)
 
 
-def load(run_dir: Union[str, Path], *, checkpoint: Optional[Union[str, Path]] = None, device: str = "auto") -> LoadedScene:
-    """Load a trained run (its latest checkpoint unless ``checkpoint`` is given)."""
+def load(run_dir: Union[str, Path], *, checkpoint: Optional[Union[str, Path]] = None, device: str = "auto",
+         data: Optional[dict] = None) -> LoadedScene:
+    """Load a trained run (its latest checkpoint unless ``checkpoint`` is given).
+
+    Args:
+        data: overrides of the run's ``data`` config section (e.g. ``{"path": "scenes/new"}``). Models
+            with ``needs_scene`` (GNT) render from that dataset's images: a generalizable run renders
+            an unseen scene given only its images and poses.
+    """
     run_dir = Path(run_dir)
     path = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(run_dir)
     if path is None:
@@ -100,11 +111,20 @@ def load(run_dir: Union[str, Path], *, checkpoint: Optional[Union[str, Path]] = 
     state = ckpt.load_checkpoint(path, map_location=dev)
     saved = state["config"]
     model_section = saved.pop("model", {}) or {}
+    if data:
+        saved["data"] = {**(saved.get("data") or {}), **dict(data)}
     cfg, model_cfg = build_config({**saved, "model": model_section}, source=str(path))
     info = SceneInfo.from_state(state["scene"])
     model = build_model(cfg.method, model_cfg, info).to(dev)
     model.load_state_dict(state["model"])
     model.eval()
+    if model.needs_scene:
+        from neural3d.training.setup import load_scene_from_config, scene_info
+
+        dataset = load_scene_from_config(cfg.data).to(dev)
+        model.attach_scene(dataset)
+        if data:  # ray bounds of the scene actually rendered
+            info = scene_info(dataset)
     return LoadedScene(model, info, cfg, run_dir, int(state["step"]), float(cfg.data.pixel_center))
 
 

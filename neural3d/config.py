@@ -95,6 +95,19 @@ class RenderConfig:
 
 
 @dataclass
+class ViewerConfig:
+    """Live browser viewer while training (``viewer.enabled=true``; needs the ``viewer`` extra)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # loopback only; another address prints a warning
+    port: int = 7007
+    update_every: int = 25  # training steps between weight pushes to the viewer
+    max_resolution: int = 512  # longest side of still renders (pixels)
+    target_fps: float = 8.0  # frame rate held while the camera moves
+    keep_alive: bool = True  # keep serving after training ends, until Ctrl-C
+
+
+@dataclass
 class TrainConfig:
     method: str = "ngp"
     data: DataConfig = field(default_factory=DataConfig)
@@ -102,6 +115,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    viewer: ViewerConfig = field(default_factory=ViewerConfig)
     output_dir: str = "runs"
     experiment: str = ""  # run directory name (default: method + scene name)
     seed: int = 0

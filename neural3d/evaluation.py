@@ -26,8 +26,13 @@ def split_indices(scene, split: str) -> torch.Tensor:
 
 @torch.no_grad()
 def render_image(model, scene, index: int, chunk: int = 8192, context: Any = None) -> dict[str, torch.Tensor]:
-    """Render dataset image ``index``; returns rgb [H, W, 3], depth [H, W, 1], opacity [H, W, 1]."""
+    """Render dataset image ``index``; returns rgb [H, W, 3], depth [H, W, 1], opacity [H, W, 1].
+
+    ``context`` defaults to ``model.render_context(scene.cameras, index)`` (source views for GNT).
+    """
     model.eval()
+    if context is None:
+        context = model.render_context(scene.cameras, int(index))
     rays = scene.image_rays(int(index))
     return model.render_rays(rays, chunk=chunk, context=context)
 

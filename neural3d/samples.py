@@ -14,8 +14,25 @@ from torch import Tensor
 from neural3d.rays import RayBundle
 
 
+class _Intervals:
+    """Midpoints and lengths of ``[starts, ends]`` intervals (any layout)."""
+
+    starts: Tensor
+    ends: Tensor
+
+    @property
+    def mids(self) -> Tensor:
+        """Interval midpoints (where fields are evaluated), shaped like ``starts``."""
+        return 0.5 * (self.starts + self.ends)
+
+    @property
+    def deltas(self) -> Tensor:
+        """Interval lengths in ``t`` units, shaped like ``starts``."""
+        return self.ends - self.starts
+
+
 @dataclass
-class RaySamples:
+class RaySamples(_Intervals):
     """Intervals along a flat bundle of rays.
 
     Attributes:
@@ -35,16 +52,6 @@ class RaySamples:
     @property
     def n_samples(self) -> int:
         return self.starts.shape[-1]
-
-    @property
-    def mids(self) -> Tensor:
-        """[n_rays, n_samples] interval midpoints (where fields are evaluated)."""
-        return 0.5 * (self.starts + self.ends)
-
-    @property
-    def deltas(self) -> Tensor:
-        """[n_rays, n_samples] interval lengths in ``t`` units."""
-        return self.ends - self.starts
 
     @property
     def positions(self) -> Tensor:
@@ -72,7 +79,7 @@ class RaySamples:
 
 
 @dataclass
-class PackedRaySamples:
+class PackedRaySamples(_Intervals):
     """Intervals along rays in the packed layout: a variable number of samples per ray, stored flat.
 
     Attributes:
@@ -97,16 +104,6 @@ class PackedRaySamples:
     def n_samples(self) -> int:
         """Total number of samples (all rays)."""
         return self.starts.shape[0]
-
-    @property
-    def mids(self) -> Tensor:
-        """[n_samples] interval midpoints."""
-        return 0.5 * (self.starts + self.ends)
-
-    @property
-    def deltas(self) -> Tensor:
-        """[n_samples] interval lengths in ``t`` units."""
-        return self.ends - self.starts
 
     @property
     def distances(self) -> Tensor:

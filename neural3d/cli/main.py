@@ -15,6 +15,11 @@ from neural3d.config import ConfigError
 # Modules that add their own sub-commands: each defines ``add_parser(subparsers)`` which registers
 # its parser(s) with ``set_defaults(fn=...)``. One line per module; imports stay light (lazy inside fn).
 _COMMAND_MODULES: tuple[str, ...] = (
+    "neural3d.cli.pointcloud",
+    "neural3d.cli.export",
+    "neural3d.cli.view",
+    "neural3d.cli.gnt",
+    "neural3d.cli.nid",
 )
 
 
@@ -25,8 +30,20 @@ def _cmd_train(args) -> int:
     cfg, _ = load_config(args.config, args.overrides)
     trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"[neural3d] run directory: {trainer.run_dir}  (device: {trainer.device}, method: {cfg.method})")
-    trainer.train()
+    live = None
+    if cfg.viewer.enabled:  # live browser viewer: a model copy refreshed from Trainer.on_step, pause button
+        from viewer.live import LiveTraining
+
+        live = LiveTraining(trainer, cfg.viewer)
+    try:
+        trainer.train()
+    except BaseException:
+        if live is not None:
+            live.close()
+        raise
     print(f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; checkpoint in {trainer.run_dir / 'checkpoints'}")
+    if live is not None:
+        live.finish()
     return 0
 
 

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from neural3d.fields.backends import candidates, check_backend, pick_fastest, resolve_backend
+
 _MASK32 = 0xFFFFFFFF
 HASH_PRIMES = (1, 2654435761, 805459861)
 
@@ -95,7 +97,7 @@ def grid_layout(
     scales, resolutions, sizes, offsets = [], [], [], [0]
     for level in range(n_levels):
         scale = f32(np.exp2(f32(level) * log2_scale)) * f32(base_resolution) - f32(1.0)
-        resolution = int(math.ceil(float(scale))) + 1
+        resolution = math.ceil(float(scale)) + 1
         dense = resolution**3 if float(resolution) ** 3 <= max_params else max_params
         size = min(-(-dense // 8) * 8, 2**log2_hashmap_size)
         scales.append(float(scale))
@@ -235,6 +237,8 @@ class HashGridEncoding(nn.Module):
         base_resolution: coarsest resolution ``N_min``.
         max_resolution: finest resolution ``N_max``; sets ``per_level_scale`` unless that is given.
         per_level_scale: growth factor (overrides ``max_resolution``), e.g. from a tcnn config.
+        backend: "auto" | "torch" | "tcnn" | "triton" (:mod:`neural3d.fields.backends`); resolved per call
+            from the input's device ("auto": tcnn, else triton on CUDA when installed; torch elsewhere).
 
     ``params`` [n_rows * F] is laid out exactly like ``tinycudann.Encoding(...).params`` for the config
     ``{"otype": "HashGrid", n_levels, n_features_per_level, log2_hashmap_size, base_resolution,
@@ -252,8 +256,11 @@ class HashGridEncoding(nn.Module):
         base_resolution: int = 16,
         max_resolution: float = 2048,
         per_level_scale: float | None = None,
+        backend: str = "auto",
     ):
         super().__init__()
+        self.backend = check_backend(backend, "hashgrid.py")
+        self._auto_choice: dict[str, str] = {}  # device -> backend measured for "auto"
         if per_level_scale is None:
             per_level_scale = per_level_scale_for(base_resolution, max_resolution, n_levels)
         self.per_level_scale = float(np.float32(per_level_scale))  # tcnn stores it as a float
@@ -300,12 +307,52 @@ class HashGridEncoding(nn.Module):
         if positions01.shape[-1] != 3:
             raise ValueError(f"hashgrid.py: HashGridEncoding expects [..., 3] positions, got {tuple(positions01.shape)}")
         batch = positions01.shape[:-1]
-        out = hash_encode(positions01.reshape(-1, 3), self.table(), self.layout)
-        return out.reshape(*batch, self.out_dim)
+        flat = positions01.reshape(-1, 3)
+        return self.encode_with(self.backend_for(flat.device), flat, self.table()).reshape(*batch, self.out_dim)
+
+    def encode_with(self, backend: str, flat: Tensor, table: Tensor) -> Tensor:
+        """[n, 3] positions -> [n, out_dim] with a concrete backend (tcnn always uses ``self.params``)."""
+        if backend == "triton":
+            from neural3d.fields.backends.triton_hash import triton_hash_encode
+
+            return triton_hash_encode(flat, table, self.layout)
+        if backend == "tcnn":
+            from neural3d.fields.backends.tcnn import tcnn_encode
+
+            return tcnn_encode(self, flat)
+        return hash_encode(flat, table, self.layout)
+
+    def backend_for(self, device: torch.device) -> str:
+        """The concrete backend used on ``device``; ``auto`` times its candidates once per device."""
+        if self.backend != "auto":
+            return resolve_backend(self.backend, device, "hashgrid.py")
+        key = str(device)
+        if key not in self._auto_choice:
+            names = candidates(device)
+            self._auto_choice[key] = names[0] if len(names) == 1 else self._measure(names, device)
+        return self._auto_choice[key]
+
+    def _measure(self, names: list[str], device: torch.device, n_probe: int = 1 << 16) -> str:
+        """Time forward + backward of each backend on ``n_probe`` random points (gradients discarded)."""
+        with torch.inference_mode(False):
+            x = torch.rand(n_probe, 3, device=device)
+        grad_before = self.params.grad
+
+        def run(name: str):
+            with torch.inference_mode(False), torch.enable_grad():  # forward may run under no_grad
+                table = self.table().detach().clone().requires_grad_(True)
+                self.encode_with(name, x, table).sum().backward()
+
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        try:
+            return pick_fastest({n: (lambda n=n: run(n)) for n in names}, sync=sync,
+                                what=f"hash grid ({self.n_levels} levels, {device})")
+        finally:
+            self.params.grad = grad_before  # tcnn's probe writes into self.params.grad
 
     def extra_repr(self) -> str:
         return (
             f"n_levels={self.n_levels}, F={self.n_features_per_level}, log2_hashmap_size={self.log2_hashmap_size}, "
             f"base_resolution={self.base_resolution}, per_level_scale={self.per_level_scale:.6f}, "
-            f"n_params={self.layout.n_params}"
+            f"n_params={self.layout.n_params}, backend={self.backend}"
         )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import itertools
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -22,7 +23,7 @@ _ACTIVATIONS = {
 }
 
 
-def make_activation(name: Optional[str]) -> nn.Module:
+def make_activation(name: str | None) -> nn.Module:
     """Activation module by (case-insensitive) name: relu, sigmoid, softplus, tanh, exp, none/None."""
     key = "none" if name is None else name.lower()
     if key not in _ACTIVATIONS:
@@ -51,7 +52,7 @@ class MLP(nn.Module):
         out_dim: int,
         widths: Sequence[int] = (64,),
         activation: str = "relu",
-        output_activation: Optional[str] = None,
+        output_activation: str | None = None,
         bias: bool = True,
     ):
         super().__init__()
@@ -59,7 +60,7 @@ class MLP(nn.Module):
             raise ValueError(f"mlp.py: MLP dims must be positive, got in={in_dim}, widths={list(widths)}, out={out_dim}")
         dims = [in_dim, *widths, out_dim]
         self.in_dim, self.out_dim = in_dim, out_dim
-        self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in itertools.pairwise(dims))
         self.activation = make_activation(activation)
         self.output_activation = make_activation(output_activation)
 
@@ -72,9 +73,9 @@ class MLP(nn.Module):
         n_neurons: int = 64,
         n_hidden_layers: int = 1,
         activation: str = "relu",
-        output_activation: Optional[str] = None,
+        output_activation: str | None = None,
         bias: bool = False,
-    ) -> "MLP":
+    ) -> MLP:
         """tcnn ``FullyFusedMLP`` config equivalent: ``n_hidden_layers`` hidden layers of ``n_neurons``
         (no bias, like tcnn, unless ``bias``)."""
         return cls(

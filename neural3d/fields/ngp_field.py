@@ -8,8 +8,6 @@ positions -> unit cube (:func:`~neural3d.fields.contraction.normalize_positions`
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -59,6 +57,7 @@ class NGPField(Field):
         density_bias: added to the raw density before ``trunc_exp`` (-1, nerfacc).
         mlp_bias: biases in the MLPs. tcnn's fully fused MLPs have none, but in fp32 PyTorch at lr 1e-2 the
             bias-free colour MLP's ReLUs die at dense points (constant grey colour), so biases are the default.
+        backend: hash-grid backend, "auto" | "torch" | "tcnn" | "triton" (:mod:`neural3d.fields.backends`).
 
     Shapes: ``query([*batch, 3], [*batch, 3]) -> ([*batch, 1], [*batch, 3])``; ``density([*batch, 3]) -> [*batch, 1]``.
     """
@@ -73,8 +72,8 @@ class NGPField(Field):
         log2_hashmap_size: int = 19,
         base_resolution: int = 16,
         max_resolution: float = 2048,
-        per_level_scale: Optional[float] = None,
-        max_resolution_per_unit: Optional[float] = None,
+        per_level_scale: float | None = None,
+        max_resolution_per_unit: float | None = None,
         geo_feat_dim: int = 15,
         hidden_dim: int = 64,
         n_density_layers: int = 1,
@@ -82,6 +81,7 @@ class NGPField(Field):
         sh_degree: int = 4,
         density_bias: float = -1.0,
         mlp_bias: bool = True,
+        backend: str = "auto",
     ):
         super().__init__()
         aabb = torch.as_tensor(aabb.aabb if isinstance(aabb, SceneBox) else aabb, dtype=torch.float32)
@@ -102,6 +102,7 @@ class NGPField(Field):
             base_resolution=base_resolution,
             max_resolution=max_resolution,
             per_level_scale=per_level_scale,
+            backend=backend,
         )
         self.mlp_base = MLP.fully_fused(
             in_dim=self.encoding.out_dim, out_dim=1 + geo_feat_dim, n_neurons=hidden_dim, n_hidden_layers=n_density_layers,

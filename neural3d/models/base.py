@@ -8,6 +8,16 @@ Lifecycle (called by the trainer, evaluation and the Python API):
 * ``loss_dict(outputs, batch)`` and ``metrics_dict(outputs, batch)`` for training.
 * ``param_groups()`` names parameter groups (``"encoding"`` groups get no weight decay).
 * ``training_step_begin(step)`` is a hook for stateful samplers (occupancy grids).
+
+Conditioning hooks (no-ops by default; used by methods rendering from source views, e.g. GNT):
+
+* ``attach_scene(scene)``: the trainer and :func:`neural3d.load` hand over the loaded dataset
+  (``needs_scene = True`` tells :func:`neural3d.load` to load it).
+* ``render_context(cameras, index)``: the ``context`` to render camera ``index`` (None by default);
+  evaluation and ``LoadedScene.render`` pass it to ``forward``/``render_rays``.
+* ``build_loader(scene, batch_size=, device=, seed=)``: a training batch source replacing the default
+  :class:`~neural3d.data.RayLoader` (None keeps it); its batches may carry a ``context``.
+* ``prepare_training()``: called once by the trainer before resuming (e.g. initial weights).
 """
 
 from __future__ import annotations
@@ -64,6 +74,8 @@ class SceneInfo:
 class Model(nn.Module):
     """Base class of methods."""
 
+    needs_scene: bool = False  # True: neural3d.load attaches the run's dataset (attach_scene)
+
     def __init__(self, config: Any, *, scene: SceneInfo) -> None:
         super().__init__()
         self.config = config
@@ -87,6 +99,20 @@ class Model(nn.Module):
 
     def training_step_begin(self, step: int) -> None:
         """Hook called before every training step."""
+
+    def attach_scene(self, scene: Any) -> None:
+        """Hook: the dataset (:class:`~neural3d.data.SceneData`) this model renders; default ignores it."""
+
+    def render_context(self, cameras: Any, index: int) -> Any:
+        """Hook: conditioning ``context`` for rendering camera ``index`` of ``cameras`` (default None)."""
+        return None
+
+    def build_loader(self, scene: Any, *, batch_size: int, device: Any, seed: int) -> Any:
+        """Hook: a training batch source for ``scene`` (None: the trainer's default RayLoader)."""
+        return None
+
+    def prepare_training(self) -> None:
+        """Hook called once by the trainer before it resumes or starts training."""
 
     @torch.no_grad()
     def render_rays(self, rays: RayBundle, chunk: int = 8192, context: Any = None) -> dict[str, Tensor]:

@@ -18,6 +18,9 @@ from typing import Callable
 _BUILTIN_MODULES = (
     "neural3d.models.nerf",
     "neural3d.models.ngp",
+    "neural3d.models.gnt",
+    "neural3d.models.nid",
+    "neural3d.models.point_field",
 )
 
 

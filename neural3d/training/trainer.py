@@ -46,12 +46,16 @@ class Trainer:
         self.scene = load_scene_from_config(cfg.data).to(self.device)
         self.info = scene_info(self.scene)
         self.model = build_model(cfg.method, cfg.model, self.info).to(self.device)
+        self.model.attach_scene(self.scene)
+        self.model.prepare_training()
         t = cfg.trainer
         self.optimizer = build_optimizer(self.model.param_groups(), t.optim)
         self.scheduler = build_scheduler(self.optimizer, t.steps, t.optim)
         from neural3d.data import RayLoader
 
-        self.loader = RayLoader(self.scene, split="train", batch_size=t.batch_size, device=self.device, seed=cfg.seed)
+        self.loader = self.model.build_loader(self.scene, batch_size=t.batch_size, device=self.device, seed=cfg.seed)
+        if self.loader is None:
+            self.loader = RayLoader(self.scene, split="train", batch_size=t.batch_size, device=self.device, seed=cfg.seed)
         self.logger = MetricsLogger(self.run_dir)
         self.step = 0
         self.elapsed = 0.0  # training seconds, carried across resumes
@@ -128,7 +132,7 @@ class Trainer:
         self.model.training_step_begin(self.step)
         batch = next(self.loader)
         with self._autocast():
-            outputs = self.model(batch.rays)
+            outputs = self.model(batch.rays, getattr(batch, "context", None))
             losses = self.model.loss_dict(outputs, batch)
         loss = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
