@@ -176,4 +176,5 @@ class NGPModel(Model):
         metrics = {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
         if "n_samples" in outputs:
             metrics["samples_per_ray"] = outputs["n_samples"] / max(len(rgb), 1)
+            metrics["rays_used"] = torch.tensor(float(len(rgb)))
         return metrics
