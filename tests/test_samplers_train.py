@@ -22,20 +22,23 @@ def _psnr_column(run):
     return [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
 
 
-@pytest.mark.parametrize("sampler", ["grid", "importance", "uniform", "occupancy"])
+PROPOSAL = ["model.proposal_samples=[16]", "model.proposal_max_resolutions=[32]", "model.proposal_log2_hashmap_size=10",
+            "model.proposal_update_warmup=8", "model.proposal_update_every=2", "model.distortion_loss_mult=0.002"]
+
+
+@pytest.mark.parametrize("sampler", ["grid", "importance", "uniform", "occupancy", "proposal"])
 def test_cli_trains_with_each_sampler(tmp_path, tiny_blender_scene, sampler):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"method: ngp\ndata: {{path: {tiny_blender_scene}}}\noutput_dir: {tmp_path}\nexperiment: {sampler}\n")
-    assert main(["train", str(cfg), "trainer.steps=24", f"model.sampler={sampler}", *TINY]) == 0
+    extra = PROPOSAL if sampler == "proposal" else []
+    assert main(["train", str(cfg), "trainer.steps=24", f"model.sampler={sampler}", *TINY, *extra]) == 0
     psnr = _psnr_column(tmp_path / sampler)
     assert len(psnr) == 6 and all(torch.isfinite(torch.tensor(psnr)))
     assert max(psnr[-2:]) > psnr[0]  # it learns something
 
 
 def _trainer(tmp_path, scene, *overrides):
-    cfg, _ = build_config({"method": "ngp", "data": {"path": str(scene)}, "output_dir": str(tmp_path),
-                           "experiment": "occ"}, [*TINY, "model.sampler=occupancy", *overrides])
-    return Trainer(cfg, overwrite=True)
+    return _trainer_with(tmp_path, scene, ["model.sampler=occupancy", *overrides])
 
 
 def test_occupancy_sample_budget_keeps_a_ray_prefix(tmp_path, tiny_blender_scene):
@@ -68,3 +71,21 @@ def test_occupancy_empty_grid_warns_and_still_trains(tmp_path, tiny_blender_scen
         warnings.simplefilter("error")
         ev = tr.model(batch.rays)
     torch.testing.assert_close(ev["rgb"], tr.model.background.expand_as(ev["rgb"]))
+
+
+def test_proposal_losses_present_in_training_only(tmp_path, tiny_blender_scene):
+    tr = _trainer_with(tmp_path, tiny_blender_scene, ["model.sampler=proposal", *PROPOSAL])
+    tr.model.train()
+    tr.model.training_step_begin(0)
+    batch = next(tr.loader)
+    losses = tr.model.loss_dict(tr.model(batch.rays), batch)
+    assert set(losses) == {"loss_rgb", "loss_interlevel", "loss_distortion"}
+    assert all(torch.isfinite(v) and v >= 0 for v in losses.values())
+    tr.model.eval()
+    assert not any(k.startswith("loss_") for k in tr.model(batch.rays))
+
+
+def _trainer_with(tmp_path, scene, overrides):
+    cfg, _ = build_config({"method": "ngp", "data": {"path": str(scene)}, "output_dir": str(tmp_path),
+                           "experiment": "p"}, [*TINY, *overrides])
+    return Trainer(cfg, overwrite=True)

@@ -217,14 +217,18 @@ def hash_encode(positions01: Tensor, table: Tensor, layout: GridLayout) -> Tenso
             f"hashgrid.py: table must have shape [{layout.n_rows}, {layout.n_features}], got {tuple(table.shape)}"
         )
     n = positions01.shape[0]
-    feats = []
+    rows, weights = [], []
     for levels in _runs(layout.hashed):  # dense levels (a prefix in practice), then hashed ones
-        rows, weights = _indices_and_weights(positions01, layout, levels)
-        sub = table[layout.offsets[levels.start] : layout.offsets[levels.stop]]  # rows count from here
-        gathered = sub.index_select(0, rows.reshape(-1)).view(-1, 8, layout.n_features)
-        mixed = torch.bmm(weights.to(table.dtype).view(-1, 1, 8), gathered)  # [n * L_run, 1, F] 8-tap sums
-        feats.append(mixed.view(n, len(levels), layout.n_features))
-    return torch.cat(feats, dim=1).reshape(n, layout.n_levels * layout.n_features)
+        r, w = _indices_and_weights(positions01, layout, levels)
+        rows.append(r + layout.offsets[levels.start])  # global rows: one gather, no slice of the table
+        weights.append(w)
+    rows = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)  # [n, L, 8]
+    weights = weights[0] if len(weights) == 1 else torch.cat(weights, dim=1)
+    # One gather over all levels: its backward is a single index_add into the table gradient (slicing the table
+    # per run would allocate and add a full-size zero gradient per run).
+    gathered = table.index_select(0, rows.reshape(-1)).view(-1, 8, layout.n_features)
+    mixed = torch.bmm(weights.to(table.dtype).view(-1, 1, 8), gathered)  # [n * L, 1, F] 8-tap sums
+    return mixed.view(n, layout.n_levels * layout.n_features)
 
 
 class HashGridEncoding(nn.Module):

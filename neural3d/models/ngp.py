@@ -12,12 +12,14 @@ Samplers (``model.sampler``):
   ``density * step_size``) and fixed (or cone-angle growing) steps give a variable number of samples
   per ray in the packed layout; a gradient-free density pass drops samples behind opaque space
   (``early_stop_eps``) or of negligible opacity (``alpha_thre``) before the field runs with gradients.
+* ``proposal``: mip-NeRF 360 proposal networks (small hash grids) resample each ray in rounds; the
+  field runs on the last ``n_samples``; the interlevel loss trains the proposals (distortion optional).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,6 +27,7 @@ from torch import Tensor
 
 from neural3d.fields.base import FieldOutputs
 from neural3d.fields.ngp_field import NGPField
+from neural3d.losses import distortion_loss, interlevel_loss
 from neural3d.models.base import Model, SceneInfo
 from neural3d.models.registry import register_method
 from neural3d.rays import RayBundle
@@ -33,12 +36,12 @@ from neural3d.render.volume import render_weights_from_density
 from neural3d.samplers import PDFSampler, UniformSampler
 from neural3d.samplers.density_grid import DensityGrid, GridImportanceSampler
 
-SAMPLERS = ("grid", "importance", "uniform", "occupancy")
+SAMPLERS = ("grid", "importance", "uniform", "occupancy", "proposal")
 
 
 @dataclass
 class NGPModelConfig:
-    sampler: str = "grid"  # grid | importance | uniform | occupancy
+    sampler: str = "grid"  # grid | importance | uniform | occupancy | proposal
     n_samples: int = 32  # samples evaluated with gradients, per ray
     n_coarse: int = 128  # scored samples per ray for grid / importance sampling
     n_uniform: int = 8  # grid sampler: stratified samples per ray merged with the importance samples
@@ -57,6 +60,22 @@ class NGPModelConfig:
     alpha_thre: float = 0.0  # drop samples with alpha < this (0: off)
     target_samples: int = 1 << 16  # training: cap marched samples per step by keeping a prefix of the rays (0: off)
     marching_backend: str = "auto"  # auto | torch | nerfacc
+    # proposal sampler (n_samples = field samples per ray)
+    proposal_samples: list[int] = field(default_factory=lambda: [64, 32])  # samples per proposal round
+    proposal_max_resolutions: list[int] = field(default_factory=lambda: [128, 256])  # one per round
+    proposal_n_levels: int = 5
+    proposal_log2_hashmap_size: int = 17
+    proposal_hidden_dim: int = 16
+    proposal_spacing: str = "uniform"  # uniform | lindisp | contracted (unbounded)
+    proposal_spacing_pivot: float = 1.0  # contracted: t where spacing turns from linear to disparity
+    proposal_histogram_padding: float = 0.01
+    proposal_anneal_steps: int = 1000  # weights ** anneal, anneal 0 -> 1 over these steps
+    proposal_anneal_slope: float = 10.0
+    proposal_update_every: int = 5  # after the warm-up, proposals get gradients every k-th step
+    proposal_update_warmup: int = 5000
+    interlevel_loss_mult: float = 1.0
+    distortion_loss_mult: float = 0.0  # mip-NeRF 360 uses 0.002 (unbounded scenes)
+    hashgrid_backend: str = "auto"  # auto | torch | tcnn | triton (field and proposal grids)
     contraction: str = "aabb"  # aabb | inf | l2 (unbounded scenes)
     n_levels: int = 16
     n_features_per_level: int = 2
@@ -79,6 +98,7 @@ class NGPModel(Model):
             n_features_per_level=config.n_features_per_level, log2_hashmap_size=config.log2_hashmap_size,
             base_resolution=config.base_resolution, max_resolution=config.max_resolution,
             hidden_dim=config.hidden_dim, geo_feat_dim=config.geo_feat_dim, sh_degree=config.sh_degree,
+            backend=config.hashgrid_backend,
         )
         if config.sampler == "grid":
             self.grid = DensityGrid(resolution=config.grid_resolution, decay=config.grid_decay,
@@ -94,6 +114,8 @@ class NGPModel(Model):
                 step_size=config.step_size, cone_angle=config.cone_angle, threshold=config.occ_threshold,
                 decay=config.grid_decay, warmup_updates=config.grid_warmup_updates, early_stop_eps=config.early_stop_eps,
                 alpha_thre=config.alpha_thre, backend=config.marching_backend)
+        if config.sampler == "proposal":
+            self.proposal = _proposal_sampler(config, scene)
         n_first = config.n_samples if config.sampler == "uniform" else config.n_coarse
         self.coarse_sampler = UniformSampler(n_samples=n_first, lindisp=config.lindisp)
         self.pdf_sampler = PDFSampler(n_samples=config.n_samples, include_input=False)
@@ -102,10 +124,14 @@ class NGPModel(Model):
 
     def param_groups(self) -> dict[str, list]:
         enc = list(self.field.encoding.parameters())
+        if self.config.sampler == "proposal":
+            enc += self.proposal.encoding_parameters()
         ids = {id(p) for p in enc}
         return {"encoding": enc, "network": [p for p in self.parameters() if id(p) not in ids]}
 
     def training_step_begin(self, step: int) -> None:
+        if self.config.sampler == "proposal":
+            self.proposal.training_step_begin(step)
         if step % self.config.grid_update_every != 0:
             return
         if self.config.sampler == "grid":
@@ -140,6 +166,8 @@ class NGPModel(Model):
     def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
         if self.config.sampler == "occupancy":
             return self._forward_packed(rays)
+        if self.config.sampler == "proposal":
+            return self._forward_proposal(rays)
         samples, active = self.sample(rays)
         density, rgb = self.field.query(samples.positions, samples.viewdirs)
         out = self.renderer(FieldOutputs(density=density, rgb=rgb), samples, self.background)
@@ -163,11 +191,27 @@ class NGPModel(Model):
             result["ray_mask"] = keep
         return result
 
+    def _forward_proposal(self, rays: RayBundle) -> dict[str, Tensor]:
+        samples, rounds = self.proposal(rays)
+        density, rgb = self.field.query(samples.positions, samples.viewdirs)
+        out = self.renderer(FieldOutputs(density=density, rgb=rgb), samples, self.background)
+        result = {"rgb": out.rgb, "depth": out.depth, "opacity": out.opacity}
+        c = self.config
+        if self.training and rounds[0].weights.requires_grad:  # proposals learn on this step
+            result["loss_interlevel"] = c.interlevel_loss_mult * interlevel_loss(rounds, samples.edges, out.weights)
+        if self.training and c.distortion_loss_mult > 0:
+            result["loss_distortion"] = c.distortion_loss_mult * distortion_loss(out.weights,
+                                                                               self.proposal.spacing(samples))
+        return result
+
     def loss_dict(self, outputs: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
         mask = outputs.get("ray_mask")
         if mask is None:
-            return super().loss_dict(outputs, batch)
-        return {"loss_rgb": torch.mean((outputs["rgb"][mask] - batch.rgb[mask]) ** 2)}
+            losses = {f"loss_{k}": torch.mean((v - batch.rgb) ** 2) for k, v in outputs.items() if k == "rgb"}
+        else:
+            losses = {"loss_rgb": torch.mean((outputs["rgb"][mask] - batch.rgb[mask]) ** 2)}
+        losses.update({k: v for k, v in outputs.items() if k.startswith("loss_")})
+        return losses
 
     def metrics_dict(self, outputs: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
         mask = outputs.get("ray_mask")
@@ -178,3 +222,19 @@ class NGPModel(Model):
             metrics["samples_per_ray"] = outputs["n_samples"] / max(len(rgb), 1)
             metrics["rays_used"] = torch.tensor(float(len(rgb)))
         return metrics
+
+
+def _proposal_sampler(c: NGPModelConfig, scene: SceneInfo):
+    from neural3d.samplers.proposal import ProposalSampler
+
+    if len(c.proposal_max_resolutions) != len(c.proposal_samples):
+        raise ValueError(f"model.proposal_max_resolutions needs one entry per round of model.proposal_samples "
+                         f"({list(c.proposal_samples)}), got {list(c.proposal_max_resolutions)}")
+    return ProposalSampler(
+        aabb=scene.scene_box, n_samples=c.n_samples, n_proposal_samples=tuple(c.proposal_samples),
+        spacing=c.proposal_spacing, spacing_pivot=c.proposal_spacing_pivot, contraction=c.contraction,
+        proposal_max_resolutions=tuple(c.proposal_max_resolutions), proposal_n_levels=c.proposal_n_levels,
+        proposal_log2_hashmap_size=c.proposal_log2_hashmap_size, proposal_hidden_dim=c.proposal_hidden_dim,
+        histogram_padding=c.proposal_histogram_padding, anneal_steps=c.proposal_anneal_steps,
+        anneal_slope=c.proposal_anneal_slope, update_every=c.proposal_update_every,
+        update_warmup=c.proposal_update_warmup, backend=c.hashgrid_backend)

@@ -1,0 +1,202 @@
+"""Hash-grid backends: names and auto choice, the Triton kernel vs the PyTorch reference (forward and gradients),
+tcnn parameter copies.
+
+Without CUDA the Triton kernels run in Triton's interpreter on CPU tensors (TRITON_INTERPRET=1 is set here
+before triton is imported); with CUDA they are compiled. Tests skip when triton / CUDA / tinycudann are absent.
+"""
+
+import importlib.util
+import logging
+import os
+import sys
+import time
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+HAS_TCNN = importlib.util.find_spec("tinycudann") is not None
+if HAS_TRITON and not HAS_CUDA and "triton" not in sys.modules:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+from neural3d.fields import NGPField
+from neural3d.fields.backends import candidates, pick_fastest, resolve_backend
+from neural3d.fields.backends.tcnn import copy_params_from_tcnn, copy_params_to_tcnn
+from neural3d.fields.hashgrid import HashGridEncoding, grid_layout, hash_encode, per_level_scale_for
+
+DEVICE = torch.device("cuda" if HAS_CUDA else "cpu")
+
+
+def _triton_usable() -> bool:
+    if not HAS_TRITON:
+        return False
+    import triton.language as tl
+
+    return HAS_CUDA or type(tl.zeros).__name__ == "InterpretedFunction"
+
+
+needs_triton = pytest.mark.skipif(not _triton_usable(), reason="triton not installed (or imported without interpreter)")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _layout(F: int = 2):
+    # levels 0-2 dense (res^3 <= 2^12 rows), 3-5 hashed
+    return grid_layout(n_levels=6, n_features_per_level=F, log2_hashmap_size=12, base_resolution=4,
+                       per_level_scale=per_level_scale_for(4, 64, 6))
+
+
+def _points(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    inside = torch.rand(n, 3, generator=g)
+    outside = torch.rand(n // 10, 3, generator=g) * 1.4 - 0.2  # exercises the uint32 wrap-around
+    return torch.cat([inside, outside]).to(DEVICE)
+
+
+# ----------------------------------------------------------------------------------------------- names
+def test_backend_names_and_auto_candidates():
+    with pytest.raises(ValueError, match="hashgrid.py"):
+        HashGridEncoding(n_levels=2, backend="cuda")
+    with pytest.raises(ValueError, match="tcnn"):
+        resolve_backend("tcnn", torch.device("cpu"))
+    assert resolve_backend("torch", torch.device("cpu")) == "torch"
+    assert candidates(torch.device("cpu")) == ["torch"]
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    expected = (["tcnn"] if HAS_TCNN else []) + (["triton"] if HAS_TRITON else []) + ["torch"]
+    assert candidates(torch.device("cuda")) == expected
+
+
+def test_pick_fastest_times_candidates_and_skips_failures(caplog):
+    def slow():
+        time.sleep(0.02)
+
+    def broken():
+        raise RuntimeError("no kernel image for this GPU")
+
+    with caplog.at_level(logging.INFO, logger="neural3d.backends"):
+        assert pick_fastest({"triton": broken, "tcnn": slow, "torch": lambda: None}, repeats=2) == "torch"
+    assert "'triton' failed its probe" in caplog.text and "'auto' -> torch" in caplog.text
+    assert pick_fastest({"b": lambda: time.sleep(0.15), "a": slow}, repeats=1) == "a"
+    with pytest.raises(RuntimeError, match="no kernel image"):
+        pick_fastest({"triton": broken})
+
+
+def test_auto_measures_under_no_grad_and_keeps_grads():
+    # Exercise HashGridEncoding._measure on CPU with two real candidates (torch twice under two names is
+    # enough to check that the probe runs under no_grad and leaves params.grad alone).
+    enc = HashGridEncoding(n_levels=2, log2_hashmap_size=8, base_resolution=4, max_resolution=8)
+    enc.params.grad = torch.full_like(enc.params, 7.0)
+    with torch.no_grad():
+        choice = enc._measure(["torch", "torch"], torch.device("cpu"), n_probe=64)
+    assert choice == "torch"
+    assert bool((enc.params.grad == 7.0).all())
+
+
+def test_auto_module_on_cpu_equals_reference():
+    enc = HashGridEncoding(n_levels=3, log2_hashmap_size=10, base_resolution=4, max_resolution=32)
+    assert enc.backend == "auto"
+    x = torch.rand(50, 3)
+    torch.testing.assert_close(enc(x), hash_encode(x, enc.table(), enc.layout), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------- triton
+@needs_triton
+@pytest.mark.parametrize("F", [1, 2, 4])
+def test_triton_forward_and_gradients_match_torch(F):
+    from neural3d.fields.backends.triton_hash import triton_hash_encode
+
+    layout = _layout(F)
+    g = torch.Generator().manual_seed(F)
+    table = torch.randn(layout.n_rows, F, generator=g).to(DEVICE).requires_grad_(True)
+    x = _points(1500, seed=F).requires_grad_(True)
+    probe = torch.randn(x.shape[0], layout.n_levels * F, generator=g).to(DEVICE)
+    out = triton_hash_encode(x, table, layout)
+    (out * probe).sum().backward()
+    grads = table.grad.clone(), x.grad.clone()
+    table.grad, x.grad = None, None
+    ref = hash_encode(x, table, layout)
+    (ref * probe).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grads[0], table.grad, rtol=1e-5, atol=1e-5)  # atomic adds into the table
+    torch.testing.assert_close(grads[1], x.grad, rtol=1e-4, atol=1e-4 * float(x.grad.abs().max()))
+
+
+@needs_triton
+def test_triton_default_layout_and_dtype():
+    from neural3d.fields.backends.triton_hash import triton_hash_encode
+
+    enc = HashGridEncoding()  # 5 dense + 11 hashed levels of 2^19 rows
+    g = torch.Generator().manual_seed(0)
+    table = (torch.randn(enc.layout.n_rows, 2, generator=g, dtype=torch.float64) * 0.1).to(DEVICE)
+    x = _points(200, seed=1)
+    out = triton_hash_encode(x, table, enc.layout)
+    assert out.dtype == torch.float64 and out.shape == (x.shape[0], 32)
+    torch.testing.assert_close(out, hash_encode(x, table, enc.layout), rtol=1e-5, atol=1e-6)
+    assert triton_hash_encode(x[:0], table.float(), enc.layout).shape == (0, 32)
+
+
+@needs_triton
+def test_ngp_field_triton_backend_equals_torch_backend():
+    torch.manual_seed(0)
+    kwargs = {"aabb": [[-1.0] * 3, [1.0] * 3], "n_levels": 4, "log2_hashmap_size": 10, "base_resolution": 4,
+              "max_resolution": 64, "hidden_dim": 16}
+    fields = [NGPField(**kwargs, backend=b).to(DEVICE) for b in ("torch", "triton")]
+    fields[1].load_state_dict(fields[0].state_dict())
+    with torch.no_grad():
+        for f in fields:  # larger table values than the 1e-4 init so the comparison means something
+            f.encoding.params.copy_(torch.linspace(-1, 1, f.encoding.params.numel(), device=DEVICE).sin())
+    x = (torch.rand(300, 3) * 1.8 - 0.9).to(DEVICE)
+    d = torch.nn.functional.normalize(torch.randn(300, 3), dim=-1).to(DEVICE)
+    outs = []
+    for f in fields:
+        density, rgb = f.query(x, d)
+        (density.sum() + rgb.sum()).backward()
+        outs.append((density, rgb, {n: p.grad for n, p in f.named_parameters()}))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(outs[1][1], outs[0][1], rtol=1e-5, atol=1e-6)
+    for name, grad in outs[0][2].items():
+        torch.testing.assert_close(outs[1][2][name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+# ------------------------------------------------------------------------------------------------ tcnn
+class _FakeTcnnEncoding(torch.nn.Module):
+    """Stands in for ``tinycudann.Encoding``: a flat ``params`` vector."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.params = torch.nn.Parameter(torch.zeros(n))
+
+
+def test_tcnn_param_copy_both_ways():
+    enc = HashGridEncoding(n_levels=3, log2_hashmap_size=10, base_resolution=4, max_resolution=32)
+    fake = _FakeTcnnEncoding(enc.layout.n_params)
+    copy_params_to_tcnn(enc, fake)
+    torch.testing.assert_close(fake.params.detach(), enc.params.detach())
+    with torch.no_grad():
+        fake.params.mul_(-3.0)
+    copy_params_from_tcnn(enc, fake)
+    torch.testing.assert_close(enc.params.detach(), fake.params.detach())
+    with pytest.raises(ValueError, match="tcnn.py"):
+        copy_params_to_tcnn(enc, _FakeTcnnEncoding(10))
+
+
+@pytest.mark.skipif(not (HAS_CUDA and HAS_TCNN), reason="needs CUDA and tinycudann")
+def test_tcnn_matches_torch():
+    from neural3d.fields.backends.tcnn import make_tcnn_encoding, tcnn_encode
+
+    enc = HashGridEncoding(n_levels=8, log2_hashmap_size=14, base_resolution=8, max_resolution=256).cuda()
+    with torch.no_grad():
+        enc.params.uniform_(-1, 1)
+    x = torch.rand(4096, 3, device="cuda")
+    ref = hash_encode(x, enc.table(), enc.layout)
+    torch.testing.assert_close(tcnn_encode(enc, x), ref, rtol=1e-4, atol=1e-4)
+    tc = make_tcnn_encoding(enc).cuda()
+    copy_params_to_tcnn(enc, tc)
+    torch.testing.assert_close(tc(x).float(), ref, rtol=1e-4, atol=1e-4)
