@@ -29,12 +29,14 @@ from common import SHARED_DATA, machine  # noqa: E402
 from race import Runner, build_trainer, plot_curves, race  # noqa: E402
 
 NGP = "configs/blender_ngp.yaml"
+CPU_GRID = ["model.log2_hashmap_size=17", "model.max_resolution=512"]  # sized for 100x100 images
 METHODS = {
     "a nerf 64+128": ("configs/blender_nerf.yaml", ["trainer.batch_size=1024"]),
-    "b ngp dense 64": (NGP, ["model.sampler=uniform", "model.n_samples=64", "trainer.batch_size=2048"]),
-    "c ngp occupancy": (NGP, ["model.sampler=occupancy", "model.grid_resolution=64", "model.step_size=0.0125",
-                              "trainer.batch_size=4096", "model.target_samples=131072"]),
-    "d ngp proposal": (NGP, ["model.sampler=proposal", "trainer.batch_size=4096"]),
+    "b ngp dense 64": (NGP, [*CPU_GRID, "model.sampler=uniform", "model.n_samples=64", "trainer.batch_size=2048"]),
+    "c ngp occupancy": (NGP, [*CPU_GRID, "model.sampler=occupancy", "model.grid_resolution=64",
+                              "model.step_size=0.0125", "trainer.batch_size=4096", "model.target_samples=65536"]),
+    "d ngp proposal": (NGP, [*CPU_GRID, "model.sampler=proposal", "model.proposal_samples=[64]",
+                             "model.proposal_max_resolutions=[128]", "trainer.batch_size=2048"]),
 }
 
 
