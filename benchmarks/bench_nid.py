@@ -1,0 +1,247 @@
+"""Neural implicit dictionaries vs same-size coordinate MLPs trained from scratch, side by side.
+
+2D (held-out lego ``val`` renders at 64x64, 16x16 patches; dictionary trained on lego ``train``,
+fern and generated-scene renders, see configs/nid_lego.yaml):
+  * seconds and steps to a target PSNR: NID closed-form least squares, NID gradient steps on the codes,
+    scratch MLP (same encoding and trunk, full-image coordinates) -> ratios;
+  * PSNR on all pixels from 2 / 10 / 50 % observed pixels;
+  * inpainting (stripes, salt-and-pepper, L1 fits): PSNR inside the hidden region;
+  * expert usage (cv of the load, dead experts) on the training patches and on the held-out fits.
+3D: a dictionary of radiance-field experts trained across a generated family; a new generated scene
+is fitted by its code (then a short fine-tune) vs the hash-grid ``ngp`` field from scratch, PSNR vs seconds,
+alternating time slices of the two so both see the same machine load.
+
+Run (2 CPU cores shared with other jobs: timings are side by side and reported as ratios):
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_nid.py --part 2d --dict runs/nid-lego
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_nid.py --part 3d
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED_DATA, machine
+
+from neural3d.metrics import psnr
+from neural3d.nid import corrupt_image, fit_image, load_dictionary, random_pixel_mask
+from neural3d.nid.data import load_image_folder
+from neural3d.nid.experts import scratch_mlp_like
+from neural3d.nid.losses import usage_stats
+from neural3d.nid.patches import grid_coords
+from neural3d.nid.workflows import finetune_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def scratch_fit(bank, image, *, steps, mask=None, loss="mse", lr=3e-3, target=None, scale_factor=1.0, seed=0):
+    """Train a same-trunk coordinate MLP on one image; returns (image, steps, seconds, reached)."""
+    torch.manual_seed(seed)
+    net = scratch_mlp_like(bank, seed=seed)
+    enc = net[0]
+    if hasattr(enc, "B"):
+        enc.B.mul_(scale_factor)
+    H, W, C = image.shape
+    x, y = grid_coords(H, W), image.reshape(-1, C)
+    keep = torch.ones(H * W, dtype=torch.bool) if mask is None else mask.reshape(-1)
+    xs, ys = x[keep], y[keep]
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    t0, reached, step = time.perf_counter(), None, 0
+    for step in range(1, steps + 1):
+        err = net(xs) - ys
+        value = (err**2).mean() if loss == "mse" else err.abs().mean()
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        if target is not None and loss == "mse" and mask is None and float(-10 * torch.log10(value.detach())) >= target:
+            reached = step
+            break
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        out = net(x).reshape(H, W, C).clamp(0, 1)
+    return out, step, seconds, reached
+
+
+def part_2d(args) -> dict:
+    trained = load_dictionary(args.dict)
+    model, p = trained.model, trained.patch_size
+    bank = model.bank
+    size = trained.image_size
+    held = load_image_folder(SHARED_DATA / "nerf_synthetic" / "lego" / "val", size, max_images=args.n_images)
+    ratio = size // p  # scratch sees the whole image in [-1, 1]: same per-pixel bandwidth needs scale * ratio
+    res: dict = {"dictionary": str(args.dict), "num_experts": model.num_experts, "topk": model.topk,
+                 "bank_params": sum(q.numel() for q in bank.parameters()),
+                 "scratch_params": sum(q.numel() for q in scratch_mlp_like(bank).parameters())}
+    # -- time to target
+    rows = []
+    for i, img in enumerate(held if "target" in args.only else []):
+        ls = fit_image(model, img, patch=p, method="lstsq", init="ridge")
+        gd = fit_image(model, img, patch=p, method="gradient", init="ridge", steps=args.code_steps, lr=1e-2,
+                       target_psnr=args.target)
+        sc_best = None
+        for factor in (1.0, float(ratio)):
+            out, _steps, sec, reached = scratch_fit(bank, img, steps=args.scratch_max_steps, target=args.target,
+                                                   scale_factor=factor)
+            row = {"factor": factor, "steps": reached, "seconds": sec, "psnr": float(psnr(out, img))}
+            if sc_best is None or (reached is not None and (sc_best["steps"] is None or sec < sc_best["seconds"])):
+                sc_best = row
+        gd_psnr = float(psnr(gd.image, img))
+        rows.append({"image": i, "nid_lstsq_psnr": float(psnr(ls.image, img)), "nid_lstsq_s": ls.seconds,
+                     "nid_grad_psnr": gd_psnr, "nid_grad_steps": len(gd.codes.history), "nid_grad_s": gd.seconds,
+                     "scratch": sc_best})
+        print(f"[2d] image {i}: NID lstsq {rows[-1]['nid_lstsq_psnr']:.2f} dB in {ls.seconds:.3f} s | NID codes "
+              f"{gd_psnr:.2f} dB after {len(gd.codes.history)} steps {gd.seconds:.2f} s | scratch (B x{sc_best['factor']:.0f}) "
+              f"reached {args.target} dB: {sc_best['steps']} steps {sc_best['seconds']:.2f} s", flush=True)
+    res["time_to_target"] = {"target_psnr": args.target, "per_image": rows}
+    # -- sparse observations
+    sparse = {}
+    for frac in (0.02, 0.1, 0.5) if "sparse" in args.only else ():
+        vals = {"nid": [], "nid_ft": [], "scratch": []}
+        for i, img in enumerate(held[: args.n_sparse]):
+            mask = random_pixel_mask(size, size, frac, seed=i)
+            nid = fit_image(model, img * mask[..., None], patch=p, mask=mask, method="lstsq", init="ridge",
+                            lam_dense=args.lam_sparse, lam=args.lam_sparse)
+            ft = finetune_image(model, nid, img * mask[..., None], patch=p, mask=mask, steps=args.scratch_steps)
+            vals["nid_ft"].append(float(psnr(ft.image, img)))
+            best = max(float(psnr(scratch_fit(bank, img, steps=args.scratch_steps, mask=mask, scale_factor=f)[0], img))
+                       for f in (1.0, float(ratio)))
+            vals["nid"].append(float(psnr(nid.image, img)))
+            vals["scratch"].append(best)
+        sparse[str(frac)] = {k: sum(v) / len(v) for k, v in vals.items()}
+        print(f"[2d] {100 * frac:.0f}% observed: NID {sparse[str(frac)]['nid']:.2f} dB, NID + fine-tune "
+              f"{sparse[str(frac)]['nid_ft']:.2f} dB vs scratch "
+              f"{sparse[str(frac)]['scratch']:.2f} dB (all pixels)", flush=True)
+    res["sparse"] = sparse
+    # -- inpainting
+    inpaint = {}
+    for kind, amount in (("stripes", 0.2), ("saltpepper", 0.1)) if "inpaint" in args.only else ():
+        vals = {"nid": [], "scratch": [], "input": []}
+        for i, img in enumerate(held[: args.n_sparse]):
+            bad, hidden = corrupt_image(img, kind, amount, seed=i)
+            nid = fit_image(model, bad, patch=p, method="lstsq", loss="l1", init="ridge", k=args.inpaint_k)
+            best = max(float(psnr(scratch_fit(bank, bad, steps=args.scratch_steps, loss="l1", scale_factor=f)[0], img,
+                                  mask=hidden)) for f in (1.0, float(ratio)))
+            vals["nid"].append(float(psnr(nid.image, img, mask=hidden)))
+            vals["scratch"].append(best)
+            vals["input"].append(float(psnr(bad, img, mask=hidden)))
+        inpaint[kind] = {k: sum(v) / len(v) for k, v in vals.items()}
+        print(f"[2d] inpainting {kind} (k={args.inpaint_k}): hidden-region PSNR NID {inpaint[kind]['nid']:.2f} vs scratch "
+              f"{inpaint[kind]['scratch']:.2f} (corrupted input {inpaint[kind]['input']:.2f})", flush=True)
+    res["inpainting"] = inpaint
+    # -- expert usage on the held-out fits
+    gates = []
+    for img in held:
+        fit = fit_image(model, img, patch=p, method="lstsq", init="ridge")
+        gates.append(torch.zeros(fit.codes.indices.shape[0], model.num_experts).scatter(1, fit.codes.indices,
+                                                                                        fit.codes.values))
+    res["usage_heldout"] = usage_stats(torch.cat(gates))
+    metrics_file = Path(args.dict) / "metrics.json"
+    if metrics_file.is_file():
+        m = json.loads(metrics_file.read_text())
+        res["usage_train"] = {k: m[k] for k in ("load_cv", "dead_experts", "num_experts", "train_psnr", "seconds")}
+    print(f"[2d] usage: train {res.get('usage_train')} held-out {res['usage_heldout']}", flush=True)
+    return res
+
+
+def part_3d(args) -> dict:
+    from neural3d.data import load_scene
+    from neural3d.data.loader import RayLoader
+    from neural3d.data.synthetic import write_blender_scene
+    from neural3d.models.ngp import NGPModel, NGPModelConfig
+    from neural3d.nid.scenes import fit_scene, test_psnr, train_family
+    from neural3d.training.checkpoint import latest_checkpoint
+    from neural3d.training.setup import scene_info
+
+    work = Path(args.work)
+    fam_cfg = {"family": str(work / "family"), "n_scenes": args.n_scenes, "res": 32, "n_train": 20, "n_test": 4,
+               "model": {"num_experts": 64, "topk": 16, "hidden_dim": 128, "n_layers": 3, "n_samples": 48},
+               "steps": args.family_steps, "scenes_per_step": 4, "rays_per_scene": 256, "log_every": 100,
+               "checkpoint_every": 100}
+    t0 = time.perf_counter()
+    run = work / "family-run"
+    train_family(fam_cfg, run_dir=run)
+    family_s = time.perf_counter() - t0
+    new = work / "new-scene"
+    if not (new / "transforms_test.json").is_file():
+        write_blender_scene(new, seed=987654, res=32, n_train=20, n_val=1, n_test=4, supersample=1)
+    scene = load_scene(new)
+    ckpt = str(latest_checkpoint(run))
+    ngp_cfg = NGPModelConfig(sampler="grid", n_samples=24, n_coarse=64, grid_resolution=32, n_levels=8,
+                             log2_hashmap_size=14, max_resolution=128)
+    ngp = NGPModel(ngp_cfg, scene=scene_info(scene))
+    opt = torch.optim.Adam(ngp.parameters(), lr=1e-2, eps=1e-15)
+    loader = RayLoader(scene, "train", 512, seed=0)
+    ngp_curve, ngp_s, ngp_step = [(0.0, test_psnr(ngp, scene))], 0.0, 0
+    nid_curve = []
+
+    def ngp_until(limit_s):
+        nonlocal ngp_s, ngp_step
+        ngp.train()
+        while ngp_s < limit_s:
+            t = time.perf_counter()
+            ngp.training_step_begin(ngp_step)
+            b = next(loader)
+            loss = torch.mean((ngp(b.rays)["rgb"] - b.rgb) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ngp_s += time.perf_counter() - t
+            ngp_step += 1
+        ngp_curve.append((ngp_s, test_psnr(ngp, scene)))
+
+    # NID code fit (then fine-tune), its checkpoints, each followed by NGP running to the same seconds
+    _, hist = fit_scene(ckpt, scene, steps=args.code_steps, finetune_steps=args.finetune_steps, rays=512,
+                        eval_every=args.eval_every, log=lambda s: None)
+    for h in hist[1:]:
+        nid_curve.append((h["seconds"], h["psnr"], h["step"]))
+        ngp_until(h["seconds"])
+        print(f"[3d] {h['seconds']:6.1f} s: NID step {h['step']} {h['psnr']:.2f} dB | NGP step {ngp_step} "
+              f"{ngp_curve[-1][1]:.2f} dB", flush=True)
+    ngp_until(ngp_s + args.ngp_extra_s)
+    print(f"[3d] NGP continued to {ngp_s:.1f} s: {ngp_curve[-1][1]:.2f} dB", flush=True)
+    return {"family_train_seconds": family_s, "n_scenes": args.n_scenes, "family_steps": args.family_steps,
+            "code_steps": args.code_steps, "finetune_steps": args.finetune_steps,
+            "nid_curve": nid_curve, "ngp_curve": ngp_curve, "nid_initial_psnr": hist[0]["psnr"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=["2d", "3d", "all"], default="all")
+    ap.add_argument("--dict", default="runs/nid-lego", help="trained 2D dictionary (neural3d nid train-dict)")
+    ap.add_argument("--n-images", type=int, default=4)
+    ap.add_argument("--n-sparse", type=int, default=2)
+    ap.add_argument("--target", type=float, default=20.0)
+    ap.add_argument("--code-steps", type=int, default=300)
+    ap.add_argument("--scratch-max-steps", type=int, default=1500)
+    ap.add_argument("--scratch-steps", type=int, default=300)
+    ap.add_argument("--lam-sparse", type=float, default=3e-2)
+    ap.add_argument("--inpaint-k", type=int, default=16, help="experts per patch for the robust (L1) fits")
+    ap.add_argument("--only", default="target,sparse,inpaint", help="2d parts to run")
+    ap.add_argument("--work", default="runs/bench-nid")
+    ap.add_argument("--n-scenes", type=int, default=6)
+    ap.add_argument("--family-steps", type=int, default=300)
+    ap.add_argument("--finetune-steps", type=int, default=100)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--ngp-extra-s", type=float, default=60.0)
+    ap.add_argument("--out", default=None, help="write the figures as JSON")
+    args = ap.parse_args()
+    print(f"machine: {machine()}; load average {os.getloadavg()}", flush=True)
+    res = {}
+    if args.part in ("2d", "all"):
+        res["2d"] = part_2d(args)
+    if args.part in ("3d", "all"):
+        res["3d"] = part_3d(args)
+    print(f"load average at the end {os.getloadavg()}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

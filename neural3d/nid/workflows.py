@@ -1,0 +1,179 @@
+"""Fitting whole images with a frozen dictionary: patches -> codes -> folded image; masks and corruptions.
+
+* :func:`fit_image`: cut an image into patches, choose each patch's support (amortised encoder or a
+  dense ridge solve), solve the codes (closed-form least squares or gradient steps), fold back.
+* :func:`random_pixel_mask`: observe a random fraction of the pixels (sparse-data fits).
+* :func:`corrupt_image`: masked stripes or salt-and-pepper noise for inpainting / occlusion removal
+  (the fit does not know where; it uses the robust L1 loss).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from neural3d.nid.dictionary import NeuralImplicitDictionary
+from neural3d.nid.fit import CodeFit, fit_gradient, fit_lstsq
+from neural3d.nid.patches import cut_patches, flatten_patches, fold_patches, patch_coords
+
+FIT_METHODS = ("lstsq", "gradient")
+CORRUPTIONS = ("none", "stripes", "saltpepper")
+
+
+@dataclass
+class ImageFit:
+    """image [H, W, C] reconstruction, the per-patch :class:`~neural3d.nid.fit.CodeFit`, and fit seconds."""
+
+    image: Tensor
+    codes: CodeFit
+    seconds: float
+
+
+def random_pixel_mask(height: int, width: int, fraction: float, seed: int = 0, device=None) -> Tensor:
+    """[height, width] bool mask with ``round(fraction * H * W)`` (at least 1) observed pixels."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"nid/workflows.py: observed fraction must be in (0, 1], got {fraction}")
+    n = height * width
+    gen = torch.Generator().manual_seed(int(seed))
+    keep = torch.randperm(n, generator=gen)[: max(1, round(fraction * n))]
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[keep] = True
+    return mask.reshape(height, width).to(device)
+
+
+def corrupt_image(image: Tensor, kind: str, amount: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Corrupt an image.
+
+    Args:
+        image: [H, W, C] in [0, 1].
+        kind: ``stripes`` (horizontal black bars covering ``amount`` of the rows, 2 px wide, evenly spread),
+            ``saltpepper`` (a fraction ``amount`` of the pixels set to 0 or 1 at random) or ``none``.
+    Returns:
+        corrupted [H, W, C] and hidden [H, W] bool (True where the clean value is hidden).
+    """
+    if kind not in CORRUPTIONS:
+        raise ValueError(f"nid/workflows.py: corruption must be one of {CORRUPTIONS}, got {kind!r}")
+    H, W, _ = image.shape
+    hidden = torch.zeros(H, W, dtype=torch.bool, device=image.device)
+    out = image.clone()
+    if kind == "stripes":
+        n_bars = max(1, round(amount * H / 2))
+        starts = torch.linspace(0, H - 2, n_bars + 2)[1:-1].round().long() if n_bars > 0 else torch.zeros(0)
+        rows = torch.cat([starts, starts + 1]).clamp(max=H - 1).to(image.device)
+        hidden[rows] = True
+        out[hidden] = 0.0
+    elif kind == "saltpepper":
+        gen = torch.Generator().manual_seed(int(seed))
+        hidden = (torch.rand(H, W, generator=gen) < amount).to(image.device)
+        salt = (torch.rand(H, W, generator=gen) < 0.5).to(image.device)
+        out[hidden] = salt[hidden].to(image.dtype)[:, None].expand(-1, image.shape[-1])
+    return out, hidden
+
+
+@torch.no_grad()
+def encoder_logits(model: NeuralImplicitDictionary, patches: Tensor, chunk: int = 1024) -> tuple[Tensor, Tensor]:
+    """Amortised gate outputs of [n, p, p, C] patches -> (logits [n, E], bias [n, D])."""
+    if model.gate_type != "conv":
+        raise ValueError("nid/workflows.py: init='encoder' needs a dictionary with a conv (amortised) gate")
+    raws = [model.gate(patches[i:i + chunk], None)[0] for i in range(0, patches.shape[0], chunk)]
+    return model.split_raw(torch.cat(raws, 0))
+
+
+def fit_image(model: NeuralImplicitDictionary, image: Tensor, *, patch: int, mask: Tensor | None = None,
+              method: str = "lstsq", init: str = "auto", loss: str = "mse", k: int | None = None, steps: int = 300,
+              lr: float = 1e-2, lam: float = 1e-4, lam_dense: float = 1e-2, fit_bias: bool = True,
+              target_psnr: float | None = None) -> ImageFit:
+    """Represent an unseen image with the frozen dictionary.
+
+    Args:
+        model: trained dictionary (its bank is not modified).
+        image: [H, W, C] observed (possibly corrupted) image.
+        patch: patch size the dictionary was trained on.
+        mask: [H, W] observed pixels (None: all).
+        method: ``lstsq`` (closed form on the support) or ``gradient`` (Adam on the codes).
+        init: ``encoder`` (amortised gate on the masked image), ``ridge`` (dense ridge solve) or ``auto``
+            (encoder for conv gates with every pixel observed and MSE, else ridge).
+        loss: ``mse`` or ``l1`` (robust).
+        k: experts per patch (default: the dictionary's top-k).
+        target_psnr: gradient fits stop once the training PSNR (on observed pixels) reaches it.
+    Returns:
+        :class:`ImageFit`.
+    """
+    if method not in FIT_METHODS:
+        raise ValueError(f"nid/workflows.py: method must be one of {FIT_METHODS}, got {method!r}")
+    if init not in ("auto", "encoder", "ridge"):
+        raise ValueError(f"nid/workflows.py: init must be auto | encoder | ridge, got {init!r}")
+    H, W, C = image.shape
+    k = k or model.topk
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        expert_out = model.bank(patch_coords(patch, image.device))  # [P, E, D]
+    observed = image if mask is None else image * mask[..., None].to(image.dtype)
+    patches = cut_patches(observed[None], patch)
+    targets = flatten_patches(patches)
+    pmask = None if mask is None else flatten_patches(cut_patches(mask[None, ..., None].float(), patch))[..., 0]
+    if init == "auto":
+        init = "encoder" if model.gate_type == "conv" and mask is None and loss == "mse" else "ridge"
+    logits = bias = indices = None
+    if init == "encoder":
+        logits, bias = encoder_logits(model, patches)
+        indices = logits.abs().topk(k, dim=-1).indices
+    if method == "lstsq":
+        codes = fit_lstsq(expert_out, targets, k, mask=pmask, indices=indices, loss=loss, lam=lam, lam_dense=lam_dense,
+                          fit_bias=fit_bias)
+    else:
+        if logits is None:
+            from neural3d.nid.fit import dense_ridge
+
+            logits, bias = dense_ridge(expert_out, targets, mask=pmask, lam=lam_dense)
+        target_loss = 0.0 if target_psnr is None or loss != "mse" else 10 ** (-target_psnr / 10)
+        codes = fit_gradient(expert_out, targets, k, mask=pmask, init_logits=logits, init_bias=bias, steps=steps, lr=lr,
+                             loss=loss, fit_bias=fit_bias, target_loss=target_loss)
+    recon = fold_patches(codes.preds.reshape(-1, patch, patch, C), H, W)[0].clamp(0.0, 1.0)
+    return ImageFit(image=recon, codes=codes, seconds=time.perf_counter() - t0)
+
+
+def finetune_image(model: NeuralImplicitDictionary, fit: ImageFit, image: Tensor, *, patch: int,
+                   mask: Tensor | None = None, steps: int = 100, lr: float = 1e-3, code_lr: float = 1e-2,
+                   loss: str = "mse") -> ImageFit:
+    """Continue a code fit by fine-tuning a *copy* of the bank together with the codes on the support.
+
+    The support stays fixed (``fit.codes.indices``); the dictionary passed in is not modified. Each step
+    evaluates the bank only at the p*p shared patch coordinates, so steps are cheap.
+
+    Args:
+        fit: result of :func:`fit_image` on the same ``image`` / ``mask``.
+        image: [H, W, C] observed image; mask: [H, W] observed pixels.
+    """
+    import copy
+
+    from neural3d.nid.combine import mix_sparse
+    from neural3d.nid.losses import recon_loss
+
+    H, W, C = image.shape
+    t0 = time.perf_counter()
+    bank = copy.deepcopy(model.bank)
+    for p in bank.parameters():
+        p.requires_grad_(True)
+    observed = image if mask is None else image * mask[..., None].to(image.dtype)
+    targets = flatten_patches(cut_patches(observed[None], patch))
+    pmask = None if mask is None else flatten_patches(cut_patches(mask[None, ..., None].float(), patch))[..., 0]
+    coords = patch_coords(patch, image.device)
+    values = fit.codes.values.detach().clone().requires_grad_(True)
+    bias = fit.codes.bias.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([{"params": list(bank.parameters()), "lr": lr}, {"params": [values, bias], "lr": code_lr}])
+    history = []
+    for _ in range(steps):
+        value = recon_loss(mix_sparse(bank(coords), fit.codes.indices, values, bias), targets, loss, pmask)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        history.append(float(value.detach()))
+    with torch.no_grad():
+        preds = mix_sparse(bank(coords), fit.codes.indices, values, bias)
+    codes = CodeFit(indices=fit.codes.indices, values=values.detach(), bias=bias.detach(), preds=preds, history=history)
+    recon = fold_patches(preds.reshape(-1, patch, patch, C), H, W)[0].clamp(0.0, 1.0)
+    return ImageFit(image=recon, codes=codes, seconds=fit.seconds + time.perf_counter() - t0)
