@@ -4,8 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # torch is installed pinned *before* anything that could pull a (multi-GB CUDA) build. GPU users: see README.
 TORCH_SPEC ?= torch==2.13.0
+# Debian packages the test suite uses: Chromium (real-browser viewer test), libusb (needed by open3d's import).
+SYSTEM_PACKAGES ?= chromium libusb-1.0-0
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test install install-extras system-deps clean-demo
 
 $(BIN)/.neural3d-installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,12 +16,33 @@ $(BIN)/.neural3d-installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
+# the viewer (viser) and export (open3d-cpu, scikit-image) extras, pinned by constraints.txt; torch stays pinned
+$(BIN)/.neural3d-extras: $(BIN)/.neural3d-installed
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" -c constraints.txt -e ".[test,viewer,export]"
+	touch $@
+
 install: $(BIN)/.neural3d-installed
+
+install-extras: $(BIN)/.neural3d-extras
+
+# apt-get the missing system packages when running as root on Debian/Ubuntu; otherwise say what is missing
+# (the tests that need them skip with that reason).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$$missing chromium"; \
+	{ ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; } || missing="$$missing libusb-1.0-0"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing system packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+		echo "note: missing system packages:$$missing (apt-get install them as root); the tests needing them will skip"; \
+	fi
 
 demo: install
 	$(BIN)/neural3d demo
 
-test: install
+test: install-extras system-deps
 	$(BIN)/python -m pytest -q
 
 clean-demo:

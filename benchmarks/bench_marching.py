@@ -182,7 +182,11 @@ def main() -> None:
     p.add_argument("--eval-every", type=float, default=20.0)
     p.add_argument("--train-steps", type=int, default=200, help="render: steps before rendering")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default); use 1 on a "
+                   "machine shared with other jobs, where oversubscribed OpenMP threads are many times slower")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
     print(f"machine: {machine()}\nload average before: {os.getloadavg()}")

@@ -1,0 +1,184 @@
+"""Viewer and export figures on a trained run (default: the demo run, ``make demo``), CPU.
+
+Viewer (a real headless Chromium tab over DevTools, the server in this process):
+  * page load -> first frame and -> first full-resolution frame;
+  * frames/s and resolution of the low-res frames while the camera moves (the server drives the tab's
+    camera along an orbit every 50 ms, as a dragging user would; the browser echoes each move);
+  * seconds from the last move to the full-resolution frame.
+Export: point cloud (training views), marching-cubes and TSDF meshes: points / vertices and seconds.
+
+    .venv/bin/python benchmarks/bench_viewer.py [--run runs/demo] [--max-res 512] [--target-fps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(cond, timeout: float) -> float:
+    start = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError("benchmark condition not met in time")
+        time.sleep(0.01)
+    return time.perf_counter() - start
+
+
+def bench_viewer(run: Path, max_res: int, target_fps: float, move_s: float, hide_cameras: bool = False) -> None:
+    import neural3d
+    from neural3d.camera_paths import orbit_path
+    from viewer import SceneHandle, ViewerServer
+    from viewer.camera import c2w_to_viser
+    from viewer.headless import HeadlessChromium
+
+    loaded = neural3d.load(run)
+    server = ViewerServer(SceneHandle(loaded, dataset=loaded.dataset()), port=free_port(), max_side=max_res,
+                          target_fps=target_fps, verbose=False)
+    server.set_decorations_visible(not hide_cameras)  # software WebGL draws 40 textured frustums slowly
+    browser = HeadlessChromium(size=(1024, 768))
+    try:
+        counts = server.frames_by_client
+        t0 = time.perf_counter()
+        _, _ = browser.open(server.url)
+        first = wait(lambda: any(c["low"] + c["full"] for c in counts.values()), 120)
+        first_full = wait(lambda: any(c["full"] for c in counts.values()), 120) + first
+        session = next(iter(server.sessions.values()))
+        print(f"page load -> first frame {first:.2f} s, -> first full-resolution frame {first_full:.2f} s "
+              f"({time.perf_counter() - t0:.1f} s wall)")
+        lay = server.layout
+        n_moves = int(move_s / 0.05)
+        poses = orbit_path(lay.target, lay.scale, 20.0, n_moves, up=lay.up, sweep_deg=90.0).double().numpy()
+        stats = session.worker.stats
+        low0, fps0 = stats.low_res, len(stats.low_res_fps)
+        start = time.perf_counter()
+        for c2w in poses:  # the user drags the camera
+            wxyz, pos = c2w_to_viser(c2w)
+            with session.client.atomic():
+                session.client.camera.wxyz, session.client.camera.position = wxyz, pos
+            time.sleep(0.05)
+        moving = time.perf_counter() - start
+        low = stats.low_res - low0
+        full0 = stats.full_res
+        to_full = wait(lambda: stats.full_res > full0, 120)
+        sizes = stats.full_size
+        inst = np.array(stats.low_res_fps[fps0:])
+        print(f"while moving ({moving:.1f} s, target {target_fps:g} fps): {low} low-res frames = {low / moving:.2f} "
+              f"frames/s delivered at {stats.low_size[1]}x{stats.low_size[0]} (last); render-only {np.median(inst):.1f} frames/s (median); "
+              f"{stats.interrupted} stale full renders interrupted; {session.worker.rate.rays_per_s:,.0f} rays/s")
+        print(f"last move -> full resolution {sizes[1]}x{sizes[0]}: {stats.full_res_s[-1]:.2f} s "
+              f"(incl. the {session.worker.still_delay:.2f} s rest delay; waited {to_full:.2f} s)")
+        direct_moving(session, poses, target_fps)
+    finally:
+        browser.close()
+        server.stop()
+
+
+def direct_moving(session, poses, target_fps: float) -> None:
+    """The same orbit fed straight into the tab's render worker at 20 Hz (no browser round trip): the
+    renderer's own frame rate while moving, and the time to full resolution after the last move."""
+    from viewer.camera import CameraState
+
+    w = session.worker
+    state = session.camera_state
+    s = w.stats
+    low0, full0 = s.low_res, s.full_res
+    start = time.perf_counter()
+    for c2w in poses:
+        w.update_camera(CameraState(c2w, state.fov, state.aspect))
+        time.sleep(0.05)
+    moving = time.perf_counter() - start
+    wait(lambda: s.full_res > full0, 300)
+    print(f"direct feed at 20 Hz ({moving:.1f} s, target {target_fps:g} fps): {(s.low_res - low0) / moving:.2f} "
+          f"low-res frames/s at {s.low_size[1]}x{s.low_size[0]} (last); last move -> full resolution "
+          f"{s.full_size[1]}x{s.full_size[0]}: {s.full_res_s[-1]:.2f} s; {w.rate.rays_per_s:,.0f} rays/s (bands), "
+          f"{w.move_rate.rays_per_s:,.0f} rays/s (low-res frames)")
+
+
+def bench_export(run: Path) -> None:
+    import neural3d
+    from neural3d.export import marching_cubes_mesh, point_cloud_from_views, tsdf_mesh
+
+    loaded = neural3d.load(run)
+    scene = loaded.dataset()
+    cams = scene.cameras[scene.splits["train"]]
+    t = time.perf_counter()
+    cloud = point_cloud_from_views(loaded, cams)
+    print(f"point cloud: {len(cloud):,} points from {len(cams)} views ({cams.width[0]}x{cams.height[0]}) "
+          f"in {time.perf_counter() - t:.1f} s")
+    truth_points(loaded, scene)
+    for res in (64, 128):
+        t = time.perf_counter()
+        mesh = marching_cubes_mesh(loaded, resolution=res)
+        print(f"marching cubes {res}^3: {len(mesh.vertices):,} vertices, {len(mesh.triangles):,} triangles "
+              f"in {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    mesh = tsdf_mesh(loaded, cams)
+    print(f"TSDF fusion ({len(cams)} views): {len(mesh.vertices):,} vertices, {len(mesh.triangles):,} triangles "
+          f"in {time.perf_counter() - t:.1f} s")
+
+
+def truth_points(loaded, scene) -> None:
+    """Rendered depth of the held-out test views against the generator's exact z-depth maps (``depth/``), if present."""
+    from neural3d.export.geometry import depth_points
+
+    errs, agree, n = [], [], 0
+    for i in scene.splits.get("test", [])[:8].tolist():
+        img = Path(scene.image_paths[i])
+        gt_path = Path(scene.root) / "depth" / img.parent.name / f"{img.stem}.npy"
+        if not gt_path.is_file():
+            return
+        gt = np.load(gt_path)
+        d = depth_points(loaded, scene.cameras[i:i + 1])
+        pred_on = (d["opacity"] >= 0.5).cpu().numpy()
+        z = d["z"].cpu().numpy()
+        both = pred_on & (gt > 0)
+        errs.append(np.abs(z[both] - gt[both]) / gt[both])
+        agree.append(float((pred_on == (gt > 0)).mean()))
+        n += 1
+    if n:
+        e = np.concatenate(errs)
+        print(f"  geometry vs exact depth ({n} held-out views): median |z error| {100 * np.median(e):.2f}% of depth, "
+              f"90th pct {100 * np.percentile(e, 90):.2f}%; occupancy agreement {100 * np.mean(agree):.1f}% of pixels")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", default="runs/demo")
+    p.add_argument("--max-res", type=int, default=512)
+    p.add_argument("--target-fps", type=float, default=8.0)
+    p.add_argument("--move-seconds", type=float, default=5.0)
+    p.add_argument("--skip-export", action="store_true")
+    p.add_argument("--hide-cameras", action="store_true", help="hide the frustums (lighter page for software WebGL)")
+    args = p.parse_args()
+    run = Path(args.run)
+    if not run.is_dir():
+        print(f"no run at {run}: run `make demo` first (or pass --run)")
+        return 1
+    print(machine())
+    print(f"loadavg before: {os.getloadavg()}")
+    bench_viewer(run, args.max_res, args.target_fps, args.move_seconds, args.hide_cameras)
+    print(f"loadavg: {os.getloadavg()}")
+    if not args.skip_export:
+        bench_export(run)
+    print(f"loadavg after: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

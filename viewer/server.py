@@ -1,0 +1,165 @@
+"""The viser server: scene decorations shared by all tabs, one :class:`ClientSession` (GUI + render worker) per tab."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from pathlib import Path
+
+from viewer.camera import CameraState, viser_to_c2w
+from viewer.decorations import add_scene_box, add_training_frustums, scene_layout
+from viewer.worker import RenderSettings, RenderWorker
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ClientSession:
+    """One browser tab: its GUI, its camera, its render worker."""
+
+    def __init__(self, server: ViewerServer, client) -> None:
+        from viewer.gui import build_render_controls, build_training_controls
+        from viewer.path_editor import PathEditor
+
+        self.server, self.client, self.scene, self.layout = server, client, server.scene, server.layout
+        self.camera_state: CameraState | None = None
+        self.last_image = None  # uint8 [H, W, 3] last image sent to the tab
+        self.worker = RenderWorker(self.scene, self._send, settings=RenderSettings(
+            max_side=server.max_side, target_fps=server.target_fps), name=f"viewer-render-{client.client_id}")
+        self.status = build_render_controls(client.gui, self, start_fov=self.layout.start_fov,
+                                            max_side=server.max_side, target_fps=server.target_fps)
+        self.train_status = build_training_controls(client.gui, server.live) if server.live is not None else None
+        height = int(server.dataset.cameras.height[0]) if server.dataset is not None else 256
+        self.paths = PathEditor(self, server.out_dir, height)
+        self._last_status = 0.0
+        client.camera.on_update(self._on_camera)
+
+    def _on_camera(self, cam) -> None:
+        state = CameraState(viser_to_c2w(cam.wxyz, cam.position), float(cam.fov), float(cam.aspect))
+        self.camera_state = state
+        try:
+            canvas_h = int(cam.image_height)
+        except (AssertionError, AttributeError, TypeError):
+            canvas_h = None
+        if canvas_h and canvas_h != self.worker.settings.canvas_height:
+            self.worker.settings.canvas_height = canvas_h  # picked up by the next render
+        self.worker.update_camera(state)
+
+    def set_fov(self, fov: float) -> None:
+        self.client.camera.fov = fov  # the browser echoes a camera update, which re-renders
+
+    def _send(self, image, kind: str) -> None:
+        self.client.scene.set_background_image(image, format="jpeg", jpeg_quality=90 if kind == "full" else 70)
+        self.last_image = image
+        self.server.record_frame(self.client.client_id, kind, image)
+        now = time.perf_counter()
+        if kind == "full" or now - self._last_status > 0.5:
+            self._last_status = now
+            h, w = image.shape[:2]
+            self.status.content = (f"{kind} {w}x{h} · {self.worker.rate.rays_per_s:,.0f} rays/s"
+                                   f" · step {self.scene.step}")
+            if self.train_status is not None:
+                live = self.server.live
+                self.train_status.content = f"step {live.step}" + (" (paused)" if live.paused else "")
+
+    def close(self) -> None:
+        self.worker.stop()
+
+
+class ViewerServer:
+    """Serve a scene to browsers.
+
+    Args:
+        scene: :class:`viewer.scene_handle.SceneHandle`.
+        host, port: where to listen (127.0.0.1 by default; a warning is printed for other addresses).
+        max_side: default longest side of still renders.
+        target_fps: default frame rate while moving.
+        out_dir: default folder for camera paths and videos.
+        live: optional :class:`viewer.live.LiveTraining` (adds the pause button).
+    """
+
+    def __init__(self, scene, *, host: str = "127.0.0.1", port: int = 7007, max_side: int = 512,
+                 target_fps: float = 8.0, out_dir: Path | None = None, live=None, verbose: bool = True) -> None:
+        import viser
+
+        self.scene, self.live = scene, live
+        self.dataset = scene.dataset
+        self.max_side, self.target_fps = int(max_side), float(target_fps)
+        run_dir = getattr(scene.loaded, "run_dir", None)
+        self.out_dir = Path(out_dir) if out_dir is not None else Path(run_dir or ".") / "renders"
+        self.layout = scene_layout(scene.loaded.info, self.dataset)
+        self.sessions: dict[int, ClientSession] = {}
+        self.frames_by_client: dict[int, dict[str, int]] = {}  # kept after a tab closes (tests, benchmarks)
+        self.recent_images: dict = {}  # client id -> the last few uint8 images sent
+        self.closed_workers: list = []  # workers of closed tabs (stopped)
+        self._lock = threading.Lock()
+        if not is_loopback(host):
+            print(f"[viewer] WARNING: listening on {host}, not a loopback address: anyone who can reach this "
+                  "machine can open the viewer (and render / write files through it)")
+        self.server = viser.ViserServer(host=host, port=port, verbose=False)
+        self.host, self.port = host, self.server.get_port()
+        self._decorate()
+        self.server.on_client_connect(self._connect)
+        self.server.on_client_disconnect(self._disconnect)
+        if verbose:
+            print(f"[viewer] open {self.url}  (Ctrl-C to stop)")
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def _decorate(self) -> None:
+        s, lay = self.server.scene, self.layout
+        s.set_up_direction(tuple(float(x) for x in lay.up))
+        cam = self.server.initial_camera
+        cam.position = tuple(float(x) for x in lay.start_c2w[:, 3])
+        cam.look_at = tuple(float(x) for x in lay.target)
+        cam.up = tuple(float(x) for x in lay.up)
+        cam.fov = float(lay.start_fov)
+        box = add_scene_box(s, self.scene.loaded.info)
+        self.decorations = ([box] if box is not None else []) + (
+            add_training_frustums(s, self.dataset, lay) if self.dataset is not None else [])
+
+    def set_decorations_visible(self, visible: bool) -> None:
+        """Show / hide the training-camera frustums and the scene box (shared by all tabs)."""
+        for handle in self.decorations:
+            handle.visible = visible
+
+    def _connect(self, client) -> None:
+        session = ClientSession(self, client)
+        with self._lock:
+            self.sessions[client.client_id] = session
+            self.frames_by_client.setdefault(client.client_id, {"low": 0, "full": 0})
+
+    def _disconnect(self, client) -> None:
+        with self._lock:
+            session = self.sessions.pop(client.client_id, None)
+        if session is not None:
+            self.closed_workers.append(session.worker)
+            session.close()
+
+    def record_frame(self, client_id: int, kind: str, image=None) -> None:
+        with self._lock:
+            if image is not None:
+                recent = self.recent_images.setdefault(client_id, [])
+                recent.append(image)
+                del recent[:-4]
+            counts = self.frames_by_client.setdefault(client_id, {"low": 0, "full": 0})
+            counts[kind] = counts.get(kind, 0) + 1
+
+    def stop(self) -> None:
+        with self._lock:
+            sessions = list(self.sessions.values())
+            self.sessions.clear()
+        for s in sessions:
+            s.close()
+        self.server.stop()
