@@ -17,8 +17,10 @@ $(BIN)/.neural3d-installed: pyproject.toml constraints.txt
 	touch $@
 
 # the viewer (viser) and export (open3d-cpu, scikit-image) extras, pinned by constraints.txt; torch stays pinned
+# + Triton (no deps: it never pulls torch), so the fused hash-grid kernel is tested in its CPU interpreter
 $(BIN)/.neural3d-extras: $(BIN)/.neural3d-installed
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" -c constraints.txt -e ".[test,viewer,export]"
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt triton
 	touch $@
 
 install: $(BIN)/.neural3d-installed
