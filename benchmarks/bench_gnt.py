@@ -1,0 +1,221 @@
+"""GNT cross-scene benchmark on CPU: train on generated scenes, evaluate on UNSEEN generated scenes.
+
+    python benchmarks/bench_gnt.py [--work runs/bench_gnt] [--train-seconds 1200] [--phase all|train|eval]
+
+1. Writes a family of ``--n-train-scenes`` synthetic object scenes (Blender layout, ``--res`` px, 16
+   training views each) and ``--n-eval-scenes`` further scenes from another family seed (never trained on).
+2. Trains GNT across the training family for ``--train-seconds`` of training time (resumable: rerun to
+   continue the same run).
+3. On every test view of every unseen scene, side by side: GNT (source views = that scene's training
+   images, no optimisation) against two baselines on the same views --
+   * ``nearest image``: the nearest source image itself;
+   * ``reprojection``: the target's TRUE depth (the generator's exact depth maps) back-projected and
+     read from the nearest source view that sees the point (z-test against the source's true depth).
+   PSNR / SSIM per method, their differences, and GNT's render rays/s.
+4. Rays/s and FLOPs per ray of the network at the benchmark size and the paper size (depth 8, 64 and
+   192 samples, 10 views), measured interleaved; ``os.getloadavg()`` printed (the CPU is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine
+
+BENCH_MODEL = {"depth": 4, "n_samples": 24, "n_source_views": 6, "pool_factor": 2, "dropout": 0.0, "lindisp": True}
+
+
+def write_data(work: Path, n_train: int, n_eval: int, res: int) -> tuple[Path, list[Path]]:
+    from neural3d.data.synthetic import write_scene_family
+
+    fam = work / "family"
+    if not (fam / "family.json").is_file():
+        write_scene_family(fam, n_scenes=n_train, seed=1, layout="blender", res=res, n_train=16, n_val=1, n_test=1)
+    unseen = work / "unseen"
+    if not (unseen / "family.json").is_file():
+        write_scene_family(unseen, n_scenes=n_eval, seed=2, layout="blender", res=res, n_train=16, n_val=1, n_test=4)
+    return fam, sorted(p for p in unseen.iterdir() if p.is_dir())
+
+
+def train(work: Path, fam: Path, n_train: int, eval_scene: Path, seconds: float, res: int) -> Path:
+    from neural3d.config import build_config
+    from neural3d.training import checkpoint as ckpt
+    from neural3d.training.trainer import Trainer
+
+    cfg, _ = build_config({
+        "method": "gnt", "experiment": "gnt-xscene", "output_dir": str(work / "runs"), "seed": 0,
+        "data": {"path": str(eval_scene)},
+        "model": {**BENCH_MODEL, "family": {"root": str(fam), "n_scenes": n_train, "layout": "blender", "res": res}},
+        "trainer": {"steps": 1_000_000, "batch_size": 128, "log_every": 25, "checkpoint_every": 100, "eval_every": 0,
+                    "max_seconds": seconds, "progress": False,
+                    "optim": {"lr": 1e-3, "lr_final": 5e-4, "warmup_steps": 50, "betas": [0.9, 0.999], "eps": 1e-8}},
+    })
+    run = work / "runs" / "gnt-xscene"
+    trainer = Trainer(cfg, resume=ckpt.latest_checkpoint(run) is not None, overwrite=True)
+    print(f"training {trainer.run_dir} from step {trainer.step} ({trainer.elapsed:.0f} s done) to {seconds:.0f} s", flush=True)
+    trainer.train()
+    print(f"trained {trainer.step} steps in {trainer.elapsed:.0f} s of training time", flush=True)
+    return run
+
+
+def _depth_map(scene, index: int) -> torch.Tensor:
+    p = Path(scene.image_paths[index])
+    return torch.from_numpy(np.load(p.parent.parent / "depth" / p.parent.name / f"{p.stem}.npy"))
+
+
+def reprojection_baseline(scene, target: int, sources: torch.Tensor) -> torch.Tensor:
+    """[H, W, 3]: target's true depth back-projected, coloured by the nearest source view that sees it."""
+    from neural3d.gnt.projection import project_to_pixels
+
+    H, W = scene.height, scene.width
+    depth = _depth_map(scene, target).reshape(-1)
+    rays = scene.image_rays(target).flatten()  # pixel centres (u + 0.5, v + 0.5), t = z-depth
+    pts = rays.origins + depth[:, None] * rays.directions
+    cams = scene.cameras[sources]
+    xy, front = project_to_pixels(pts, cams, scene.pixel_center)  # [V, P, 2] array-index coordinates
+    grid = (2 * xy / torch.tensor([W - 1.0, H - 1.0]) - 1)[:, :, None]  # [V, P, 1, 2]
+    imgs = scene.images[sources].permute(0, 3, 1, 2)
+    col = torch.nn.functional.grid_sample(imgs, grid, align_corners=True)[..., 0].permute(0, 2, 1)  # [V, P, 3]
+    src_depth = torch.stack([_depth_map(scene, int(i)) for i in sources])[:, None]
+    sd = torch.nn.functional.grid_sample(src_depth, grid, mode="nearest", align_corners=True)[:, 0, :, 0]  # [V, P]
+    w2c = cams.world_to_cameras()
+    z = -(torch.einsum("vij,pj->vpi", w2c[:, :, :3], pts) + w2c[:, None, :, 3])[..., 2]
+    inside = (xy[..., 0] >= 0) & (xy[..., 0] <= W - 1) & (xy[..., 1] >= 0) & (xy[..., 1] <= H - 1)
+    visible = inside & front & ((sd - z).abs() < 0.03 * z)
+    first = torch.where(visible.any(0), visible.float().argmax(0), torch.zeros_like(depth, dtype=torch.long))
+    out = col[first, torch.arange(pts.shape[0])]
+    out[depth <= 0] = scene.background.to(out)  # empty pixels show the background
+    return out.reshape(H, W, 3)
+
+
+def evaluate(run: Path, scenes: list[Path]) -> dict:
+    import neural3d
+    from neural3d.evaluation import render_image
+    from neural3d.metrics import psnr, ssim
+
+    rows, gnt_time, gnt_rays = [], 0.0, 0
+    for path in scenes:
+        loaded = neural3d.load(run, data={"path": str(path)}, device="cpu")
+        model, scene = loaded.model, loaded.model.attached_scene
+        for t in scene.split_indices("test").tolist():
+            ctx = model.render_context(scene.cameras, t)
+            gt = scene.images[t]
+            start = time.perf_counter()
+            out = render_image(model, scene, t, chunk=1024, context=ctx)
+            gnt_time += time.perf_counter() - start
+            gnt_rays += scene.height * scene.width
+            preds = {"gnt": out["rgb"], "nearest image": scene.images[int(ctx.indices[0])],
+                     "reprojection": reprojection_baseline(scene, t, ctx.indices)}
+            row = {"scene": path.name, "view": t}
+            for k, img in preds.items():
+                row[k] = {"psnr": float(psnr(img, gt)), "ssim": float(ssim(img, gt))}
+            rows.append(row)
+            print(f"  {path.name} view {t}: " + "  ".join(f"{k} {row[k]['psnr']:.2f}/{row[k]['ssim']:.3f}" for k in preds),
+                  flush=True)
+    methods = ("gnt", "nearest image", "reprojection")
+    mean = {m: {q: float(np.mean([r[m][q] for r in rows])) for q in ("psnr", "ssim")} for m in methods}
+    wins = {m: int(sum(r["gnt"]["psnr"] > r[m]["psnr"] for r in rows)) for m in methods[1:]}
+    return {"per_view": rows, "mean": mean, "gnt_wins_psnr": wins, "n_views": len(rows),
+            "gnt_render_rays_per_s": gnt_rays / max(gnt_time, 1e-9)}
+
+
+def speed_and_flops(scene_path: Path, seconds: float) -> dict:
+    """Network rays/s and FLOPs/ray, bench size vs paper sizes, measured interleaved (untrained weights)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from neural3d.data import load_scene
+    from neural3d.models.base import SceneInfo
+    from neural3d.models.gnt import GNTModel, GNTModelConfig
+
+    scene = load_scene(scene_path)
+    t = int(scene.split_indices("test")[0])
+    rays = scene.image_rays(t).flatten()[:256]
+    sizes = {"bench (depth 4, 24 samples, 6 views)": dict(BENCH_MODEL),
+             "paper (depth 8, 64 samples, 10 views)": {"depth": 8, "n_samples": 64, "n_source_views": 10},
+             "paper eval (depth 8, 192 samples, 10 views)": {"depth": 8, "n_samples": 192, "n_source_views": 10}}
+    models, ctxs, res = {}, {}, {}
+    for name, kw in sizes.items():
+        m = GNTModel(GNTModelConfig(**kw), scene=SceneInfo(scene.scene_box, scene.near, scene.far)).eval()
+        m.attach_scene(scene)
+        ctx = m.render_context(scene.cameras, t)
+        with torch.no_grad():
+            m._features(ctx)  # cache the feature maps: per-ray cost only
+            with FlopCounterMode(display=False) as fc:
+                m(rays, ctx)
+            feat_flops = FlopCounterMode(display=False)
+            with feat_flops:
+                m.feature_net(ctx.images[:1].permute(0, 3, 1, 2))
+        models[name], ctxs[name] = m, ctx
+        res[name] = {"flops_per_ray": fc.get_total_flops() / len(rays),
+                     "feature_flops_per_source_pixel": feat_flops.get_total_flops() / (scene.height * scene.width),
+                     "rays": 0, "seconds": 0.0}
+    end = time.perf_counter() + seconds
+    with torch.no_grad():
+        while time.perf_counter() < end:  # round robin: the shared CPU load hits every size alike
+            for name, m in models.items():
+                start = time.perf_counter()
+                m(rays, ctxs[name])
+                res[name]["seconds"] += time.perf_counter() - start
+                res[name]["rays"] += len(rays)
+    for r in res.values():
+        r["rays_per_s"] = r["rays"] / max(r["seconds"], 1e-9)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="runs/bench_gnt")
+    ap.add_argument("--phase", choices=["all", "train", "eval"], default="all")
+    ap.add_argument("--train-seconds", type=float, default=1200.0)
+    ap.add_argument("--speed-seconds", type=float, default=30.0)
+    ap.add_argument("--n-train-scenes", type=int, default=8)
+    ap.add_argument("--n-eval-scenes", type=int, default=3)
+    ap.add_argument("--res", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a shared, oversubscribed CPU)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    print(machine())
+    print(f"load average at start: {os.getloadavg()}")
+    fam, unseen = write_data(work, args.n_train_scenes, args.n_eval_scenes, args.res)
+    run = work / "runs" / "gnt-xscene"
+    if args.phase in ("all", "train"):
+        run = train(work, fam, args.n_train_scenes, unseen[0], args.train_seconds, args.res)
+    if args.phase == "train":
+        return
+    result = {"machine": machine(), "config": BENCH_MODEL, "res": args.res, "n_train_scenes": args.n_train_scenes}
+    state = torch.load(max((run / "checkpoints").iterdir()), map_location="cpu", weights_only=True)
+    result["train_steps"], result["train_seconds"] = int(state["step"]), float(state["elapsed"])
+    print(f"evaluating step {result['train_steps']} ({result['train_seconds']:.0f} s of training) on {len(unseen)} unseen scenes")
+    result["unseen"] = evaluate(run, unseen)
+    result["speed"] = speed_and_flops(unseen[0], args.speed_seconds)
+    result["loadavg_end"] = os.getloadavg()
+    print("\nmean over", result["unseen"]["n_views"], "unseen test views (PSNR dB / SSIM):")
+    for m, v in result["unseen"]["mean"].items():
+        print(f"  {m:14s} {v['psnr']:6.2f} / {v['ssim']:.3f}")
+    g = result["unseen"]["mean"]["gnt"]["psnr"]
+    for m in ("nearest image", "reprojection"):
+        print(f"  GNT - {m}: {g - result['unseen']['mean'][m]['psnr']:+.2f} dB; GNT better on "
+              f"{result['unseen']['gnt_wins_psnr'][m]}/{result['unseen']['n_views']} views")
+    print(f"  GNT full-image render (incl. features): {result['unseen']['gnt_render_rays_per_s']:.0f} rays/s")
+    base = None
+    for name, r in result["speed"].items():
+        base = base or r["rays_per_s"]
+        print(f"  {name}: {r['rays_per_s']:8.0f} rays/s (x{r['rays_per_s'] / base:.2f}), {r['flops_per_ray'] / 1e6:.2f} MFLOP/ray, "
+              f"feature net {r['feature_flops_per_source_pixel'] / 1e3:.0f} kFLOP per source pixel")
+    print(f"load average at end: {result['loadavg_end']}")
+    (work / "results.json").write_text(json.dumps(result, indent=2))
+    print(f"results: {work / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

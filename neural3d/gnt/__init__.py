@@ -1,0 +1,28 @@
+"""GNT: generalizable rendering from posed source images (view transformer + ray transformer).
+
+Modules: :mod:`~neural3d.gnt.resunet` (feature extractor), :mod:`~neural3d.gnt.projection`
+(samples -> source-view RGB/features, mask, direction difference), :mod:`~neural3d.gnt.selection`
+(nearest source views), :mod:`~neural3d.gnt.sampling` (point samples, fine samples),
+:mod:`~neural3d.gnt.transformer` (blocks, network), :mod:`~neural3d.gnt.field` (field and renderer
+slots), :mod:`~neural3d.gnt.batches` (one-target-image training batches), :mod:`~neural3d.gnt.mixture`
+(cross-scene training sets), :mod:`~neural3d.gnt.checkpoint` (official checkpoints). The method is
+``neural3d.models.gnt`` (``method: gnt``).
+"""
+
+from neural3d.gnt.checkpoint import load_official_gnt_checkpoint, official_to_state_dict, state_dict_to_official
+from neural3d.gnt.projection import (
+    ProjectedSamples,
+    SourceViews,
+    cameras_from_records,
+    cameras_to_records,
+    project_samples,
+)
+from neural3d.gnt.resunet import ResUNet
+from neural3d.gnt.selection import nearest_views, random_subset
+from neural3d.gnt.transformer import GNTNetwork
+
+__all__ = [
+    "GNTNetwork", "ProjectedSamples", "ResUNet", "SourceViews", "cameras_from_records", "cameras_to_records",
+    "load_official_gnt_checkpoint", "nearest_views", "official_to_state_dict", "project_samples", "random_subset",
+    "state_dict_to_official",
+]
