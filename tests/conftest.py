@@ -5,9 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_DATA = SHARED / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Run the suite with one intra-op thread.
+
+    The tests use small tensors, which gain little from threads, and on a machine where other jobs
+    keep the cores busy, oversubscribed OpenMP threads made steps 15-25x slower than one thread.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

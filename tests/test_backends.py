@@ -39,13 +39,6 @@ def _triton_usable() -> bool:
 needs_triton = pytest.mark.skipif(not _triton_usable(), reason="triton not installed (or imported without interpreter)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _layout(F: int = 2):
     # levels 0-2 dense (res^3 <= 2^12 rows), 3-5 hashed

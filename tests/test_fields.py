@@ -233,16 +233,7 @@ def test_ngp_field_gradients_flow_and_forward_with_samples():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and a busy machine makes each parallel op wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_ngp_field_fits_sphere_density(single_thread):
+def test_ngp_field_fits_sphere_density():
     torch.manual_seed(0)
     field = _tiny_ngp()
     opt = torch.optim.Adam(field.parameters(), lr=1e-2, eps=1e-15)

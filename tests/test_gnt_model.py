@@ -39,13 +39,6 @@ from neural3d.rays import generate_rays
 SHARED_REF = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "reference" / "gnt_official_state_dict.txt"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared: oversubscribed OpenMP threads are 20x slower
-    yield
-    torch.set_num_threads(n)
-
 
 def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> torch.Tensor:
     """OpenGL c2w [3, 4] at ``eye`` looking at ``target``."""

@@ -19,13 +19,6 @@ from neural3d.data import load_scene
 TINY_MODEL = {"depth": 2, "n_samples": 8, "n_source_views": 3, "pool_factor": 2, "dropout": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared: oversubscribed OpenMP threads are 20x slower
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):

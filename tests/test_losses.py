@@ -7,14 +7,6 @@ import torch
 from neural3d.losses import distortion_loss, interlevel_loss, outer_measure
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP spin contention on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _random_partition(n_rays: int, n: int, g: torch.Generator, lo=0.0, hi=1.0) -> torch.Tensor:
     """[n_rays, n + 1] sorted edges with the end points ``lo``, ``hi`` and random interior edges."""

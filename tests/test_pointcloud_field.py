@@ -22,13 +22,6 @@ SMALL = {"n_points": 256, "n_centres": [64, 16], "depth": 1, "n_coarse": 16, "n_
          "feature_dim": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_world_points_land_on_their_ndc_rays():
     g = torch.Generator().manual_seed(0)

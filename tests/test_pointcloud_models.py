@@ -9,14 +9,6 @@ from neural3d.pointcloud.image_vit import ImageViT
 from neural3d.pointcloud.tokenizers import voxelize
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and avoid thread oversubscription on shared CPUs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def deit_state_dict(dim: int, depth: int, n_pos: int = 197, seed: int = 0) -> dict:
     """Random tensors in the published deit_*_patch16_224 layout (names and shapes written out by hand)."""

@@ -17,14 +17,6 @@ from neural3d.pointcloud.ops import (
 from neural3d.pointcloud.vit import Block
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and avoid thread oversubscription on shared CPUs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _fps_reference(xyz: np.ndarray, m: int) -> list[int]:
     """Textbook greedy farthest point sampling, float64, one point at a time."""

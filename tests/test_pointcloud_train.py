@@ -14,14 +14,6 @@ from neural3d.pointcloud.config import build_pc_config, load_pc_config
 from neural3d.pointcloud.train import PointCloudTrainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and avoid thread oversubscription on shared CPUs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 TINY = ["data.n_points=128", "model.n_centres=[32,16]", "model.depth=1", "data.synth_train_per_class=8",
         "data.synth_test_per_class=4", "batch_size=16", "progress=false", "log_every=1", "eval_every=0"]
 

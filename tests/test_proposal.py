@@ -21,14 +21,6 @@ from neural3d.samplers.proposal import (
 AABB = [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP spin contention on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _rays(n: int, near: float = 0.5, far: float = 3.5, seed: int = 0) -> RayBundle:
     """Rays from (0, 0, -2) towards +z with small random tilts; t = depth along the unnormalised direction."""
