@@ -30,8 +30,13 @@ def main() -> None:
     p.add_argument("--eval-images", type=int, default=20, help="evenly spaced eval images per curve point (final: all)")
     p.add_argument("--data", type=Path, default=SHARED_DATA)
     p.add_argument("--out", type=Path, default=Path("runs/bench"))
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default; 1 on a shared machine)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     config, rel, extra, split = SCENES[args.scene]
     path = args.data / rel
     if not path.exists():
