@@ -4,8 +4,11 @@
 fern and generated-scene renders, see configs/nid_lego.yaml):
   * seconds and steps to a target PSNR: NID closed-form least squares, NID gradient steps on the codes,
     scratch MLP (same encoding and trunk, full-image coordinates) -> ratios;
-  * PSNR on all pixels from 2 / 10 / 50 % observed pixels;
-  * inpainting (stripes, salt-and-pepper, L1 fits): PSNR inside the hidden region;
+  * PSNR on all pixels from 2 / 10 / 50 % observed pixels: NID ridge on disjoint patches (the first
+    version), NID MAP under the Gaussian code prior on overlapping patches (prior weight chosen by
+    validation on held-out observed pixels), the latter + a fine-tune of the bank, and scratch;
+  * inpainting (stripes, salt-and-pepper, L1 fits): PSNR inside the hidden region (NID prior weight
+    chosen on a lego *train* image with the same corruption);
   * expert usage (cv of the load, dead experts) on the training patches and on the held-out fits.
 3D: a dictionary of radiance-field experts trained across a generated family; a new generated scene
 is fitted by its code (then a short fine-tune) vs the hash-grid ``ngp`` field from scratch, PSNR vs seconds,
@@ -36,7 +39,7 @@ from neural3d.nid.data import load_image_folder
 from neural3d.nid.experts import scratch_mlp_like
 from neural3d.nid.losses import usage_stats
 from neural3d.nid.patches import grid_coords
-from neural3d.nid.workflows import finetune_image
+from neural3d.nid.workflows import choose_prior_weight, finetune_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,38 +105,68 @@ def part_2d(args) -> dict:
     res["time_to_target"] = {"target_psnr": args.target, "per_image": rows}
     # -- sparse observations
     sparse = {}
+    prior, stride = trained.prior, args.stride
     for frac in (0.02, 0.1, 0.5) if "sparse" in args.only else ():
-        vals = {"nid": [], "nid_ft": [], "scratch": []}
+        vals = {"nid_ridge": [], "nid_prior": [], "nid_prior_ft": [], "scratch": [], "prior_weight": [],
+                "nid_prior_s": [], "scratch_s": []}
         for i, img in enumerate(held[: args.n_sparse]):
             mask = random_pixel_mask(size, size, frac, seed=i)
-            nid = fit_image(model, img * mask[..., None], patch=p, mask=mask, method="lstsq", init="ridge",
-                            lam_dense=args.lam_sparse, lam=args.lam_sparse)
-            ft = finetune_image(model, nid, img * mask[..., None], patch=p, mask=mask, steps=args.scratch_steps)
-            vals["nid_ft"].append(float(psnr(ft.image, img)))
+            seen = img * mask[..., None]
+            ridge = fit_image(model, seen, patch=p, mask=mask, method="lstsq", init="ridge",
+                              lam_dense=args.lam_sparse, lam=args.lam_sparse)
+            t0 = time.perf_counter()
+            weight = choose_prior_weight(model, seen, patch=p, mask=mask, prior=prior, stride=stride, support="all")
+            nid = fit_image(model, seen, patch=p, mask=mask, prior=prior, prior_weight=weight, stride=stride,
+                            support="all")
+            vals["nid_prior_s"].append(time.perf_counter() - t0)
+            ft = finetune_image(model, nid, seen, patch=p, mask=mask, steps=args.scratch_steps, stride=stride)
+            t0 = time.perf_counter()
             best = max(float(psnr(scratch_fit(bank, img, steps=args.scratch_steps, mask=mask, scale_factor=f)[0], img))
                        for f in (1.0, float(ratio)))
-            vals["nid"].append(float(psnr(nid.image, img)))
+            vals["scratch_s"].append(time.perf_counter() - t0)
+            vals["nid_ridge"].append(float(psnr(ridge.image, img)))
+            vals["nid_prior"].append(float(psnr(nid.image, img)))
+            vals["nid_prior_ft"].append(float(psnr(ft.image, img)))
             vals["scratch"].append(best)
-        sparse[str(frac)] = {k: sum(v) / len(v) for k, v in vals.items()}
-        print(f"[2d] {100 * frac:.0f}% observed: NID {sparse[str(frac)]['nid']:.2f} dB, NID + fine-tune "
-              f"{sparse[str(frac)]['nid_ft']:.2f} dB vs scratch "
-              f"{sparse[str(frac)]['scratch']:.2f} dB (all pixels)", flush=True)
+            vals["prior_weight"].append(weight)
+        sparse[str(frac)] = {k: sum(v) / len(v) for k, v in vals.items() if k != "prior_weight"}
+        sparse[str(frac)]["prior_weights"] = vals["prior_weight"]
+        r = sparse[str(frac)]
+        print(f"[2d] {100 * frac:.0f}% observed (all-pixel PSNR): NID ridge {r['nid_ridge']:.2f} | NID prior "
+              f"{r['nid_prior']:.2f} (weights {vals['prior_weight']}, {r['nid_prior_s']:.1f} s incl. validation) | "
+              f"NID prior + fine-tune {r['nid_prior_ft']:.2f} | scratch {r['scratch']:.2f} ({r['scratch_s']:.1f} s, "
+              f"2 scales) | NID prior - scratch {r['nid_prior'] - r['scratch']:+.2f} dB; load {os.getloadavg()}",
+              flush=True)
     res["sparse"] = sparse
-    # -- inpainting
+    # -- inpainting: NID ridge (first version, k=inpaint_k, disjoint patches) and NID MAP under the prior with
+    # the setting per corruption below; its prior weight is chosen on a lego *train* image with the same corruption
     inpaint = {}
+    train_img = load_image_folder(SHARED_DATA / "nerf_synthetic" / "lego" / "train", size, max_images=1)[0]
+    settings = {"stripes": {"support": "topk", "k": args.inpaint_k, "stride": p},
+                "saltpepper": {"support": "all", "k": None, "stride": stride}}
     for kind, amount in (("stripes", 0.2), ("saltpepper", 0.1)) if "inpaint" in args.only else ():
-        vals = {"nid": [], "scratch": [], "input": []}
+        kw = settings[kind]
+        bad_train, hidden_train = corrupt_image(train_img, kind, amount, seed=100)
+        scores = {w: float(psnr(fit_image(model, bad_train, patch=p, loss="l1", prior=prior, prior_weight=w, **kw).image,
+                                train_img, mask=hidden_train)) for w in (1e-5, 1e-4, 1e-3, 1e-2)}
+        weight = max(scores, key=scores.get)
+        vals = {"nid_ridge": [], "nid_prior": [], "scratch": [], "input": []}
         for i, img in enumerate(held[: args.n_sparse]):
             bad, hidden = corrupt_image(img, kind, amount, seed=i)
-            nid = fit_image(model, bad, patch=p, method="lstsq", loss="l1", init="ridge", k=args.inpaint_k)
+            ridge = fit_image(model, bad, patch=p, method="lstsq", loss="l1", init="ridge", k=args.inpaint_k)
+            nid = fit_image(model, bad, patch=p, loss="l1", prior=prior, prior_weight=weight, **kw)
             best = max(float(psnr(scratch_fit(bank, bad, steps=args.scratch_steps, loss="l1", scale_factor=f)[0], img,
                                   mask=hidden)) for f in (1.0, float(ratio)))
-            vals["nid"].append(float(psnr(nid.image, img, mask=hidden)))
+            vals["nid_ridge"].append(float(psnr(ridge.image, img, mask=hidden)))
+            vals["nid_prior"].append(float(psnr(nid.image, img, mask=hidden)))
             vals["scratch"].append(best)
             vals["input"].append(float(psnr(bad, img, mask=hidden)))
         inpaint[kind] = {k: sum(v) / len(v) for k, v in vals.items()}
-        print(f"[2d] inpainting {kind} (k={args.inpaint_k}): hidden-region PSNR NID {inpaint[kind]['nid']:.2f} vs scratch "
-              f"{inpaint[kind]['scratch']:.2f} (corrupted input {inpaint[kind]['input']:.2f})", flush=True)
+        inpaint[kind].update(prior_weight=weight, train_scores=scores, setting={k: v for k, v in kw.items()})
+        r = inpaint[kind]
+        print(f"[2d] inpainting {kind}: hidden-region PSNR NID ridge (k={args.inpaint_k}) {r['nid_ridge']:.2f} | NID "
+              f"prior ({kw}, weight {weight:g} chosen on a train image) {r['nid_prior']:.2f} | scratch "
+              f"{r['scratch']:.2f} | corrupted input {r['input']:.2f}; load {os.getloadavg()}", flush=True)
     res["inpainting"] = inpaint
     # -- expert usage on the held-out fits
     gates = []
@@ -223,6 +256,7 @@ def main() -> None:
     ap.add_argument("--scratch-steps", type=int, default=300)
     ap.add_argument("--lam-sparse", type=float, default=3e-2)
     ap.add_argument("--inpaint-k", type=int, default=16, help="experts per patch for the robust (L1) fits")
+    ap.add_argument("--stride", type=int, default=4, help="patch stride of the prior fits (overlapping patches)")
     ap.add_argument("--only", default="target,sparse,inpaint", help="2d parts to run")
     ap.add_argument("--work", default="runs/bench-nid")
     ap.add_argument("--n-scenes", type=int, default=6)

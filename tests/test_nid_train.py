@@ -86,6 +86,20 @@ def test_sparse_observations_and_inpainting_fits(tiny_dict):
     assert rows.any(1).sum() >= 4 and torch.equal(striped[rows], torch.zeros_like(striped[rows]))
 
 
+def test_code_prior_fit_beats_ridge_from_few_pixels(tiny_dict):
+    res, _ = tiny_dict
+    assert res.prior is not None and res.prior.mean.shape == (16 + 3,)
+    gains = []
+    for seed in range(3):
+        img = smooth_images(1, seed=20 + seed)[0]
+        mask = random_pixel_mask(24, 24, 0.05, seed=seed)  # ~29 pixels: ~2 per 8x8 patch for 19 unknowns
+        ridge = fit_image(res.model, img * mask[..., None], patch=8, mask=mask, lam=3e-2, lam_dense=3e-2)
+        prior = fit_image(res.model, img * mask[..., None], patch=8, mask=mask, prior=res.prior, stride=4,
+                          support="all")
+        gains.append(float(psnr(prior.image, img)) - float(psnr(ridge.image, img)))
+    assert min(gains) > 1.0, gains
+
+
 def test_conv_gate_dictionary_trains_with_noisy_topk():
     images = smooth_images(6, seed=3)
     cfg = {**TINY, "gate": {"type": "conv", "topk": 6, "noisy": True, "hidden": 16}, "steps": 60}
@@ -103,6 +117,14 @@ def test_checkpoints_resume_and_load(tmp_path):
     loaded = load_dictionary(tmp_path / "run")
     x = torch.rand(9, 2)
     assert torch.equal(loaded.model.bank(x), a.model.bank(x))
+    # the final checkpoint stores the code prior; older checkpoints without it get it computed on load
+    last = tmp_path / "run" / "checkpoints" / "step_0000020.pt"
+    state = torch.load(last, weights_only=False)
+    assert torch.allclose(state["code_prior"]["mean"], a.prior.mean) and torch.allclose(loaded.prior.cov, a.prior.cov)
+    assert torch.load(tmp_path / "run" / "checkpoints" / "step_0000010.pt", weights_only=False)["code_prior"] is None
+    del state["code_prior"]
+    torch.save(state, tmp_path / "old.pt")
+    assert torch.allclose(load_dictionary(tmp_path / "old.pt").prior.cov, a.prior.cov)
     # resuming from step 10 reproduces the uninterrupted run
     (tmp_path / "run" / "checkpoints" / "step_0000020.pt").unlink()
     b = train_dictionary(cfg, images=images, run_dir=tmp_path / "run", log=lambda s: None)
@@ -127,5 +149,13 @@ def test_cli_train_dict_and_fit(tmp_path, capsys):
     assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "observed_fraction=0.5"]) == 0
     metrics = json.loads((tmp_path / "fit" / "metrics.json").read_text())
     assert metrics["psnr"] > 10.0 and "psnr_hidden" in metrics and (tmp_path / "fit" / "fit.png").is_file()
+    assert metrics["prior"] == "gaussian" and metrics["stride"] == 2 and metrics["support"] == "all"
+    assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "prior=none", "stride=8",
+                 "support=topk"]) == 0
+    assert json.loads((tmp_path / "fit" / "metrics.json").read_text())["prior"] == "none"
+    assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "stride=3"]) == 2
+    assert "'stride' 3" in capsys.readouterr().err
+    assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "prior=laplace"]) == 2
+    assert "'prior'" in capsys.readouterr().err
     assert main(["nid", "train-dict", str(cfg), "gate.topq=3"]) == 2
     assert "gate.topq" in capsys.readouterr().err

@@ -5,9 +5,9 @@ their codes with the dictionary frozen.
 Modules: ``encodings`` (Fourier / PE / identity), ``experts`` (the shared-trunk bank, SIREN option),
 ``gating`` (top-k, noisy top-k, conv and codebook gates), ``combine`` (vectorised mixing), ``losses``
 (reconstruction, cv^2 balancing, L1 warm-up), ``dictionary`` (the model), ``patches``, ``data``
-(image collections), ``fit`` (least squares and gradient code solves), ``workflows`` (image fits,
-masks, corruptions), ``train`` (dictionary training), ``config`` (structured configs), ``field3d`` and
-``scenes`` (NID as a 3D radiance field across a scene family).
+(image collections), ``prior`` (Gaussian code prior, MAP solve), ``fit`` (least squares / MAP and
+gradient code solves), ``workflows`` (image fits, masks, corruptions), ``train`` (dictionary training),
+``config`` (structured configs), ``field3d`` and ``scenes`` (NID as a 3D radiance field across a scene family).
 """
 
 from neural3d.nid.dictionary import DictOutput, NeuralImplicitDictionary
@@ -16,12 +16,14 @@ from neural3d.nid.fit import CodeFit, dense_ridge, fit_gradient, fit_lstsq, lsts
 from neural3d.nid.gating import Gates, noisy_topk_signed, topk_signed
 from neural3d.nid.losses import cv_squared, l1_sparsity, recon_loss, usage_stats
 from neural3d.nid.patches import cut_patches, fold_patches, patch_coords
+from neural3d.nid.prior import CodePrior, code_prior_from_codes, map_solve
 from neural3d.nid.train import TrainedDictionary, load_dictionary, train_dictionary
 from neural3d.nid.workflows import ImageFit, corrupt_image, fit_image, random_pixel_mask
 
 __all__ = [
-    "CodeFit", "CoordinateMLP", "DictOutput", "ExpertBank", "Gates", "ImageFit", "NeuralImplicitDictionary",
-    "TrainedDictionary", "corrupt_image", "cut_patches", "cv_squared", "dense_ridge", "fit_gradient", "fit_image",
-    "fit_lstsq", "fold_patches", "l1_sparsity", "load_dictionary", "lstsq_on_support", "noisy_topk_signed",
-    "patch_coords", "random_pixel_mask", "recon_loss", "topk_signed", "train_dictionary", "usage_stats",
+    "CodeFit", "CodePrior", "CoordinateMLP", "DictOutput", "ExpertBank", "Gates", "ImageFit",
+    "NeuralImplicitDictionary", "TrainedDictionary", "code_prior_from_codes", "corrupt_image", "cut_patches",
+    "cv_squared", "dense_ridge", "fit_gradient", "fit_image", "fit_lstsq", "fold_patches", "l1_sparsity",
+    "load_dictionary", "lstsq_on_support", "map_solve", "noisy_topk_signed", "patch_coords", "random_pixel_mask",
+    "recon_loss", "topk_signed", "train_dictionary", "usage_stats",
 ]

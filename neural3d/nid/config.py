@@ -88,7 +88,11 @@ class NIDFitConfig:
     method: str = "lstsq"  # lstsq | gradient
     init: str = "auto"  # auto | encoder | ridge (support / start codes)
     loss: str = "mse"  # mse | l1 (robust, inpainting)
-    k: int = 0  # experts per patch (0: the dictionary's top-k; robust L1 fits do better with fewer, e.g. 16)
+    k: int = 0  # experts per patch with support=topk (0: the dictionary's top-k)
+    support: str = "all"  # all (every expert, MAP under the prior) | topk (k experts per patch)
+    prior: str = "gaussian"  # gaussian (MAP under the training codes' Gaussian) | none (ridge, lam / lam_dense)
+    prior_weight: float = 0.0  # weight of the code prior (0: chosen by validation on held-out observed pixels)
+    stride: int = 0  # patch stride of the fit (0: patch_size // 4, overlapping patches averaged; patch_size: disjoint)
     steps: int = 300  # gradient
     lr: float = 1e-2
     lam: float = 1e-4  # ridge on the support coefficients
@@ -135,7 +139,8 @@ def load(schema_cls: type, path, overrides: Sequence[str] = ()):
 TRAIN_CHOICES = {"experts.encoding": ("fourier", "pe", "identity"), "experts.activation": ("relu", "sine"),
                  "gate.type": ("conv", "codebook"), "loss.recon": ("mse", "l1")}
 FIT_CHOICES = {"method": ("lstsq", "gradient"), "init": ("auto", "encoder", "ridge"), "loss": ("mse", "l1"),
-               "corruption": ("none", "stripes", "saltpepper")}
+               "corruption": ("none", "stripes", "saltpepper"), "support": ("all", "topk"),
+               "prior": ("gaussian", "none")}
 
 
 def check_choices(cfg, choices: dict, source: str = "config") -> None:

@@ -6,7 +6,9 @@ and a signal's prediction ``y[p, d] = sum_e c_e X[p, e, d] + b_d`` is *linear* i
 ridge-regularised) least-squares problem in closed form; all signals are solved at once with batched
 normal equations in float64. Masks [n_signals, n_points] select the observed pixels; ``loss="l1"``
 runs iteratively reweighted least squares (weights ``1 / max(|r|, delta)``), which converges to the
-L1 fit used for inpainting / occlusion removal.
+L1 fit used for inpainting / occlusion removal. With a :class:`~neural3d.nid.prior.CodePrior` the solves
+are MAP estimates under the Gaussian prior of the dictionary's training codes (``(c - mu)^T Sigma^-1
+(c - mu)`` instead of ``|c|^2``), which is what makes fits from few observed pixels well posed.
 
 :func:`fit_gradient` is the iterative alternative (Adam on the logits and bias, top-k re-selected every
 step, as the official fine-tuning of codes with a frozen dictionary), with MSE or L1.
@@ -19,9 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from neural3d.nid.combine import mix_sparse
+from neural3d.nid.combine import mix_dense, mix_sparse
 from neural3d.nid.gating import topk_signed
 from neural3d.nid.losses import RECON_LOSSES, recon_loss
+from neural3d.nid.prior import CodePrior, map_solve
 
 
 @dataclass
@@ -135,28 +138,82 @@ def dense_ridge(expert_out: Tensor, targets: Tensor, *, mask: Tensor | None = No
     return sol[:, :E].to(targets.dtype), sol[:, E:].to(targets.dtype)
 
 
+def map_fit(expert_out: Tensor, targets: Tensor, k: int, prior: CodePrior, *, lam: float, mask: Tensor | None = None,
+            weights: Tensor | None = None, indices: Tensor | None = None,
+            prec: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """MAP codes under a Gaussian code prior: dense solve over all experts + bias, then (``k < E``) the
+    top-k by |coefficient| (or the given ``indices``) re-solved with the prior's marginal on that support.
+
+    Args:
+        expert_out: [P, E, D]; targets: [S, P, D]; mask: [S, P]; weights: [S, P * D] (IRLS);
+        indices: [S, k] fixed support; prec: precomputed ``prior.precision()`` [E + D, E + D].
+    Returns:
+        support [S, k], values [S, k], bias [S, D] (targets' dtype).
+    """
+    P, E, D = expert_out.shape
+    S = targets.shape[0]
+    if prior.mean.shape[0] != E + D:
+        raise ValueError(f"nid/fit.py: the code prior has {prior.mean.shape[0]} entries, the dictionary needs E + D = {E + D}")
+    X = _rows(expert_out, True)  # [R, E + D]
+    y = targets.double().reshape(S, P * D)
+    w = _row_weights(mask, S, P, D, X.device)
+    if weights is not None:
+        w = weights.double() if w is None else w * weights.double()
+    mean = prior.mean.to(X.device)
+    if indices is None:
+        z = map_solve(X, y, w, lam, prior.precision() if prec is None else prec, mean)
+        if k >= E:
+            support = torch.arange(E, device=X.device).expand(S, E)
+            return support, z[:, :E].to(targets.dtype), z[:, E:].to(targets.dtype)
+        indices = topk_signed(z[:, :E], k)[1]
+    cols = torch.cat([indices, E + torch.arange(D, device=indices.device).expand(S, D)], 1)  # [S, k + D]
+    z = map_solve(X.T[cols].transpose(1, 2), y, w, lam, prior.precision(cols), mean[cols])
+    return indices, z[:, :-D].to(targets.dtype), z[:, -D:].to(targets.dtype)
+
+
+def mix_support(expert_out: Tensor, support: Tensor, values: Tensor, bias: Tensor) -> Tensor:
+    """:func:`~neural3d.nid.combine.mix_sparse`, or the dense mixture when the support holds every expert.
+
+    expert_out [P, E, D], support / values [S, k], bias [S, D] -> [S, P, D].
+    """
+    E = expert_out.shape[1]
+    if support.shape[1] == E and torch.equal(support, torch.arange(E, device=support.device).expand_as(support)):
+        return mix_dense(expert_out, values, bias).to(values.dtype)
+    return mix_sparse(expert_out, support, values, bias)
+
+
 def fit_lstsq(expert_out: Tensor, targets: Tensor, k: int, *, mask: Tensor | None = None,
               indices: Tensor | None = None, loss: str = "mse", lam_dense: float = 1e-3, lam: float = 1e-6,
-              irls_iters: int = 10, irls_delta: float = 1e-3, fit_bias: bool = True) -> CodeFit:
+              irls_iters: int = 10, irls_delta: float = 1e-3, fit_bias: bool = True, prior: CodePrior | None = None,
+              prior_weight: float = 1e-3) -> CodeFit:
     """Support by |dense ridge coefficients| (unless ``indices`` given), then least squares on it.
 
-    ``loss="l1"`` repeats (support, solve) with IRLS weights ``1 / max(|residual|, irls_delta)``.
+    With ``prior`` the ridge solves are replaced by MAP solves under the code prior with weight
+    ``prior_weight`` (:func:`map_fit`; ``k = E`` keeps every expert). ``loss="l1"`` repeats
+    (support, solve) with IRLS weights ``1 / max(|residual|, irls_delta)``.
 
     Args:
         expert_out: [P, E, D]; targets: [S, P, D]; mask: [S, P]; indices: [S, k] fixed support.
     """
     if loss not in RECON_LOSSES:
         raise ValueError(f"nid/fit.py: loss must be one of {RECON_LOSSES}, got {loss!r}")
+    if prior is not None and not fit_bias:
+        raise ValueError("nid/fit.py: a code prior fit solves the bias too (fit_bias=True)")
     S, P, D = targets.shape
     weights = None
+    prec = None if prior is None else prior.precision()
     for _ in range(1 + (irls_iters if loss == "l1" else 0)):
-        support = indices
-        if support is None:
-            coef, _ = dense_ridge(expert_out, targets, mask=mask, weights=weights, lam=lam_dense)
-            support = topk_signed(coef, k)[1]
-        values, bias = lstsq_on_support(expert_out, targets, support, mask=mask, weights=weights, lam=lam,
-                                        fit_bias=fit_bias)
-        preds = mix_sparse(expert_out, support, values, bias)
+        if prior is not None:
+            support, values, bias = map_fit(expert_out, targets, k, prior, lam=prior_weight, mask=mask, weights=weights,
+                                            indices=indices, prec=prec)
+        else:
+            support = indices
+            if support is None:
+                coef, _ = dense_ridge(expert_out, targets, mask=mask, weights=weights, lam=lam_dense)
+                support = topk_signed(coef, k)[1]
+            values, bias = lstsq_on_support(expert_out, targets, support, mask=mask, weights=weights, lam=lam,
+                                            fit_bias=fit_bias)
+        preds = mix_support(expert_out, support, values, bias)
         resid = (preds - targets).reshape(S, P * D).abs()
         weights = 1.0 / resid.clamp_min(irls_delta)
     return CodeFit(indices=support, values=values, bias=bias, preds=preds, history=[])

@@ -58,3 +58,39 @@ def patch_coords(patch: int, device=None) -> Tensor:
 def flatten_patches(patches: Tensor) -> Tensor:
     """[n, p, p, C] -> [n, p * p, C] pixel values in the order of :func:`patch_coords`."""
     return patches.reshape(patches.shape[0], -1, patches.shape[-1])
+
+
+def _check_stride(images: Tensor, patch: int, stride: int) -> None:
+    if images.ndim != 4:
+        raise ValueError(f"nid/patches.py: images must be [n_images, H, W, C], got {tuple(images.shape)}")
+    H, W = images.shape[1:3]
+    if not 1 <= stride <= patch or H < patch or W < patch or (H - patch) % stride or (W - patch) % stride:
+        raise ValueError(f"nid/patches.py: stride {stride} must be in [1, patch={patch}] and tile the image "
+                         f"{H}x{W} exactly ((size - patch) divisible by the stride)")
+
+
+def cut_patches_strided(images: Tensor, patch: int, stride: int) -> Tensor:
+    """Overlapping patches: [n_images, H, W, C] -> [n_images * L, p, p, C], L = ((H-p)/s+1) * ((W-p)/s+1).
+
+    Order as :func:`cut_patches` (``stride = patch`` gives exactly its patches), via ``F.unfold``.
+    """
+    _check_stride(images, patch, stride)
+    n, C = images.shape[0], images.shape[-1]
+    cols = torch.nn.functional.unfold(images.permute(0, 3, 1, 2), patch, stride=stride)  # [n, C*p*p, L]
+    return cols.reshape(n, C, patch, patch, -1).permute(0, 4, 2, 3, 1).reshape(-1, patch, patch, C)
+
+
+def fold_patches_mean(patches: Tensor, height: int, width: int, stride: int) -> Tensor:
+    """Inverse of :func:`cut_patches_strided`, averaging the estimates of each pixel: -> [n_images, H, W, C]."""
+    if patches.ndim != 4 or patches.shape[1] != patches.shape[2]:
+        raise ValueError(f"nid/patches.py: patches must be [n, p, p, C], got {tuple(patches.shape)}")
+    p, C = patches.shape[1], patches.shape[-1]
+    _check_stride(patches.new_zeros(1, height, width, 1), p, stride)
+    per_image = ((height - p) // stride + 1) * ((width - p) // stride + 1)
+    if patches.shape[0] % per_image:
+        raise ValueError(f"nid/patches.py: {patches.shape[0]} patches is not a multiple of {per_image} per image")
+    n = patches.shape[0] // per_image
+    cols = patches.reshape(n, per_image, p, p, C).permute(0, 4, 2, 3, 1).reshape(n, C * p * p, per_image)
+    total = torch.nn.functional.fold(cols, (height, width), p, stride=stride)
+    count = torch.nn.functional.fold(torch.ones_like(cols[:, :p * p]), (height, width), p, stride=stride)
+    return (total / count).permute(0, 2, 3, 1)

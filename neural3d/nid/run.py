@@ -56,9 +56,22 @@ def fit_from_config(cfg, target, source: str = "config") -> dict:
         mask = random_pixel_mask(size, size, cfg.observed_fraction, cfg.seed, device=dev)
         hidden = hidden | ~mask
     loss = "l1" if cfg.corruption != "none" and cfg.loss == "mse" else cfg.loss
+    prior = None
+    if cfg.prior == "gaussian" and cfg.method == "lstsq":
+        prior = trained.prior
+        if prior is None:
+            raise ValueError(f"{source}: the dictionary {cfg.dictionary} has no code prior (a conv-gate checkpoint "
+                             f"saved before priors were stored); use prior=none")
+    stride = cfg.stride or max(1, trained.patch_size // 4)
+    if not 1 <= stride <= trained.patch_size or (size - trained.patch_size) % stride:
+        raise ValueError(f"{source}: 'stride' {stride} must be in [1, {trained.patch_size}] and divide "
+                         f"target_size - patch_size = {size - trained.patch_size}")
     result = fit_image(trained.model, observed, patch=trained.patch_size, mask=mask, method=cfg.method, init=cfg.init,
-                       loss=loss, k=cfg.k or None, steps=cfg.steps, lr=cfg.lr, lam=cfg.lam, lam_dense=cfg.lam_dense, fit_bias=cfg.fit_bias)
+                       loss=loss, k=cfg.k or None, steps=cfg.steps, lr=cfg.lr, lam=cfg.lam, lam_dense=cfg.lam_dense,
+                       fit_bias=cfg.fit_bias, prior=prior, prior_weight=cfg.prior_weight or None, stride=stride,
+                       support=cfg.support)
     metrics = {"psnr": float(psnr(result.image, clean)), "seconds": result.seconds, "method": cfg.method, "loss": loss,
+               "prior": cfg.prior if prior is not None else "none", "stride": stride, "support": cfg.support,
                "observed_fraction": cfg.observed_fraction, "corruption": cfg.corruption,
                "psnr_observed_input": float(psnr(observed, clean))}
     if bool(hidden.any()):

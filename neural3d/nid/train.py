@@ -6,6 +6,8 @@ dense gates with an L1 penalty and cv^2 importance balancing; afterwards signed 
 balancing of load and importance (official ``train_images.py``). The learning rate decays
 exponentially from ``lr`` to ``lr_final``. A run directory holds ``config.yaml``,
 ``checkpoints/step_*.pt`` (written atomically; training resumes from the latest) and ``metrics.json``.
+The final checkpoint also stores the Gaussian code prior of the training codes (``code_prior``,
+:mod:`neural3d.nid.prior`); older checkpoints get it computed on load (codebook gates).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from neural3d.nid.dictionary import NeuralImplicitDictionary
 from neural3d.nid.experts import ExpertBank
 from neural3d.nid.losses import cv_squared, l1_sparsity, recon_loss, usage_stats
 from neural3d.nid.patches import cut_patches, flatten_patches, patch_coords
+from neural3d.nid.prior import CodePrior, code_prior_from_codes
 from neural3d.training.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
 
 
@@ -41,6 +44,7 @@ class TrainedDictionary:
     image_size: int
     metrics: dict
     run_dir: Path | None = None
+    prior: CodePrior | None = None
 
 
 def build_dictionary(cfg, n_signals: int, in_channels: int = 3, out_dim: int = 3, in_dim: int = 2,
@@ -76,6 +80,20 @@ def step_loss(model: NeuralImplicitDictionary, coords: Tensor, patches: Tensor, 
     mse = torch.mean((out.preds.detach() - targets) ** 2)
     return loss, {"loss": float(loss.detach()), "psnr": float(-10 * torch.log10(mse.clamp_min(1e-10))),
                   "balance": float(balance.detach())}
+
+
+@torch.no_grad()
+def dictionary_prior(model: NeuralImplicitDictionary, patches: Tensor | None = None, chunk: int = 1024) -> CodePrior | None:
+    """Gaussian prior of the training codes: the codebook's codes, or the conv gate's outputs on ``patches``
+    [n, p, p, C] (None for a conv gate without patches)."""
+    if model.gate_type == "codebook":
+        raw = model.gate.codes.detach()
+    elif patches is not None:
+        raw = torch.cat([model.gate(patches[i:i + chunk], None)[0] for i in range(0, patches.shape[0], chunk)], 0)
+    else:
+        return None
+    logits, bias = model.split_raw(raw)
+    return code_prior_from_codes(logits, bias, model.topk)
 
 
 @torch.no_grad()
@@ -166,19 +184,21 @@ def train_dictionary(cfg=None, *, images: Tensor | None = None, run_dir=None, de
             log(f"[nid] step {done}/{cfg.steps} loss {logs['loss']:.5f} psnr {logs['psnr']:.2f} "
                 f"balance {logs['balance']:.3f}")
         if run_dir is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(run_dir, done, _state(model, opt, sched, done, cfg, images.shape[1]))
+            prior = dictionary_prior(model.eval(), patches) if done == cfg.steps else None
+            save_checkpoint(run_dir, done, _state(model, opt, sched, done, cfg, images.shape[1], prior))
     model.eval()
     metrics = {"train_psnr": train_psnr(model, coords_all, patches), **usage_over(model, patches),
                "n_train_patches": int(patches.shape[0]), "seconds": time.perf_counter() - t0, "history": history}
     if run_dir is not None:
         atomic_write_text(json.dumps(metrics, indent=2), run_dir / "metrics.json")
     return TrainedDictionary(model=model, config=cfg, patch_size=p, image_size=int(images.shape[1]), metrics=metrics,
-                             run_dir=run_dir)
+                             run_dir=run_dir, prior=dictionary_prior(model, patches))
 
 
-def _state(model, opt, sched, step: int, cfg, image_size: int) -> dict:
+def _state(model, opt, sched, step: int, cfg, image_size: int, prior: CodePrior | None = None) -> dict:
     return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-            "config": OmegaConf.to_container(cfg), "image_size": int(image_size),
+            "code_prior": None if prior is None else prior.to_state(), "config": OmegaConf.to_container(cfg),
+            "image_size": int(image_size),
             "n_signals": int(model.gate.codes.shape[0]) if model.gate_type == "codebook" else 0}
 
 
@@ -195,5 +215,8 @@ def load_dictionary(path, device: str = "cpu") -> TrainedDictionary:
     model = build_dictionary(cfg, n_signals=max(int(state["n_signals"]), 1), seed=cfg.seed).to(device)
     model.load_state_dict(state["model"])
     model.eval()
+    saved = state.get("code_prior")
+    prior = CodePrior.from_state(saved, device) if saved is not None else dictionary_prior(model)
     return TrainedDictionary(model=model, config=cfg, patch_size=cfg.data.patch_size,
-                             image_size=int(state["image_size"]), metrics={}, run_dir=path if path.is_dir() else None)
+                             image_size=int(state["image_size"]), metrics={}, run_dir=path if path.is_dir() else None,
+                             prior=prior)

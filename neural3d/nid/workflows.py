@@ -1,7 +1,9 @@
 """Fitting whole images with a frozen dictionary: patches -> codes -> folded image; masks and corruptions.
 
-* :func:`fit_image`: cut an image into patches, choose each patch's support (amortised encoder or a
-  dense ridge solve), solve the codes (closed-form least squares or gradient steps), fold back.
+* :func:`fit_image`: cut an image into (optionally overlapping) patches, choose each patch's support
+  (amortised encoder, a dense ridge solve or a MAP solve under the code prior), solve the codes
+  (closed-form least squares / MAP, or gradient steps), fold back (averaging overlaps). The prior
+  weight can be chosen by validation on held-out observed pixels (:func:`choose_prior_weight`).
 * :func:`random_pixel_mask`: observe a random fraction of the pixels (sparse-data fits).
 * :func:`corrupt_image`: masked stripes or salt-and-pepper noise for inpainting / occlusion removal
   (the fit does not know where; it uses the robust L1 loss).
@@ -17,9 +19,12 @@ from torch import Tensor
 
 from neural3d.nid.dictionary import NeuralImplicitDictionary
 from neural3d.nid.fit import CodeFit, fit_gradient, fit_lstsq
-from neural3d.nid.patches import cut_patches, flatten_patches, fold_patches, patch_coords
+from neural3d.nid.patches import cut_patches_strided, flatten_patches, fold_patches_mean, patch_coords
+from neural3d.nid.prior import CodePrior
 
 FIT_METHODS = ("lstsq", "gradient")
+SUPPORTS = ("topk", "all")
+PRIOR_WEIGHT_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 CORRUPTIONS = ("none", "stripes", "saltpepper")
 
 
@@ -85,7 +90,8 @@ def encoder_logits(model: NeuralImplicitDictionary, patches: Tensor, chunk: int 
 def fit_image(model: NeuralImplicitDictionary, image: Tensor, *, patch: int, mask: Tensor | None = None,
               method: str = "lstsq", init: str = "auto", loss: str = "mse", k: int | None = None, steps: int = 300,
               lr: float = 1e-2, lam: float = 1e-4, lam_dense: float = 1e-2, fit_bias: bool = True,
-              target_psnr: float | None = None) -> ImageFit:
+              target_psnr: float | None = None, prior: CodePrior | None = None, prior_weight: float | None = None,
+              stride: int | None = None, support: str = "topk") -> ImageFit:
     """Represent an unseen image with the frozen dictionary.
 
     Args:
@@ -94,11 +100,15 @@ def fit_image(model: NeuralImplicitDictionary, image: Tensor, *, patch: int, mas
         patch: patch size the dictionary was trained on.
         mask: [H, W] observed pixels (None: all).
         method: ``lstsq`` (closed form on the support) or ``gradient`` (Adam on the codes).
-        init: ``encoder`` (amortised gate on the masked image), ``ridge`` (dense ridge solve) or ``auto``
+        init: ``encoder`` (amortised gate on the masked image), ``ridge`` (dense ridge / MAP solve) or ``auto``
             (encoder for conv gates with every pixel observed and MSE, else ridge).
         loss: ``mse`` or ``l1`` (robust).
-        k: experts per patch (default: the dictionary's top-k).
+        k: experts per patch (default: the dictionary's top-k); ``support="all"`` keeps every expert.
         target_psnr: gradient fits stop once the training PSNR (on observed pixels) reaches it.
+        prior: Gaussian code prior (``lstsq``): MAP solves with weight ``prior_weight`` (None: chosen by
+            validation on held-out observed pixels, :func:`choose_prior_weight`).
+        stride: patch stride (default ``patch``: disjoint patches); smaller strides fit overlapping
+            patches and average them when folding back.
     Returns:
         :class:`ImageFit`.
     """
@@ -106,24 +116,32 @@ def fit_image(model: NeuralImplicitDictionary, image: Tensor, *, patch: int, mas
         raise ValueError(f"nid/workflows.py: method must be one of {FIT_METHODS}, got {method!r}")
     if init not in ("auto", "encoder", "ridge"):
         raise ValueError(f"nid/workflows.py: init must be auto | encoder | ridge, got {init!r}")
+    if support not in SUPPORTS:
+        raise ValueError(f"nid/workflows.py: support must be one of {SUPPORTS}, got {support!r}")
+    t0 = time.perf_counter()  # seconds include the prior-weight validation
+    if prior is not None and prior_weight is None and method == "lstsq":
+        prior_weight = choose_prior_weight(model, image, patch=patch, mask=mask, prior=prior, loss=loss, k=k,
+                                           stride=stride, support=support)
     H, W, C = image.shape
-    k = k or model.topk
-    t0 = time.perf_counter()
+    stride = stride or patch
+    k = model.num_experts if support == "all" else (k or model.topk)
     with torch.no_grad():
         expert_out = model.bank(patch_coords(patch, image.device))  # [P, E, D]
     observed = image if mask is None else image * mask[..., None].to(image.dtype)
-    patches = cut_patches(observed[None], patch)
+    patches = cut_patches_strided(observed[None], patch, stride)
     targets = flatten_patches(patches)
-    pmask = None if mask is None else flatten_patches(cut_patches(mask[None, ..., None].float(), patch))[..., 0]
+    pmask = None
+    if mask is not None:
+        pmask = flatten_patches(cut_patches_strided(mask[None, ..., None].to(image.dtype), patch, stride))[..., 0]
     if init == "auto":
         init = "encoder" if model.gate_type == "conv" and mask is None and loss == "mse" else "ridge"
     logits = bias = indices = None
     if init == "encoder":
         logits, bias = encoder_logits(model, patches)
-        indices = logits.abs().topk(k, dim=-1).indices
+        indices = None if k >= model.num_experts else logits.abs().topk(k, dim=-1).indices
     if method == "lstsq":
         codes = fit_lstsq(expert_out, targets, k, mask=pmask, indices=indices, loss=loss, lam=lam, lam_dense=lam_dense,
-                          fit_bias=fit_bias)
+                          fit_bias=fit_bias, prior=prior, prior_weight=prior_weight or 0.0)
     else:
         if logits is None:
             from neural3d.nid.fit import dense_ridge
@@ -132,13 +150,39 @@ def fit_image(model: NeuralImplicitDictionary, image: Tensor, *, patch: int, mas
         target_loss = 0.0 if target_psnr is None or loss != "mse" else 10 ** (-target_psnr / 10)
         codes = fit_gradient(expert_out, targets, k, mask=pmask, init_logits=logits, init_bias=bias, steps=steps, lr=lr,
                              loss=loss, fit_bias=fit_bias, target_loss=target_loss)
-    recon = fold_patches(codes.preds.reshape(-1, patch, patch, C), H, W)[0].clamp(0.0, 1.0)
+    recon = fold_patches_mean(codes.preds.reshape(-1, patch, patch, C), H, W, stride)[0].clamp(0.0, 1.0)
     return ImageFit(image=recon, codes=codes, seconds=time.perf_counter() - t0)
+
+
+def choose_prior_weight(model: NeuralImplicitDictionary, image: Tensor, *, patch: int, prior: CodePrior,
+                        mask: Tensor | None = None, loss: str = "mse", k: int | None = None, stride: int | None = None,
+                        support: str = "topk", holdout: float = 0.2, grid=PRIOR_WEIGHT_GRID, seed: int = 0) -> float:
+    """Prior weight with the lowest error on a random ``holdout`` fraction of the observed pixels.
+
+    Each weight of ``grid`` is fitted on the other observed pixels; the error is the mean squared (``mse``)
+    or absolute (``l1``, robust to corrupted pixels) difference on the held-out ones.
+
+    Args:
+        image: [H, W, C]; mask: [H, W] observed pixels (None: all).
+    """
+    H, W, _ = image.shape
+    observed = torch.ones(H, W, dtype=torch.bool, device=image.device) if mask is None else mask.bool()
+    gen = torch.Generator().manual_seed(int(seed))
+    held = observed & (torch.rand(H, W, generator=gen) < holdout).to(image.device)
+    if not bool(held.any()) or not bool((observed & ~held).any()):
+        return float(grid[len(grid) // 2])
+    errors = []
+    for weight in grid:
+        fit = fit_image(model, image, patch=patch, mask=observed & ~held, loss=loss, k=k, prior=prior,
+                        prior_weight=float(weight), stride=stride, support=support, init="ridge")
+        diff = (fit.image - image)[held]
+        errors.append(float((diff**2).mean() if loss == "mse" else diff.abs().mean()))
+    return float(grid[min(range(len(grid)), key=errors.__getitem__)])
 
 
 def finetune_image(model: NeuralImplicitDictionary, fit: ImageFit, image: Tensor, *, patch: int,
                    mask: Tensor | None = None, steps: int = 100, lr: float = 1e-3, code_lr: float = 1e-2,
-                   loss: str = "mse") -> ImageFit:
+                   loss: str = "mse", stride: int | None = None) -> ImageFit:
     """Continue a code fit by fine-tuning a *copy* of the bank together with the codes on the support.
 
     The support stays fixed (``fit.codes.indices``); the dictionary passed in is not modified. Each step
@@ -146,11 +190,11 @@ def finetune_image(model: NeuralImplicitDictionary, fit: ImageFit, image: Tensor
 
     Args:
         fit: result of :func:`fit_image` on the same ``image`` / ``mask``.
-        image: [H, W, C] observed image; mask: [H, W] observed pixels.
+        image: [H, W, C] observed image; mask: [H, W] observed pixels; stride: as in the fit.
     """
     import copy
 
-    from neural3d.nid.combine import mix_sparse
+    from neural3d.nid.fit import mix_support
     from neural3d.nid.losses import recon_loss
 
     H, W, C = image.shape
@@ -159,21 +203,24 @@ def finetune_image(model: NeuralImplicitDictionary, fit: ImageFit, image: Tensor
     for p in bank.parameters():
         p.requires_grad_(True)
     observed = image if mask is None else image * mask[..., None].to(image.dtype)
-    targets = flatten_patches(cut_patches(observed[None], patch))
-    pmask = None if mask is None else flatten_patches(cut_patches(mask[None, ..., None].float(), patch))[..., 0]
+    stride = stride or patch
+    targets = flatten_patches(cut_patches_strided(observed[None], patch, stride))
+    pmask = None
+    if mask is not None:
+        pmask = flatten_patches(cut_patches_strided(mask[None, ..., None].to(image.dtype), patch, stride))[..., 0]
     coords = patch_coords(patch, image.device)
     values = fit.codes.values.detach().clone().requires_grad_(True)
     bias = fit.codes.bias.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([{"params": list(bank.parameters()), "lr": lr}, {"params": [values, bias], "lr": code_lr}])
     history = []
     for _ in range(steps):
-        value = recon_loss(mix_sparse(bank(coords), fit.codes.indices, values, bias), targets, loss, pmask)
+        value = recon_loss(mix_support(bank(coords), fit.codes.indices, values, bias), targets, loss, pmask)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
         history.append(float(value.detach()))
     with torch.no_grad():
-        preds = mix_sparse(bank(coords), fit.codes.indices, values, bias)
+        preds = mix_support(bank(coords), fit.codes.indices, values, bias)
     codes = CodeFit(indices=fit.codes.indices, values=values.detach(), bias=bias.detach(), preds=preds, history=history)
-    recon = fold_patches(preds.reshape(-1, patch, patch, C), H, W)[0].clamp(0.0, 1.0)
+    recon = fold_patches_mean(preds.reshape(-1, patch, patch, C), H, W, stride)[0].clamp(0.0, 1.0)
     return ImageFit(image=recon, codes=codes, seconds=fit.seconds + time.perf_counter() - t0)
