@@ -13,13 +13,6 @@ from neural3d.rays import RayBundle
 SMALL = {"num_experts": 8, "topk": 3, "hidden_dim": 16, "n_layers": 1, "n_freqs": 2, "n_samples": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _info():
     box = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])

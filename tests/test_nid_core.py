@@ -16,14 +16,6 @@ from neural3d.nid.losses import cv_squared, l1_sparsity, recon_loss, usage_stats
 from neural3d.nid.patches import cut_patches, flatten_patches, fold_patches, grid_coords, patch_coords
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription stalls on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_topk_signed_matches_a_dense_reference():
     g = torch.Generator().manual_seed(0)

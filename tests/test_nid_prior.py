@@ -12,13 +12,6 @@ from neural3d.nid.patches import cut_patches, cut_patches_strided, fold_patches_
 from neural3d.nid.prior import CodePrior, code_prior_from_codes, map_solve
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _spd(n: int, g: torch.Generator) -> torch.Tensor:
     a = torch.randn(n, n, generator=g, dtype=torch.float64)

@@ -29,17 +29,9 @@ def smooth_images(n: int, size: int = 24, seed: int = 0) -> torch.Tensor:
     return (0.5 + 0.4 * torch.sin(arg)).permute(0, 2, 3, 1).contiguous()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription stalls on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
-def tiny_dict(one_thread):
+def tiny_dict():
     torch.manual_seed(0)
     images = smooth_images(10)
     return train_dictionary(TINY, images=images, log=lambda s: None), images
