@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, machine  # noqa: E402
+from common import SHARED_DATA, PeakMemory, machine  # noqa: E402
 from race import Runner, build_trainer, plot_curves, race  # noqa: E402
 
 NGP = "configs/blender_ngp.yaml"
@@ -132,6 +131,7 @@ def run_race(args, tmp) -> dict:
 
 def render_speed(args, tmp) -> dict:
     from neural3d.evaluation import render_image
+    from neural3d.metrics import psnr
 
     trainers = available(list(METHODS), tmp)
     rows = {}
@@ -139,14 +139,17 @@ def render_speed(args, tmp) -> dict:
         for _ in range(args.train_steps):
             tr.train_step()
         idx = int(tr.scene.splits["val"][0])
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t0 = time.perf_counter()
-        render_image(tr.model, tr.scene, idx, chunk=8192)
-        dt = time.perf_counter() - t0
+        tr.model.eval()
+        with PeakMemory(tr.device) as mem:
+            t0 = time.perf_counter()
+            out = render_image(tr.model, tr.scene, idx, chunk=args.chunk)
+            dt = time.perf_counter() - t0
         n = tr.scene.height * tr.scene.width
-        rows[name] = {"rays_per_s": n / dt, "maxrss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}
+        value = float(psnr(out["rgb"].clamp(0, 1), tr.scene.images[idx][..., :3]))
+        rows[name] = {"rays_per_s": n / dt, "seconds_per_image": dt, "peak_mb": mem.peak_mb, "psnr": value}
         print(f"{name:18s} render {n / dt:9,.0f} rays/s  ({dt:.2f} s per {tr.scene.width}x{tr.scene.height} image, "
-              f"peak RSS growth {rows[name]['maxrss_growth_mb']:.0f} MB)", flush=True)
+              f"peak memory +{mem.peak_mb:.0f} MB above the model, chunk {args.chunk}; val PSNR {value:.2f} "
+              f"after {args.train_steps} steps)", flush=True)
     return rows
 
 
@@ -185,6 +188,7 @@ def main() -> None:
     p.add_argument("--nerf-eval-every", type=float, default=200.0, help="race: eval period of NeRF")
     p.add_argument("--eval-images", type=int, default=2, help="race: val images per evaluation (same for all)")
     p.add_argument("--train-steps", type=int, default=200, help="render: steps before rendering")
+    p.add_argument("--chunk", type=int, default=8192, help="render: rays per chunk")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default); use 1 on a "
                    "machine shared with other jobs, where oversubscribed OpenMP threads are many times slower")

@@ -39,13 +39,17 @@ from neural3d.nid.data import load_image_folder
 from neural3d.nid.experts import scratch_mlp_like
 from neural3d.nid.losses import usage_stats
 from neural3d.nid.patches import grid_coords
-from neural3d.nid.workflows import choose_prior_weight, finetune_image
+from neural3d.nid.workflows import choose_finetune_steps, choose_prior_weight, finetune_image, holdout_split
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def scratch_fit(bank, image, *, steps, mask=None, loss="mse", lr=3e-3, target=None, scale_factor=1.0, seed=0):
-    """Train a same-trunk coordinate MLP on one image; returns (image, steps, seconds, reached)."""
+def scratch_fit(bank, image, *, steps, mask=None, loss="mse", lr=3e-3, target=None, scale_factor=1.0, seed=0,
+                snapshots=None, snapshot_every=25):
+    """Train a same-trunk coordinate MLP on one image; returns (image, steps, seconds, reached).
+
+    ``snapshots``: a list that receives ``(step, image)`` every ``snapshot_every`` steps (and at 0).
+    """
     torch.manual_seed(seed)
     net = scratch_mlp_like(bank, seed=seed)
     enc = net[0]
@@ -58,6 +62,9 @@ def scratch_fit(bank, image, *, steps, mask=None, loss="mse", lr=3e-3, target=No
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     t0, reached, step = time.perf_counter(), None, 0
     for step in range(1, steps + 1):
+        if snapshots is not None and (step - 1) % snapshot_every == 0:
+            with torch.no_grad():
+                snapshots.append((step - 1, net(x).reshape(H, W, C).clamp(0, 1)))
         err = net(xs) - ys
         value = (err**2).mean() if loss == "mse" else err.abs().mean()
         opt.zero_grad(set_to_none=True)
@@ -69,7 +76,21 @@ def scratch_fit(bank, image, *, steps, mask=None, loss="mse", lr=3e-3, target=No
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         out = net(x).reshape(H, W, C).clamp(0, 1)
+    if snapshots is not None:
+        snapshots.append((step, out))
     return out, step, seconds, reached
+
+
+def scratch_validated(bank, seen, mask, *, max_steps, scale_factor, every=25):
+    """Scratch fit whose length is chosen like NID's fine-tune: on 20 % of the observed pixels held out,
+    then retrained on all observed pixels for that many steps."""
+    fit_mask, held = holdout_split(seen, mask)
+    snaps = []
+    scratch_fit(bank, seen, steps=max_steps, mask=fit_mask, scale_factor=scale_factor, snapshots=snaps,
+                snapshot_every=every)
+    errors = {st: float(((im - seen)[held] ** 2).mean()) for st, im in snaps if st > 0}
+    best = min(errors, key=errors.get)
+    return scratch_fit(bank, seen, steps=best, mask=mask, scale_factor=scale_factor)[0], best
 
 
 def part_2d(args) -> dict:
@@ -107,8 +128,9 @@ def part_2d(args) -> dict:
     sparse = {}
     prior, stride = trained.prior, args.stride
     for frac in (0.02, 0.1, 0.5) if "sparse" in args.only else ():
-        vals = {"nid_ridge": [], "nid_prior": [], "nid_prior_ft": [], "scratch": [], "prior_weight": [],
-                "nid_prior_s": [], "scratch_s": []}
+        vals = {"nid_ridge": [], "nid_prior": [], "nid_prior_ft": [], "nid_prior_ftv": [], "scratch": [],
+                "scratch_v": [], "prior_weight": [], "ft_steps": [], "scratch_v_steps": [], "nid_prior_s": [],
+                "nid_ftv_s": [], "scratch_s": []}
         for i, img in enumerate(held[: args.n_sparse]):
             mask = random_pixel_mask(size, size, frac, seed=i)
             seen = img * mask[..., None]
@@ -121,22 +143,39 @@ def part_2d(args) -> dict:
             vals["nid_prior_s"].append(time.perf_counter() - t0)
             ft = finetune_image(model, nid, seen, patch=p, mask=mask, steps=args.scratch_steps, stride=stride)
             t0 = time.perf_counter()
+            n_ft = choose_finetune_steps(model, seen, patch=p, mask=mask, max_steps=args.finetune_max_steps,
+                                         prior=prior, prior_weight=weight, stride=stride, support="all")
+            ftv = finetune_image(model, nid, seen, patch=p, mask=mask, steps=n_ft, stride=stride)
+            vals["nid_ftv_s"].append(vals["nid_prior_s"][-1] + time.perf_counter() - t0)
+            t0 = time.perf_counter()
             best = max(float(psnr(scratch_fit(bank, img, steps=args.scratch_steps, mask=mask, scale_factor=f)[0], img))
                        for f in (1.0, float(ratio)))
             vals["scratch_s"].append(time.perf_counter() - t0)
+            sv = [scratch_validated(bank, seen, mask, max_steps=args.finetune_max_steps, scale_factor=f)
+                  for f in (1.0, float(ratio))]
+            sv_psnr = [float(psnr(out, img)) for out, _ in sv]
+            vals["scratch_v"].append(max(sv_psnr))
+            vals["scratch_v_steps"].append(sv[sv_psnr.index(max(sv_psnr))][1])
+            vals["nid_prior_ftv"].append(float(psnr(ftv.image, img)))
+            vals["ft_steps"].append(n_ft)
             vals["nid_ridge"].append(float(psnr(ridge.image, img)))
             vals["nid_prior"].append(float(psnr(nid.image, img)))
             vals["nid_prior_ft"].append(float(psnr(ft.image, img)))
             vals["scratch"].append(best)
             vals["prior_weight"].append(weight)
-        sparse[str(frac)] = {k: sum(v) / len(v) for k, v in vals.items() if k != "prior_weight"}
-        sparse[str(frac)]["prior_weights"] = vals["prior_weight"]
+        lists = ("prior_weight", "ft_steps", "scratch_v_steps")
+        sparse[str(frac)] = {k: sum(v) / len(v) for k, v in vals.items() if k not in lists}
+        sparse[str(frac)].update({k: vals[k] for k in lists})
         r = sparse[str(frac)]
         print(f"[2d] {100 * frac:.0f}% observed (all-pixel PSNR): NID ridge {r['nid_ridge']:.2f} | NID prior "
               f"{r['nid_prior']:.2f} (weights {vals['prior_weight']}, {r['nid_prior_s']:.1f} s incl. validation) | "
               f"NID prior + fine-tune {r['nid_prior_ft']:.2f} | scratch {r['scratch']:.2f} ({r['scratch_s']:.1f} s, "
               f"2 scales) | NID prior - scratch {r['nid_prior'] - r['scratch']:+.2f} dB; load {os.getloadavg()}",
               flush=True)
+        print(f"[2d] {100 * frac:.0f}% validated lengths (<= {args.finetune_max_steps} steps, chosen on held-out observed "
+              f"pixels): NID prior + fine-tune {r['nid_prior_ftv']:.2f} (steps {vals['ft_steps']}, "
+              f"{r['nid_ftv_s']:.1f} s) | scratch {r['scratch_v']:.2f} (steps {vals['scratch_v_steps']}) | "
+              f"NID - best scratch {r['nid_prior_ftv'] - max(r['scratch'], r['scratch_v']):+.2f} dB", flush=True)
     res["sparse"] = sparse
     # -- inpainting: NID ridge (first version, k=inpaint_k, disjoint patches) and NID MAP under the prior with
     # the setting per corruption below; its prior weight is chosen on a lego *train* image with the same corruption
@@ -254,6 +293,8 @@ def main() -> None:
     ap.add_argument("--code-steps", type=int, default=300)
     ap.add_argument("--scratch-max-steps", type=int, default=1500)
     ap.add_argument("--scratch-steps", type=int, default=300)
+    ap.add_argument("--finetune-max-steps", type=int, default=600,
+                    help="sparse: longest NID fine-tune / scratch fit when the length is chosen by validation")
     ap.add_argument("--lam-sparse", type=float, default=3e-2)
     ap.add_argument("--inpaint-k", type=int, default=16, help="experts per patch for the robust (L1) fits")
     ap.add_argument("--stride", type=int, default=4, help="patch stride of the prior fits (overlapping patches)")

@@ -60,3 +60,48 @@ def psnr_curve(config: str, overrides: Sequence[str], *, budget_s: float, eval_e
     print(f"  final t={trainer.elapsed:.1f}s (wall {time.perf_counter() - start:.0f}s) step={trainer.step} "
           f"{eval_split} PSNR={res['mean']['psnr']:.2f} SSIM={res['mean']['ssim']:.4f}", flush=True)
     return curve
+
+
+class PeakMemory:
+    """Peak memory above the level at entry while the ``with`` body runs: CUDA allocator peak on GPU,
+    resident set size sampled every ``period_s`` from ``/proc/self/statm`` on CPU (Linux).
+
+    ``peak_mb`` is set on exit.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", period_s: float = 0.002) -> None:
+        self.device, self.period_s, self.peak_mb = torch.device(device), period_s, 0.0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> "PeakMemory":
+        import threading
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        self._base = self._peak = self._rss()
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(self.period_s):
+                self._peak = max(self._peak, self._rss())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._peak, self._rss())
+        self.peak_mb = (peak - self._base) / 2**20

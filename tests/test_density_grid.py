@@ -1,5 +1,6 @@
 """DensityGrid cache and GridImportanceSampler."""
 
+import pytest
 import torch
 
 from neural3d.rays import RayBundle
@@ -49,6 +50,27 @@ def test_samples_concentrate_where_the_grid_is_dense():
     frac_in_slab = ((z - 0.3).abs() < 0.1).float().mean().item()  # slab +- one grid cell of trilinear blur
     assert frac_in_slab > 0.95  # uniform sampling would put 0.2 / 1.1 = 18% there
     assert (s.deltas >= 0).all() and s.n_samples == 16
+
+
+def test_density_weighting_samples_the_visible_surface_where_occupancy_spreads():
+    # two slabs the rays cross (z = 0.8 first, then 0.3), both far above the threshold; the grid's
+    # compositing weights put the samples at the front slab, occupancy spreads them over both
+    torch.manual_seed(0)
+    g = DensityGrid(resolution=32, update_fraction=1.0)
+    g.update(lambda x: (((x[:, 2:] - 0.3).abs() < 0.05) | ((x[:, 2:] - 0.8).abs() < 0.05)).float() * 200.0)
+    n = 64
+    o, d = torch.tensor([[0.5, 0.5, 1.2]]).expand(n, 3), torch.tensor([[0.0, 0.0, -1.0]]).expand(n, 3)
+    rays = RayBundle(o, d, d, torch.full((n,), 0.1), torch.full((n,), 1.2))
+    fronts = {}
+    for weighting in ("occupancy", "density"):
+        s, _ = GridImportanceSampler(n_coarse=128, n_samples=16, n_uniform=0, weighting=weighting).train()(
+            rays, g, lambda p: p)
+        z = s.positions[..., 2]
+        fronts[weighting] = ((z - 0.8).abs() < 0.1).float().mean().item()
+    assert 0.35 < fronts["occupancy"] < 0.65  # half the occupied length is the front slab
+    assert fronts["density"] > 0.95
+    with pytest.raises(ValueError, match="weighting"):
+        GridImportanceSampler(n_coarse=8, n_samples=4, weighting="opacity")
 
 
 def test_uniform_samples_are_merged_in():

@@ -22,7 +22,7 @@ from neural3d.render.scan import (
 from neural3d.samplers.aabb import ray_aabb_intersect
 from neural3d.samplers.marching import StepRule, march_rays, prune_samples
 from neural3d.samplers.occupancy_grid import OccupancyGrid
-from neural3d.samples import PackedRaySamples
+from neural3d.samples import PackedRaySamples, RaySamples
 
 
 def _bundle(o, d, near=0.0, far=10.0):
@@ -106,6 +106,34 @@ def test_packed_weights_constant_slab_transmittance():
     w, T, _ = render_weights_packed(torch.full_like(dist, s), dist, ri, packed_info_from_ray_indices(ri, 1))
     torch.testing.assert_close(w.sum(), torch.tensor(1 - math.exp(-s * L), dtype=torch.float64))
     torch.testing.assert_close(T, torch.exp(-s * cuts[:-1]))
+
+
+def test_opaque_far_gives_the_last_sample_the_remaining_transmittance():
+    # the original NeRF's 1e10 last interval: batched and packed agree, the ray is opaque, and the last
+    # sample's weight is exp(-sum of the earlier optical depths) (float64 reference)
+    g = torch.Generator().manual_seed(5)
+    n_rays, n = 4, 6
+    rays = _bundle(torch.randn(n_rays, 3, generator=g), torch.randn(n_rays, 3, generator=g), near=0.0, far=1.0)
+    rays = RayBundle(*(x.double() if x is not None and x.is_floating_point() else x for x in
+                       (rays.origins, rays.directions, rays.viewdirs, rays.nears, rays.fars)))
+    edges = torch.sort(torch.rand(n_rays, n + 1, generator=g, dtype=torch.float64), dim=-1).values
+    batched = RaySamples.from_edges(rays, edges)
+    dens = torch.rand(n_rays, n, 1, generator=g, dtype=torch.float64) * 3 + 0.1
+    rgb = torch.rand(n_rays, n, 3, generator=g, dtype=torch.float64)
+    bg = torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64)
+    out = VolumeRenderer(opaque_far=True)(FieldOutputs(density=dens, rgb=rgb), batched, bg)
+    depth_opt = dens[..., 0] * batched.deltas * torch.linalg.norm(rays.directions, dim=-1, keepdim=True)
+    torch.testing.assert_close(out.weights[:, -1], torch.exp(-depth_opt[:, :-1].sum(-1)))
+    torch.testing.assert_close(out.opacity[:, 0], torch.ones(n_rays, dtype=torch.float64))
+    plain = VolumeRenderer()(FieldOutputs(density=dens, rgb=rgb), batched, bg)
+    torch.testing.assert_close(out.weights[:, :-1], plain.weights[:, :-1])  # earlier samples unchanged
+    ri = torch.arange(n_rays).repeat_interleave(n)
+    packed = PackedRaySamples(rays, batched.starts.reshape(-1), batched.ends.reshape(-1), ri,
+                              packed_info_from_ray_indices(ri, n_rays))
+    out_p = VolumeRenderer(opaque_far=True)(FieldOutputs(density=dens.reshape(-1, 1), rgb=rgb.reshape(-1, 3)),
+                                            packed, bg)
+    torch.testing.assert_close(out_p.rgb, out.rgb)
+    torch.testing.assert_close(out_p.weights, out.weights.reshape(-1))
 
 
 def test_packed_rendering_gradcheck():

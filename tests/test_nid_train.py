@@ -92,6 +92,34 @@ def test_code_prior_fit_beats_ridge_from_few_pixels(tiny_dict):
     assert min(gains) > 1.0, gains
 
 
+def test_finetune_improves_out_of_family_images_and_validation_picks_its_length(tiny_dict):
+    from neural3d.nid.workflows import choose_finetune_steps, finetune_image
+
+    res, _ = tiny_dict
+    before = {k: v.clone() for k, v in res.model.bank.state_dict().items()}
+    # an image with higher frequencies than the training family: the frozen bank cannot represent it
+    g = torch.Generator().manual_seed(3)
+    y, x = torch.meshgrid(torch.linspace(0, 1, 24), torch.linspace(0, 1, 24), indexing="ij")
+    img = torch.stack([0.5 + 0.4 * torch.sin(9 * x + 5 * y + float(torch.rand(1, generator=g)) * 6) for _ in range(3)], -1)
+    mask = random_pixel_mask(24, 24, 0.5, seed=2)
+    kw = {"prior": res.prior, "prior_weight": 1e-3, "stride": 4, "support": "all"}
+    fit = fit_image(res.model, img * mask[..., None], patch=8, mask=mask, **kw)
+    tuned = finetune_image(res.model, fit, img * mask[..., None], patch=8, mask=mask, steps=100, stride=4,
+                           snapshot_every=25)
+    assert [s for s, _ in tuned.snapshots] == [0, 25, 50, 75, 100]
+    assert torch.allclose(tuned.snapshots[0][1], fit.image, atol=1e-5)  # step 0 is the code fit itself
+    assert torch.equal(tuned.snapshots[-1][1], tuned.image)
+    assert tuned.codes.history[-1] < 0.5 * tuned.codes.history[0]
+    assert float(psnr(tuned.image, img, mask=~mask)) > float(psnr(fit.image, img, mask=~mask)) + 1.0
+    assert all(torch.equal(v, res.model.bank.state_dict()[k]) for k, v in before.items())  # bank copied
+    steps = choose_finetune_steps(res.model, img * mask[..., None], patch=8, mask=mask, max_steps=100, every=25, **kw)
+    assert steps >= 50  # held-out observed pixels keep improving
+    # pure noise on the observed pixels: every fine-tune step fits noise, so validation stops at once
+    noise = torch.rand(24, 24, 3, generator=g)
+    assert choose_finetune_steps(res.model, noise * mask[..., None], patch=8, mask=mask, max_steps=100, every=25,
+                                 **kw) <= 25
+
+
 def test_conv_gate_dictionary_trains_with_noisy_topk():
     images = smooth_images(6, seed=3)
     cfg = {**TINY, "gate": {"type": "conv", "topk": 6, "noisy": True, "hidden": 16}, "steps": 60}
@@ -142,6 +170,14 @@ def test_cli_train_dict_and_fit(tmp_path, capsys):
     metrics = json.loads((tmp_path / "fit" / "metrics.json").read_text())
     assert metrics["psnr"] > 10.0 and "psnr_hidden" in metrics and (tmp_path / "fit" / "fit.png").is_file()
     assert metrics["prior"] == "gaussian" and metrics["stride"] == 2 and metrics["support"] == "all"
+    assert metrics["finetune_steps"] == 0
+    assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "observed_fraction=0.5",
+                 "finetune_steps=24", "finetune_select=fixed"]) == 0
+    tuned = json.loads((tmp_path / "fit" / "metrics.json").read_text())
+    assert tuned["finetune_steps"] == 24 and tuned["psnr"] > 10.0
+    assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "observed_fraction=0.5",
+                 "finetune_steps=24"]) == 0
+    assert json.loads((tmp_path / "fit" / "metrics.json").read_text())["finetune_steps"] in range(0, 25, 2)
     assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "prior=none", "stride=8",
                  "support=topk"]) == 0
     assert json.loads((tmp_path / "fit" / "metrics.json").read_text())["prior"] == "none"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -28,6 +28,7 @@ class NeRFModelConfig:
     skips: list[int] = field(default_factory=lambda: [4])
     use_viewdirs: bool = True
     density_noise: float = 0.0  # std of noise added to raw density in training (original LLFF: 1.0)
+    opaque_far: Optional[bool] = None  # last sample's interval 1e10 long (original NeRF); None: on for NDC scenes
 
 
 @register_method("nerf", NeRFModelConfig)
@@ -42,7 +43,7 @@ class NeRFModel(Model):
         self.fine_field = NeRFField(**kw) if config.n_fine > 0 else None
         self.coarse_sampler = UniformSampler(n_samples=config.n_coarse, lindisp=config.lindisp)
         self.fine_sampler = PDFSampler(n_samples=config.n_fine, include_input=True)
-        self.renderer = VolumeRenderer()
+        self.renderer = VolumeRenderer(opaque_far=scene.ndc if config.opaque_far is None else bool(config.opaque_far))
 
     def _render(self, field: NeRFField, samples) -> Any:
         density, rgb = field.query(samples.positions, samples.viewdirs)

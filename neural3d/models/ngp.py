@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -51,6 +51,7 @@ class NGPModelConfig:
     grid_decay: float = 0.9  # per update; instant-ngp's 0.95 clears empty space too slowly for short runs
     grid_warmup_updates: int = 16  # first updates evaluate and replace every cell
     grid_threshold: float = 0.01  # rays meeting no grid density above this skip the field (background)
+    grid_weighting: str = "occupancy"  # grid sampler: occupancy (even over occupied bins) | density (grid weights)
     # occupancy sampler (grid_resolution, grid_update_every, grid_decay, grid_warmup_updates apply too)
     step_size: float = 0.0  # marching step in world units (0: box diagonal / 512)
     cone_angle: float = 0.0  # step growth with distance (instant-ngp: 1/256 for unbounded scenes)
@@ -74,7 +75,8 @@ class NGPModelConfig:
     proposal_update_every: int = 5  # after the warm-up, proposals get gradients every k-th step
     proposal_update_warmup: int = 5000
     interlevel_loss_mult: float = 1.0
-    distortion_loss_mult: float = 0.0  # mip-NeRF 360 uses 0.002 (unbounded scenes)
+    distortion_loss_mult: float = 0.0  # any sampler; mip-NeRF 360 uses 0.01, nerfacto 0.002 (unbounded scenes)
+    opaque_far: Optional[bool] = None  # last sample's interval 1e10 long (original NeRF); None: on for NDC scenes
     hashgrid_backend: str = "auto"  # auto | torch | tcnn | triton (field and proposal grids)
     contraction: str = "aabb"  # aabb | inf | l2 (unbounded scenes)
     n_levels: int = 16
@@ -105,7 +107,7 @@ class NGPModel(Model):
                                     warmup_updates=config.grid_warmup_updates)
             self.grid_sampler = GridImportanceSampler(n_coarse=config.n_coarse, n_samples=config.n_samples,
                                                       n_uniform=config.n_uniform, threshold=config.grid_threshold,
-                                                      lindisp=config.lindisp)
+                                                      lindisp=config.lindisp, weighting=config.grid_weighting)
         if config.sampler == "occupancy":
             from neural3d.samplers.occupancy import OccupancySampler
 
@@ -119,7 +121,7 @@ class NGPModel(Model):
         n_first = config.n_samples if config.sampler == "uniform" else config.n_coarse
         self.coarse_sampler = UniformSampler(n_samples=n_first, lindisp=config.lindisp)
         self.pdf_sampler = PDFSampler(n_samples=config.n_samples, include_input=False)
-        self.renderer = VolumeRenderer()
+        self.renderer = VolumeRenderer(opaque_far=scene.ndc if config.opaque_far is None else bool(config.opaque_far))
         self._warned_empty = False
 
     def param_groups(self) -> dict[str, list]:
@@ -172,13 +174,16 @@ class NGPModel(Model):
         density, rgb = self.field.query(samples.positions, samples.viewdirs)
         out = self.renderer(FieldOutputs(density=density, rgb=rgb), samples, self.background)
         result = {"rgb": out.rgb, "depth": out.depth, "opacity": out.opacity}
+        if self.training and self.config.distortion_loss_mult > 0:
+            result["loss_distortion"] = self.config.distortion_loss_mult * distortion_loss(
+                out.weights, _normalized_spacing(samples))
         if active is None:
             return result
         # Rays the grid calls empty show the background: scatter the rendered subset into full outputs.
         n = len(rays)
         full = {"rgb": self.background.to(out.rgb.dtype).expand(n, 3), "depth": rays.fars[:, None].to(out.depth.dtype),
                 "opacity": out.opacity.new_zeros(n, 1)}
-        return {k: full[k].clone().index_copy(0, active, v) for k, v in result.items()}
+        return {k: full[k].clone().index_copy(0, active, v) if k in full else v for k, v in result.items()}
 
     def _forward_packed(self, rays: RayBundle) -> dict[str, Tensor]:
         budget = self.config.target_samples if self.training else 0
@@ -222,6 +227,12 @@ class NGPModel(Model):
             metrics["samples_per_ray"] = outputs["n_samples"] / max(len(rgb), 1)
             metrics["rays_used"] = torch.tensor(float(len(rgb)))
         return metrics
+
+
+def _normalized_spacing(samples) -> Tensor:
+    """[n_rays, n + 1] interval edges mapped to [0, 1] between each ray's near and far (NDC: t itself)."""
+    near, far = samples.rays.nears[:, None], samples.rays.fars[:, None]
+    return (samples.edges - near) / (far - near).clamp_min(1e-10)
 
 
 def _proposal_sampler(c: NGPModelConfig, scene: SceneInfo):

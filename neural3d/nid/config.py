@@ -97,6 +97,9 @@ class NIDFitConfig:
     lr: float = 1e-2
     lam: float = 1e-4  # ridge on the support coefficients
     lam_dense: float = 1e-2  # ridge of the dense solve choosing the support
+    finetune_steps: int = 0  # then fine-tune a copy of the bank + the codes for up to this many Adam steps (0: off)
+    finetune_select: str = "validation"  # validation (length chosen on held-out observed pixels) | fixed
+    finetune_lr: float = 1.0e-3  # bank learning rate of the fine-tune (codes: 10x)
     observed_fraction: float = 1.0  # fit from a random subset of pixels
     corruption: str = "none"  # none | stripes | saltpepper
     corruption_amount: float = 0.1
@@ -140,7 +143,7 @@ TRAIN_CHOICES = {"experts.encoding": ("fourier", "pe", "identity"), "experts.act
                  "gate.type": ("conv", "codebook"), "loss.recon": ("mse", "l1")}
 FIT_CHOICES = {"method": ("lstsq", "gradient"), "init": ("auto", "encoder", "ridge"), "loss": ("mse", "l1"),
                "corruption": ("none", "stripes", "saltpepper"), "support": ("all", "topk"),
-               "prior": ("gaussian", "none")}
+               "prior": ("gaussian", "none"), "finetune_select": ("validation", "fixed")}
 
 
 def check_choices(cfg, choices: dict, source: str = "config") -> None:

@@ -13,7 +13,7 @@ from neural3d.metrics import psnr
 from neural3d.nid.config import FIT_CHOICES, TRAIN_CHOICES, NIDFitConfig, NIDTrainConfig, build, check_choices
 from neural3d.nid.data import load_square_image
 from neural3d.nid.train import load_dictionary, train_dictionary
-from neural3d.nid.workflows import corrupt_image, fit_image, random_pixel_mask
+from neural3d.nid.workflows import choose_finetune_steps, corrupt_image, finetune_image, fit_image, random_pixel_mask
 from neural3d.training.checkpoint import atomic_write_text
 
 
@@ -70,7 +70,19 @@ def fit_from_config(cfg, target, source: str = "config") -> dict:
                        loss=loss, k=cfg.k or None, steps=cfg.steps, lr=cfg.lr, lam=cfg.lam, lam_dense=cfg.lam_dense,
                        fit_bias=cfg.fit_bias, prior=prior, prior_weight=cfg.prior_weight or None, stride=stride,
                        support=cfg.support)
+    finetuned = 0
+    if cfg.finetune_steps > 0:
+        finetuned = cfg.finetune_steps
+        if cfg.finetune_select == "validation":
+            finetuned = choose_finetune_steps(
+                trained.model, observed, patch=trained.patch_size, mask=mask, max_steps=cfg.finetune_steps,
+                every=max(1, cfg.finetune_steps // 12), loss=loss, lr=cfg.finetune_lr, code_lr=10 * cfg.finetune_lr,
+                method=cfg.method, init=cfg.init, k=cfg.k or None, lam=cfg.lam, lam_dense=cfg.lam_dense,
+                fit_bias=cfg.fit_bias, prior=prior, prior_weight=result.prior_weight, stride=stride, support=cfg.support)
+        result = finetune_image(trained.model, result, observed, patch=trained.patch_size, mask=mask, steps=finetuned,
+                                lr=cfg.finetune_lr, code_lr=10 * cfg.finetune_lr, loss=loss, stride=stride)
     metrics = {"psnr": float(psnr(result.image, clean)), "seconds": result.seconds, "method": cfg.method, "loss": loss,
+               "finetune_steps": finetuned,
                "prior": cfg.prior if prior is not None else "none", "stride": stride, "support": cfg.support,
                "observed_fraction": cfg.observed_fraction, "corruption": cfg.corruption,
                "psnr_observed_input": float(psnr(observed, clean))}

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -30,11 +30,17 @@ CORRUPTIONS = ("none", "stripes", "saltpepper")
 
 @dataclass
 class ImageFit:
-    """image [H, W, C] reconstruction, the per-patch :class:`~neural3d.nid.fit.CodeFit`, and fit seconds."""
+    """image [H, W, C] reconstruction, the per-patch :class:`~neural3d.nid.fit.CodeFit`, and fit seconds.
+
+    ``snapshots``: [(step, image [H, W, C])] along a fine-tune (:func:`finetune_image`), else empty;
+    ``prior_weight``: the code-prior weight used (given or chosen by validation), None without a prior.
+    """
 
     image: Tensor
     codes: CodeFit
     seconds: float
+    snapshots: list = field(default_factory=list)
+    prior_weight: float | None = None
 
 
 def random_pixel_mask(height: int, width: int, fraction: float, seed: int = 0, device=None) -> Tensor:
@@ -151,7 +157,8 @@ def fit_image(model: NeuralImplicitDictionary, image: Tensor, *, patch: int, mas
         codes = fit_gradient(expert_out, targets, k, mask=pmask, init_logits=logits, init_bias=bias, steps=steps, lr=lr,
                              loss=loss, fit_bias=fit_bias, target_loss=target_loss)
     recon = fold_patches_mean(codes.preds.reshape(-1, patch, patch, C), H, W, stride)[0].clamp(0.0, 1.0)
-    return ImageFit(image=recon, codes=codes, seconds=time.perf_counter() - t0)
+    return ImageFit(image=recon, codes=codes, seconds=time.perf_counter() - t0,
+                    prior_weight=prior_weight if prior is not None and method == "lstsq" else None)
 
 
 def choose_prior_weight(model: NeuralImplicitDictionary, image: Tensor, *, patch: int, prior: CodePrior,
@@ -165,15 +172,12 @@ def choose_prior_weight(model: NeuralImplicitDictionary, image: Tensor, *, patch
     Args:
         image: [H, W, C]; mask: [H, W] observed pixels (None: all).
     """
-    H, W, _ = image.shape
-    observed = torch.ones(H, W, dtype=torch.bool, device=image.device) if mask is None else mask.bool()
-    gen = torch.Generator().manual_seed(int(seed))
-    held = observed & (torch.rand(H, W, generator=gen) < holdout).to(image.device)
-    if not bool(held.any()) or not bool((observed & ~held).any()):
+    fit_mask, held = holdout_split(image, mask, holdout, seed)
+    if not bool(held.any()) or not bool(fit_mask.any()):
         return float(grid[len(grid) // 2])
     errors = []
     for weight in grid:
-        fit = fit_image(model, image, patch=patch, mask=observed & ~held, loss=loss, k=k, prior=prior,
+        fit = fit_image(model, image, patch=patch, mask=fit_mask, loss=loss, k=k, prior=prior,
                         prior_weight=float(weight), stride=stride, support=support, init="ridge")
         diff = (fit.image - image)[held]
         errors.append(float((diff**2).mean() if loss == "mse" else diff.abs().mean()))
@@ -182,7 +186,7 @@ def choose_prior_weight(model: NeuralImplicitDictionary, image: Tensor, *, patch
 
 def finetune_image(model: NeuralImplicitDictionary, fit: ImageFit, image: Tensor, *, patch: int,
                    mask: Tensor | None = None, steps: int = 100, lr: float = 1e-3, code_lr: float = 1e-2,
-                   loss: str = "mse", stride: int | None = None) -> ImageFit:
+                   loss: str = "mse", stride: int | None = None, snapshot_every: int = 0) -> ImageFit:
     """Continue a code fit by fine-tuning a *copy* of the bank together with the codes on the support.
 
     The support stays fixed (``fit.codes.indices``); the dictionary passed in is not modified. Each step
@@ -191,6 +195,8 @@ def finetune_image(model: NeuralImplicitDictionary, fit: ImageFit, image: Tensor
     Args:
         fit: result of :func:`fit_image` on the same ``image`` / ``mask``.
         image: [H, W, C] observed image; mask: [H, W] observed pixels; stride: as in the fit.
+        snapshot_every: also keep the folded image every this many steps (and at step 0) in
+            ``ImageFit.snapshots`` as ``(step, [H, W, C])`` (0: none).
     """
     import copy
 
@@ -212,15 +218,53 @@ def finetune_image(model: NeuralImplicitDictionary, fit: ImageFit, image: Tensor
     values = fit.codes.values.detach().clone().requires_grad_(True)
     bias = fit.codes.bias.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([{"params": list(bank.parameters()), "lr": lr}, {"params": [values, bias], "lr": code_lr}])
-    history = []
-    for _ in range(steps):
-        value = recon_loss(mix_support(bank(coords), fit.codes.indices, values, bias), targets, loss, pmask)
+    history, snapshots = [], []
+
+    def fold(preds: Tensor) -> Tensor:
+        return fold_patches_mean(preds.detach().reshape(-1, patch, patch, C), H, W, stride)[0].clamp(0.0, 1.0)
+
+    for step in range(steps + 1):
+        preds = mix_support(bank(coords), fit.codes.indices, values, bias)
+        if snapshot_every and step % snapshot_every == 0:
+            snapshots.append((step, fold(preds)))
+        if step == steps:
+            break
+        value = recon_loss(preds, targets, loss, pmask)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
         history.append(float(value.detach()))
-    with torch.no_grad():
-        preds = mix_support(bank(coords), fit.codes.indices, values, bias)
-    codes = CodeFit(indices=fit.codes.indices, values=values.detach(), bias=bias.detach(), preds=preds, history=history)
-    recon = fold_patches_mean(preds.reshape(-1, patch, patch, C), H, W, stride)[0].clamp(0.0, 1.0)
-    return ImageFit(image=recon, codes=codes, seconds=fit.seconds + time.perf_counter() - t0)
+    codes = CodeFit(indices=fit.codes.indices, values=values.detach(), bias=bias.detach(), preds=preds.detach(),
+                    history=history)
+    return ImageFit(image=fold(preds), codes=codes, seconds=fit.seconds + time.perf_counter() - t0, snapshots=snapshots,
+                    prior_weight=fit.prior_weight)
+
+
+def holdout_split(image: Tensor, mask: Tensor | None, holdout: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Split the observed pixels ([H, W] ``mask``, None: all) into (fit [H, W], held-out [H, W]) bool masks."""
+    H, W = image.shape[:2]
+    observed = torch.ones(H, W, dtype=torch.bool, device=image.device) if mask is None else mask.bool()
+    gen = torch.Generator().manual_seed(int(seed))
+    held = observed & (torch.rand(H, W, generator=gen) < holdout).to(image.device)
+    return observed & ~held, held
+
+
+def choose_finetune_steps(model: NeuralImplicitDictionary, image: Tensor, *, patch: int, max_steps: int,
+                          mask: Tensor | None = None, every: int = 25, holdout: float = 0.2, seed: int = 0,
+                          loss: str = "mse", lr: float = 1e-3, code_lr: float = 1e-2, **fit_kwargs) -> int:
+    """Fine-tune length in {0, every, 2 every, ..., max_steps} with the lowest error on held-out observed pixels.
+
+    The codes are fitted (``fit_image(**fit_kwargs)``) and fine-tuned on the other observed pixels; the
+    result is a step count for :func:`finetune_image` on all of them. No pixel outside ``mask`` is used.
+    """
+    fit_mask, held = holdout_split(image, mask, holdout, seed)
+    if max_steps <= 0 or not bool(held.any()) or not bool(fit_mask.any()):
+        return 0
+    fit = fit_image(model, image, patch=patch, mask=fit_mask, loss=loss, **fit_kwargs)
+    tuned = finetune_image(model, fit, image, patch=patch, mask=fit_mask, steps=max_steps, lr=lr, code_lr=code_lr,
+                           loss=loss, stride=fit_kwargs.get("stride"), snapshot_every=every)
+    errors = {}
+    for step, recon in tuned.snapshots:
+        diff = (recon - image)[held]
+        errors[step] = float((diff**2).mean() if loss == "mse" else diff.abs().mean())
+    return min(errors, key=errors.get)

@@ -53,8 +53,22 @@ def expected_depth_packed(weights: Tensor, samples: PackedRaySamples, opacity: T
                        samples.rays.fars[:, None].to(depth.dtype))
 
 
+OPAQUE_FAR_DISTANCE = 1e10  # the original NeRF's length of the last interval (raw2outputs)
+
+
 class VolumeRenderer(nn.Module):
-    """Emission-absorption compositing with a background colour (batched or packed samples)."""
+    """Emission-absorption compositing with a background colour (batched or packed samples).
+
+    Args:
+        opaque_far: give each ray's last sample an interval of length 1e10 as the original NeRF code
+            does, so whatever density it has makes it opaque and its colour fills the remaining
+            transmittance (the background then only shows where that density is 0). Used for NDC
+            scenes, whose far bound is at infinity.
+    """
+
+    def __init__(self, opaque_far: bool = False) -> None:
+        super().__init__()
+        self.opaque_far = opaque_far
 
     def forward(self, outputs: FieldOutputs, samples: RaySamples | PackedRaySamples,
                 background: Optional[Tensor] = None) -> RenderOutputs:
@@ -68,6 +82,8 @@ class VolumeRenderer(nn.Module):
         if isinstance(samples, PackedRaySamples):
             return self._packed(outputs, samples, background)
         distances = samples.deltas * torch.linalg.norm(samples.rays.directions, dim=-1, keepdim=True)
+        if self.opaque_far:
+            distances = torch.cat([distances[:, :-1], torch.full_like(distances[:, -1:], OPAQUE_FAR_DISTANCE)], -1)
         weights = render_weights_from_density(outputs.density[..., 0], distances)
         opacity = accumulate(weights)
         rgb = accumulate(weights, outputs.rgb)
@@ -77,7 +93,12 @@ class VolumeRenderer(nn.Module):
 
     def _packed(self, outputs: FieldOutputs, samples: PackedRaySamples, background: Optional[Tensor]) -> RenderOutputs:
         ri, n = samples.ray_indices, samples.n_rays
-        weights, _, _ = render_weights_packed(outputs.density[:, 0], samples.distances, ri, samples.packed_info)
+        distances = samples.distances
+        if self.opaque_far:
+            last = samples.packed_info[:, 0] + samples.packed_info[:, 1] - 1
+            last = last[samples.packed_info[:, 1] > 0]
+            distances = distances.index_fill(0, last, OPAQUE_FAR_DISTANCE)
+        weights, _, _ = render_weights_packed(outputs.density[:, 0], distances, ri, samples.packed_info)
         opacity = accumulate_packed(weights, ri, n)
         rgb = accumulate_packed(weights, ri, n, outputs.rgb)
         if background is not None:

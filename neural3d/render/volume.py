@@ -32,10 +32,14 @@ def alphas_from_density(density: Tensor, distances: Tensor) -> Tensor:
 
 
 def transmittance_from_density(density: Tensor, distances: Tensor) -> Tensor:
-    """[n_rays, n_samples] transmittance ``exp(-sum_{j<i} sigma_j delta_j)`` (exclusive cumsum in log space)."""
+    """[n_rays, n_samples] transmittance ``exp(-sum_{j<i} sigma_j delta_j)`` (exclusive cumsum in log space).
+
+    The exclusive sum is a shifted cumsum, not ``cumsum - tau``: that difference cancels catastrophically
+    when one optical depth is huge (the 1e10 last interval of ``VolumeRenderer(opaque_far=True)``).
+    """
     tau = density * distances
-    cum = torch.cumsum(tau, dim=-1)
-    return torch.exp(-(cum - tau))
+    cum = torch.cumsum(tau[..., :-1], dim=-1)
+    return torch.exp(-torch.cat([torch.zeros_like(tau[..., :1]), cum], dim=-1))
 
 
 def transmittance_from_alpha(alphas: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neural3d.rays import RayBundle
+from neural3d.render.volume import render_weights_from_density
 from neural3d.samplers.pdf import PDFSampler
 from neural3d.samplers.uniform import UniformSampler
 from neural3d.samples import RaySamples
@@ -88,6 +89,12 @@ class GridImportanceSampler(nn.Module):
     the (lagging) grid about *where* the surface is inside an occupied segment, only about where empty
     space is, which keeps the grid and the field from running away together.
 
+    With ``weighting="density"`` the bins are weighted by the compositing weights of the grid's own
+    densities instead (a coarse NeRF pass made of grid lookups): samples gather where the cached
+    density says the visible surface is. That suits scenes whose density is nowhere below the
+    threshold (forward-facing NDC scenes early in training), at the cost of trusting the lagging grid;
+    keep ``n_uniform`` > 0 so the field still sees the rest of the ray.
+
     Args:
         n_coarse: grid lookups per ray.
         n_samples: intervals drawn over the occupied bins per ray.
@@ -95,14 +102,18 @@ class GridImportanceSampler(nn.Module):
             about (hash collisions, floaters) is still seen and pushed down.
         threshold: grid density above which a bin is occupied.
         lindisp: coarse samples linear in inverse depth.
+        weighting: ``occupancy`` (uniform over occupied bins) or ``density`` (grid compositing weights).
 
     The field runs on ``n_samples + n_uniform + 1`` intervals per ray (``n_samples`` if ``n_uniform`` is 0).
     """
 
     def __init__(self, *, n_coarse: int, n_samples: int, n_uniform: int = 8, threshold: float = 0.01,
-                 lindisp: bool = False) -> None:
+                 lindisp: bool = False, weighting: str = "occupancy") -> None:
         super().__init__()
+        if weighting not in ("occupancy", "density"):
+            raise ValueError(f"density_grid.py: weighting must be 'occupancy' or 'density', got {weighting!r}")
         self.threshold = threshold
+        self.weighting = weighting
         self.uniform = UniformSampler(n_samples=n_coarse, lindisp=lindisp)
         self.pdf = PDFSampler(n_samples=n_samples, include_input=False)
         self.extra = UniformSampler(n_samples=n_uniform, lindisp=lindisp) if n_uniform > 0 else None
@@ -116,8 +127,13 @@ class GridImportanceSampler(nn.Module):
         """
         coarse = self.uniform(rays)
         with torch.no_grad():
-            occupied = grid.lookup(to_unit(coarse.positions)) > self.threshold  # [n_rays, n_coarse]
-            weights = occupied.to(coarse.starts.dtype) * coarse.deltas
+            density = grid.lookup(to_unit(coarse.positions))  # [n_rays, n_coarse]
+            occupied = density > self.threshold
+            if self.weighting == "density":
+                dist = coarse.deltas * torch.linalg.norm(rays.directions, dim=-1, keepdim=True)
+                weights = render_weights_from_density(density * occupied, dist)
+            else:
+                weights = occupied.to(coarse.starts.dtype) * coarse.deltas
         samples = self.pdf(coarse, weights)
         if self.extra is not None:
             edges, _ = torch.sort(torch.cat([samples.edges, self.extra(rays).edges], dim=-1), dim=-1)
