@@ -136,8 +136,10 @@ def render_speed(args, tmp) -> dict:
     trainers = available(list(METHODS), tmp)
     rows = {}
     for name, tr in trainers.items():
-        for _ in range(args.train_steps):
+        t0, steps = time.perf_counter(), 0
+        while steps < args.train_steps and time.perf_counter() - t0 < args.train_seconds:
             tr.train_step()
+            steps += 1
         idx = int(tr.scene.splits["val"][0])
         tr.model.eval()
         with PeakMemory(tr.device) as mem:
@@ -149,7 +151,8 @@ def render_speed(args, tmp) -> dict:
         rows[name] = {"rays_per_s": n / dt, "seconds_per_image": dt, "peak_mb": mem.peak_mb, "psnr": value}
         print(f"{name:18s} render {n / dt:9,.0f} rays/s  ({dt:.2f} s per {tr.scene.width}x{tr.scene.height} image, "
               f"peak memory +{mem.peak_mb:.0f} MB above the model, chunk {args.chunk}; val PSNR {value:.2f} "
-              f"after {args.train_steps} steps)", flush=True)
+              f"after {steps} training steps)", flush=True)
+        rows[name]["train_steps"] = steps
     return rows
 
 
@@ -187,7 +190,8 @@ def main() -> None:
     p.add_argument("--eval-every", type=float, default=15.0, help="race: eval period of (c), training seconds")
     p.add_argument("--nerf-eval-every", type=float, default=200.0, help="race: eval period of NeRF")
     p.add_argument("--eval-images", type=int, default=2, help="race: val images per evaluation (same for all)")
-    p.add_argument("--train-steps", type=int, default=200, help="render: steps before rendering")
+    p.add_argument("--train-steps", type=int, default=200, help="render: at most this many steps before rendering")
+    p.add_argument("--train-seconds", type=float, default=120.0, help="render: at most this long training first")
     p.add_argument("--chunk", type=int, default=8192, help="render: rays per chunk")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default); use 1 on a "

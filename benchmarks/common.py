@@ -28,11 +28,38 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), {gpu}, Python {platform.python_version()}")
 
 
+@torch.no_grad()
+def pixel_psnr(model, scene, split: str, n_pixels: int, seed: int = 0, chunk: int = 4096) -> float:
+    """PSNR over ``n_pixels`` random pixels drawn evenly from the images of ``split`` (same pixels every call).
+
+    An unbiased estimate of the split's pooled-MSE PSNR for methods too slow to render whole images on a
+    CPU at every curve point (GNT).
+    """
+    from neural3d.evaluation import split_indices
+
+    model.eval()
+    indices = split_indices(scene, split)
+    gen = torch.Generator().manual_seed(seed)
+    per = max(1, n_pixels // len(indices))
+    se, count = 0.0, 0
+    for i in indices:
+        rays = scene.image_rays(int(i)).flatten()
+        pick = torch.randperm(len(rays), generator=gen)[:per].to(rays.device)
+        out = model.render_rays(rays[pick], chunk=chunk, context=model.render_context(scene.cameras, int(i)))
+        target = scene.images[int(i)].reshape(-1, 3)[pick]
+        se += float(((out["rgb"].clamp(0, 1) - target) ** 2).sum())
+        count += target.numel()
+    model.train()
+    return float(-10.0 * torch.log10(torch.tensor(se / count)))
+
+
 def psnr_curve(config: str, overrides: Sequence[str], *, budget_s: float, eval_every_s: float, eval_split: str,
-               eval_images: int, out_dir: Path) -> list[tuple[float, int, float]]:
+               eval_images: int, out_dir: Path, eval_pixels: int = 0) -> list[tuple[float, int, float]]:
     """Train with ``config`` for ``budget_s`` seconds of training time, evaluating every ``eval_every_s``.
 
-    Evaluation time is excluded from the clock. Returns [(train_seconds, step, psnr)].
+    Evaluation time is excluded from the clock. ``eval_pixels`` > 0: every point (the final one too) is the
+    PSNR of that many random pixels of the split (:func:`pixel_psnr`) instead of whole images.
+    Returns [(train_seconds, step, psnr)].
     """
     from neural3d.config import load_config
     from neural3d.evaluation import evaluate_split
@@ -44,7 +71,12 @@ def psnr_curve(config: str, overrides: Sequence[str], *, budget_s: float, eval_e
     next_eval = [eval_every_s]
 
     def on_step(trainer, step):
-        if trainer.elapsed >= next_eval[0]:
+        if trainer.elapsed >= next_eval[0] and eval_pixels:
+            curve.append((trainer.elapsed, step, pixel_psnr(trainer.model, trainer.scene, eval_split, eval_pixels)))
+            print(f"  t={trainer.elapsed:7.1f}s step={step:6d} {eval_split} PSNR ({eval_pixels} px)={curve[-1][2]:.2f}",
+                  flush=True)
+            next_eval[0] += eval_every_s
+        elif trainer.elapsed >= next_eval[0]:
             idx = trainer.scene.splits[eval_split]
             sub = {**trainer.scene.splits, "_curve": idx[:: max(1, len(idx) // eval_images)]}
             res = evaluate_split(trainer.model, replace(trainer.scene, splits=sub), "_curve")
@@ -55,6 +87,11 @@ def psnr_curve(config: str, overrides: Sequence[str], *, budget_s: float, eval_e
     trainer = Trainer(cfg, overwrite=True, on_step=on_step)
     start = time.perf_counter()
     trainer.train()
+    if eval_pixels:
+        curve.append((trainer.elapsed, trainer.step, pixel_psnr(trainer.model, trainer.scene, eval_split, eval_pixels)))
+        print(f"  final t={trainer.elapsed:.1f}s (wall {time.perf_counter() - start:.0f}s) step={trainer.step} "
+              f"{eval_split} PSNR ({eval_pixels} px)={curve[-1][2]:.2f}", flush=True)
+        return curve
     res = evaluate_split(trainer.model, trainer.scene, eval_split)  # final point: every image of the split
     curve.append((trainer.elapsed, trainer.step, res["mean"]["psnr"]))
     print(f"  final t={trainer.elapsed:.1f}s (wall {time.perf_counter() - start:.0f}s) step={trainer.step} "

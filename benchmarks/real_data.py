@@ -2,6 +2,7 @@
 
     python benchmarks/real_data.py --scene lego --budget 900
     python benchmarks/real_data.py --scene fern --budget 1200
+    python benchmarks/real_data.py --scene fern-gnt --budget 1800 --eval-pixels 4096 trainer.batch_size=256
 
 Needs ../shared/data (or --data). Prints the curve and writes it as CSV next to the run.
 """
@@ -19,6 +20,8 @@ from common import SHARED_DATA, machine, psnr_curve  # noqa: E402
 SCENES = {
     "lego": ("configs/blender_ngp.yaml", "nerf_synthetic/lego", ["data.factor=8", "eval.split=val"], "val"),
     "fern": ("configs/llff_ngp.yaml", "nerf_llff_data/fern", ["data.factor=8"], "test"),
+    # single-scene GNT (issue 4): world rays, 10 source views; use --eval-pixels, whole images are slow on a CPU
+    "fern-gnt": ("configs/gnt_llff.yaml", "nerf_llff_data/fern", ["data.factor=8"], "test"),
 }
 
 
@@ -31,6 +34,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=SHARED_DATA)
     p.add_argument("--out", type=Path, default=Path("runs/bench"))
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default; 1 on a shared machine)")
+    p.add_argument("--eval-pixels", type=int, default=0, help="curve points on this many random test pixels "
+                   "instead of whole images (0: whole images)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     if args.threads:
@@ -45,7 +50,7 @@ def main() -> None:
     print(f"{args.scene}: {config} {' '.join(extra + args.overrides)} budget {args.budget:.0f}s")
     curve = psnr_curve(config, [f"data.path={path}", f"experiment={args.scene}", *extra, *args.overrides],
                        budget_s=args.budget, eval_every_s=args.eval_every, eval_split=split,
-                       eval_images=args.eval_images, out_dir=args.out)
+                       eval_images=args.eval_images, out_dir=args.out, eval_pixels=args.eval_pixels)
     out = args.out / args.scene / "psnr_curve.csv"
     with open(out, "w", newline="") as f:
         w = csv.writer(f)

@@ -120,6 +120,16 @@ def test_finetune_improves_out_of_family_images_and_validation_picks_its_length(
                                  **kw) <= 25
 
 
+def test_overlapping_training_patches_give_one_code_each():
+    images = smooth_images(2, seed=4)
+    res = train_dictionary({**TINY, "steps": 3, "data": {"patch_size": 8, "patch_stride": 4, "holdout": 0}},
+                           images=images, log=lambda s: None)
+    assert res.model.gate.codes.shape[0] == 2 * 5 * 5  # (24 - 8) / 4 + 1 = 5 patches per axis
+    with pytest.raises(ValueError, match="patch_stride 5"):
+        train_dictionary({**TINY, "steps": 1, "data": {"patch_size": 8, "patch_stride": 5, "holdout": 0}},
+                         images=images, log=lambda s: None)
+
+
 def test_conv_gate_dictionary_trains_with_noisy_topk():
     images = smooth_images(6, seed=3)
     cfg = {**TINY, "gate": {"type": "conv", "topk": 6, "noisy": True, "hidden": 16}, "steps": 60}

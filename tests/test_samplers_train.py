@@ -89,3 +89,36 @@ def _trainer_with(tmp_path, scene, overrides):
     cfg, _ = build_config({"method": "ngp", "data": {"path": str(scene)}, "output_dir": str(tmp_path),
                            "experiment": "p"}, [*TINY, *overrides])
     return Trainer(cfg, overwrite=True)
+
+
+def test_grid_sampler_distortion_loss_and_field_importance_eval(tmp_path, tiny_blender_scene, monkeypatch):
+    tr = _trainer_with(tmp_path, tiny_blender_scene, ["model.sampler=grid", "model.distortion_loss_mult=0.01",
+                                                      "model.grid_weighting=density", "model.eval_sampler=importance",
+                                                      "model.eval_n_coarse=32", "model.eval_n_fine=16"])
+    tr.model.train()
+    tr.model.training_step_begin(0)
+    batch = next(tr.loader)
+    losses = tr.model.loss_dict(tr.model(batch.rays), batch)
+    assert set(losses) == {"loss_rgb", "loss_distortion"} and float(losses["loss_distortion"].detach()) > 0
+    sum(losses.values()).backward()
+    # evaluation places samples by the field's own weights: with an analytic slab density they gather there
+    rays = batch.rays[:64]
+    slab = lambda p: ((p[..., 2:] - 0.2).abs() < 0.1).float() * 100.0  # noqa: E731
+    monkeypatch.setattr(tr.model.field, "density", slab)
+    tr.model.eval()
+    s = tr.model.field_importance_samples(rays)
+    assert s.n_samples == 32 + 16 + 1  # the coarse intervals split at the 16 new edges
+    hits_slab = (s.positions[..., 2] - 0.2).abs() < 0.12
+    crossing = hits_slab.any(-1)
+    assert crossing.sum() > 10
+    assert hits_slab[crossing].float().sum(-1).mean() > 16  # the 16 PDF samples (and coarse ones) sit in the slab
+    calls = []
+    monkeypatch.setattr(tr.model, "field_importance_samples", lambda r: calls.append(len(r)) or s.__class__.from_edges(
+        r, torch.linspace(0, 1, 9).expand(len(r), 9) * (r.fars - r.nears)[:, None] + r.nears[:, None]))
+    out = tr.model(rays)
+    assert calls == [64] and out["rgb"].shape == (64, 3)
+    tr.model.train()
+    tr.model(rays)
+    assert calls == [64]  # training keeps the training sampler
+    with pytest.raises(ValueError, match="eval_sampler"):
+        _trainer_with(tmp_path, tiny_blender_scene, ["model.eval_sampler=fine"])

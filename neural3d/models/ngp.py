@@ -14,6 +14,10 @@ Samplers (``model.sampler``):
   (``early_stop_eps``) or of negligible opacity (``alpha_thre``) before the field runs with gradients.
 * ``proposal``: mip-NeRF 360 proposal networks (small hash grids) resample each ray in rounds; the
   field runs on the last ``n_samples``; the interlevel loss trains the proposals (distortion optional).
+
+``eval_sampler="importance"`` renders (evaluation, ``neural3d render``, the viewer) with samples placed
+by the field itself instead: on fern the grid sampler's placements cost ~1 dB against the field's
+hierarchical placement (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -77,6 +81,11 @@ class NGPModelConfig:
     interlevel_loss_mult: float = 1.0
     distortion_loss_mult: float = 0.0  # any sampler; mip-NeRF 360 uses 0.01, nerfacto 0.002 (unbounded scenes)
     opaque_far: Optional[bool] = None  # last sample's interval 1e10 long (original NeRF); None: on for NDC scenes
+    # evaluation / rendering: train (the training sampler) | importance (the field's own weights on eval_n_coarse
+    # stratified samples -> eval_n_fine more by PDF, all evaluated: NeRF's hierarchical sampling with one field)
+    eval_sampler: str = "train"
+    eval_n_coarse: int = 64
+    eval_n_fine: int = 64
     hashgrid_backend: str = "auto"  # auto | torch | tcnn | triton (field and proposal grids)
     contraction: str = "aabb"  # aabb | inf | l2 (unbounded scenes)
     n_levels: int = 16
@@ -95,6 +104,8 @@ class NGPModel(Model):
         super().__init__(config, scene=scene)
         if config.sampler not in SAMPLERS:
             raise ValueError(f"model.sampler must be one of {SAMPLERS}, got '{config.sampler}'")
+        if config.eval_sampler not in ("train", "importance"):
+            raise ValueError(f"model.eval_sampler must be 'train' or 'importance', got '{config.eval_sampler}'")
         self.field = NGPField(
             aabb=scene.scene_box, contraction=config.contraction, n_levels=config.n_levels,
             n_features_per_level=config.n_features_per_level, log2_hashmap_size=config.log2_hashmap_size,
@@ -121,6 +132,8 @@ class NGPModel(Model):
         n_first = config.n_samples if config.sampler == "uniform" else config.n_coarse
         self.coarse_sampler = UniformSampler(n_samples=n_first, lindisp=config.lindisp)
         self.pdf_sampler = PDFSampler(n_samples=config.n_samples, include_input=False)
+        self.eval_coarse = UniformSampler(n_samples=config.eval_n_coarse, lindisp=config.lindisp)
+        self.eval_pdf = PDFSampler(n_samples=config.eval_n_fine, include_input=True)
         self.renderer = VolumeRenderer(opaque_far=scene.ndc if config.opaque_far is None else bool(config.opaque_far))
         self._warned_empty = False
 
@@ -165,12 +178,24 @@ class NGPModel(Model):
             samples = self.pdf_sampler(samples, weights)
         return samples, None
 
+    @torch.no_grad()
+    def field_importance_samples(self, rays: RayBundle):
+        """[n_rays] -> [n_rays, eval_n_coarse + eval_n_fine] samples placed by the field's own compositing weights."""
+        coarse = self.eval_coarse(rays)
+        density = self.field.density(coarse.positions)[..., 0]
+        weights = render_weights_from_density(density, coarse.deltas * torch.linalg.norm(rays.directions, dim=-1,
+                                                                                           keepdim=True))
+        return self.eval_pdf(coarse, weights)
+
     def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
-        if self.config.sampler == "occupancy":
+        if not self.training and self.config.eval_sampler == "importance":
+            samples, active = self.field_importance_samples(rays), None
+        elif self.config.sampler == "occupancy":
             return self._forward_packed(rays)
-        if self.config.sampler == "proposal":
+        elif self.config.sampler == "proposal":
             return self._forward_proposal(rays)
-        samples, active = self.sample(rays)
+        else:
+            samples, active = self.sample(rays)
         density, rgb = self.field.query(samples.positions, samples.viewdirs)
         out = self.renderer(FieldOutputs(density=density, rgb=rgb), samples, self.background)
         result = {"rgb": out.rgb, "depth": out.depth, "opacity": out.opacity}

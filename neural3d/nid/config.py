@@ -58,6 +58,7 @@ class CollectionConfig:
     synth_dir: str = ""  # default: <run dir>/synth
     image_size: int = 64
     patch_size: int = 16
+    patch_stride: int = 0  # stride between training patches (0: patch_size, disjoint; smaller: overlapping)
     holdout: int = 2  # last images kept out of training (evaluation)
 
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from neural3d.nid.combine import mix_dense, mix_sparse
 from neural3d.nid.gating import topk_signed
 from neural3d.nid.losses import RECON_LOSSES, recon_loss
-from neural3d.nid.prior import CodePrior, map_solve
+from neural3d.nid.prior import CodePrior, map_solve, spd_solve
 
 
 @dataclass
@@ -87,7 +87,7 @@ def _solve(X: Tensor, y: Tensor, w: Tensor | None, lam: float, n_free: int) -> T
     if n_free:
         reg[M - n_free:] = 1e-10  # keeps the system invertible when a bias is unobserved
     G = G + torch.diag(reg)
-    return torch.linalg.solve(G, rhs[..., None])[..., 0]
+    return spd_solve(G, rhs[..., None])[..., 0]
 
 
 def lstsq_on_support(expert_out: Tensor, targets: Tensor, indices: Tensor, *, mask: Tensor | None = None,

@@ -22,6 +22,29 @@ import torch
 from torch import Tensor
 
 
+def spd_solve(G: Tensor, rhs: Tensor) -> Tensor:
+    """Solve ``G x = rhs`` for symmetric positive-definite ``G`` [*, M, M], ``rhs`` [*, M, K] by Cholesky.
+
+    Cholesky rather than ``torch.linalg.solve``: besides being the right factorisation for SPD systems,
+    the batched LU solve of torch 2.13's CPU build (MKL) fails with more than one thread ("Pivots given to
+    lu_solve must all be greater or equal to 1"). A matrix that is not numerically positive definite gets
+    a growing diagonal jitter until it factorises.
+    """
+    L, info = torch.linalg.cholesky_ex(G)
+    jitter = 1e-12 * G.diagonal(dim1=-2, dim2=-1).abs().mean().clamp_min(1e-30)
+    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    while bool((info > 0).any()):
+        L, info = torch.linalg.cholesky_ex(G + jitter * eye)
+        jitter = jitter * 100
+    return torch.cholesky_solve(rhs, L)
+
+
+def spd_inverse(G: Tensor) -> Tensor:
+    """[*, M, M] inverse of a symmetric positive-definite matrix (see :func:`spd_solve`)."""
+    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device).expand_as(G)
+    return spd_solve(G, eye.contiguous())
+
+
 @dataclass
 class CodePrior:
     """Gaussian code prior: mean [E + D] and covariance [E + D, E + D] (float64), coefficients then biases."""
@@ -45,8 +68,8 @@ class CodePrior:
         cov = cov + jitter * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(cov.shape[0], dtype=cov.dtype,
                                                                                  device=cov.device)
         if cols is None:
-            return torch.linalg.inv(cov)
-        return torch.linalg.inv(cov[cols[:, :, None], cols[:, None, :]])
+            return spd_inverse(cov)
+        return spd_inverse(cov[cols[:, :, None], cols[:, None, :]])
 
     def to_state(self) -> dict:
         return {"mean": self.mean.detach().cpu(), "cov": self.cov.detach().cpu()}
@@ -90,4 +113,4 @@ def map_solve(A: Tensor, y: Tensor, w: Tensor | None, lam: float, prec: Tensor, 
     prec = prec.double()
     G = G + lam * prec
     rhs = rhs + lam * (mean @ prec.T if prec.ndim == 2 else torch.einsum("smn,sn->sm", prec, mean))
-    return torch.linalg.solve(G, rhs[..., None])[..., 0]
+    return spd_solve(G, rhs[..., None])[..., 0]

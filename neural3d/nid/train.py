@@ -29,7 +29,7 @@ from neural3d.nid.data import collect_images
 from neural3d.nid.dictionary import NeuralImplicitDictionary
 from neural3d.nid.experts import ExpertBank
 from neural3d.nid.losses import cv_squared, l1_sparsity, recon_loss, usage_stats
-from neural3d.nid.patches import cut_patches, flatten_patches, patch_coords
+from neural3d.nid.patches import cut_patches_strided, flatten_patches, patch_coords
 from neural3d.nid.prior import CodePrior, code_prior_from_codes
 from neural3d.training.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -142,7 +142,11 @@ def train_dictionary(cfg=None, *, images: Tensor | None = None, run_dir=None, de
     if n_train < 1:
         raise ValueError(f"nid/train.py: {images.shape[0]} images leave none for training with data.holdout={cfg.data.holdout}")
     p = cfg.data.patch_size
-    patches = cut_patches(images[:n_train], p).to(dev)
+    stride = cfg.data.patch_stride or p
+    if not 1 <= stride <= p or (images.shape[1] - p) % stride or (images.shape[2] - p) % stride:
+        raise ValueError(f"nid/train.py: data.patch_stride {stride} must be in [1, {p}] and divide image_size - "
+                         f"patch_size = {images.shape[1] - p}")
+    patches = cut_patches_strided(images[:n_train], p, stride).to(dev)
     targets_all = flatten_patches(patches)
     coords_all = patch_coords(p, dev)
     model = build_dictionary(cfg, n_signals=patches.shape[0], in_channels=images.shape[-1], seed=cfg.seed).to(dev)
