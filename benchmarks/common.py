@@ -99,6 +99,18 @@ def psnr_curve(config: str, overrides: Sequence[str], *, budget_s: float, eval_e
     return curve
 
 
+def _release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``) so RSS measures what is live; no-op elsewhere."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """Peak memory above the level at entry while the ``with`` body runs: CUDA allocator peak on GPU,
     resident set size sampled every ``period_s`` from ``/proc/self/statm`` on CPU (Linux).
@@ -122,6 +134,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             return self
+        _release_freed_memory()  # else memory freed by an earlier, bigger job hides this one's peak
         self._base = self._peak = self._rss()
         self._stop = threading.Event()
 
