@@ -1,7 +1,9 @@
-"""Micro-benchmark: forward + backward throughput of NeRFField and NGPField on CPU.
+"""Micro-benchmark: forward + backward throughput of NeRFField and NGPField on CPU, and the hash-grid backends.
 
 Usage: python benchmarks/bench_fields.py [--n-samples 65536] [--repeats 3] [--threads N]
-Prints samples/s (forward only, and forward + backward); no thresholds.
+Prints samples/s (forward only, and forward + backward) and, side by side in the same run, the hash encoding
+and NGPField with the PyTorch reference backend (``torch``) and the fused C kernel (``cpu``), with the ratio;
+no thresholds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import time
 import torch
 
 from neural3d.fields import NeRFField, NGPField
+from neural3d.fields.backends import cpu_kernel_available
+from neural3d.fields.hashgrid import HashGridEncoding
 
 
 def _time(fn, repeats: int) -> float:
@@ -24,7 +28,8 @@ def _time(fn, repeats: int) -> float:
     return best
 
 
-def bench(name: str, field: torch.nn.Module, positions: torch.Tensor, viewdirs: torch.Tensor, repeats: int) -> None:
+def bench(name: str, field: torch.nn.Module, positions: torch.Tensor, viewdirs: torch.Tensor,
+          repeats: int) -> tuple[float, float]:
     n = positions.shape[0]
 
     def forward():
@@ -43,6 +48,46 @@ def bench(name: str, field: torch.nn.Module, positions: torch.Tensor, viewdirs: 
         f"{name:10s} params={n_params:>10,d}  forward {n / t_f:>12,.0f} samples/s ({t_f * 1e3:7.1f} ms)  "
         f"fwd+bwd {n / t_fb:>12,.0f} samples/s ({t_fb * 1e3:7.1f} ms)"
     )
+    return t_f, t_fb
+
+
+def bench_encoding(name: str, backend: str, kwargs: dict, positions01: torch.Tensor,
+                   repeats: int) -> tuple[float, float]:
+    """Hash encoding alone: forward, and forward + backward into the table."""
+    enc = HashGridEncoding(**kwargs, backend=backend)
+
+    def forward():
+        with torch.no_grad():
+            enc(positions01)
+
+    def forward_backward():
+        enc.zero_grad(set_to_none=True)
+        enc(positions01).sum().backward()
+
+    t_f, t_fb = _time(forward, repeats), _time(forward_backward, repeats)
+    print(f"{name:34s} forward {t_f * 1e3:7.1f} ms   fwd+bwd {t_fb * 1e3:7.1f} ms")
+    return t_f, t_fb
+
+
+def compare_backends(positions: torch.Tensor, viewdirs: torch.Tensor, repeats: int) -> None:
+    """torch vs cpu hash-grid backends, side by side: the encoding alone and the whole NGPField."""
+    if not cpu_kernel_available():
+        print("hash-grid backend 'cpu' unavailable (no C compiler): skipping the backend comparison")
+        return
+    positions01 = (positions + 1.5) / 3.0
+    layouts = {
+        "default (16 levels, 2^19)": {},
+        "fern CPU (12 levels, 2^16, 512)": {"n_levels": 12, "log2_hashmap_size": 16, "max_resolution": 512},
+    }
+    for label, kwargs in layouts.items():
+        times = {b: bench_encoding(f"encoding {b:5s} {label}", b, kwargs, positions01, repeats)
+                 for b in ("torch", "cpu")}
+        print(f"  -> cpu / torch speed-up: forward {times['torch'][0] / times['cpu'][0]:.1f}x, "
+              f"fwd+bwd {times['torch'][1] / times['cpu'][1]:.1f}x")
+        fields = {b: NGPField(aabb=[[-1.5] * 3, [1.5] * 3], backend=b, **kwargs) for b in ("torch", "cpu")}
+        times = {b: bench(f"NGP/{b}", f, positions, viewdirs, repeats) for b, f in fields.items()}
+        print(f"  -> NGPField cpu / torch speed-up: forward {times['torch'][0] / times['cpu'][0]:.1f}x, "
+              f"fwd+bwd {times['torch'][1] / times['cpu'][1]:.1f}x")
 
 
 def main() -> None:
@@ -60,6 +105,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n} samples, best of {args.repeats}")
     bench("NeRFField", NeRFField(), positions, viewdirs, args.repeats)
     bench("NGPField", NGPField(aabb=[[-1.5] * 3, [1.5] * 3]), positions, viewdirs, args.repeats)
+    compare_backends(positions, viewdirs, args.repeats)
 
 
 if __name__ == "__main__":

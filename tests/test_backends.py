@@ -1,5 +1,5 @@
-"""Hash-grid backends: names and auto choice, the Triton kernel vs the PyTorch reference (forward and gradients),
-tcnn parameter copies.
+"""Hash-grid backends: names and auto choice, the fused CPU (C) and Triton kernels vs the PyTorch reference
+(forward and gradients), tcnn parameter copies.
 
 Without CUDA the Triton kernels run in Triton's interpreter on CPU tensors (TRITON_INTERPRET=1 is set here
 before triton is imported); with CUDA they are compiled. Tests skip when triton / CUDA / tinycudann are absent.
@@ -21,7 +21,8 @@ if HAS_TRITON and not HAS_CUDA and "triton" not in sys.modules:
     os.environ["TRITON_INTERPRET"] = "1"
 
 from neural3d.fields import NGPField
-from neural3d.fields.backends import candidates, pick_fastest, resolve_backend
+from neural3d.fields.backends import candidates, cpu_kernel_available, pick_fastest, resolve_backend
+from neural3d.fields.backends.cpu_hash import CpuKernelUnavailable, cpu_hash_encode
 from neural3d.fields.backends.tcnn import copy_params_from_tcnn, copy_params_to_tcnn
 from neural3d.fields.hashgrid import HashGridEncoding, grid_layout, hash_encode, per_level_scale_for
 
@@ -37,6 +38,21 @@ def _triton_usable() -> bool:
 
 
 needs_triton = pytest.mark.skipif(not _triton_usable(), reason="triton not installed (or imported without interpreter)")
+HAS_CPU_KERNEL = cpu_kernel_available()
+needs_cpu_kernel = pytest.mark.skipif(not HAS_CPU_KERNEL, reason="no C compiler to build the fused CPU kernel")
+
+
+def _triton_encode(x, table, layout):
+    from neural3d.fields.backends.triton_hash import triton_hash_encode
+
+    return triton_hash_encode(x, table, layout)
+
+
+# (backend name, encode function, device of its tensors, skip marker)
+FUSED = [
+    pytest.param(cpu_hash_encode, torch.device("cpu"), id="cpu", marks=needs_cpu_kernel),
+    pytest.param(_triton_encode, DEVICE, id="triton", marks=needs_triton),
+]
 
 
 
@@ -46,11 +62,11 @@ def _layout(F: int = 2):
                        per_level_scale=per_level_scale_for(4, 64, 6))
 
 
-def _points(n: int, seed: int) -> torch.Tensor:
+def _points(n: int, seed: int, device: torch.device = DEVICE) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     inside = torch.rand(n, 3, generator=g)
     outside = torch.rand(n // 10, 3, generator=g) * 1.4 - 0.2  # exercises the uint32 wrap-around
-    return torch.cat([inside, outside]).to(DEVICE)
+    return torch.cat([inside, outside]).to(device)
 
 
 # ----------------------------------------------------------------------------------------------- names
@@ -60,8 +76,10 @@ def test_backend_names_and_auto_candidates():
     with pytest.raises(ValueError, match="tcnn"):
         resolve_backend("tcnn", torch.device("cpu"))
     assert resolve_backend("torch", torch.device("cpu")) == "torch"
-    assert candidates(torch.device("cpu")) == ["torch"]
-    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    assert candidates(torch.device("cpu")) == (["cpu", "torch"] if HAS_CPU_KERNEL else ["torch"])
+    assert resolve_backend("auto", torch.device("cpu")) == ("cpu" if HAS_CPU_KERNEL else "torch")
+    with pytest.raises(ValueError, match="backend 'cpu' needs CPU tensors"):
+        resolve_backend("cpu", torch.device("meta"))
     expected = (["tcnn"] if HAS_TCNN else []) + (["triton"] if HAS_TRITON else []) + ["torch"]
     assert candidates(torch.device("cuda")) == expected
 
@@ -99,54 +117,103 @@ def test_auto_module_on_cpu_equals_reference():
     torch.testing.assert_close(enc(x), hash_encode(x, enc.table(), enc.layout), rtol=0, atol=0)
 
 
-# ---------------------------------------------------------------------------------------------- triton
-@needs_triton
+# ------------------------------------------------------------------------------------ fused kernels
 @pytest.mark.parametrize("F", [1, 2, 4])
-def test_triton_forward_and_gradients_match_torch(F):
-    from neural3d.fields.backends.triton_hash import triton_hash_encode
-
+@pytest.mark.parametrize("encode, device", FUSED)
+def test_fused_forward_and_gradients_match_torch(encode, device, F):
     layout = _layout(F)
     g = torch.Generator().manual_seed(F)
-    table = torch.randn(layout.n_rows, F, generator=g).to(DEVICE).requires_grad_(True)
-    x = _points(1500, seed=F).requires_grad_(True)
-    probe = torch.randn(x.shape[0], layout.n_levels * F, generator=g).to(DEVICE)
-    out = triton_hash_encode(x, table, layout)
+    table = torch.randn(layout.n_rows, F, generator=g).to(device).requires_grad_(True)
+    x = _points(1500, seed=F, device=device).requires_grad_(True)
+    probe = torch.randn(x.shape[0], layout.n_levels * F, generator=g).to(device)
+    out = encode(x, table, layout)
     (out * probe).sum().backward()
     grads = table.grad.clone(), x.grad.clone()
     table.grad, x.grad = None, None
     ref = hash_encode(x, table, layout)
     (ref * probe).sum().backward()
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(grads[0], table.grad, rtol=1e-5, atol=1e-5)  # atomic adds into the table
+    torch.testing.assert_close(grads[0], table.grad, rtol=1e-5, atol=1e-5)  # summation order differs
     torch.testing.assert_close(grads[1], x.grad, rtol=1e-4, atol=1e-4 * float(x.grad.abs().max()))
 
 
-@needs_triton
-def test_triton_default_layout_and_dtype():
-    from neural3d.fields.backends.triton_hash import triton_hash_encode
-
+@pytest.mark.parametrize("encode, device", FUSED)
+def test_fused_default_layout_and_dtype(encode, device):
     enc = HashGridEncoding()  # 5 dense + 11 hashed levels of 2^19 rows
     g = torch.Generator().manual_seed(0)
-    table = (torch.randn(enc.layout.n_rows, 2, generator=g, dtype=torch.float64) * 0.1).to(DEVICE)
-    x = _points(200, seed=1)
-    out = triton_hash_encode(x, table, enc.layout)
+    table = (torch.randn(enc.layout.n_rows, 2, generator=g, dtype=torch.float64) * 0.1).to(device)
+    x = _points(200, seed=1, device=device)
+    out = encode(x, table, enc.layout)
     assert out.dtype == torch.float64 and out.shape == (x.shape[0], 32)
     torch.testing.assert_close(out, hash_encode(x, table, enc.layout), rtol=1e-5, atol=1e-6)
-    assert triton_hash_encode(x[:0], table.float(), enc.layout).shape == (0, 32)
+    assert encode(x[:0], table.float(), enc.layout).shape == (0, 32)
 
 
-@needs_triton
-def test_ngp_field_triton_backend_equals_torch_backend():
+@needs_cpu_kernel
+def test_cpu_kernel_threads_give_the_same_numbers():
+    # The table gradient is split over levels (no atomics), so it is bit-identical for any thread count.
+    layout = _layout(2)
+    table = torch.randn(layout.n_rows, 2, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
+    x = torch.rand(20000, 3, generator=torch.Generator().manual_seed(4))
+    results, threads = [], torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            table.grad = None
+            out = cpu_hash_encode(x, table, layout)
+            out.square().sum().backward()
+            results.append((out.detach(), table.grad.clone()))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def _graph_names(t: torch.Tensor) -> set[str]:
+    """Names of the autograd nodes that produced ``t``."""
+    names, stack = set(), [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None:
+            names.add(type(node).__name__)
+            stack.extend(fn for fn, _ in node.next_functions)
+    return names
+
+
+@needs_cpu_kernel
+def test_auto_on_cpu_uses_the_kernel_for_float32_and_the_reference_for_float64():
+    enc = HashGridEncoding(n_levels=3, log2_hashmap_size=10, base_resolution=4, max_resolution=32)
+    assert enc.backend_for(torch.device("cpu")) == "cpu"
+    x = torch.rand(64, 3)
+    out = enc(x)
+    assert any("CpuHashEncode" in n for n in _graph_names(out))
+    enc64 = HashGridEncoding(n_levels=3, log2_hashmap_size=10, base_resolution=4, max_resolution=32).double()
+    out64 = enc64(x.double())
+    assert out64.dtype == torch.float64 and not any("CpuHashEncode" in n for n in _graph_names(out64))
+    with pytest.raises(ValueError, match="needs CPU tensors"):
+        cpu_hash_encode(x.to("meta"), enc.table().detach(), enc.layout)
+
+
+def test_cpu_kernel_build_failure_names_the_compiler(tmp_path):
+    from neural3d.fields.backends import cpu_hash
+
+    with pytest.raises(CpuKernelUnavailable, match="failed"):
+        cpu_hash._build("false", [], tmp_path / "lib.so")  # a "compiler" that always fails
+    assert not any(tmp_path.iterdir())  # no half-written library left behind
+
+
+@pytest.mark.parametrize("backend, device", [pytest.param("cpu", torch.device("cpu"), marks=needs_cpu_kernel),
+                                             pytest.param("triton", DEVICE, marks=needs_triton)])
+def test_ngp_field_fused_backend_equals_torch_backend(backend, device):
     torch.manual_seed(0)
     kwargs = {"aabb": [[-1.0] * 3, [1.0] * 3], "n_levels": 4, "log2_hashmap_size": 10, "base_resolution": 4,
               "max_resolution": 64, "hidden_dim": 16}
-    fields = [NGPField(**kwargs, backend=b).to(DEVICE) for b in ("torch", "triton")]
+    fields = [NGPField(**kwargs, backend=b).to(device) for b in ("torch", backend)]
     fields[1].load_state_dict(fields[0].state_dict())
     with torch.no_grad():
         for f in fields:  # larger table values than the 1e-4 init so the comparison means something
-            f.encoding.params.copy_(torch.linspace(-1, 1, f.encoding.params.numel(), device=DEVICE).sin())
-    x = (torch.rand(300, 3) * 1.8 - 0.9).to(DEVICE)
-    d = torch.nn.functional.normalize(torch.randn(300, 3), dim=-1).to(DEVICE)
+            f.encoding.params.copy_(torch.linspace(-1, 1, f.encoding.params.numel(), device=device).sin())
+    x = (torch.rand(300, 3) * 1.8 - 0.9).to(device)
+    d = torch.nn.functional.normalize(torch.randn(300, 3), dim=-1).to(device)
     outs = []
     for f in fields:
         density, rgb = f.query(x, d)

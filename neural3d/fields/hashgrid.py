@@ -241,8 +241,9 @@ class HashGridEncoding(nn.Module):
         base_resolution: coarsest resolution ``N_min``.
         max_resolution: finest resolution ``N_max``; sets ``per_level_scale`` unless that is given.
         per_level_scale: growth factor (overrides ``max_resolution``), e.g. from a tcnn config.
-        backend: "auto" | "torch" | "tcnn" | "triton" (:mod:`neural3d.fields.backends`); resolved per call
-            from the input's device ("auto": tcnn, else triton on CUDA when installed; torch elsewhere).
+        backend: "auto" | "torch" | "cpu" | "tcnn" | "triton" (:mod:`neural3d.fields.backends`); resolved per
+            call from the input's device ("auto": the fastest of tcnn / triton / torch on CUDA, measured once; the
+            fused C kernel on CPU for float32 tables when it builds; torch elsewhere).
 
     ``params`` [n_rows * F] is laid out exactly like ``tinycudann.Encoding(...).params`` for the config
     ``{"otype": "HashGrid", n_levels, n_features_per_level, log2_hashmap_size, base_resolution,
@@ -312,7 +313,10 @@ class HashGridEncoding(nn.Module):
             raise ValueError(f"hashgrid.py: HashGridEncoding expects [..., 3] positions, got {tuple(positions01.shape)}")
         batch = positions01.shape[:-1]
         flat = positions01.reshape(-1, 3)
-        return self.encode_with(self.backend_for(flat.device), flat, self.table()).reshape(*batch, self.out_dim)
+        backend = self.backend_for(flat.device)
+        if backend == "cpu" and self.backend == "auto" and self.params.dtype != torch.float32:
+            backend = "torch"  # the C kernel computes in fp32; float64 tables (gradient checks) keep their precision
+        return self.encode_with(backend, flat, self.table()).reshape(*batch, self.out_dim)
 
     def encode_with(self, backend: str, flat: Tensor, table: Tensor) -> Tensor:
         """[n, 3] positions -> [n, out_dim] with a concrete backend (tcnn always uses ``self.params``)."""
@@ -320,6 +324,10 @@ class HashGridEncoding(nn.Module):
             from neural3d.fields.backends.triton_hash import triton_hash_encode
 
             return triton_hash_encode(flat, table, self.layout)
+        if backend == "cpu":
+            from neural3d.fields.backends.cpu_hash import cpu_hash_encode
+
+            return cpu_hash_encode(flat, table, self.layout)
         if backend == "tcnn":
             from neural3d.fields.backends.tcnn import tcnn_encode
 
@@ -327,13 +335,15 @@ class HashGridEncoding(nn.Module):
         return hash_encode(flat, table, self.layout)
 
     def backend_for(self, device: torch.device) -> str:
-        """The concrete backend used on ``device``; ``auto`` times its candidates once per device."""
+        """The concrete backend used on ``device``; ``auto`` times the CUDA candidates once per device (on CPU the
+        fused kernel, when it builds, is always faster than the reference and is taken unmeasured)."""
         if self.backend != "auto":
             return resolve_backend(self.backend, device, "hashgrid.py")
         key = str(device)
         if key not in self._auto_choice:
             names = candidates(device)
-            self._auto_choice[key] = names[0] if len(names) == 1 else self._measure(names, device)
+            measure = device.type == "cuda" and len(names) > 1
+            self._auto_choice[key] = self._measure(names, device) if measure else names[0]
         return self._auto_choice[key]
 
     def _measure(self, names: list[str], device: torch.device, n_probe: int = 1 << 16) -> str:

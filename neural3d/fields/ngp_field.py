@@ -57,7 +57,7 @@ class NGPField(Field):
         density_bias: added to the raw density before ``trunc_exp`` (-1, nerfacc).
         mlp_bias: biases in the MLPs. tcnn's fully fused MLPs have none, but in fp32 PyTorch at lr 1e-2 the
             bias-free colour MLP's ReLUs die at dense points (constant grey colour), so biases are the default.
-        backend: hash-grid backend, "auto" | "torch" | "tcnn" | "triton" (:mod:`neural3d.fields.backends`).
+        backend: hash-grid backend, "auto" | "torch" | "cpu" | "tcnn" | "triton" (:mod:`neural3d.fields.backends`).
 
     Shapes: ``query([*batch, 3], [*batch, 3]) -> ([*batch, 1], [*batch, 3])``; ``density([*batch, 3]) -> [*batch, 1]``.
     """

@@ -86,7 +86,7 @@ class NGPModelConfig:
     eval_sampler: str = "train"
     eval_n_coarse: int = 64
     eval_n_fine: int = 64
-    hashgrid_backend: str = "auto"  # auto | torch | tcnn | triton (field and proposal grids)
+    hashgrid_backend: str = "auto"  # auto | torch | cpu | tcnn | triton (field and proposal grids)
     contraction: str = "aabb"  # aabb | inf | l2 (unbounded scenes)
     n_levels: int = 16
     n_features_per_level: int = 2

@@ -1,9 +1,11 @@
-"""Compute backends of the hash-grid encoding: ``torch`` (reference), ``triton`` (fused kernel), ``tcnn``.
+"""Compute backends of the hash-grid encoding: ``torch`` (reference), ``cpu`` (fused C kernel for CPU tensors),
+``triton`` (fused GPU kernel), ``tcnn``.
 
 ``auto`` picks, per device, the fastest backend that is installed and works there: on CUDA the candidates are
 ``tcnn`` (tiny-cuda-nn, when the user has built it), ``triton`` (our fused kernel, when installed) and ``torch``;
 they are timed once (forward + backward on a probe batch, :func:`pick_fastest`) and a candidate that raises is
-skipped. On every other device ``auto`` is ``torch``. The choice and the timings are logged (logger
+skipped. On CPU ``auto`` is ``cpu`` when its kernel builds (a C compiler is on the machine; ~7x faster than
+``torch``, ``benchmarks/bench_fields.py``) for float32 tables, else ``torch``; on other devices ``torch``. The choice and the timings are logged (logger
 ``neural3d.backends``, INFO). Optional packages are imported lazily, so everything imports without CUDA, Triton
 or tiny-cuda-nn. ``triton`` on CPU tensors runs Triton's interpreter (slow; for tests).
 """
@@ -18,7 +20,7 @@ from functools import cache
 
 import torch
 
-BACKENDS = ("auto", "torch", "tcnn", "triton")
+BACKENDS = ("auto", "torch", "cpu", "tcnn", "triton")
 _log = logging.getLogger("neural3d.backends")
 
 
@@ -31,6 +33,13 @@ def has_module(name: str) -> bool:
         return False
 
 
+def cpu_kernel_available() -> bool:
+    """Whether the fused CPU kernel (``cpu_hash.c``) builds and loads here; built on first call, then cached."""
+    from neural3d.fields.backends.cpu_hash import available
+
+    return available()
+
+
 def check_backend(name: str, owner: str) -> str:
     """Validate a backend name (ValueError naming ``owner`` otherwise)."""
     if name not in BACKENDS:
@@ -39,7 +48,10 @@ def check_backend(name: str, owner: str) -> str:
 
 
 def candidates(device: torch.device) -> list[str]:
-    """Backends ``auto`` may use on ``device``, preferred first: CUDA -> [tcnn], [triton], torch; else torch."""
+    """Backends ``auto`` may use on ``device``, preferred first: CUDA -> [tcnn], [triton], torch; CPU -> [cpu],
+    torch; else torch."""
+    if device.type == "cpu":
+        return (["cpu"] if cpu_kernel_available() else []) + ["torch"]
     if device.type != "cuda":
         return ["torch"]
     return [b for b, ok in (("tcnn", has_module("tinycudann")), ("triton", has_module("triton"))) if ok] + ["torch"]
@@ -48,8 +60,8 @@ def candidates(device: torch.device) -> list[str]:
 def resolve_backend(name: str, device: torch.device, owner: str = "hashgrid.py") -> str:
     """The backend for an explicit ``name`` on ``device``; ``auto`` gives the preferred candidate (unmeasured).
 
-    Raises ValueError for an unknown name, for ``tcnn`` off CUDA or not installed, and for ``triton`` when it
-    is not installed.
+    Raises ValueError for an unknown name, for ``tcnn`` off CUDA or not installed, for ``cpu`` off the CPU or
+    when its kernel cannot be built, and for ``triton`` when it is not installed.
     """
     check_backend(name, owner)
     if name == "auto":
@@ -57,6 +69,9 @@ def resolve_backend(name: str, device: torch.device, owner: str = "hashgrid.py")
     if name == "tcnn" and (device.type != "cuda" or not has_module("tinycudann")):
         raise ValueError(f"{owner}: backend 'tcnn' needs CUDA tensors and tinycudann installed "
                          f"(device {device}, tinycudann installed: {has_module('tinycudann')})")
+    if name == "cpu" and (device.type != "cpu" or not cpu_kernel_available()):
+        raise ValueError(f"{owner}: backend 'cpu' needs CPU tensors and a C compiler to build its kernel "
+                         f"(device {device}, kernel available: {cpu_kernel_available()})")
     if name == "triton" and not has_module("triton"):
         raise ValueError(f"{owner}: backend 'triton' needs the triton package (pip install triton)")
     return name

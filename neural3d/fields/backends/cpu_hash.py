@@ -1,0 +1,174 @@
+"""Fused hash encoding for CPU tensors: a small C kernel (``cpu_hash.c``), compiled on first use, called by ctypes.
+
+The PyTorch reference (:func:`neural3d.fields.hashgrid.hash_encode`) materialises ``[n, L, 8]`` corner indices
+and weights and runs a gather, an 8-tap ``bmm`` and an ``index_add`` backward; the fused kernel computes each
+point's corners in registers, so forward + backward run several times faster on a CPU (``benchmarks/``).
+Same indices and weights as the reference (tiny-cuda-nn's ``kernel_grid``); outputs agree to float rounding
+(the 8-tap sums are accumulated in a fixed order rather than by ``bmm``).
+
+Building needs a C compiler (``$CC``, else ``cc``/``gcc``/``clang`` on ``PATH``) with OpenMP (``-fopenmp``;
+without it the kernel is built single-threaded). The library is cached under ``$NEURAL3D_CACHE_DIR`` (default
+``~/.cache/neural3d``) by a hash of the source and the flags, written atomically, so concurrent processes and
+repeated runs compile once. No PyTorch headers are involved: a build takes about a second.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+_SOURCE = Path(__file__).with_name("cpu_hash.c")
+_FLAGS = ["-O3", "-shared", "-fPIC", "-std=c99"]
+_OPENMP = ["-fopenmp"]
+
+
+class CpuKernelUnavailable(RuntimeError):
+    """The fused CPU kernel cannot be built or loaded here (no compiler, failed build)."""
+
+
+def find_compiler() -> str | None:
+    """``$CC`` if set, else the first of cc, gcc, clang on ``PATH`` (None: no compiler)."""
+    if os.environ.get("CC"):
+        return shutil.which(os.environ["CC"]) or os.environ["CC"]
+    return next((p for p in map(shutil.which, ("cc", "gcc", "clang")) if p), None)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NEURAL3D_CACHE_DIR", Path.home() / ".cache" / "neural3d")) / "cpu_hash"
+
+
+def _build(compiler: str, flags: list[str], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([compiler, *flags, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CpuKernelUnavailable(f"cpu_hash.py: building {_SOURCE.name} with {compiler} failed:\n{proc.stderr}")
+        os.replace(tmp, target)  # atomic: another process sees the old file or the whole new one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@lru_cache(maxsize=1)
+def load_library() -> ctypes.CDLL:
+    """Build (once per source version) and load the kernel library; CpuKernelUnavailable if it cannot be."""
+    compiler = find_compiler()
+    if compiler is None:
+        raise CpuKernelUnavailable("cpu_hash.py: no C compiler found (set $CC or install gcc) for the 'cpu' "
+                                   "hash-grid backend; use backend 'torch'")
+    source = _SOURCE.read_bytes()
+    errors = []
+    for flags in (_FLAGS + _OPENMP, _FLAGS):  # OpenMP first, a serial build if the compiler lacks it
+        key = hashlib.sha256(source + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
+        target = cache_dir() / f"n3d_hash_{key}.so"
+        try:
+            if not target.exists():
+                _build(compiler, flags, target)
+            lib = ctypes.CDLL(str(target))
+        except (CpuKernelUnavailable, OSError) as err:
+            errors.append(str(err))
+            continue
+        _declare(lib)
+        return lib
+    raise CpuKernelUnavailable("\n".join(errors))
+
+
+def available() -> bool:
+    """Whether the kernel builds and loads here (the result is cached)."""
+    try:
+        load_library()
+        return True
+    except CpuKernelUnavailable:
+        return False
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    layout = [p, p, p, p, p, i64, i64, i32]  # scales, res, sizes, offsets, hashed, n_levels, F, n_threads
+    lib.n3d_hash_forward.argtypes = [p, p, p, i64, *layout]
+    lib.n3d_hash_backward_table.argtypes = [p, p, p, i64, *layout]
+    lib.n3d_hash_backward_x.argtypes = [p, p, p, p, i64, *layout]
+    for fn in (lib.n3d_hash_forward, lib.n3d_hash_backward_table, lib.n3d_hash_backward_x):
+        fn.restype = None
+
+
+_LEVELS: dict = {}
+
+
+def _level_arrays(layout) -> tuple[Tensor, ...]:
+    """Per-level (scales fp32, resolutions, sizes, offsets int64, hashed int32) CPU tensors, cached per layout."""
+    if layout not in _LEVELS:
+        _LEVELS[layout] = (
+            torch.tensor(layout.scales, dtype=torch.float32),
+            torch.tensor(layout.resolutions, dtype=torch.int64),
+            torch.tensor(layout.sizes, dtype=torch.int64),
+            torch.tensor(layout.offsets[:-1], dtype=torch.int64),
+            torch.tensor(layout.hashed, dtype=torch.int32),
+        )
+    return _LEVELS[layout]
+
+
+def _layout_args(layout) -> list:
+    return [t.data_ptr() for t in _level_arrays(layout)] + [layout.n_levels, layout.n_features,
+                                                           max(torch.get_num_threads(), 1)]
+
+
+class _CpuHashEncode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, table: Tensor, layout) -> Tensor:
+        x32 = x.detach().contiguous().float()
+        table32 = table.detach().contiguous().float()
+        n = x32.shape[0]
+        out = torch.empty(n, layout.n_levels * layout.n_features, dtype=torch.float32)
+        if n > 0:
+            load_library().n3d_hash_forward(x32.data_ptr(), table32.data_ptr(), out.data_ptr(), n,
+                                            *_layout_args(layout))
+        ctx.save_for_backward(x32, table32)
+        ctx.layout, ctx.table_dtype, ctx.x_dtype = layout, table.dtype, x.dtype
+        return out.to(table.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x32, table32 = ctx.saved_tensors
+        layout, lib, n = ctx.layout, load_library(), x32.shape[0]
+        g = grad_out.contiguous().float()
+        gx = gtable = None
+        if ctx.needs_input_grad[1]:
+            gtable = torch.zeros_like(table32)
+            if n > 0:
+                lib.n3d_hash_backward_table(x32.data_ptr(), g.data_ptr(), gtable.data_ptr(), n, *_layout_args(layout))
+            gtable = gtable.to(ctx.table_dtype)
+        if ctx.needs_input_grad[0]:
+            gx = torch.zeros_like(x32)
+            if n > 0:
+                lib.n3d_hash_backward_x(x32.data_ptr(), table32.data_ptr(), g.data_ptr(), gx.data_ptr(), n,
+                                        *_layout_args(layout))
+            gx = gx.to(ctx.x_dtype)
+        return gx, gtable, None
+
+
+def cpu_hash_encode(positions01: Tensor, table: Tensor, layout) -> Tensor:
+    """Fused hash encoding of CPU tensors; same contract as :func:`neural3d.fields.hashgrid.hash_encode`.
+
+    Args:
+        positions01: [n, 3] CPU positions in [0, 1]^3 (computed in fp32).
+        table: [n_rows, F] CPU feature table (computed in fp32, output cast back to its dtype).
+        layout: :class:`~neural3d.fields.hashgrid.GridLayout`.
+    Returns:
+        [n, n_levels * F] features, channel ``l * F + f``; differentiable in the table and the positions.
+    """
+    if positions01.device.type != "cpu" or table.device.type != "cpu":
+        raise ValueError(f"cpu_hash.py: the 'cpu' hash-grid backend needs CPU tensors, got positions on "
+                         f"{positions01.device} and the table on {table.device}")
+    return _CpuHashEncode.apply(positions01, table, layout)
