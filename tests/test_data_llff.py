@@ -81,7 +81,12 @@ def test_fern_matches_original_loader(fern_scenes, factor, spherify):
         assert s.far == pytest.approx(ref["bds"].max(), rel=1e-6)
     else:
         assert s.ndc and (s.near, s.far) == (0.0, 1.0)
-        assert torch.equal(s.scene_box, torch.tensor([[-1.0] * 3, [1.0] * 3]))
+        box = s.scene_box
+        assert box[0, 2] == -1.0 and box[1, 2] == 1.0 and bool((box[0, :2] <= -1).all() and (box[1, :2] >= 1).all())
+        for i in range(len(s.cameras)):  # every ray of every view stays inside the box in x and y (t in [0, 1])
+            r = s.image_rays(i).flatten()
+            ends = torch.cat([r.origins, r.origins + r.directions])[:, :2]
+            assert bool(((ends >= box[0, :2]) & (ends <= box[1, :2])).all()), i
         assert (s.ndc_width, s.ndc_height, s.ndc_focal) == (ref["shape"][2], ref["shape"][1], pytest.approx(ref["poses"][0, 2, 4]))
 
 

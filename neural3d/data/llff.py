@@ -139,6 +139,42 @@ def frustum_box(cameras: Cameras, far: float) -> torch.Tensor:
     return torch.stack([pts.amin(0), pts.amax(0)])
 
 
+def ndc_frustum_box(cameras: Cameras, ndc_params: tuple[float, float, float], extra_poses: torch.Tensor | None = None,
+                    margin: float = 0.02) -> torch.Tensor:
+    """[2, 3] NDC box holding every ray of ``cameras`` (and of ``extra_poses``, e.g. the render path) for t in [0, 1].
+
+    In NDC the reference camera's frustum is [-1, 1]^3, but the other cameras' rays leave it sideways: on fern
+    up to 40 % of a view's rays reach |x| or |y| > 1 before t = 1 (the far background), and a bounded field
+    (density 0 outside its box) would render those parts black. NDC maps lines to lines and the image corners
+    bound a camera's rays (the map is projective), so the corner rays' endpoints at t = 0 and t = 1 bound them
+    all. The box is the union with [-1, 1]^3, x and y widened by ``margin`` of their span; z stays [-1, 1].
+
+    Args:
+        cameras: [n] cameras in the loader's (world) frame.
+        ndc_params: (width, height, focal) of the NDC reference camera.
+        extra_poses: [m, 3, 4] more camera-to-world poses with the same intrinsics as camera 0.
+    """
+    from neural3d.rays import apply_ndc, generate_rays
+
+    if extra_poses is not None and len(extra_poses):
+        c0, m = cameras[0:1], extra_poses.shape[0]
+        extra = Cameras(extra_poses[:, :3, :4].float(), c0.fx.expand(m), c0.fy.expand(m), c0.cx.expand(m),
+                        c0.cy.expand(m), int(c0.width[0]), int(c0.height[0]))
+        cameras = Cameras.cat([cameras, extra])
+    n = len(cameras)
+    W, H, zeros = cameras.width.float(), cameras.height.float(), torch.zeros(n)
+    xy = torch.stack([zeros, zeros, W, zeros, zeros, H, W, H], -1).reshape(n * 4, 2)  # the 4 image corners
+    rays = apply_ndc(generate_rays(cameras, torch.arange(n).repeat_interleave(4), xy, 0.0, 1.0), ndc_params)
+    ends = torch.cat([rays.origins, rays.origins + rays.directions])
+    ends = ends[torch.isfinite(ends).all(-1)]
+    lo = torch.minimum(torch.full((3,), -1.0), ends.amin(0))
+    hi = torch.maximum(torch.full((3,), 1.0), ends.amax(0))
+    pad = margin * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    lo[2], hi[2] = -1.0, 1.0
+    return torch.stack([lo, hi])
+
+
 def _sparse_points(root: Path, world: np.ndarray):
     """COLMAP ``sparse/0/points3D.bin`` points moved into the loader's frame (None when absent)."""
     path = root / "sparse" / "0" / "points3D.bin"
@@ -228,7 +264,8 @@ def load_llff(
     focal = poses[:, 2, 4]
     cams = Cameras(torch.from_numpy(poses[:, :3, :4]), focal, focal, W / 2.0, H / 2.0, W, H)
     near, far = (0.0, 1.0) if ndc else (float(bds.min() * 0.9), float(bds.max() * 1.0))  # run_nerf.py
-    box = torch.tensor([[-1.0] * 3, [1.0] * 3]) if ndc else frustum_box(cams, far)
+    box = (ndc_frustum_box(cams, (float(W), float(H), float(focal[0])), torch.from_numpy(render[:, :3, :4].copy()))
+           if ndc else frustum_box(cams, far))
     pts, rgb = _sparse_points(root, world)
     return SceneData(
         images=torch.from_numpy(images),
