@@ -13,6 +13,7 @@ The final checkpoint also stores the Gaussian code prior of the training codes (
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from neural3d.metrics import psnr
 from neural3d.nid.config import NIDTrainConfig, build
 from neural3d.nid.data import collect_images
 from neural3d.nid.dictionary import NeuralImplicitDictionary
@@ -108,14 +108,19 @@ def usage_over(model: NeuralImplicitDictionary, patches: Tensor, chunk: int = 20
 
 @torch.no_grad()
 def train_psnr(model: NeuralImplicitDictionary, coords: Tensor, patches: Tensor, chunk: int = 1024) -> float:
-    """Mean PSNR over the training patches with their own (sparse) gates."""
-    total, n = 0.0, 0
+    """PSNR of the mean squared error over all training patches, each with its own (sparse) gates.
+
+    Pooled rather than a mean of per-patch PSNRs: a constant patch (white background) that the dictionary
+    reproduces exactly has an infinite PSNR and would make the mean infinite.
+    """
+    se, count = 0.0, 0
     for i in range(0, patches.shape[0], chunk):
         ids = torch.arange(i, min(i + chunk, patches.shape[0]), device=patches.device)
         pred = model(coords, images=patches[ids], ids=ids, sparse=True).preds.clamp(0, 1)
-        total += float(psnr(pred[:, None], flatten_patches(patches[ids])[:, None]).sum())
-        n += ids.numel()
-    return total / max(n, 1)
+        target = flatten_patches(patches[ids])
+        se += float(((pred - target) ** 2).sum())
+        count += target.numel()
+    return float(-10.0 * math.log10(max(se / max(count, 1), 1e-12)))
 
 
 def train_dictionary(cfg=None, *, images: Tensor | None = None, run_dir=None, device: str | None = None,
