@@ -127,7 +127,7 @@ def part_2d(args) -> dict:
     # -- sparse observations
     sparse = {}
     prior, stride = trained.prior, args.stride
-    for frac in (0.02, 0.1, 0.5) if "sparse" in args.only else ():
+    for frac in args.fractions if "sparse" in args.only else ():
         vals = {"nid_ridge": [], "nid_prior": [], "nid_prior_ft": [], "nid_prior_ftv": [], "scratch": [],
                 "scratch_v": [], "scratch_vv": [], "scratch_vv_scale": [], "prior_weight": [], "ft_steps": [], "scratch_v_steps": [], "nid_prior_s": [],
                 "nid_ftv_s": [], "scratch_s": []}
@@ -296,6 +296,8 @@ def main() -> None:
     ap.add_argument("--dict", default="runs/nid-lego", help="trained 2D dictionary (neural3d nid train-dict)")
     ap.add_argument("--n-images", type=int, default=4)
     ap.add_argument("--n-sparse", type=int, default=2)
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.02, 0.1, 0.5],
+                    help="observed fractions of the sparse-observation fits")
     ap.add_argument("--target", type=float, default=20.0)
     ap.add_argument("--code-steps", type=int, default=300)
     ap.add_argument("--scratch-max-steps", type=int, default=1500)
