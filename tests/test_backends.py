@@ -193,6 +193,21 @@ def test_auto_on_cpu_uses_the_kernel_for_float32_and_the_reference_for_float64()
         cpu_hash_encode(x.to("meta"), enc.table().detach(), enc.layout)
 
 
+def test_without_a_compiler_auto_falls_back_to_torch(monkeypatch):
+    from neural3d.fields import backends
+    from neural3d.fields.backends import cpu_hash
+
+    monkeypatch.setattr(cpu_hash, "find_compiler", lambda: None)
+    with pytest.raises(CpuKernelUnavailable, match="no C compiler"):
+        cpu_hash.load_library.__wrapped__()  # uncached: the cached library of this machine is not consulted
+    monkeypatch.setattr(backends, "cpu_kernel_available", lambda: False)
+    assert candidates(torch.device("cpu")) == ["torch"]
+    with pytest.raises(ValueError, match="backend 'cpu' needs"):
+        resolve_backend("cpu", torch.device("cpu"))
+    enc = HashGridEncoding(n_levels=2, log2_hashmap_size=8, base_resolution=4, max_resolution=8)
+    assert enc.backend_for(torch.device("cpu")) == "torch"
+
+
 def test_cpu_kernel_build_failure_names_the_compiler(tmp_path):
     from neural3d.fields.backends import cpu_hash
 
