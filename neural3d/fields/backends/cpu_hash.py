@@ -51,7 +51,8 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([compiler, *flags, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        proc = subprocess.run([compiler, *flags, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True,
+                              check=False)
         if proc.returncode != 0:
             raise CpuKernelUnavailable(f"cpu_hash.py: building {_SOURCE.name} with {compiler} failed:\n{proc.stderr}")
         os.replace(tmp, target)  # atomic: another process sees the old file or the whole new one
