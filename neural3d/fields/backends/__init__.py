@@ -7,7 +7,8 @@ they are timed once (forward + backward on a probe batch, :func:`pick_fastest`) 
 skipped. On CPU ``auto`` is ``cpu`` when its kernel builds (a C compiler is on the machine; ~7x faster than
 ``torch``, ``benchmarks/bench_fields.py``) for float32 tables, else ``torch``; on other devices ``torch``.
 The choice and the timings are logged (logger ``neural3d.backends``, INFO). Optional packages are imported
-lazily, so everything imports without CUDA, Triton or tiny-cuda-nn. ``triton`` on CPU tensors runs Triton's interpreter (slow; for tests).
+lazily, so everything imports without CUDA, Triton or tiny-cuda-nn. ``triton`` on CPU tensors runs Triton's
+interpreter (slow; for tests).
 """
 
 from __future__ import annotations
