@@ -128,12 +128,17 @@ def _read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return arr[:, :-2].reshape([-1, 3, 5]).transpose([1, 2, 0]), arr[:, -2:].transpose([1, 0])
 
 
+def _corner_pixels(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+    """(camera indices [n * 4], pixel coordinates [n * 4, 2]) of the 4 image corners of every camera."""
+    n = len(cameras)
+    W, H, zeros = cameras.width.float(), cameras.height.float(), torch.zeros(n)
+    xy = torch.stack([zeros, zeros, W, zeros, zeros, H, W, H], -1).reshape(n * 4, 2)
+    return torch.arange(n).repeat_interleave(4), xy
+
+
 def frustum_box(cameras: Cameras, far: float) -> torch.Tensor:
     """[2, 3] box around all camera centres and their image-corner rays out to z-depth ``far``."""
-    n = len(cameras)
-    W, H = cameras.width.float(), cameras.height.float()
-    xy = torch.stack([torch.zeros(n), torch.zeros(n), W, torch.zeros(n), torch.zeros(n), H, W, H], -1).reshape(n * 4, 2)
-    idx = torch.arange(n).repeat_interleave(4)
+    idx, xy = _corner_pixels(cameras)
     o, d = cameras.directions_to_world(idx, cameras.camera_directions(idx, xy))
     pts = torch.cat([cameras.centers, o + far * d])
     return torch.stack([pts.amin(0), pts.amax(0)])
@@ -161,10 +166,8 @@ def ndc_frustum_box(cameras: Cameras, ndc_params: tuple[float, float, float], ex
         extra = Cameras(extra_poses[:, :3, :4].float(), c0.fx.expand(m), c0.fy.expand(m), c0.cx.expand(m),
                         c0.cy.expand(m), int(c0.width[0]), int(c0.height[0]))
         cameras = Cameras.cat([cameras, extra])
-    n = len(cameras)
-    W, H, zeros = cameras.width.float(), cameras.height.float(), torch.zeros(n)
-    xy = torch.stack([zeros, zeros, W, zeros, zeros, H, W, H], -1).reshape(n * 4, 2)  # the 4 image corners
-    rays = apply_ndc(generate_rays(cameras, torch.arange(n).repeat_interleave(4), xy, 0.0, 1.0), ndc_params)
+    idx, xy = _corner_pixels(cameras)
+    rays = apply_ndc(generate_rays(cameras, idx, xy, 0.0, 1.0), ndc_params)
     ends = torch.cat([rays.origins, rays.origins + rays.directions])
     ends = ends[torch.isfinite(ends).all(-1)]
     lo = torch.minimum(torch.full((3,), -1.0), ends.amin(0))

@@ -41,6 +41,24 @@ def cpu_kernel_available() -> bool:
     return available()
 
 
+_LEVEL_TENSORS: dict = {}
+
+
+def level_tensors(layout, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Per-level (scales fp32, resolutions, sizes, offsets int64, hashed int32) of a ``GridLayout`` on ``device``,
+    cached: the level table the fused kernels (Triton, C) read."""
+    key = (layout, str(device))
+    if key not in _LEVEL_TENSORS:
+        _LEVEL_TENSORS[key] = (
+            torch.tensor(layout.scales, dtype=torch.float32, device=device),
+            torch.tensor(layout.resolutions, dtype=torch.int64, device=device),
+            torch.tensor(layout.sizes, dtype=torch.int64, device=device),
+            torch.tensor(layout.offsets[:-1], dtype=torch.int64, device=device),
+            torch.tensor(layout.hashed, dtype=torch.int32, device=device),
+        )
+    return _LEVEL_TENSORS[key]
+
+
 def check_backend(name: str, owner: str) -> str:
     """Validate a backend name (ValueError naming ``owner`` otherwise)."""
     if name not in BACKENDS:

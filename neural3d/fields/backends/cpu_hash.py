@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from neural3d.fields.backends import level_tensors
+
 _SOURCE = Path(__file__).with_name("cpu_hash.c")
 _FLAGS = ["-O3", "-shared", "-fPIC", "-std=c99"]
 _OPENMP = ["-fopenmp"]
@@ -104,24 +106,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.restype = None
 
 
-_LEVELS: dict = {}
-
-
-def _level_arrays(layout) -> tuple[Tensor, ...]:
-    """Per-level (scales fp32, resolutions, sizes, offsets int64, hashed int32) CPU tensors, cached per layout."""
-    if layout not in _LEVELS:
-        _LEVELS[layout] = (
-            torch.tensor(layout.scales, dtype=torch.float32),
-            torch.tensor(layout.resolutions, dtype=torch.int64),
-            torch.tensor(layout.sizes, dtype=torch.int64),
-            torch.tensor(layout.offsets[:-1], dtype=torch.int64),
-            torch.tensor(layout.hashed, dtype=torch.int32),
-        )
-    return _LEVELS[layout]
-
-
 def _layout_args(layout) -> list:
-    return [t.data_ptr() for t in _level_arrays(layout)] + [layout.n_levels, layout.n_features,
+    return [t.data_ptr() for t in level_tensors(layout, torch.device("cpu"))] + [layout.n_levels, layout.n_features,
                                                            max(torch.get_num_threads(), 1)]
 
 

@@ -24,6 +24,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from neural3d.fields.backends import level_tensors
+
 _BLOCK_GPU = 128
 _BLOCK_INTERPRETER = 4096
 
@@ -118,23 +120,6 @@ def _kernels():
     return triton.jit(fwd), triton.jit(bwd), type(tl.zeros).__name__ == "InterpretedFunction"
 
 
-_META: dict = {}
-
-
-def _level_tensors(layout, device: torch.device) -> tuple[Tensor, ...]:
-    """Per-level (scales fp32, resolutions, sizes, offsets int64, hashed int32) on ``device``, cached."""
-    key = (layout, str(device))
-    if key not in _META:
-        _META[key] = (
-            torch.tensor(layout.scales, dtype=torch.float32, device=device),
-            torch.tensor(layout.resolutions, dtype=torch.int64, device=device),
-            torch.tensor(layout.sizes, dtype=torch.int64, device=device),
-            torch.tensor(layout.offsets[:-1], dtype=torch.int64, device=device),
-            torch.tensor(layout.hashed, dtype=torch.int32, device=device),
-        )
-    return _META[key]
-
-
 def _device_guard(device: torch.device):
     """The CUDA current-device guard for launches on ``device`` (no-op for the interpreter)."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
@@ -165,7 +150,7 @@ class _TritonHashEncode(torch.autograd.Function):
         (fwd, _), block, grid = _launch_args(x, layout)
         if n > 0:
             with _device_guard(x.device):
-                fwd[grid](x, table32, out, *_level_tensors(layout, x.device), n, layout.n_levels,
+                fwd[grid](x, table32, out, *level_tensors(layout, x.device), n, layout.n_levels,
                           F=layout.n_features, BLOCK=block)
         ctx.save_for_backward(x, table32)
         ctx.layout, ctx.table_dtype = layout, table.dtype
@@ -183,7 +168,7 @@ class _TritonHashEncode(torch.autograd.Function):
         (_, bwd), block, grid = _launch_args(x, layout)
         if n > 0 and (need_x or need_table):
             with _device_guard(x.device):
-                bwd[grid](x, table32, g, gtable, gx, *_level_tensors(layout, x.device), n, layout.n_levels,
+                bwd[grid](x, table32, g, gtable, gx, *level_tensors(layout, x.device), n, layout.n_levels,
                           F=layout.n_features, BLOCK=block, TABLE_GRAD=bool(need_table), X_GRAD=bool(need_x))
         return (gx if need_x else None), (gtable.to(ctx.table_dtype) if need_table else None), None
 
