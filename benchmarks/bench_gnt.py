@@ -31,7 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine
 
-BENCH_MODEL = {"depth": 4, "n_samples": 24, "n_source_views": 6, "pool_factor": 2, "dropout": 0.0, "lindisp": True}
+BENCH_MODEL = {"depth": 4, "n_samples": 24, "n_samples_eval": 48, "n_source_views": 6, "pool_factor": 2, "dropout": 0.0,
+               "lindisp": True, "colour_augment": True}
 
 
 def write_data(work: Path, n_train: int, n_eval: int, res: int) -> tuple[Path, list[Path]]:
@@ -139,7 +140,7 @@ def speed_and_flops(scene_path: Path, seconds: float) -> dict:
     scene = load_scene(scene_path)
     t = int(scene.split_indices("test")[0])
     rays = scene.image_rays(t).flatten()[:256]
-    sizes = {"bench (depth 4, 24 samples, 6 views)": dict(BENCH_MODEL),
+    sizes = {"bench (depth 4, 48 eval samples, 6 views)": dict(BENCH_MODEL),
              "paper (depth 8, 64 samples, 10 views)": {"depth": 8, "n_samples": 64, "n_source_views": 10},
              "paper eval (depth 8, 192 samples, 10 views)": {"depth": 8, "n_samples": 192, "n_source_views": 10}}
     models, ctxs, res = {}, {}, {}
@@ -177,7 +178,7 @@ def main() -> None:
     ap.add_argument("--phase", choices=["all", "train", "eval"], default="all")
     ap.add_argument("--train-seconds", type=float, default=1200.0)
     ap.add_argument("--speed-seconds", type=float, default=30.0)
-    ap.add_argument("--n-train-scenes", type=int, default=8)
+    ap.add_argument("--n-train-scenes", type=int, default=32)
     ap.add_argument("--n-eval-scenes", type=int, default=3)
     ap.add_argument("--res", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a shared, oversubscribed CPU)")

@@ -56,6 +56,61 @@ def test_batches_come_from_one_target_image_without_it_as_source(scenes):
     assert torch.equal(nxt.rays.origins, again.rays.origins) and torch.equal(nxt.context.indices, again.context.indices)
 
 
+def _affine_channel_map(x, y):
+    """Least-squares fit ``y = x @ A + b`` of [N, 3] colours; returns (A [3, 3], b [3], max residual)."""
+    design = torch.cat([x, torch.ones_like(x[:, :1])], 1).double()
+    sol = torch.linalg.lstsq(design, y.double()).solution
+    return sol[:3], sol[3], float((design @ sol - y.double()).abs().max())
+
+
+def test_colour_augmentation_maps_target_and_sources_through_one_channel_map(scenes):
+    from neural3d.gnt.batches import SourceViewBatches, random_colour_map
+
+    g = torch.Generator().manual_seed(0)
+    maps = [random_colour_map(g) for _ in range(64)]
+    grid = torch.rand(100, 3, generator=g)
+    assert all(float(m(grid).min()) >= 0 and float(m(grid).max()) <= 1 for m in maps)
+    assert any(bool((m.low > m.high).any()) for m in maps) and any(bool((m.low < m.high).all()) for m in maps)
+    assert len({tuple(m.perm.tolist()) for m in maps}) == 6
+
+    data = [load_scene(p) for p in scenes["family"]]
+    kw = {"batch_size": 200, "n_views": 3, "pool_factor": 2, "method": lambda s: "vector", "seed": 5}
+    plain, aug = SourceViewBatches(data, **kw), SourceViewBatches(data, **kw, colour_augment=True)
+    for _ in range(4):
+        plain.load_state_dict(aug.state_dict())
+        a, b = next(plain), next(aug)  # the map is drawn last: same rays, targets and sources
+        assert torch.equal(a.rays.origins, b.rays.origins) and torch.equal(a.context.indices, b.context.indices)
+        x = torch.cat([a.rgb, a.context.images.reshape(-1, 3)])
+        y = torch.cat([b.rgb, b.context.images.reshape(-1, 3)])
+        mat, _, residual = _affine_channel_map(x, y)
+        assert residual < 1e-5  # ONE map for target pixels and source images
+        assert int((mat.abs() > 1e-4).sum()) == 3 and bool(((mat.abs() > 1e-4).sum(0) == 1).all())  # a permutation
+        assert not torch.equal(a.rgb, b.rgb)
+        assert torch.equal(data[a.scene_index].images[a.context.indices], a.context.images)  # scene data untouched
+
+
+def test_eval_sample_count_applies_in_eval_mode_only(scenes, monkeypatch):
+    import neural3d.models.gnt as gnt_module
+    from neural3d.models.base import SceneInfo
+    from neural3d.models.gnt import GNTModel, GNTModelConfig
+
+    scene = load_scene(scenes["unseen"])
+    model = GNTModel(GNTModelConfig(**{**TINY_MODEL, "n_samples": 5}, n_samples_eval=7),
+                     scene=SceneInfo(scene.scene_box, scene.near, scene.far))
+    model.attach_scene(scene)
+    counts = []
+    original = gnt_module.depth_samples
+    monkeypatch.setattr(gnt_module, "depth_samples", lambda *a, **k: counts.append(a[2]) or original(*a, **k))
+    rays = scene.image_rays(0).flatten()[:4]
+    ctx = model.render_context(scene.cameras, 0)
+    model.train()
+    model(rays, ctx)
+    with torch.no_grad():
+        model.eval()
+        model(rays, model.render_context(scene.cameras, 0))
+    assert counts == [5, 7]
+
+
 def _write_cfg(tmp_path, scenes, **model):
     import yaml
 

@@ -5,13 +5,18 @@ target, ``batch_size`` of its pixels (without replacement when they suffice), an
 a random subset of ``n_views`` out of the ``pool_factor * n_views`` views nearest to the target,
 never the target itself. The batch carries them as its ``context`` (:class:`SourceViews`).
 
+With ``colour_augment`` every batch maps the colours of its target pixels AND its source images through
+one random per-channel map (:func:`random_colour_map`): a network that renders by copying colours from
+the source views is unaffected, one that memorises the training scenes' palettes is penalised. Cross-
+scene training on a few generated scenes otherwise learns their palettes and tints unseen scenes.
+
 The stream is reproducible (one seeded generator) and resumable (``state_dict``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -35,6 +40,33 @@ class ContextRayBatch(RayBatch):
         return ContextRayBatch(self.rays.to(device), self.rgb.to(device), alpha, ctx, self.scene_index)
 
 
+@dataclass
+class ColourMap:
+    """Per-channel colour map ``out[..., c] = low[c] + (high[c] - low[c]) * x[..., perm[c]]`` (keeps [0, 1]).
+
+    ``perm`` [3] long, ``low`` / ``high`` [3] in [0, 1] (``low > high`` inverts the channel).
+    """
+
+    perm: Tensor
+    low: Tensor
+    high: Tensor
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """[..., 3] colours in [0, 1] -> [..., 3] colours in [0, 1]."""
+        low, high = self.low.to(x), self.high.to(x)
+        return low + (high - low) * x[..., self.perm.to(x.device)]
+
+
+def random_colour_map(generator: torch.Generator, *, max_offset: float = 0.25, p_invert: float = 0.5) -> ColourMap:
+    """A random channel permutation, each channel's range shrunk by up to ``max_offset`` at either end and
+    inverted with probability ``p_invert``."""
+    perm = torch.randperm(3, generator=generator)
+    low = max_offset * torch.rand(3, generator=generator)
+    high = 1.0 - max_offset * torch.rand(3, generator=generator)
+    invert = torch.rand(3, generator=generator) < p_invert
+    return ColourMap(perm, torch.where(invert, high, low), torch.where(invert, low, high))
+
+
 class SourceViewBatches:
     """Endless stream of :class:`ContextRayBatch` over one or several scenes.
 
@@ -46,10 +78,12 @@ class SourceViewBatches:
         pool_factor: sources are drawn from the ``pool_factor * n_views`` nearest (1: always the nearest).
         method: callable ``scene -> selection method`` ('dist' | 'vector' | 'matrix').
         device, seed: where batches live; generator seed.
+        colour_augment: map target and source colours of each batch through one random :class:`ColourMap`.
     """
 
     def __init__(self, scenes: Sequence[SceneData], weights: Sequence[float] | None = None, *, batch_size: int,
-                 n_views: int, pool_factor: int = 2, method: Callable[[SceneData], str], device="cpu", seed: int = 0):
+                 n_views: int, pool_factor: int = 2, method: Callable[[SceneData], str], device="cpu", seed: int = 0,
+                 colour_augment: bool = False):
         if not scenes:
             raise ValueError("SourceViewBatches: no training scenes")
         weights = [1.0] * len(scenes) if weights is None or len(weights) == 0 else list(weights)
@@ -68,6 +102,7 @@ class SourceViewBatches:
         self.methods = [method(s) for s in self.scenes]
         self.weights = torch.tensor(weights, dtype=torch.float64)
         self.batch_size, self.n_views, self.pool_factor, self.seed = int(batch_size), int(n_views), int(pool_factor), int(seed)
+        self.colour_augment = bool(colour_augment)
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(self.seed)
         self.step = 0
@@ -99,6 +134,9 @@ class SourceViewBatches:
         rgb = scene.images[target, y, x]
         alpha = None if scene.alphas is None else scene.alphas[target, y, x]
         context = self.source_views(k, target)
+        if self.colour_augment:
+            colours = random_colour_map(g)
+            rgb, context = colours(rgb), replace(context, images=colours(context.images))
         self.step += 1
         return ContextRayBatch(rays, rgb, alpha, context, k)
 

@@ -57,11 +57,13 @@ class GNTModelConfig:
     feature_dim: int = 32
     single_net: bool = True  # False: separate fine network and a 2 x feature_dim ResUNet (official option)
     dropout: float = 0.1
-    n_samples: int = 64  # coarse point samples per ray (paper evaluation: 192)
+    n_samples: int = 64  # coarse point samples per ray in training (paper: 64)
+    n_samples_eval: int = 0  # ... when rendering in eval mode (paper evaluation: 192); 0: n_samples
     n_fine: int = 0  # extra samples drawn from the attention weights
     lindisp: bool = True  # samples uniform in inverse depth (official inv_uniform)
     n_source_views: int = 10
     pool_factor: int = 2  # training: sources drawn from the pool_factor * n_source_views nearest
+    colour_augment: bool = False  # training: one random colour map per batch on target AND sources
     selection: str = "auto"  # auto (llff: dist, else vector) | dist | vector | matrix
     init_checkpoint: str = ""  # neural3d checkpoint (.pt) or official GNT checkpoint to start from
     train_scenes: list[str] = field(default_factory=list)  # cross-scene: training scene folders
@@ -135,7 +137,7 @@ class GNTModel(Model):
         scenes, weights = self._training_scenes(scene)
         return SourceViewBatches(scenes, weights, batch_size=batch_size, n_views=self.config.n_source_views,
                                  pool_factor=self.config.pool_factor, method=self.selection_method, device=device,
-                                 seed=seed)
+                                 seed=seed, colour_augment=self.config.colour_augment)
 
     def _training_scenes(self, scene) -> tuple[list, list[float]]:
         from neural3d.gnt.mixture import load_training_scenes
@@ -177,7 +179,8 @@ class GNTModel(Model):
             context = context.to(rays.device)
         coarse_feats, fine_feats = self._features(context)
         cfg = self.config
-        z = depth_samples(rays.nears, rays.fars, cfg.n_samples, lindisp=cfg.lindisp, jitter=self.training)
+        n_samples = cfg.n_samples if self.training or cfg.n_samples_eval <= 0 else cfg.n_samples_eval
+        z = depth_samples(rays.nears, rays.fars, n_samples, lindisp=cfg.lindisp, jitter=self.training)
         samples = RaySamples(rays, z, z)
         out = self.renderer(self.field(samples, context, coarse_feats), samples)
         if cfg.n_fine <= 0:
