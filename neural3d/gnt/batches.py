@@ -6,9 +6,7 @@ a random subset of ``n_views`` out of the ``pool_factor * n_views`` views neares
 never the target itself. The batch carries them as its ``context`` (:class:`SourceViews`).
 
 With ``colour_augment`` every batch maps the colours of its target pixels AND its source images through
-one random per-channel map (:func:`random_colour_map`): a network that renders by copying colours from
-the source views is unaffected, one that memorises the training scenes' palettes is penalised. Cross-
-scene training on a few generated scenes otherwise learns their palettes and tints unseen scenes.
+one random colour map (:mod:`neural3d.gnt.colour`).
 
 The stream is reproducible (one seeded generator) and resumable (``state_dict``).
 """
@@ -23,6 +21,7 @@ from torch import Tensor
 
 from neural3d.data.loader import RayBatch
 from neural3d.data.scene import SceneData
+from neural3d.gnt.colour import random_colour_map
 from neural3d.gnt.projection import SourceViews
 from neural3d.gnt.selection import nearest_views, random_subset
 
@@ -40,33 +39,6 @@ class ContextRayBatch(RayBatch):
         return ContextRayBatch(self.rays.to(device), self.rgb.to(device), alpha, ctx, self.scene_index)
 
 
-@dataclass
-class ColourMap:
-    """Per-channel colour map ``out[..., c] = low[c] + (high[c] - low[c]) * x[..., perm[c]]`` (keeps [0, 1]).
-
-    ``perm`` [3] long, ``low`` / ``high`` [3] in [0, 1] (``low > high`` inverts the channel).
-    """
-
-    perm: Tensor
-    low: Tensor
-    high: Tensor
-
-    def __call__(self, x: Tensor) -> Tensor:
-        """[..., 3] colours in [0, 1] -> [..., 3] colours in [0, 1]."""
-        low, high = self.low.to(x), self.high.to(x)
-        return low + (high - low) * x[..., self.perm.to(x.device)]
-
-
-def random_colour_map(generator: torch.Generator, *, max_offset: float = 0.25, p_invert: float = 0.5) -> ColourMap:
-    """A random channel permutation, each channel's range shrunk by up to ``max_offset`` at either end and
-    inverted with probability ``p_invert``."""
-    perm = torch.randperm(3, generator=generator)
-    low = max_offset * torch.rand(3, generator=generator)
-    high = 1.0 - max_offset * torch.rand(3, generator=generator)
-    invert = torch.rand(3, generator=generator) < p_invert
-    return ColourMap(perm, torch.where(invert, high, low), torch.where(invert, low, high))
-
-
 class SourceViewBatches:
     """Endless stream of :class:`ContextRayBatch` over one or several scenes.
 
@@ -78,7 +50,7 @@ class SourceViewBatches:
         pool_factor: sources are drawn from the ``pool_factor * n_views`` nearest (1: always the nearest).
         method: callable ``scene -> selection method`` ('dist' | 'vector' | 'matrix').
         device, seed: where batches live; generator seed.
-        colour_augment: map target and source colours of each batch through one random :class:`ColourMap`.
+        colour_augment: map target and source colours of each batch through one random colour map.
     """
 
     def __init__(self, scenes: Sequence[SceneData], weights: Sequence[float] | None = None, *, batch_size: int,
