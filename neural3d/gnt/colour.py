@@ -30,19 +30,18 @@ class ColourMap:
         return (x @ self.matrix.to(x).T).clamp(0.0, 1.0)
 
 
+_GREY = torch.full((3, 3), 1.0 / 3.0)  # projection onto the grey axis (1, 1, 1) / sqrt(3)
+_CROSS = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]) / math.sqrt(3.0)  # axis cross-product
+
+
 def hue_rotation(theta: float) -> Tensor:
-    """[3, 3] rotation by ``theta`` (radians) about the grey axis (1, 1, 1) / sqrt(3) (Rodrigues)."""
-    c, s = math.cos(theta), math.sin(theta)
-    axis = torch.full((3,), 1.0 / math.sqrt(3.0), dtype=torch.float64)
-    cross = torch.tensor([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]],
-                         dtype=torch.float64)
-    return (c * torch.eye(3, dtype=torch.float64) + s * cross + (1 - c) * torch.outer(axis, axis)).float()
+    """[3, 3] rotation by ``theta`` (radians) about the grey axis (Rodrigues)."""
+    return math.cos(theta) * (torch.eye(3) - _GREY) + math.sin(theta) * _CROSS + _GREY
 
 
 def saturation(scale: float) -> Tensor:
     """[3, 3] map ``grey + scale * (x - grey)`` with ``grey`` the channel mean."""
-    mean = torch.full((3, 3), 1.0 / 3.0)
-    return mean + scale * (torch.eye(3) - mean)
+    return _GREY + scale * (torch.eye(3) - _GREY)
 
 
 def random_colour_map(generator: torch.Generator, *, saturation_range: tuple[float, float] = (0.6, 1.4)) -> ColourMap:
