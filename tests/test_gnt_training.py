@@ -202,6 +202,9 @@ def test_chunked_rendering_equals_one_pass_and_extracts_features_once(scenes):
     model.eval()
     model.render_rays(rays[:2], context=model.render_context(scene.cameras, test))
     assert len(calls) == 2  # training may have changed the weights: features recomputed
+    model.clear_feature_cache()
+    model.render_rays(rays[:2], context=model.render_context(scene.cameras, test))
+    assert len(calls) == 3
     for k in ("rgb", "depth", "opacity"):
         assert a[k].shape[:2] == (24, 24) and torch.allclose(a[k], b[k], atol=1e-5)
     # a training view is never its own source
@@ -220,3 +223,27 @@ def test_imported_official_checkpoint_renders_from_the_cli(tmp_path, scenes):
     assert main(["gnt", "eval", str(run), str(scenes["other"]), "model.n_samples=6", "--max-images", "1",
                  "--out", str(tmp_path / "ev2")]) == 0
     assert main(["gnt", "eval", str(run), str(scenes["other"]), "model.depth=3"]) == 2  # not a render-time key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_render_equals_cpu_render(scenes):
+    """The whole pipeline (features, projection, both transformers, fine samples) on CUDA vs the CPU."""
+    from neural3d.models.base import SceneInfo
+    from neural3d.models.gnt import GNTModel, GNTModelConfig
+
+    torch.manual_seed(0)
+    scene = load_scene(scenes["unseen"])
+    model = GNTModel(GNTModelConfig(**TINY_MODEL, n_fine=4), scene=SceneInfo(scene.scene_box, scene.near, scene.far)).eval()
+    model.attach_scene(scene)
+    test = int(scene.split_indices("test")[0])
+    rays = scene.image_rays(test)
+    cpu = model.render_rays(rays, chunk=256, context=model.render_context(scene.cameras, test))
+    model.cuda().clear_feature_cache()
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # full fp32 on both
+    try:
+        gpu = model.render_rays(rays.to("cuda"), chunk=256, context=model.render_context(scene.cameras, test))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    for k in ("rgb", "depth"):
+        assert gpu[k].is_cuda and torch.allclose(gpu[k].cpu(), cpu[k], atol=1e-4), k

@@ -98,6 +98,10 @@ class GNTModel(Model):
             self._feature_cache.clear()
         return super().train(mode)
 
+    def clear_feature_cache(self) -> None:
+        """Forget the cached feature maps of the attached scene's images (eval mode keeps them across renders)."""
+        self._feature_cache.clear()
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._feature_cache.clear()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
