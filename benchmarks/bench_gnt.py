@@ -5,7 +5,8 @@
 1. Writes a family of ``--n-train-scenes`` synthetic object scenes (Blender layout, ``--res`` px, 16
    training views each) and ``--n-eval-scenes`` further scenes from another family seed (never trained on).
 2. Trains GNT across the training family for ``--train-seconds`` of training time (resumable: rerun to
-   continue the same run).
+   continue the same run). ``--anneal-steps N`` then fine-tunes those weights for N steps with a decaying
+   learning rate (a second run, ``gnt-xscene-anneal``), and that run is the one evaluated.
 3. On every test view of every unseen scene, side by side: GNT (source views = that scene's training
    images, no optimisation) against two baselines on the same views --
    * ``nearest image``: the nearest source image itself;
@@ -47,25 +48,50 @@ def write_data(work: Path, n_train: int, n_eval: int, res: int) -> tuple[Path, l
     return fam, sorted(p for p in unseen.iterdir() if p.is_dir())
 
 
-def train(work: Path, fam: Path, n_train: int, eval_scene: Path, seconds: float, res: int) -> Path:
+def _run_trainer(work: Path, name: str, fam: Path, n_train: int, eval_scene: Path, res: int, trainer: dict,
+                 seed: int = 0, **model) -> Path:
+    """Train (or resume) run ``work/runs/name`` on the generated family; returns the run directory."""
     from neural3d.config import build_config
     from neural3d.training import checkpoint as ckpt
     from neural3d.training.trainer import Trainer
 
     cfg, _ = build_config({
-        "method": "gnt", "experiment": "gnt-xscene", "output_dir": str(work / "runs"), "seed": 0,
+        "method": "gnt", "experiment": name, "output_dir": str(work / "runs"), "seed": seed,
         "data": {"path": str(eval_scene)},
-        "model": {**BENCH_MODEL, "family": {"root": str(fam), "n_scenes": n_train, "layout": "blender", "res": res}},
-        "trainer": {"steps": 1_000_000, "batch_size": 128, "log_every": 25, "checkpoint_every": 100, "eval_every": 0,
-                    "max_seconds": seconds, "progress": False,
-                    "optim": {"lr": 1e-3, "lr_final": 5e-4, "warmup_steps": 50, "betas": [0.9, 0.999], "eps": 1e-8}},
+        "model": {**BENCH_MODEL, **model, "family": {"root": str(fam), "n_scenes": n_train, "layout": "blender", "res": res}},
+        "trainer": {"batch_size": 128, "log_every": 25, "checkpoint_every": 100, "eval_every": 0, "progress": False,
+                    **trainer},
     })
-    run = work / "runs" / "gnt-xscene"
+    run = work / "runs" / name
     trainer = Trainer(cfg, resume=ckpt.latest_checkpoint(run) is not None, overwrite=True)
-    print(f"training {trainer.run_dir} from step {trainer.step} ({trainer.elapsed:.0f} s done) to {seconds:.0f} s", flush=True)
+    goal = f"{cfg.trainer.max_seconds:.0f} s" if cfg.trainer.max_seconds else f"step {cfg.trainer.steps}"
+    print(f"training {trainer.run_dir} from step {trainer.step} ({trainer.elapsed:.0f} s done) to {goal}", flush=True)
     trainer.train()
     print(f"trained {trainer.step} steps in {trainer.elapsed:.0f} s of training time", flush=True)
     return run
+
+
+def train(work: Path, fam: Path, n_train: int, eval_scene: Path, seconds: float, res: int) -> Path:
+    """The main run: constant-ish learning rate (1e-3, exp towards 5e-4 over 1M steps), bounded by seconds."""
+    optim = {"lr": 1e-3, "lr_final": 5e-4, "warmup_steps": 50, "betas": [0.9, 0.999], "eps": 1e-8}
+    return _run_trainer(work, "gnt-xscene", fam, n_train, eval_scene, res,
+                        {"steps": 1_000_000, "max_seconds": seconds, "optim": optim})
+
+
+def anneal(work: Path, fam: Path, n_train: int, eval_scene: Path, steps: int, res: int, base: Path) -> Path:
+    """Fine-tune the main run's latest weights for ``steps`` with the learning rate decaying 5e-4 -> 2.5e-5.
+
+    A separate run (``gnt-xscene-anneal``, fresh Adam moments, other batches: seed 1) initialised from
+    ``base``'s latest checkpoint at its first start; resumable like the main run.
+    """
+    from neural3d.training import checkpoint as ckpt
+
+    init = ckpt.latest_checkpoint(base)
+    if init is None:
+        raise SystemExit(f"--anneal-steps: {base} has no checkpoint to start from")
+    optim = {"lr": 5e-4, "lr_final": 2.5e-5, "schedule": "exp", "warmup_steps": 50, "betas": [0.9, 0.999], "eps": 1e-8}
+    return _run_trainer(work, "gnt-xscene-anneal", fam, n_train, eval_scene, res,
+                        {"steps": steps, "max_seconds": 0.0, "optim": optim}, seed=1, init_checkpoint=str(init))
 
 
 def _depth_map(scene, index: int) -> torch.Tensor:
@@ -178,6 +204,9 @@ def main() -> None:
     ap.add_argument("--phase", choices=["all", "train", "eval"], default="all")
     ap.add_argument("--train-seconds", type=float, default=1200.0)
     ap.add_argument("--speed-seconds", type=float, default=30.0)
+    ap.add_argument("--anneal-steps", type=int, default=0,
+                    help="then fine-tune the main run's weights this many steps with a decaying learning rate, "
+                         "and evaluate that run")
     ap.add_argument("--n-train-scenes", type=int, default=32)
     ap.add_argument("--n-eval-scenes", type=int, default=3)
     ap.add_argument("--res", type=int, default=48)
@@ -191,11 +220,20 @@ def main() -> None:
     run = work / "runs" / "gnt-xscene"
     if args.phase in ("all", "train"):
         run = train(work, fam, args.n_train_scenes, unseen[0], args.train_seconds, args.res)
+    if args.anneal_steps:
+        base = run
+        run = anneal(work, fam, args.n_train_scenes, unseen[0], args.anneal_steps, args.res, base) \
+            if args.phase in ("all", "train") else work / "runs" / "gnt-xscene-anneal"
     if args.phase == "train":
         return
     result = {"machine": machine(), "config": BENCH_MODEL, "res": args.res, "n_train_scenes": args.n_train_scenes}
     state = torch.load(max((run / "checkpoints").iterdir()), map_location="cpu", weights_only=True)
     result["train_steps"], result["train_seconds"] = int(state["step"]), float(state["elapsed"])
+    if args.anneal_steps:
+        base_state = torch.load(max((base / "checkpoints").iterdir()), map_location="cpu", weights_only=True)
+        result["anneal_steps"], result["anneal_seconds"] = result["train_steps"], result["train_seconds"]
+        result["train_steps"] += int(base_state["step"])
+        result["train_seconds"] += float(base_state["elapsed"])
     print(f"evaluating step {result['train_steps']} ({result['train_seconds']:.0f} s of training) on {len(unseen)} unseen scenes")
     result["unseen"] = evaluate(run, unseen)
     result["speed"] = speed_and_flops(unseen[0], args.speed_seconds)
