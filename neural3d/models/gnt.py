@@ -95,7 +95,7 @@ class GNTModel(Model):
 
     def train(self, mode: bool = True) -> GNTModel:
         if mode or self.training:  # (leaving) training: weights change, cached features go stale
-            self._feature_cache.clear()
+            self.clear_feature_cache()
         return super().train(mode)
 
     def clear_feature_cache(self) -> None:
@@ -103,7 +103,7 @@ class GNTModel(Model):
         self._feature_cache.clear()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self._feature_cache.clear()
+        self.clear_feature_cache()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ------------------------------------------------------------------ source views
@@ -119,7 +119,7 @@ class GNTModel(Model):
         if scene.split_indices("train").numel() < 1:
             raise ValueError(f"{scene.root}: GNT needs training images as source views")
         self._scene = scene
-        self._feature_cache.clear()
+        self.clear_feature_cache()
 
     def render_context(self, cameras, index: int) -> SourceViews:
         """The ``n_source_views`` training views of the attached scene nearest camera ``index`` (its own image excluded)."""
