@@ -34,6 +34,7 @@ from common import machine
 
 BENCH_MODEL = {"depth": 4, "n_samples": 24, "n_samples_eval": 48, "n_source_views": 6, "pool_factor": 2, "dropout": 0.0,
                "lindisp": True, "colour_augment": True}
+ADAM = {"warmup_steps": 50, "betas": [0.9, 0.999], "eps": 1e-8}
 
 
 def write_data(work: Path, n_train: int, n_eval: int, res: int) -> tuple[Path, list[Path]]:
@@ -73,7 +74,7 @@ def _run_trainer(work: Path, name: str, fam: Path, n_train: int, eval_scene: Pat
 
 def train(work: Path, fam: Path, n_train: int, eval_scene: Path, seconds: float, res: int) -> Path:
     """The main run: constant-ish learning rate (1e-3, exp towards 5e-4 over 1M steps), bounded by seconds."""
-    optim = {"lr": 1e-3, "lr_final": 5e-4, "warmup_steps": 50, "betas": [0.9, 0.999], "eps": 1e-8}
+    optim = {**ADAM, "lr": 1e-3, "lr_final": 5e-4}
     return _run_trainer(work, "gnt-xscene", fam, n_train, eval_scene, res,
                         {"steps": 1_000_000, "max_seconds": seconds, "optim": optim})
 
@@ -89,9 +90,17 @@ def anneal(work: Path, fam: Path, n_train: int, eval_scene: Path, steps: int, re
     init = ckpt.latest_checkpoint(base)
     if init is None:
         raise SystemExit(f"--anneal-steps: {base} has no checkpoint to start from")
-    optim = {"lr": 5e-4, "lr_final": 2.5e-5, "schedule": "exp", "warmup_steps": 50, "betas": [0.9, 0.999], "eps": 1e-8}
+    optim = {**ADAM, "lr": 5e-4, "lr_final": 2.5e-5, "schedule": "exp"}
     return _run_trainer(work, "gnt-xscene-anneal", fam, n_train, eval_scene, res,
                         {"steps": steps, "max_seconds": 0.0, "optim": optim}, seed=1, init_checkpoint=str(init))
+
+
+def _progress(run: Path) -> tuple[int, float]:
+    """(step, training seconds) of the run's latest checkpoint."""
+    from neural3d.training import checkpoint as ckpt
+
+    state = torch.load(ckpt.latest_checkpoint(run), map_location="cpu", weights_only=True)
+    return int(state["step"]), float(state["elapsed"])
 
 
 def _depth_map(scene, index: int) -> torch.Tensor:
@@ -227,13 +236,12 @@ def main() -> None:
     if args.phase == "train":
         return
     result = {"machine": machine(), "config": BENCH_MODEL, "res": args.res, "n_train_scenes": args.n_train_scenes}
-    state = torch.load(max((run / "checkpoints").iterdir()), map_location="cpu", weights_only=True)
-    result["train_steps"], result["train_seconds"] = int(state["step"]), float(state["elapsed"])
+    result["train_steps"], result["train_seconds"] = _progress(run)
     if args.anneal_steps:
-        base_state = torch.load(max((base / "checkpoints").iterdir()), map_location="cpu", weights_only=True)
+        base_steps, base_seconds = _progress(base)
         result["anneal_steps"], result["anneal_seconds"] = result["train_steps"], result["train_seconds"]
-        result["train_steps"] += int(base_state["step"])
-        result["train_seconds"] += float(base_state["elapsed"])
+        result["train_steps"] += base_steps
+        result["train_seconds"] += base_seconds
     print(f"evaluating step {result['train_steps']} ({result['train_seconds']:.0f} s of training) on {len(unseen)} unseen scenes")
     result["unseen"] = evaluate(run, unseen)
     result["speed"] = speed_and_flops(unseen[0], args.speed_seconds)

@@ -74,7 +74,7 @@ def sync(device: str) -> None:
 
 
 @torch.no_grad()
-def time_frame(model, scene, index: int, device: str, chunk: int, n_rays: int) -> dict:
+def time_frame(model, scene, index: int, device: str, chunk: int, n_rays: int, with_metrics: bool = False) -> dict:
     ctx = model.render_context(scene.cameras, index).to(device)
     rays = scene.image_rays(index).flatten().to(device)
     total = len(rays)
@@ -99,7 +99,7 @@ def time_frame(model, scene, index: int, device: str, chunk: int, n_rays: int) -
            "seconds_per_frame": feat_s + ray_s * total / len(todo), "extrapolated": len(todo) < total}
     if device.startswith("cuda"):
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    if not out["extrapolated"]:
+    if not out["extrapolated"] and with_metrics:  # only meaningful with trained weights
         from neural3d.metrics import psnr, ssim
 
         rgb = torch.cat(parts).reshape(scene.height, scene.width, 3).cpu()
@@ -129,7 +129,7 @@ def main() -> None:
     print(machine())
     print(f"scene: {source}, view {index}, {scene.width}x{scene.height}; device {name}; "
           f"weights: {args.checkpoint or 'random'}; chunk {args.chunk}")
-    res = time_frame(model, scene, index, args.device, args.chunk, args.rays)
+    res = time_frame(model, scene, index, args.device, args.chunk, args.rays, with_metrics=bool(args.checkpoint))
     res.update(device=name, scene=source, width=scene.width, height=scene.height, config=PAPER_EVAL)
     how = f"extrapolated from {res['rays_rendered']} rays" if res["extrapolated"] else "whole frame"
     print(f"feature network (10 views): {res['feature_seconds']:.3f} s")
