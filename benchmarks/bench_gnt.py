@@ -7,8 +7,9 @@
 2. Trains GNT across the training family for ``--train-seconds`` of training time (resumable: rerun to
    continue the same run). ``--anneal-steps N`` then fine-tunes those weights for N steps with a decaying
    learning rate (a second run, ``gnt-xscene-anneal``), and that run is the one evaluated.
-3. On every test view of every unseen scene, side by side: GNT (source views = that scene's training
-   images, no optimisation) against two baselines on the same views --
+3. On every test view of every unseen scene, side by side: GNT (source views = the ``--eval-source-views``
+   nearest of that scene's training images -- 10, the paper's evaluation protocol, although training draws
+   6; no optimisation) against two baselines on the same views and the same source views --
    * ``nearest image``: the nearest source image itself;
    * ``reprojection``: the target's TRUE depth (the generator's exact depth maps) back-projected and
      read from the nearest source view that sees the point (z-test against the source's true depth).
@@ -37,15 +38,15 @@ BENCH_MODEL = {"depth": 4, "n_samples": 24, "n_samples_eval": 48, "n_source_view
 ADAM = {"warmup_steps": 50, "betas": [0.9, 0.999], "eps": 1e-8}
 
 
-def write_data(work: Path, n_train: int, n_eval: int, res: int) -> tuple[Path, list[Path]]:
+def write_data(work: Path, n_train: int, n_eval: int, res: int, unseen_seed: int = 2) -> tuple[Path, list[Path]]:
     from neural3d.data.synthetic import write_scene_family
 
     fam = work / "family"
     if not (fam / "family.json").is_file():
         write_scene_family(fam, n_scenes=n_train, seed=1, layout="blender", res=res, n_train=16, n_val=1, n_test=1)
-    unseen = work / "unseen"
+    unseen = work / ("unseen" if unseen_seed == 2 else f"unseen_seed{unseen_seed}")
     if not (unseen / "family.json").is_file():
-        write_scene_family(unseen, n_scenes=n_eval, seed=2, layout="blender", res=res, n_train=16, n_val=1, n_test=4)
+        write_scene_family(unseen, n_scenes=n_eval, seed=unseen_seed, layout="blender", res=res, n_train=16, n_val=1, n_test=4)
     return fam, sorted(p for p in unseen.iterdir() if p.is_dir())
 
 
@@ -79,28 +80,45 @@ def train(work: Path, fam: Path, n_train: int, eval_scene: Path, seconds: float,
                         {"steps": 1_000_000, "max_seconds": seconds, "optim": optim})
 
 
-def anneal(work: Path, fam: Path, n_train: int, eval_scene: Path, steps: int, res: int, base: Path) -> Path:
-    """Fine-tune the main run's latest weights for ``steps`` with the learning rate decaying 5e-4 -> 2.5e-5.
+def anneal_name(views: int) -> str:
+    return "gnt-xscene-anneal" if views == BENCH_MODEL["n_source_views"] else f"gnt-xscene-anneal-v{views}"
 
-    A separate run (``gnt-xscene-anneal``, fresh Adam moments, other batches: seed 1) initialised from
-    ``base``'s latest checkpoint at its first start; resumable like the main run.
+
+def anneal(work: Path, fam: Path, n_train: int, eval_scene: Path, steps: int, res: int, base: Path,
+           lr: float = 5e-4, views: int = BENCH_MODEL["n_source_views"]) -> Path:
+    """Fine-tune ``base``'s latest weights for ``steps`` with the learning rate decaying ``lr`` -> 2.5e-5.
+
+    A separate run (:func:`anneal_name`, fresh Adam moments, other batches: seed 1) initialised from
+    ``base``'s latest checkpoint at its first start, training with ``views`` source views; resumable.
     """
     from neural3d.training import checkpoint as ckpt
 
     init = ckpt.latest_checkpoint(base)
     if init is None:
         raise SystemExit(f"--anneal-steps: {base} has no checkpoint to start from")
-    optim = {**ADAM, "lr": 5e-4, "lr_final": 2.5e-5, "schedule": "exp"}
-    return _run_trainer(work, "gnt-xscene-anneal", fam, n_train, eval_scene, res,
-                        {"steps": steps, "max_seconds": 0.0, "optim": optim}, seed=1, init_checkpoint=str(init))
+    optim = {**ADAM, "lr": lr, "lr_final": 2.5e-5, "schedule": "exp"}
+    return _run_trainer(work, anneal_name(views), fam, n_train, eval_scene, res,
+                        {"steps": steps, "max_seconds": 0.0, "optim": optim}, seed=1, init_checkpoint=str(init),
+                        n_source_views=views)
 
 
-def _progress(run: Path) -> tuple[int, float]:
-    """(step, training seconds) of the run's latest checkpoint."""
+def _stages(run: Path) -> list[dict]:
+    """The training stages behind ``run``'s latest weights, first first: {run, steps, seconds} each.
+
+    Follows ``model.init_checkpoint`` back through the runs it names, counting each at the checkpoint used.
+    """
+    from omegaconf import OmegaConf
+
     from neural3d.training import checkpoint as ckpt
 
-    state = torch.load(ckpt.latest_checkpoint(run), map_location="cpu", weights_only=True)
-    return int(state["step"]), float(state["elapsed"])
+    stages, path = [], ckpt.latest_checkpoint(run)
+    while path is not None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        run_dir = Path(path).parent.parent
+        stages.insert(0, {"run": run_dir.name, "steps": int(state["step"]), "seconds": float(state["elapsed"])})
+        init = OmegaConf.load(run_dir / "config.yaml").model.get("init_checkpoint", "")
+        path = Path(init) if init and (Path(init).parent.parent / "config.yaml").is_file() else None
+    return stages
 
 
 def _depth_map(scene, index: int) -> torch.Tensor:
@@ -133,7 +151,7 @@ def reprojection_baseline(scene, target: int, sources: torch.Tensor) -> torch.Te
     return out.reshape(H, W, 3)
 
 
-def evaluate(run: Path, scenes: list[Path]) -> dict:
+def evaluate(run: Path, scenes: list[Path], n_views: int) -> dict:
     import neural3d
     from neural3d.evaluation import render_image
     from neural3d.metrics import psnr, ssim
@@ -142,6 +160,7 @@ def evaluate(run: Path, scenes: list[Path]) -> dict:
     for path in scenes:
         loaded = neural3d.load(run, data={"path": str(path)}, device="cpu")
         model, scene = loaded.model, loaded.model.attached_scene
+        model.config.n_source_views_eval = n_views
         for t in scene.split_indices("test").tolist():
             ctx = model.render_context(scene.cameras, t)
             gt = scene.images[t]
@@ -216,8 +235,16 @@ def main() -> None:
     ap.add_argument("--anneal-steps", type=int, default=0,
                     help="then fine-tune the main run's weights this many steps with a decaying learning rate, "
                          "and evaluate that run")
+    ap.add_argument("--anneal-lr", type=float, default=5e-4, help="the anneal's initial learning rate")
+    ap.add_argument("--anneal-views", type=int, default=BENCH_MODEL["n_source_views"],
+                    help="source views while annealing (another run name when not the default)")
+    ap.add_argument("--anneal-from", default="", help="run directory whose weights the anneal starts from "
+                    "(default: the main run)")
     ap.add_argument("--n-train-scenes", type=int, default=32)
     ap.add_argument("--n-eval-scenes", type=int, default=3)
+    ap.add_argument("--unseen-seed", type=int, default=2, help="seed of the unseen family (2: the usual one)")
+    ap.add_argument("--eval-source-views", type=int, default=10, help="source views at evaluation (paper: 10)")
+    ap.add_argument("--out", default="", help="results file (default WORK/results.json)")
     ap.add_argument("--res", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a shared, oversubscribed CPU)")
     args = ap.parse_args()
@@ -225,25 +252,24 @@ def main() -> None:
     work = Path(args.work)
     print(machine())
     print(f"load average at start: {os.getloadavg()}")
-    fam, unseen = write_data(work, args.n_train_scenes, args.n_eval_scenes, args.res)
+    fam, unseen = write_data(work, args.n_train_scenes, args.n_eval_scenes, args.res, args.unseen_seed)
     run = work / "runs" / "gnt-xscene"
     if args.phase in ("all", "train"):
         run = train(work, fam, args.n_train_scenes, unseen[0], args.train_seconds, args.res)
     if args.anneal_steps:
-        base = run
-        run = anneal(work, fam, args.n_train_scenes, unseen[0], args.anneal_steps, args.res, base) \
-            if args.phase in ("all", "train") else work / "runs" / "gnt-xscene-anneal"
+        base = Path(args.anneal_from) if args.anneal_from else run
+        run = anneal(work, fam, args.n_train_scenes, unseen[0], args.anneal_steps, args.res, base, args.anneal_lr,
+                     args.anneal_views) if args.phase in ("all", "train") else work / "runs" / anneal_name(args.anneal_views)
     if args.phase == "train":
         return
-    result = {"machine": machine(), "config": BENCH_MODEL, "res": args.res, "n_train_scenes": args.n_train_scenes}
-    result["train_steps"], result["train_seconds"] = _progress(run)
-    if args.anneal_steps:
-        base_steps, base_seconds = _progress(base)
-        result["anneal_steps"], result["anneal_seconds"] = result["train_steps"], result["train_seconds"]
-        result["train_steps"] += base_steps
-        result["train_seconds"] += base_seconds
-    print(f"evaluating step {result['train_steps']} ({result['train_seconds']:.0f} s of training) on {len(unseen)} unseen scenes")
-    result["unseen"] = evaluate(run, unseen)
+    result = {"machine": machine(), "config": {**BENCH_MODEL, "n_source_views_eval": args.eval_source_views},
+              "res": args.res, "n_train_scenes": args.n_train_scenes, "unseen_seed": args.unseen_seed}
+    result["stages"] = _stages(run)
+    result["train_steps"] = sum(st["steps"] for st in result["stages"])
+    result["train_seconds"] = sum(st["seconds"] for st in result["stages"])
+    print(f"evaluating step {result['train_steps']} ({result['train_seconds']:.0f} s of training: "
+          + ", ".join(f"{st['run']} {st['steps']}" for st in result["stages"]) + f") on {len(unseen)} unseen scenes")
+    result["unseen"] = evaluate(run, unseen, args.eval_source_views)
     result["speed"] = speed_and_flops(unseen[0], args.speed_seconds)
     result["loadavg_end"] = os.getloadavg()
     print("\nmean over", result["unseen"]["n_views"], "unseen test views (PSNR dB / SSIM):")
@@ -260,8 +286,9 @@ def main() -> None:
         print(f"  {name}: {r['rays_per_s']:8.0f} rays/s (x{r['rays_per_s'] / base:.2f}), {r['flops_per_ray'] / 1e6:.2f} MFLOP/ray, "
               f"feature net {r['feature_flops_per_source_pixel'] / 1e3:.0f} kFLOP per source pixel")
     print(f"load average at end: {result['loadavg_end']}")
-    (work / "results.json").write_text(json.dumps(result, indent=2))
-    print(f"results: {work / 'results.json'}")
+    out = Path(args.out) if args.out else work / "results.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"results: {out}")
 
 
 if __name__ == "__main__":

@@ -212,6 +212,28 @@ def test_chunked_rendering_equals_one_pass_and_extracts_features_once(scenes):
     assert train0 not in model.render_context(scene.cameras, train0).indices.tolist()
 
 
+def test_eval_mode_renders_with_n_source_views_eval(scenes):
+    from neural3d.models.base import SceneInfo
+    from neural3d.models.gnt import GNTModel, GNTModelConfig
+
+    scene = load_scene(scenes["unseen"])
+    info = SceneInfo(scene.scene_box, scene.near, scene.far)
+    with pytest.raises(ValueError, match="n_source_views_eval"):
+        GNTModel(GNTModelConfig(**TINY_MODEL, n_source_views_eval=-1), scene=info)
+    model = GNTModel(GNTModelConfig(**TINY_MODEL, n_source_views_eval=5), scene=info)
+    model.attach_scene(scene)
+    test = int(scene.split_indices("test")[0])
+    assert model.render_context(scene.cameras, test).n_views == 3  # training mode: n_source_views
+    model.eval()
+    ctx = model.render_context(scene.cameras, test)
+    assert ctx.n_views == 5 and len(set(ctx.indices.tolist())) == 5
+    # the 5 are the 3 nearest plus the next two: selection by rank, whatever the count
+    model.config.n_source_views_eval = 0
+    assert ctx.indices[:3].tolist() == model.render_context(scene.cameras, test).indices.tolist()
+    model.config.n_source_views_eval = 50  # more than the scene has: all 6 training views
+    assert sorted(model.render_context(scene.cameras, test).indices.tolist()) == scene.split_indices("train").tolist()
+
+
 def test_imported_official_checkpoint_renders_from_the_cli(tmp_path, scenes):
     torch.save(random_official_checkpoint(4, seed=1), tmp_path / "model_250000.pth")
     run = tmp_path / "imported"

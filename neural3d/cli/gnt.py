@@ -15,7 +15,8 @@ from pathlib import Path
 
 from neural3d.config import ConfigError
 
-_RUNTIME_MODEL_KEYS = ("n_samples", "n_samples_eval", "n_fine", "n_source_views", "lindisp", "selection")
+_RUNTIME_MODEL_KEYS = ("n_samples", "n_samples_eval", "n_fine", "n_source_views", "n_source_views_eval", "lindisp",
+                       "selection")
 
 
 def _split_overrides(items) -> tuple[dict, dict]:

@@ -62,6 +62,7 @@ class GNTModelConfig:
     n_fine: int = 0  # extra samples drawn from the attention weights
     lindisp: bool = True  # samples uniform in inverse depth (official inv_uniform)
     n_source_views: int = 10
+    n_source_views_eval: int = 0  # ... when rendering in eval mode (paper evaluation: 10); 0: n_source_views
     pool_factor: int = 2  # training: sources drawn from the pool_factor * n_source_views nearest
     colour_augment: bool = False  # training: one random colour map per batch on target AND sources
     selection: str = "auto"  # auto (llff: dist, else vector) | dist | vector | matrix
@@ -84,6 +85,8 @@ class GNTModel(Model):
             raise ValueError(f"model.selection must be 'auto' or one of {METHODS}, got '{config.selection}'")
         if config.n_source_views < 1:
             raise ValueError(f"model.n_source_views must be >= 1, got {config.n_source_views}")
+        if config.n_source_views_eval < 0:
+            raise ValueError(f"model.n_source_views_eval must be >= 0 (0: n_source_views), got {config.n_source_views_eval}")
         kw = {"width": config.width, "depth": config.depth, "feature_dim": config.feature_dim,
               "n_heads": config.n_heads, "dropout": config.dropout}
         self.renderer = RayTransformerRenderer(**kw)
@@ -122,7 +125,10 @@ class GNTModel(Model):
         self.clear_feature_cache()
 
     def render_context(self, cameras, index: int) -> SourceViews:
-        """The ``n_source_views`` training views of the attached scene nearest camera ``index`` (its own image excluded)."""
+        """The training views of the attached scene nearest camera ``index`` (its own image excluded).
+
+        How many: ``n_source_views`` in training mode, ``n_source_views_eval`` (when > 0) in eval mode.
+        """
         scene = self._scene
         if scene is None:
             raise ValueError("GNT renders from source views: attach a scene first (model.attach_scene(load_scene(path)))")
@@ -130,11 +136,17 @@ class GNTModel(Model):
         src = scene.cameras.camera_to_worlds[train]
         target = cameras.camera_to_worlds[index][None].to(src.device)
         same = identical_poses(target, src)
-        k = min(self.config.n_source_views, train.numel() - int(same.sum()))
+        k = min(self.n_views, train.numel() - int(same.sum()))
         idx = nearest_views(target, src, max(k, 1), method=self.selection_method(scene),
                             exclude=same if k >= 1 else None)[0]
         chosen = train[idx]
         return SourceViews(scene.images[chosen], scene.cameras[chosen], scene.pixel_center, chosen, attached=True)
+
+    @property
+    def n_views(self) -> int:
+        """Source views per rendered image: ``n_source_views``, or ``n_source_views_eval`` in eval mode."""
+        cfg = self.config
+        return cfg.n_source_views if self.training or cfg.n_source_views_eval <= 0 else cfg.n_source_views_eval
 
     # ------------------------------------------------------------------ training hooks
     def build_loader(self, scene, *, batch_size: int, device, seed: int) -> SourceViewBatches:
