@@ -106,6 +106,9 @@ def test_resume_continues_the_same_run(tmp_path, tiny_blender_scene, method, ext
         Trainer(cfg_b, on_step=stop).train()
     b = Trainer(cfg_b, resume=True)
     assert b.step == 6
+    cfg_c, _ = build_config({**base, "experiment": "interrupted"}, [*ov, "trainer.optim.lr=0.123"])
+    with pytest.warns(UserWarning, match=r"trainer\.optim\.lr .*-> 0\.123\) not applied"):
+        Trainer(cfg_c, resume=True)
     b.train()
     pa, pb = _params(a.model), _params(b.model)
     assert pa.keys() == pb.keys()

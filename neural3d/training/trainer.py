@@ -117,6 +117,19 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self.logger.truncate(self.step)
+        self._warn_ignored_optim_changes(path, state.get("config", {}).get("trainer", {}).get("optim", {}))
+
+    def _warn_ignored_optim_changes(self, path: Path, saved: dict) -> None:
+        """Resuming restores the optimizer's learning rates and moments: a changed ``trainer.optim`` is not applied."""
+        import warnings
+
+        now = OmegaConf.to_container(self.cfg.trainer.optim, resolve=True)
+        changed = sorted(k for k in ("lr", "betas", "eps", "weight_decay") if k in saved and saved[k] != now.get(k))
+        if changed:
+            warnings.warn(f"{path}: resuming keeps the checkpoint's optimizer state; trainer.optim."
+                          + ", trainer.optim.".join(f"{k} ({saved[k]} -> {now.get(k)})" for k in changed)
+                          + " not applied. To restart optimisation from these weights with new settings, start a new "
+                          "run with model.init_checkpoint (where the method supports it)", stacklevel=3)
 
     # ------------------------------------------------------------------ loop
     def _autocast(self):
