@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -37,7 +38,7 @@ class Trainer:
     """Train one method on one scene; everything lands in ``run_dir``."""
 
     def __init__(self, cfg, *, resume: bool = False, overwrite: bool = False,
-                 run_dir: Optional[Path] = None, on_step: Optional[Callable[["Trainer", int], None]] = None) -> None:
+                 run_dir: Path | None = None, on_step: Callable[[Trainer, int], None] | None = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else run_directory(cfg)
         self._prepare_run_dir(resume, overwrite)
