@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, PeakMemory, machine  # noqa: E402
-from race import Runner, build_trainer, plot_curves, race  # noqa: E402
+from common import SHARED_DATA, PeakMemory, machine
+from race import Runner, build_trainer, plot_curves, race
 
 NGP = "configs/blender_ngp.yaml"
 # hash grid sized for 100x100 images on a CPU (the 800x800 defaults are 16 levels, 2^19, 2048)

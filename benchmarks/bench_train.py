@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, machine  # noqa: E402
+from common import SHARED_DATA, machine
 
 METHODS = {
     "nerf 64+128": ("configs/blender_nerf.yaml", ["trainer.batch_size=1024"]),

@@ -7,9 +7,9 @@ machine falls on all of them alike; evaluation time is excluded from each method
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Sequence
 
 from PIL import Image, ImageDraw
 
@@ -22,7 +22,7 @@ class Runner:
     eval_every_s: float
     next_eval: float = 0.0
     curve: list[tuple[float, int, float]] = field(default_factory=list)
-    reached_s: Optional[float] = None
+    reached_s: float | None = None
 
     @property
     def done(self) -> bool:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, machine, psnr_curve  # noqa: E402
+from common import SHARED_DATA, machine, psnr_curve
 
 SCENES = {
     "lego": ("configs/blender_ngp.yaml", "nerf_synthetic/lego", ["data.factor=8", "eval.split=val"], "val"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -54,8 +54,8 @@ class LoadedScene:
         return load_scene_from_config(self.config.data)
 
     @torch.no_grad()
-    def render(self, cameras: Optional[Cameras] = None, *, c2w: Optional[Tensor] = None, K: Optional[Tensor] = None,
-               width: Optional[int] = None, height: Optional[int] = None, chunk: int = 8192,
+    def render(self, cameras: Cameras | None = None, *, c2w: Tensor | None = None, K: Tensor | None = None,
+               width: int | None = None, height: int | None = None, chunk: int = 8192,
                context: Any = None) -> dict[str, Tensor]:
         """Render cameras (or one pose given as ``c2w`` [3|4, 4] / [n, 3|4, 4] OpenGL and ``K`` [3, 3]).
 
@@ -93,8 +93,8 @@ class LoadedScene:
         return Cameras(c2w[:, :3, :4], K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], width, height)
 
 
-def load(run_dir: Union[str, Path], *, checkpoint: Optional[Union[str, Path]] = None, device: str = "auto",
-         data: Optional[dict] = None) -> LoadedScene:
+def load(run_dir: str | Path, *, checkpoint: str | Path | None = None, device: str = "auto",
+         data: dict | None = None) -> LoadedScene:
     """Load a trained run (its latest checkpoint unless ``checkpoint`` is given).
 
     Args:
@@ -128,6 +128,6 @@ def load(run_dir: Union[str, Path], *, checkpoint: Optional[Union[str, Path]] = 
     return LoadedScene(model, info, cfg, run_dir, int(state["step"]), float(cfg.data.pixel_center))
 
 
-def run_metadata(run_dir: Union[str, Path]) -> dict:
+def run_metadata(run_dir: str | Path) -> dict:
     p = Path(run_dir) / "run.json"
     return json.loads(p.read_text()) if p.is_file() else {}

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -84,8 +84,8 @@ def render_path_spiral(
 
 
 def llff_spiral_path(
-    poses: Union[np.ndarray, torch.Tensor],
-    bds: Union[np.ndarray, torch.Tensor],
+    poses: np.ndarray | torch.Tensor,
+    bds: np.ndarray | torch.Tensor,
     n_frames: int = 120,
     path_zflat: bool = False,
 ) -> torch.Tensor:
@@ -141,11 +141,11 @@ def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.
 
 
 def orbit_path(
-    center: Union[Sequence[float], torch.Tensor],
+    center: Sequence[float] | torch.Tensor,
     radius: float,
     elevation_deg: float,
     n: int,
-    up: Optional[Union[Sequence[float], torch.Tensor]] = None,
+    up: Sequence[float] | torch.Tensor | None = None,
     *,
     start_deg: float = 0.0,
     sweep_deg: float = 360.0,
@@ -227,7 +227,7 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     return torch.where(q[..., :1] < 0, -q, q)
 
 
-def quaternion_slerp(q0: torch.Tensor, q1: torch.Tensor, t: Union[float, torch.Tensor]) -> torch.Tensor:
+def quaternion_slerp(q0: torch.Tensor, q1: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
     """Spherical linear interpolation along the shortest arc.
 
     Args:
@@ -340,7 +340,7 @@ class CameraPath:
     width: int
     height: int
     fps: float
-    aspect: Optional[torch.Tensor] = None
+    aspect: torch.Tensor | None = None
 
     def __post_init__(self):
         n = self.c2w.shape[0]
@@ -368,7 +368,7 @@ class CameraPath:
         return fov_to_focal(self.fov_deg.double(), self.height).float()
 
 
-def load_camera_path(path: Union[str, Path]) -> CameraPath:
+def load_camera_path(path: str | Path) -> CameraPath:
     """Read a nerfstudio ``camera_path.json`` (``camera_path`` entries with ``camera_to_world`` 16 floats
     row-major 4x4 and vertical ``fov`` in degrees, ``render_width``, ``render_height``, ``fps`` or
     ``seconds``). fps is the file's ``fps`` if present, else n / ``seconds`` (as ``ns-render``).
@@ -421,7 +421,7 @@ def load_camera_path(path: Union[str, Path]) -> CameraPath:
     )
 
 
-def save_camera_path(path: Union[str, Path], camera_path: CameraPath, keyframes: Optional[CameraPath] = None) -> None:
+def save_camera_path(path: str | Path, camera_path: CameraPath, keyframes: CameraPath | None = None) -> None:
     """Write ``camera_path`` in nerfstudio's ``camera_path.json`` format (readable by ``ns-render
     camera-path`` and the viewer's "Load Path"). ``keyframes`` (optional) are stored as the viewer's
     ``keyframes`` list (``matrix`` 16 floats, ``fov``, ``aspect``)."""

@@ -17,8 +17,8 @@ row-vector world-to-view ``X_view = X_world @ R + T``) are plain matrix algebra.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -57,7 +57,7 @@ class Cameras:
     cy: Tensor
     width: Tensor
     height: Tensor
-    distortion: Optional[Tensor] = None
+    distortion: Tensor | None = None
 
     def __post_init__(self) -> None:
         c2w = torch.as_tensor(self.camera_to_worlds, dtype=torch.float32)
@@ -85,13 +85,13 @@ class Cameras:
     def __len__(self) -> int:
         return self.camera_to_worlds.shape[0]
 
-    def __getitem__(self, index: Union[int, slice, Tensor, Sequence[int]]) -> "Cameras":
+    def __getitem__(self, index: int | slice | Tensor | Sequence[int]) -> Cameras:
         if isinstance(index, int):
             index = [index]
         kw = {f.name: (getattr(self, f.name)[index] if getattr(self, f.name) is not None else None) for f in fields(self)}
         return Cameras(**kw)
 
-    def to(self, device) -> "Cameras":
+    def to(self, device) -> Cameras:
         kw = {f.name: (getattr(self, f.name).to(device) if getattr(self, f.name) is not None else None) for f in fields(self)}
         return Cameras(**kw)
 
@@ -100,7 +100,7 @@ class Cameras:
         return self.camera_to_worlds.device
 
     @staticmethod
-    def cat(cams: Sequence["Cameras"]) -> "Cameras":
+    def cat(cams: Sequence[Cameras]) -> Cameras:
         """Concatenate camera batches (distortion filled with zeros where absent)."""
         dist = None
         if any(c.distortion is not None for c in cams):
@@ -108,7 +108,7 @@ class Cameras:
         kw = {f.name: torch.cat([getattr(c, f.name) for c in cams]) for f in fields(Cameras) if f.name != "distortion"}
         return Cameras(**kw, distortion=dist)
 
-    def replace(self, **changes) -> "Cameras":
+    def replace(self, **changes) -> Cameras:
         return replace(self, **changes)
 
     # ------------------------------------------------------------------ matrices
@@ -171,7 +171,7 @@ class Cameras:
         return c2w[:, :, 3], dirs
 
     # ------------------------------------------------------------------ projection
-    def project(self, points: Tensor, camera_indices: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def project(self, points: Tensor, camera_indices: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Project world points into cameras (distortion applied when set).
 
         Args:
@@ -200,7 +200,7 @@ class Cameras:
 
     # ------------------------------------------------------------------ conventions
     @classmethod
-    def from_opencv(cls, c2w_opencv: Tensor, K: Tensor, width, height, distortion=None) -> "Cameras":
+    def from_opencv(cls, c2w_opencv: Tensor, K: Tensor, width, height, distortion=None) -> Cameras:
         """Build from OpenCV/COLMAP camera-to-world ([n,3,4] or [n,4,4]; x right, y down, z forward) and K [n,3,3]."""
         c2w_opencv = torch.as_tensor(c2w_opencv, dtype=torch.float32)
         K = torch.as_tensor(K, dtype=torch.float32)
@@ -234,7 +234,7 @@ class Cameras:
         }
 
     @classmethod
-    def from_pytorch3d(cls, R: Tensor, T: Tensor, focal_length: Tensor, principal_point: Tensor, image_size: Tensor) -> "Cameras":
+    def from_pytorch3d(cls, R: Tensor, T: Tensor, focal_length: Tensor, principal_point: Tensor, image_size: Tensor) -> Cameras:
         """Inverse of :meth:`to_pytorch3d` (screen-space PyTorch3D cameras)."""
         flip = _GL_P3D_FLIP.to(R)
         R_view = R.transpose(1, 2) * flip[None, :, None]  # world->GL view rotation

@@ -9,9 +9,10 @@ method is one module (its config dataclass and model class) plus one YAML file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -42,9 +43,9 @@ class DataConfig:
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # RGBA images composited on it
     llffhold: int = 8
     spherify: bool = False
-    ndc: Optional[bool] = None  # None: LLFF forward-facing uses NDC unless spherify
-    near: Optional[float] = None  # override the dataset's near/far
-    far: Optional[float] = None
+    ndc: bool | None = None  # None: LLFF forward-facing uses NDC unless spherify
+    near: float | None = None  # override the dataset's near/far
+    far: float | None = None
     pixel_center: float = 0.5  # 0.0 reproduces the original NeRF/GNT ray generation
     synth: SynthConfig = field(default_factory=SynthConfig)
 
@@ -79,8 +80,8 @@ class TrainerConfig:
 class EvalConfig:
     split: str = "test"
     chunk: int = 8192  # rays per forward pass when rendering images
-    lpips_backbone: Optional[str] = None  # local path to torchvision VGG16/AlexNet weights
-    lpips_linear: Optional[str] = None  # local path to the lpips package's linear-layer weights
+    lpips_backbone: str | None = None  # local path to torchvision VGG16/AlexNet weights
+    lpips_linear: str | None = None  # local path to the lpips package's linear-layer weights
     lpips_net: str = "vgg"
     save_images: bool = True
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 
 def default_demo_config() -> Path:
@@ -12,7 +12,7 @@ def default_demo_config() -> Path:
     return here if here.is_file() else Path("configs/demo.yaml")
 
 
-def run_demo(config: Optional[str] = None, overrides: Sequence[str] = ()) -> int:
+def run_demo(config: str | None = None, overrides: Sequence[str] = ()) -> int:
     from neural3d.api import load
     from neural3d.config import load_config
     from neural3d.evaluation import evaluate_split

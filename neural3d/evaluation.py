@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +38,8 @@ def render_image(model, scene, index: int, chunk: int = 8192, context: Any = Non
 
 
 @torch.no_grad()
-def evaluate_split(model, scene, split: str = "test", *, chunk: int = 8192, max_images: Optional[int] = None,
-                   out_dir: Optional[Path] = None, lpips_fn=None) -> dict[str, Any]:
+def evaluate_split(model, scene, split: str = "test", *, chunk: int = 8192, max_images: int | None = None,
+                   out_dir: Path | None = None, lpips_fn=None) -> dict[str, Any]:
     """Render every image of ``split`` (or the first ``max_images``) and compute metrics.
 
     Returns:

@@ -19,13 +19,13 @@ depend on train/eval mode.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, List, Mapping, Tuple, Union
 
 import torch
 from torch import nn
 
-__all__ = ["LPIPS", "BACKBONE_SPECS", "lpips_backbone_layers", "normalize_channels"]
+__all__ = ["BACKBONE_SPECS", "LPIPS", "lpips_backbone_layers", "normalize_channels"]
 
 # Layer list of torchvision's ``features`` stacks: ("conv", c_in, c_out, kernel, stride, padding),
 # ("relu",), ("pool", kernel, stride). Indices in the list are torchvision's module indices.
@@ -48,7 +48,7 @@ _ALEXNET = [
 ]  # fmt: skip
 
 # net -> (layer list, indices of the tapped ReLUs, channels of the taps, torchvision file, lpips file)
-BACKBONE_SPECS: Dict[str, Tuple[list, Tuple[int, ...], Tuple[int, ...], str, str]] = {
+BACKBONE_SPECS: dict[str, tuple[list, tuple[int, ...], tuple[int, ...], str, str]] = {
     "vgg": (_VGG16, (3, 8, 15, 22, 29), (64, 128, 256, 512, 512), "vgg16-397923af.pth", "vgg.pth"),
     "alex": (_ALEXNET, (1, 4, 7, 9, 11), (64, 192, 384, 256, 256), "alexnet-owt-7be5be79.pth", "alex.pth"),
 }
@@ -61,7 +61,7 @@ def lpips_backbone_layers(net: str) -> nn.Sequential:
     """torchvision-compatible ``features`` stack for ``net`` in {"vgg", "alex"} (random init)."""
     if net not in BACKBONE_SPECS:
         raise ValueError(f"LPIPS: unknown net {net!r}; expected one of {sorted(BACKBONE_SPECS)}")
-    layers: List[nn.Module] = []
+    layers: list[nn.Module] = []
     for spec in BACKBONE_SPECS[net][0]:
         if spec[0] == "conv":
             _, c_in, c_out, k, s, p = spec
@@ -86,7 +86,7 @@ class _Backbone(nn.Module):
         self.features = lpips_backbone_layers(net)
         self.taps = BACKBONE_SPECS[net][1]
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x: [n, 3, H, W] scaled input -> list of 5 feature maps [n, C_l, h_l, w_l]."""
         outs = []
         for i, layer in enumerate(self.features[: self.taps[-1] + 1]):
@@ -130,14 +130,14 @@ class LPIPS(nn.Module):
         self.eval()
 
     @property
-    def lins(self) -> List[_LinearHead]:
+    def lins(self) -> list[_LinearHead]:
         """The five linear heads lin0 .. lin4."""
         return [getattr(self, f"lin{k}") for k in range(5)]
 
     @classmethod
     def from_files(
-        cls, net: str, backbone_path: Union[str, Path], linear_path: Union[str, Path]
-    ) -> "LPIPS":
+        cls, net: str, backbone_path: str | Path, linear_path: str | Path
+    ) -> LPIPS:
         """Build LPIPS from LOCAL weight files (nothing is downloaded).
 
         Args:
@@ -215,7 +215,7 @@ class LPIPS(nn.Module):
         return ((2.0 * x - 1.0) - self.shift) / self.scale
 
 
-def _load_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """torch.load a local state dict with weights_only=True; ValueError if it is not a tensor dict."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -226,7 +226,7 @@ def _load_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     return dict(state)
 
 
-def _strict_copy(module: nn.Module, state: Dict[str, torch.Tensor], source: str) -> None:
+def _strict_copy(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into ``module`` requiring exactly its parameter keys and shapes."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))

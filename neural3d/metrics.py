@@ -17,12 +17,10 @@ Metrics are computed in float64 internally and returned in the input's floating 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
-__all__ = ["mse_to_psnr", "psnr", "ssim", "gaussian_window_1d"]
+__all__ = ["gaussian_window_1d", "mse_to_psnr", "psnr", "ssim"]
 
 
 def _check_images(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
@@ -48,7 +46,7 @@ def mse_to_psnr(mse: torch.Tensor) -> torch.Tensor:
     return -10.0 * torch.log10(mse)
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Peak signal-to-noise ratio per image (data range 1).
 
     Args:

@@ -8,8 +8,8 @@ original NeRF code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -36,8 +36,8 @@ class RayBundle:
     viewdirs: Tensor
     nears: Tensor
     fars: Tensor
-    camera_indices: Optional[Tensor] = None
-    pixels: Optional[Tensor] = None
+    camera_indices: Tensor | None = None
+    pixels: Tensor | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -50,26 +50,26 @@ class RayBundle:
     def __len__(self) -> int:
         return self.origins.shape[0]
 
-    def _map(self, fn) -> "RayBundle":
+    def _map(self, fn) -> RayBundle:
         return RayBundle(**{f.name: (fn(getattr(self, f.name)) if getattr(self, f.name) is not None else None) for f in fields(self)})
 
-    def __getitem__(self, index) -> "RayBundle":
+    def __getitem__(self, index) -> RayBundle:
         return self._map(lambda t: t[index])
 
-    def to(self, device) -> "RayBundle":
+    def to(self, device) -> RayBundle:
         return self._map(lambda t: t.to(device))
 
-    def flatten(self) -> "RayBundle":
+    def flatten(self) -> RayBundle:
         """Reshape [*batch] to [n_rays]."""
         n = self.shape.numel()
         return self._map(lambda t: t.reshape(n, *t.shape[len(self.shape):]))
 
-    def reshape(self, *shape: int) -> "RayBundle":
+    def reshape(self, *shape: int) -> RayBundle:
         nb = len(self.shape)
         return self._map(lambda t: t.reshape(*shape, *t.shape[nb:]))
 
     @staticmethod
-    def cat(bundles: Sequence["RayBundle"]) -> "RayBundle":
+    def cat(bundles: Sequence[RayBundle]) -> RayBundle:
         out = {}
         for f in fields(RayBundle):
             vals = [getattr(b, f.name) for b in bundles]
@@ -158,7 +158,7 @@ def ndc_rays(rays: RayBundle, *, width: float, height: float, focal: float, near
     )
 
 
-def apply_ndc(rays: RayBundle, ndc_params: Optional[tuple[float, float, float]]) -> RayBundle:
+def apply_ndc(rays: RayBundle, ndc_params: tuple[float, float, float] | None) -> RayBundle:
     """:func:`ndc_rays` with ``(width, height, focal)`` when given, else the rays unchanged."""
     if ndc_params is None:
         return rays

@@ -68,12 +68,12 @@ class RaySamples(_Intervals):
         """[n_rays, n_samples + 1] interval edges, valid when the intervals are contiguous."""
         return torch.cat([self.starts, self.ends[:, -1:]], dim=-1)
 
-    def select(self, index: Tensor) -> "RaySamples":
+    def select(self, index: Tensor) -> RaySamples:
         """The samples of a subset of rays (``index``: [k] int64 or [n_rays] bool)."""
         return RaySamples(self.rays[index], self.starts[index], self.ends[index])
 
     @staticmethod
-    def from_edges(rays: RayBundle, edges: Tensor) -> "RaySamples":
+    def from_edges(rays: RayBundle, edges: Tensor) -> RaySamples:
         """Contiguous intervals from sorted edges [n_rays, n_samples + 1]."""
         return RaySamples(rays, edges[:, :-1], edges[:, 1:])
 
@@ -121,7 +121,7 @@ class PackedRaySamples(_Intervals):
         """[n_samples, 3] unit viewing directions."""
         return self.rays.viewdirs[self.ray_indices]
 
-    def mask(self, keep: Tensor) -> "PackedRaySamples":
+    def mask(self, keep: Tensor) -> PackedRaySamples:
         """Keep the samples where ``keep`` [n_samples] bool is true (rays are kept, counts shrink)."""
         from neural3d.render.scan import packed_info_from_ray_indices
 
@@ -144,7 +144,7 @@ class PackedRaySamples(_Intervals):
         return RaySamples(self.rays, starts, ends), valid
 
     @staticmethod
-    def from_padded(samples: RaySamples, valid: Tensor | None = None) -> "PackedRaySamples":
+    def from_padded(samples: RaySamples, valid: Tensor | None = None) -> PackedRaySamples:
         """Pack batched samples (optionally only where ``valid`` [n_rays, n_samples] is true)."""
         from neural3d.render.scan import packed_info_from_ray_indices
 

@@ -10,8 +10,9 @@ Ruofei Du, Apache-2.0) and "gray".
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ def colorize_scalar(
     vmin: float = 0.0,
     vmax: float = 1.0,
     cmap: str = "gray",
-    mask: Optional[Frame] = None,
+    mask: Frame | None = None,
     background: float = 1.0,
 ) -> torch.Tensor:
     """Colour a scalar map (e.g. accumulated opacity) linearly between vmin and vmax.
@@ -87,10 +88,10 @@ def colorize_scalar(
 
 def colorize_depth(
     depth: Frame,
-    near: Optional[float] = None,
-    far: Optional[float] = None,
+    near: float | None = None,
+    far: float | None = None,
     cmap: str = "turbo",
-    mask: Optional[Frame] = None,
+    mask: Frame | None = None,
     *,
     inverse: bool = False,
     background: float = 1.0,
@@ -162,7 +163,7 @@ def to_uint8(frame: Frame, name: str = "frame") -> np.ndarray:
 
 
 def write_video(
-    path: Union[str, Path], frames: Iterable[Frame], fps: float = 30, *, quality: float = 8.0
+    path: str | Path, frames: Iterable[Frame], fps: float = 30, *, quality: float = 8.0
 ) -> int:
     """Encode frames to an H.264 video (libx264, yuv420p) with imageio + imageio-ffmpeg.
 
@@ -205,8 +206,8 @@ def write_video(
 
 
 def write_images(
-    directory: Union[str, Path], frames: Iterable[Frame], prefix: str = "frame", *, start: int = 0
-) -> List[Path]:
+    directory: str | Path, frames: Iterable[Frame], prefix: str = "frame", *, start: int = 0
+) -> list[Path]:
     """Write frames as PNGs ``{directory}/{prefix}_{index:04d}.png``.
 
     Args:
@@ -274,7 +275,7 @@ def _as_map(values: Frame, name: str) -> torch.Tensor:
     return v
 
 
-def _apply_mask(rgb: torch.Tensor, mask: Optional[Frame], background: float) -> torch.Tensor:
+def _apply_mask(rgb: torch.Tensor, mask: Frame | None, background: float) -> torch.Tensor:
     """Set rgb [H, W, 3] to ``background`` where mask [H, W] is false."""
     if mask is None:
         return rgb

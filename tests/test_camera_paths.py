@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from neural3d.data.blender import blender_orbit
-
 from neural3d.camera_paths import (
     CameraPath,
     focal_to_fov,
@@ -27,6 +25,7 @@ from neural3d.camera_paths import (
     render_path_spiral,
     save_camera_path,
 )
+from neural3d.data.blender import blender_orbit
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nerf_original_loader"
 needs_ref = pytest.mark.skipif(not REF.is_dir(), reason=f"reference arrays not found at {REF}")

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from reference_nerf import original_ndc_rays
 
 from neural3d.cameras import Cameras, check_poses
 from neural3d.distortion import distort_points, undistort_points
 from neural3d.rays import generate_rays, image_rays, ndc_rays
-from reference_nerf import original_ndc_rays
 
 
 def _random_rotations(n, seed=0):

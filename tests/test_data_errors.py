@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neural3d.data import DatasetError, DatasetFileNotFoundError, load_blender, load_llff, load_scene, load_transforms, read_image
+from neural3d.data import (
+    DatasetError,
+    DatasetFileNotFoundError,
+    load_blender,
+    load_llff,
+    load_scene,
+    load_transforms,
+    read_image,
+)
 from neural3d.data.colmap import read_points3d_bin
 
 

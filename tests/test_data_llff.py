@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reference_nerf import original_get_rays, original_ndc_rays
 from PIL import Image
+from reference_nerf import original_get_rays, original_ndc_rays
 
 from neural3d.data import (
     colmap_cameras,
@@ -152,15 +152,13 @@ def _write_colmap(tmp_path, cams, images, points):
     """Write COLMAP binary files with struct, independently of the reader."""
     with open(tmp_path / "cameras.bin", "wb") as f:
         f.write(struct.pack("<Q", len(cams)))
-        for cid, model_id, w, h, params in cams:
-            f.write(struct.pack("<iiQQ", cid, model_id, w, h) + struct.pack(f"<{len(params)}d", *params))
+        f.writelines(struct.pack("<iiQQ", cid, model_id, w, h) + struct.pack(f"<{len(params)}d", *params) for cid, model_id, w, h, params in cams)
     with open(tmp_path / "images.bin", "wb") as f:
         f.write(struct.pack("<Q", len(images)))
         for iid, q, t, cid, name, pts2d in images:
             f.write(struct.pack("<i7di", iid, *q, *t, cid) + name.encode() + b"\x00")
             f.write(struct.pack("<Q", len(pts2d)))
-            for x, y, pid in pts2d:
-                f.write(struct.pack("<ddq", x, y, pid))
+            f.writelines(struct.pack("<ddq", x, y, pid) for x, y, pid in pts2d)
     with open(tmp_path / "points3D.bin", "wb") as f:
         f.write(struct.pack("<Q", len(points)))
         for pid, xyz, rgb, err, track in points:
@@ -207,8 +205,8 @@ def test_colmap_binary_round_trip_and_cameras(tmp_path):
 
 
 def test_colmap_camera_model_unsupported():
-    from neural3d.data.colmap import camera_intrinsics
     from neural3d.data import DatasetError
+    from neural3d.data.colmap import camera_intrinsics
 
     with pytest.raises(DatasetError, match="OPENCV_FISHEYE"):
         camera_intrinsics(ColmapCamera(4, "OPENCV_FISHEYE", 10, 10, np.zeros(8)))

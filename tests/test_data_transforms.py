@@ -10,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from neural3d.data import load_scene, load_transforms
-from neural3d.data import read_image
+from neural3d.data import load_scene, load_transforms, read_image
 from neural3d.data.images import composite, resize_area
 
 W, H = 16, 12

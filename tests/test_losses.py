@@ -7,7 +7,6 @@ import torch
 from neural3d.losses import distortion_loss, interlevel_loss, outer_measure
 
 
-
 def _random_partition(n_rays: int, n: int, g: torch.Generator, lo=0.0, hi=1.0) -> torch.Tensor:
     """[n_rays, n + 1] sorted edges with the end points ``lo``, ``hi`` and random interior edges."""
     inner, _ = torch.sort(torch.rand(n_rays, n - 1, generator=g, dtype=torch.float64) * (hi - lo) + lo, dim=-1)

@@ -16,7 +16,6 @@ from neural3d.nid.losses import cv_squared, l1_sparsity, recon_loss, usage_stats
 from neural3d.nid.patches import cut_patches, flatten_patches, fold_patches, grid_coords, patch_coords
 
 
-
 def test_topk_signed_matches_a_dense_reference():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(7, 12, generator=g, dtype=torch.float64)

@@ -12,7 +12,6 @@ from neural3d.nid.patches import cut_patches, cut_patches_strided, fold_patches_
 from neural3d.nid.prior import CodePrior, code_prior_from_codes, map_solve
 
 
-
 def _spd(n: int, g: torch.Generator) -> torch.Tensor:
     a = torch.randn(n, n, generator=g, dtype=torch.float64)
     return a @ a.T / n + 0.1 * torch.eye(n, dtype=torch.float64)

@@ -9,7 +9,6 @@ from neural3d.pointcloud.image_vit import ImageViT
 from neural3d.pointcloud.tokenizers import voxelize
 
 
-
 def deit_state_dict(dim: int, depth: int, n_pos: int = 197, seed: int = 0) -> dict:
     """Random tensors in the published deit_*_patch16_224 layout (names and shapes written out by hand)."""
     g = torch.Generator().manual_seed(seed)

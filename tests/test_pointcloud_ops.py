@@ -17,7 +17,6 @@ from neural3d.pointcloud.ops import (
 from neural3d.pointcloud.vit import Block
 
 
-
 def _fps_reference(xyz: np.ndarray, m: int) -> list[int]:
     """Textbook greedy farthest point sampling, float64, one point at a time."""
     chosen = [0]

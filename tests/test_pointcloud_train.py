@@ -13,7 +13,6 @@ from neural3d.pointcloud import encode
 from neural3d.pointcloud.config import build_pc_config, load_pc_config
 from neural3d.pointcloud.train import PointCloudTrainer
 
-
 TINY = ["data.n_points=128", "model.n_centres=[32,16]", "model.depth=1", "data.synth_train_per_class=8",
         "data.synth_test_per_class=4", "batch_size=16", "progress=false", "log_every=1", "eval_every=0"]
 

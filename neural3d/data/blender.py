@@ -15,8 +15,8 @@ Only the splits whose JSON exists are loaded (e.g. a copy without its test split
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -24,7 +24,6 @@ image's for all; LLFF writes the same value for every image). Pixel centres foll
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -95,7 +94,7 @@ def spherify_to_unit_sphere(poses: np.ndarray, bds: np.ndarray, n_frames: int = 
     return moved, path, bds, world
 
 
-def _image_files(root: Path, factor: Optional[int]) -> tuple[list[Path], int]:
+def _image_files(root: Path, factor: int | None) -> tuple[list[Path], int]:
     """Sorted images of ``images_{factor}`` (or ``images`` with in-memory downscaling when it is absent).
 
     Returns the files and the downscale still to apply (1 when a pre-made folder is used).
@@ -193,12 +192,12 @@ def _sparse_points(root: Path, world: np.ndarray):
 def load_llff(
     root,
     *,
-    factor: Optional[int] = 8,
+    factor: int | None = 8,
     recenter: bool = True,
-    bd_factor: Optional[float] = 0.75,
+    bd_factor: float | None = 0.75,
     spherify: bool = False,
     llffhold: int = 8,
-    ndc: Optional[bool] = None,
+    ndc: bool | None = None,
     path_zflat: bool = False,
 ) -> SceneData:
     """Load an LLFF scene exactly as the original NeRF code.

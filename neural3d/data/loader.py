@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -24,9 +24,9 @@ class RayBatch:
 
     rays: RayBundle
     rgb: Tensor
-    alpha: Optional[Tensor] = None
+    alpha: Tensor | None = None
 
-    def to(self, device) -> "RayBatch":
+    def to(self, device) -> RayBatch:
         alpha = None if self.alpha is None else self.alpha.to(device)
         return RayBatch(self.rays.to(device), self.rgb.to(device), alpha)
 

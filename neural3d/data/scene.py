@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -75,14 +74,14 @@ class SceneData:
     kind: str
     root: Path
     image_paths: list[Path]
-    alphas: Optional[Tensor] = None
+    alphas: Tensor | None = None
     ndc: bool = False
-    ndc_focal: Optional[float] = None
-    ndc_width: Optional[float] = None
-    ndc_height: Optional[float] = None
-    render_poses: Optional[Tensor] = None
-    points3d: Optional[Tensor] = None
-    points3d_rgb: Optional[Tensor] = None
+    ndc_focal: float | None = None
+    ndc_width: float | None = None
+    ndc_height: float | None = None
+    render_poses: Tensor | None = None
+    points3d: Tensor | None = None
+    points3d_rgb: Tensor | None = None
     pixel_center: float = 0.5
     metadata: dict = field(default_factory=dict)
 
@@ -123,7 +122,7 @@ class SceneData:
             raise DatasetError(f"{self.root}: no '{name}' split (available: {sorted(self.splits)})")
         return self.splits[name]
 
-    def split(self, name: str) -> "SceneData":
+    def split(self, name: str) -> SceneData:
         """The scene restricted to the images of split ``name`` (its only split, indexed 0..n_split-1)."""
         idx = self.split_indices(name)
         return replace(
@@ -135,7 +134,7 @@ class SceneData:
             splits={name: torch.arange(idx.numel(), device=idx.device)},
         )
 
-    def to(self, device) -> "SceneData":
+    def to(self, device) -> SceneData:
         """Move every tensor (images, cameras, splits, boxes, points) to ``device``."""
         changes = {}
         for f in fields(self):

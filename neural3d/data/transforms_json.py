@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ def frame_matrices(frames, path, skip: int = 1) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- intrinsics
 def _frame_intrinsics(meta: dict, frame: dict, path, where: str, size: tuple[int, int]) -> list[float]:
     """[fx, fy, cx, cy, k1, k2, p1, p2] of one frame at full resolution; ``size`` = file (H, W)."""
-    get = lambda k, d=None: frame.get(k, meta.get(k, d))  # noqa: E731
+    get = lambda k, d=None: frame.get(k, meta.get(k, d))
     model = str(get("camera_model", "OPENCV")).upper()
     if model not in SUPPORTED_CAMERA_MODELS:
         raise DatasetError(
@@ -173,8 +173,8 @@ def load_transforms(
     factor: int = 1,
     background: Sequence[float] = (1.0, 1.0, 1.0),
     llffhold: int = 8,
-    near: Optional[float] = None,
-    far: Optional[float] = None,
+    near: float | None = None,
+    far: float | None = None,
 ) -> SceneData:
     """Load an instant-ngp / nerfstudio scene.
 

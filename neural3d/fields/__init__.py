@@ -9,11 +9,11 @@ from neural3d.fields.nerf_field import NeRFField
 from neural3d.fields.ngp_field import NGPField, trunc_exp
 
 __all__ = [
+    "MLP",
     "Field",
     "FieldOutputs",
     "GridLayout",
     "HashGridEncoding",
-    "MLP",
     "NGPField",
     "NeRFField",
     "PositionalEncoding",

@@ -13,7 +13,7 @@ A field is an ``nn.Module`` with two entry points:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -42,9 +42,9 @@ class FieldOutputs:
         extras: anything else (e.g. attention maps), keyed by name.
     """
 
-    density: Optional[Tensor] = None
-    rgb: Optional[Tensor] = None
-    features: Optional[Tensor] = None
+    density: Tensor | None = None
+    rgb: Tensor | None = None
+    features: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

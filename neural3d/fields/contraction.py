@@ -36,12 +36,12 @@ class SceneBox:
             raise ValueError(f"contraction.py: SceneBox aabb max must exceed min on every axis, got {self.aabb.tolist()}")
 
     @staticmethod
-    def ndc() -> "SceneBox":
+    def ndc() -> SceneBox:
         """The NDC box [-1, 1]^3 of forward-facing scenes."""
         return SceneBox(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
 
     @staticmethod
-    def cube(half_size: float) -> "SceneBox":
+    def cube(half_size: float) -> SceneBox:
         """The box [-half_size, half_size]^3."""
         return SceneBox(torch.tensor([[-half_size] * 3, [half_size] * 3]))
 

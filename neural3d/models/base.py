@@ -23,7 +23,7 @@ Conditioning hooks (no-ops by default; used by methods rendering from source vie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,8 +48,8 @@ class SceneInfo:
     near: float
     far: float
     ndc: bool = False
-    background: Optional[Tensor] = None
-    ndc_params: Optional[tuple[float, float, float]] = None
+    background: Tensor | None = None
+    ndc_params: tuple[float, float, float] | None = None
 
     def state(self) -> dict[str, Any]:
         return {"scene_box": self.scene_box.tolist(), "near": self.near, "far": self.far, "ndc": self.ndc,
@@ -57,7 +57,7 @@ class SceneInfo:
                 "ndc_params": None if self.ndc_params is None else list(self.ndc_params)}
 
     @staticmethod
-    def from_state(d: dict[str, Any]) -> "SceneInfo":
+    def from_state(d: dict[str, Any]) -> SceneInfo:
         bg, ndc_p = d.get("background"), d.get("ndc_params")
         return SceneInfo(torch.tensor(d["scene_box"], dtype=torch.float32), float(d["near"]), float(d["far"]),
                          bool(d["ndc"]), None if bg is None else torch.tensor(bg, dtype=torch.float32),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,7 +28,7 @@ class NeRFModelConfig:
     skips: list[int] = field(default_factory=lambda: [4])
     use_viewdirs: bool = True
     density_noise: float = 0.0  # std of noise added to raw density in training (original LLFF: 1.0)
-    opaque_far: Optional[bool] = None  # last sample's interval 1e10 long (original NeRF); None: on for NDC scenes
+    opaque_far: bool | None = None  # last sample's interval 1e10 long (original NeRF); None: on for NDC scenes
 
 
 @register_method("nerf", NeRFModelConfig)

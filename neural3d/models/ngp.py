@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -80,7 +80,7 @@ class NGPModelConfig:
     proposal_update_warmup: int = 5000
     interlevel_loss_mult: float = 1.0
     distortion_loss_mult: float = 0.0  # any sampler; mip-NeRF 360 uses 0.01, nerfacto 0.002 (unbounded scenes)
-    opaque_far: Optional[bool] = None  # last sample's interval 1e10 long (original NeRF); None: on for NDC scenes
+    opaque_far: bool | None = None  # last sample's interval 1e10 long (original NeRF); None: on for NDC scenes
     # evaluation / rendering: train (the training sampler) | importance (the field's own weights on eval_n_coarse
     # stratified samples -> eval_n_fine more by PDF, all evaluated: NeRF's hierarchical sampling with one field)
     eval_sampler: str = "train"

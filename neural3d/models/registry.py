@@ -11,8 +11,8 @@ Built-in methods are imported lazily by :func:`get_method`.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 # One line per built-in method module (imported on first lookup).
 _BUILTIN_MODULES = (

@@ -7,8 +7,6 @@ differentiable with respect to densities and values.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -54,7 +52,7 @@ def visibility_packed(density: Tensor, distances: Tensor, ray_indices: Tensor, p
     return keep
 
 
-def accumulate_packed(weights: Tensor, ray_indices: Tensor, n_rays: int, values: Optional[Tensor] = None) -> Tensor:
+def accumulate_packed(weights: Tensor, ray_indices: Tensor, n_rays: int, values: Tensor | None = None) -> Tensor:
     """Weighted sum along rays.
 
     Args:

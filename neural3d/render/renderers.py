@@ -8,7 +8,7 @@ ray transformer) consumes ``field_outputs.features`` and fills the same slots.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,7 @@ class RenderOutputs:
     rgb: Tensor
     depth: Tensor
     opacity: Tensor
-    weights: Optional[Tensor] = None
+    weights: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,7 +71,7 @@ class VolumeRenderer(nn.Module):
         self.opaque_far = opaque_far
 
     def forward(self, outputs: FieldOutputs, samples: RaySamples | PackedRaySamples,
-                background: Optional[Tensor] = None) -> RenderOutputs:
+                background: Tensor | None = None) -> RenderOutputs:
         """Composite.
 
         Args:
@@ -91,7 +91,7 @@ class VolumeRenderer(nn.Module):
             rgb = composite_background(rgb, opacity, background)
         return RenderOutputs(rgb=rgb, depth=expected_depth(weights, samples, opacity), opacity=opacity, weights=weights)
 
-    def _packed(self, outputs: FieldOutputs, samples: PackedRaySamples, background: Optional[Tensor]) -> RenderOutputs:
+    def _packed(self, outputs: FieldOutputs, samples: PackedRaySamples, background: Tensor | None) -> RenderOutputs:
         ri, n = samples.ray_indices, samples.n_rays
         distances = samples.distances
         if self.opaque_far:

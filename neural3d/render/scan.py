@@ -13,7 +13,7 @@ bit, and autograd flows through the scatter/gather. Memory is ``n_rays * max_cou
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -13,8 +13,6 @@ original NeRF multiplies by ``|rays_d|``). All functions are differentiable.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -66,7 +64,7 @@ def render_weights_from_density(density: Tensor, distances: Tensor) -> Tensor:
     return transmittance_from_density(density, distances) * alphas_from_density(density, distances)
 
 
-def accumulate(weights: Tensor, values: Optional[Tensor] = None) -> Tensor:
+def accumulate(weights: Tensor, values: Tensor | None = None) -> Tensor:
     """Weighted sum along rays.
 
     Args:

@@ -10,7 +10,7 @@ lives in the ray-marching module; this sampler keeps the batched [n_rays, n_samp
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

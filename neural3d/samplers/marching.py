@@ -15,7 +15,7 @@ closed form and all candidate intervals are tested at once ([n_rays, max_steps] 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -76,8 +76,8 @@ def _candidate_range(rule: StepRule, lo: Tensor, hi: Tensor, valid: Tensor) -> t
 
 
 @torch.no_grad()
-def march_rays(rays: RayBundle, grid: Optional[OccupancyGrid], *, step_size: float, cone_angle: float = 0.0,
-               stratified: bool = False, aabb: Optional[Tensor] = None,
+def march_rays(rays: RayBundle, grid: OccupancyGrid | None, *, step_size: float, cone_angle: float = 0.0,
+               stratified: bool = False, aabb: Tensor | None = None,
                chunk_steps: int = 1 << 22) -> PackedRaySamples:
     """March rays through an occupancy grid.
 

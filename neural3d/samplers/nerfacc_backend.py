@@ -20,7 +20,7 @@ from neural3d.samples import PackedRaySamples
 log = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe() -> str:
     """'' if nerfacc's CUDA ops load, else the reason they do not."""
     if not torch.cuda.is_available():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -84,7 +84,7 @@ class OccupancySampler(nn.Module):
                           aabb=self.grid.aabbs[-1])
 
     def forward(self, rays: RayBundle, density_fn: Callable[[Tensor], Tensor], *, training: bool,
-                budget: int = 0) -> tuple[PackedRaySamples, Optional[Tensor]]:
+                budget: int = 0) -> tuple[PackedRaySamples, Tensor | None]:
         """[n_rays] rays -> (packed samples, [n_rays] bool mask of the rays kept, or None for all).
 
         Samples are pruned by a gradient-free density pass when enabled. ``budget`` > 0 caps the marched
@@ -111,7 +111,7 @@ class OccupancySampler(nn.Module):
         return pruned, keep
 
     @staticmethod
-    def limit_samples(samples: PackedRaySamples, budget: int) -> tuple[PackedRaySamples, Optional[Tensor]]:
+    def limit_samples(samples: PackedRaySamples, budget: int) -> tuple[PackedRaySamples, Tensor | None]:
         """Keep the longest prefix of rays whose samples fit in ``budget`` (rays are random in training).
 
         Returns:

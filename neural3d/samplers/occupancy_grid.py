@@ -10,7 +10,7 @@ index slowest, as nerfacc's ``binaries``, so the same tensors drive its CUDA tra
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -95,7 +95,7 @@ class OccupancyGrid(nn.Module):
             # duplicates in ``cells`` are harmless: each writes max(decay * old, its own new value)
             flat[cells] = torch.maximum(flat[cells] * decay, new)
         thre = min(threshold, float(flat.mean()))
-        self.binaries.copy_((self.occs > thre))
+        self.binaries.copy_(self.occs > thre)
         self.n_updates += 1
 
     def occupied(self, points: Tensor) -> Tensor:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
@@ -11,7 +9,7 @@ from neural3d.samples import RaySamples
 
 
 def sample_pdf(bins: Tensor, weights: Tensor, n_samples: int, *, jitter: bool,
-               padding: float = 1e-5, generator: Optional[torch.Generator] = None) -> Tensor:
+               padding: float = 1e-5, generator: torch.Generator | None = None) -> Tensor:
     """Draw sorted samples from the piecewise-constant PDF given by ``weights`` over ``bins``.
 
     The PDF on bin i is proportional to ``weights[i] + padding`` (1e-5 as the original NeRF; a ray with zero weight samples

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
@@ -12,7 +10,7 @@ from neural3d.samples import RaySamples
 
 
 def stratified_spacing(n_rays: int, n_samples: int, *, jitter: bool, device=None,
-                       generator: Optional[torch.Generator] = None) -> Tensor:
+                       generator: torch.Generator | None = None) -> Tensor:
     """Interval edges in normalised spacing s in [0, 1].
 
     Deterministic edges are ``linspace(0, 1, n_samples + 1)``. With ``jitter`` each edge is drawn

@@ -6,7 +6,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -48,7 +48,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted((p for p in d.iterdir() if _PATTERN.search(p.name)), key=lambda p: int(_PATTERN.search(p.name).group(1)))
 
 
-def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+def latest_checkpoint(run_dir: Path) -> Path | None:
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
 

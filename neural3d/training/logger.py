@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Optional
 
 
 class MetricsLogger:
@@ -26,7 +25,7 @@ class MetricsLogger:
             except Exception:  # tensorboard is optional
                 self._tb = None
 
-    def log(self, step: int, values: dict[str, float], prefix: Optional[str] = None) -> None:
+    def log(self, step: int, values: dict[str, float], prefix: str | None = None) -> None:
         row = {"step": step, **{(f"{prefix}/{k}" if prefix else k): float(v) for k, v in values.items()}}
         self._rows.append(row)
         keys: list[str] = []

@@ -14,8 +14,9 @@ Colour convention: ``rgb`` is *straight* (un-premultiplied) colour, as in Blende
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -240,7 +241,7 @@ class SynthScene:
         }
 
     @staticmethod
-    def from_dict(spec: dict) -> "SynthScene":
+    def from_dict(spec: dict) -> SynthScene:
         """Inverse of :meth:`to_dict`; raises ValueError naming the missing key."""
         for key in ("kind", "lighting", "primitives"):
             if key not in spec:

@@ -174,7 +174,7 @@ class Material:
         return {"texture": self.texture.to_dict(), "specular": self.specular, "shininess": self.shininess}
 
     @staticmethod
-    def from_dict(spec: dict) -> "Material":
+    def from_dict(spec: dict) -> Material:
         if "texture" not in spec:
             raise ValueError("material is missing the 'texture' key")
         return Material(
@@ -208,7 +208,7 @@ class Lighting:
         return {f.name: _to_json(getattr(self, f.name)) for f in fields(self)}
 
     @staticmethod
-    def from_dict(spec: dict) -> "Lighting":
+    def from_dict(spec: dict) -> Lighting:
         try:
             return Lighting(**{k: _from_json(v) for k, v in spec.items()})
         except TypeError as err:
