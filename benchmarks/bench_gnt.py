@@ -13,7 +13,8 @@
    * ``nearest image``: the nearest source image itself;
    * ``reprojection``: the target's TRUE depth (the generator's exact depth maps) back-projected and
      read from the nearest source view that sees the point (z-test against the source's true depth).
-   PSNR / SSIM per method, their differences, and GNT's render rays/s.
+   PSNR / SSIM per method, their differences, and GNT's render rays/s. ``--unseen-seed S`` evaluates on
+   another unseen family (a check that the recipe was not fitted to the usual one, seed 2).
 4. Rays/s and FLOPs per ray of the network at the benchmark size and the paper size (depth 8, 64 and
    192 samples, 10 views), measured interleaved; ``os.getloadavg()`` printed (the CPU is shared).
 """
@@ -80,12 +81,14 @@ def train(work: Path, fam: Path, n_train: int, eval_scene: Path, seconds: float,
                         {"steps": 1_000_000, "max_seconds": seconds, "optim": optim})
 
 
-def anneal_name(views: int) -> str:
+def anneal_name(views: int, name: str = "") -> str:
+    if name:
+        return name
     return "gnt-xscene-anneal" if views == BENCH_MODEL["n_source_views"] else f"gnt-xscene-anneal-v{views}"
 
 
 def anneal(work: Path, fam: Path, n_train: int, eval_scene: Path, steps: int, res: int, base: Path,
-           lr: float = 5e-4, views: int = BENCH_MODEL["n_source_views"]) -> Path:
+           lr: float = 5e-4, views: int = BENCH_MODEL["n_source_views"], name: str = "") -> Path:
     """Fine-tune ``base``'s latest weights for ``steps`` with the learning rate decaying ``lr`` -> 2.5e-5.
 
     A separate run (:func:`anneal_name`, fresh Adam moments, other batches: seed 1) initialised from
@@ -97,7 +100,7 @@ def anneal(work: Path, fam: Path, n_train: int, eval_scene: Path, steps: int, re
     if init is None:
         raise SystemExit(f"--anneal-steps: {base} has no checkpoint to start from")
     optim = {**ADAM, "lr": lr, "lr_final": 2.5e-5, "schedule": "exp"}
-    return _run_trainer(work, anneal_name(views), fam, n_train, eval_scene, res,
+    return _run_trainer(work, anneal_name(views, name), fam, n_train, eval_scene, res,
                         {"steps": steps, "max_seconds": 0.0, "optim": optim}, seed=1, init_checkpoint=str(init),
                         n_source_views=views)
 
@@ -238,6 +241,7 @@ def main() -> None:
     ap.add_argument("--anneal-lr", type=float, default=5e-4, help="the anneal's initial learning rate")
     ap.add_argument("--anneal-views", type=int, default=BENCH_MODEL["n_source_views"],
                     help="source views while annealing (another run name when not the default)")
+    ap.add_argument("--anneal-name", default="", help="run name of the anneal (default from --anneal-views)")
     ap.add_argument("--anneal-from", default="", help="run directory whose weights the anneal starts from "
                     "(default: the main run)")
     ap.add_argument("--n-train-scenes", type=int, default=32)
@@ -259,7 +263,8 @@ def main() -> None:
     if args.anneal_steps:
         base = Path(args.anneal_from) if args.anneal_from else run
         run = anneal(work, fam, args.n_train_scenes, unseen[0], args.anneal_steps, args.res, base, args.anneal_lr,
-                     args.anneal_views) if args.phase in ("all", "train") else work / "runs" / anneal_name(args.anneal_views)
+                     args.anneal_views, args.anneal_name) if args.phase in ("all", "train") \
+            else work / "runs" / anneal_name(args.anneal_views, args.anneal_name)
     if args.phase == "train":
         return
     result = {"machine": machine(), "config": {**BENCH_MODEL, "n_source_views_eval": args.eval_source_views},
