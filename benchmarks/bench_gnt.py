@@ -7,6 +7,9 @@
 2. Trains GNT across the training family for ``--train-seconds`` of training time (resumable: rerun to
    continue the same run). ``--anneal-steps N`` then fine-tunes those weights for N steps with a decaying
    learning rate (a second run, ``gnt-xscene-anneal``), and that run is the one evaluated.
+   ``--anneal-from RUN --anneal-views V --anneal-lr LR --anneal-name NAME`` chain further stages (e.g. 10
+   training sources, from the anneal's weights); the evaluated run's stages are followed back through
+   ``model.init_checkpoint`` and reported with their steps and seconds.
 3. On every test view of every unseen scene, side by side: GNT (source views = the ``--eval-source-views``
    nearest of that scene's training images -- 10, the paper's evaluation protocol, although training draws
    6; no optimisation) against two baselines on the same views and the same source views --
