@@ -9,7 +9,8 @@
    learning rate (a second run, ``gnt-xscene-anneal``), and that run is the one evaluated.
    ``--anneal-from RUN --anneal-views V --anneal-lr LR --anneal-name NAME`` chain further stages (e.g. 10
    training sources, from the anneal's weights); the evaluated run's stages are followed back through
-   ``model.init_checkpoint`` and reported with their steps and seconds.
+   ``model.init_checkpoint`` and reported with their steps and seconds. ``--anneal-scenes N`` trains that
+   stage on a larger family of the same seed (``WORK/family_N``; its first scenes are the main run's).
 3. On every test view of every unseen scene, side by side: GNT (source views = the ``--eval-source-views``
    nearest of that scene's training images -- 10, the paper's evaluation protocol, although training draws
    6; no optimisation) against two baselines on the same views and the same source views --
@@ -42,16 +43,26 @@ BENCH_MODEL = {"depth": 4, "n_samples": 24, "n_samples_eval": 48, "n_source_view
 ADAM = {"warmup_steps": 50, "betas": [0.9, 0.999], "eps": 1e-8}
 
 
-def write_data(work: Path, n_train: int, n_eval: int, res: int, unseen_seed: int = 2) -> tuple[Path, list[Path]]:
+def _family(folder: Path, n: int, seed: int, res: int, n_test: int) -> Path:
+    """``folder``: a generated family of ``n`` Blender-layout scenes (16 training views each), written once."""
     from neural3d.data.synthetic import write_scene_family
 
-    fam = work / "family"
-    if not (fam / "family.json").is_file():
-        write_scene_family(fam, n_scenes=n_train, seed=1, layout="blender", res=res, n_train=16, n_val=1, n_test=1)
-    unseen = work / ("unseen" if unseen_seed == 2 else f"unseen_seed{unseen_seed}")
-    if not (unseen / "family.json").is_file():
-        write_scene_family(unseen, n_scenes=n_eval, seed=unseen_seed, layout="blender", res=res, n_train=16, n_val=1, n_test=4)
+    if not (folder / "family.json").is_file():
+        write_scene_family(folder, n_scenes=n, seed=seed, layout="blender", res=res, n_train=16, n_val=1, n_test=n_test)
+    return folder
+
+
+def write_data(work: Path, n_train: int, n_eval: int, res: int, unseen_seed: int = 2) -> tuple[Path, list[Path]]:
+    """The training family (seed 1) and the unseen family ``unseen_seed``'s scene folders."""
+    fam = _family(work / "family", n_train, 1, res, n_test=1)
+    unseen = _family(work / ("unseen" if unseen_seed == 2 else f"unseen_seed{unseen_seed}"), n_eval, unseen_seed, res,
+                     n_test=4)
     return fam, sorted(p for p in unseen.iterdir() if p.is_dir())
+
+
+def larger_family(work: Path, n: int, res: int) -> Path:
+    """``work/family_{n}``: the training family's seed (1) with ``n`` scenes; its first scenes are the family's."""
+    return _family(work / f"family_{n}", n, 1, res, n_test=1)
 
 
 def _run_trainer(work: Path, name: str, fam: Path, n_train: int, eval_scene: Path, res: int, trainer: dict,
@@ -248,6 +259,9 @@ def main() -> None:
     ap.add_argument("--anneal-from", default="", help="run directory whose weights the anneal starts from "
                     "(default: the main run)")
     ap.add_argument("--n-train-scenes", type=int, default=32)
+    ap.add_argument("--anneal-scenes", type=int, default=0,
+                    help="anneal on this many scenes of the training family's seed (a larger family, written to "
+                         "WORK/family_N; its first --n-train-scenes are the main run's scenes; 0: the main family)")
     ap.add_argument("--n-eval-scenes", type=int, default=3)
     ap.add_argument("--unseen-seed", type=int, default=2, help="seed of the unseen family (2: the usual one)")
     ap.add_argument("--eval-source-views", type=int, default=10, help="source views at evaluation (paper: 10)")
@@ -265,13 +279,16 @@ def main() -> None:
         run = train(work, fam, args.n_train_scenes, unseen[0], args.train_seconds, args.res)
     if args.anneal_steps:
         base = Path(args.anneal_from) if args.anneal_from else run
-        run = anneal(work, fam, args.n_train_scenes, unseen[0], args.anneal_steps, args.res, base, args.anneal_lr,
+        a_fam, a_n = (larger_family(work, args.anneal_scenes, args.res), args.anneal_scenes) if args.anneal_scenes \
+            else (fam, args.n_train_scenes)
+        run = anneal(work, a_fam, a_n, unseen[0], args.anneal_steps, args.res, base, args.anneal_lr,
                      args.anneal_views, args.anneal_name) if args.phase in ("all", "train") \
             else work / "runs" / anneal_name(args.anneal_views, args.anneal_name)
     if args.phase == "train":
         return
     result = {"machine": machine(), "config": {**BENCH_MODEL, "n_source_views_eval": args.eval_source_views},
-              "res": args.res, "n_train_scenes": args.n_train_scenes, "unseen_seed": args.unseen_seed}
+              "res": args.res, "n_train_scenes": args.n_train_scenes,
+              "anneal_scenes": args.anneal_scenes, "unseen_seed": args.unseen_seed}
     result["stages"] = _stages(run)
     result["train_steps"] = sum(st["steps"] for st in result["stages"])
     result["train_seconds"] = sum(st["seconds"] for st in result["stages"])
