@@ -120,7 +120,7 @@ def anneal(work: Path, fam: Path, n_train: int, eval_scene: Path, steps: int, re
 
 
 def _stages(run: Path) -> list[dict]:
-    """The training stages behind ``run``'s latest weights, first first: {run, steps, seconds} each.
+    """The training stages behind ``run``'s latest weights, first first: {run, steps, seconds, scenes, source_views}.
 
     Follows ``model.init_checkpoint`` back through the runs it names, counting each at the checkpoint used.
     """
@@ -132,8 +132,10 @@ def _stages(run: Path) -> list[dict]:
     while path is not None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         run_dir = Path(path).parent.parent
-        stages.insert(0, {"run": run_dir.name, "steps": int(state["step"]), "seconds": float(state["elapsed"])})
-        init = OmegaConf.load(run_dir / "config.yaml").model.get("init_checkpoint", "")
+        model = OmegaConf.load(run_dir / "config.yaml").model
+        stages.insert(0, {"run": run_dir.name, "steps": int(state["step"]), "seconds": float(state["elapsed"]),
+                          "scenes": int(model.family.n_scenes), "source_views": int(model.n_source_views)})
+        init = model.get("init_checkpoint", "")
         path = Path(init) if init and (Path(init).parent.parent / "config.yaml").is_file() else None
     return stages
 
@@ -288,12 +290,12 @@ def main() -> None:
         return
     result = {"machine": machine(), "config": {**BENCH_MODEL, "n_source_views_eval": args.eval_source_views},
               "res": args.res, "n_train_scenes": args.n_train_scenes,
-              "anneal_scenes": args.anneal_scenes, "unseen_seed": args.unseen_seed}
+              "unseen_seed": args.unseen_seed}
     result["stages"] = _stages(run)
     result["train_steps"] = sum(st["steps"] for st in result["stages"])
     result["train_seconds"] = sum(st["seconds"] for st in result["stages"])
     print(f"evaluating step {result['train_steps']} ({result['train_seconds']:.0f} s of training: "
-          + ", ".join(f"{st['run']} {st['steps']}" for st in result["stages"]) + f") on {len(unseen)} unseen scenes")
+          + ", ".join(f"{st['run']} {st['steps']} ({st['scenes']} scenes)" for st in result["stages"]) + f") on {len(unseen)} unseen scenes")
     result["unseen"] = evaluate(run, unseen, args.eval_source_views)
     result["speed"] = speed_and_flops(unseen[0], args.speed_seconds)
     result["loadavg_end"] = os.getloadavg()
