@@ -281,21 +281,21 @@ def main() -> None:
         run = train(work, fam, args.n_train_scenes, unseen[0], args.train_seconds, args.res)
     if args.anneal_steps:
         base = Path(args.anneal_from) if args.anneal_from else run
-        a_fam, a_n = (larger_family(work, args.anneal_scenes, args.res), args.anneal_scenes) if args.anneal_scenes \
-            else (fam, args.n_train_scenes)
+        a_fam = larger_family(work, args.anneal_scenes, args.res) if args.anneal_scenes else fam
+        a_n = args.anneal_scenes or args.n_train_scenes
         run = anneal(work, a_fam, a_n, unseen[0], args.anneal_steps, args.res, base, args.anneal_lr,
                      args.anneal_views, args.anneal_name) if args.phase in ("all", "train") \
             else work / "runs" / anneal_name(args.anneal_views, args.anneal_name)
     if args.phase == "train":
         return
     result = {"machine": machine(), "config": {**BENCH_MODEL, "n_source_views_eval": args.eval_source_views},
-              "res": args.res, "n_train_scenes": args.n_train_scenes,
-              "unseen_seed": args.unseen_seed}
+              "res": args.res, "n_train_scenes": args.n_train_scenes, "unseen_seed": args.unseen_seed}
     result["stages"] = _stages(run)
     result["train_steps"] = sum(st["steps"] for st in result["stages"])
     result["train_seconds"] = sum(st["seconds"] for st in result["stages"])
     print(f"evaluating step {result['train_steps']} ({result['train_seconds']:.0f} s of training: "
-          + ", ".join(f"{st['run']} {st['steps']} ({st['scenes']} scenes)" for st in result["stages"]) + f") on {len(unseen)} unseen scenes")
+          + ", ".join(f"{st['run']} {st['steps']} ({st['scenes']} scenes)" for st in result["stages"])
+          + f") on {len(unseen)} unseen scenes")
     result["unseen"] = evaluate(run, unseen, args.eval_source_views)
     result["speed"] = speed_and_flops(unseen[0], args.speed_seconds)
     result["loadavg_end"] = os.getloadavg()
