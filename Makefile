@@ -9,7 +9,7 @@ SYSTEM_PACKAGES ?= chromium libusb-1.0-0
 
 .PHONY: demo test install install-extras system-deps clean-demo
 
-$(BIN)/.neural3d-installed: pyproject.toml constraints.txt
+$(BIN)/.neural3d-installed: pyproject.toml setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"

@@ -28,8 +28,9 @@ def _time(fn, repeats: int) -> float:
     return best
 
 
-def bench(name: str, field: torch.nn.Module, positions: torch.Tensor, viewdirs: torch.Tensor,
-          repeats: int) -> tuple[float, float]:
+def bench(
+    name: str, field: torch.nn.Module, positions: torch.Tensor, viewdirs: torch.Tensor, repeats: int
+) -> tuple[float, float]:
     n = positions.shape[0]
 
     def forward():
@@ -51,8 +52,9 @@ def bench(name: str, field: torch.nn.Module, positions: torch.Tensor, viewdirs: 
     return t_f, t_fb
 
 
-def bench_encoding(name: str, backend: str, kwargs: dict, positions01: torch.Tensor,
-                   repeats: int) -> tuple[float, float]:
+def bench_encoding(
+    name: str, backend: str, kwargs: dict, positions01: torch.Tensor, repeats: int
+) -> tuple[float, float]:
     """Hash encoding alone: forward, and forward + backward into the table."""
     enc = HashGridEncoding(**kwargs, backend=backend)
 
@@ -80,14 +82,19 @@ def compare_backends(positions: torch.Tensor, viewdirs: torch.Tensor, repeats: i
         "fern CPU (12 levels, 2^16, 512)": {"n_levels": 12, "log2_hashmap_size": 16, "max_resolution": 512},
     }
     for label, kwargs in layouts.items():
-        times = {b: bench_encoding(f"encoding {b:5s} {label}", b, kwargs, positions01, repeats)
-                 for b in ("torch", "cpu")}
-        print(f"  -> cpu / torch speed-up: forward {times['torch'][0] / times['cpu'][0]:.1f}x, "
-              f"fwd+bwd {times['torch'][1] / times['cpu'][1]:.1f}x")
+        times = {
+            b: bench_encoding(f"encoding {b:5s} {label}", b, kwargs, positions01, repeats) for b in ("torch", "cpu")
+        }
+        print(
+            f"  -> cpu / torch speed-up: forward {times['torch'][0] / times['cpu'][0]:.1f}x, "
+            f"fwd+bwd {times['torch'][1] / times['cpu'][1]:.1f}x"
+        )
         fields = {b: NGPField(aabb=[[-1.5] * 3, [1.5] * 3], backend=b, **kwargs) for b in ("torch", "cpu")}
         times = {b: bench(f"NGP/{b}", f, positions, viewdirs, repeats) for b, f in fields.items()}
-        print(f"  -> NGPField cpu / torch speed-up: forward {times['torch'][0] / times['cpu'][0]:.1f}x, "
-              f"fwd+bwd {times['torch'][1] / times['cpu'][1]:.1f}x")
+        print(
+            f"  -> NGPField cpu / torch speed-up: forward {times['torch'][0] / times['cpu'][0]:.1f}x, "
+            f"fwd+bwd {times['torch'][1] / times['cpu'][1]:.1f}x"
+        )
 
 
 def main() -> None:

@@ -38,8 +38,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine
 
-BENCH_MODEL = {"depth": 4, "n_samples": 24, "n_samples_eval": 48, "n_source_views": 6, "pool_factor": 2, "dropout": 0.0,
-               "lindisp": True, "colour_augment": True}
+BENCH_MODEL = {
+    "depth": 4,
+    "n_samples": 24,
+    "n_samples_eval": 48,
+    "n_source_views": 6,
+    "pool_factor": 2,
+    "dropout": 0.0,
+    "lindisp": True,
+    "colour_augment": True,
+}
 ADAM = {"warmup_steps": 50, "betas": [0.9, 0.999], "eps": 1e-8}
 
 
@@ -55,8 +63,9 @@ def _family(folder: Path, n: int, seed: int, res: int, n_test: int) -> Path:
 def write_data(work: Path, n_train: int, n_eval: int, res: int, unseen_seed: int = 2) -> tuple[Path, list[Path]]:
     """The training family (seed 1) and the unseen family ``unseen_seed``'s scene folders."""
     fam = _family(work / "family", n_train, 1, res, n_test=1)
-    unseen = _family(work / ("unseen" if unseen_seed == 2 else f"unseen_seed{unseen_seed}"), n_eval, unseen_seed, res,
-                     n_test=4)
+    unseen = _family(
+        work / ("unseen" if unseen_seed == 2 else f"unseen_seed{unseen_seed}"), n_eval, unseen_seed, res, n_test=4
+    )
     return fam, sorted(p for p in unseen.iterdir() if p.is_dir())
 
 
@@ -65,20 +74,36 @@ def larger_family(work: Path, n: int, res: int) -> Path:
     return _family(work / f"family_{n}", n, 1, res, n_test=1)
 
 
-def _run_trainer(work: Path, name: str, fam: Path, n_train: int, eval_scene: Path, res: int, trainer: dict,
-                 seed: int = 0, **model) -> Path:
+def _run_trainer(
+    work: Path, name: str, fam: Path, n_train: int, eval_scene: Path, res: int, trainer: dict, seed: int = 0, **model
+) -> Path:
     """Train (or resume) run ``work/runs/name`` on the generated family; returns the run directory."""
     from neural3d.config import build_config
     from neural3d.training import checkpoint as ckpt
     from neural3d.training.trainer import Trainer
 
-    cfg, _ = build_config({
-        "method": "gnt", "experiment": name, "output_dir": str(work / "runs"), "seed": seed,
-        "data": {"path": str(eval_scene)},
-        "model": {**BENCH_MODEL, **model, "family": {"root": str(fam), "n_scenes": n_train, "layout": "blender", "res": res}},
-        "trainer": {"batch_size": 128, "log_every": 25, "checkpoint_every": 100, "eval_every": 0, "progress": False,
-                    **trainer},
-    })
+    cfg, _ = build_config(
+        {
+            "method": "gnt",
+            "experiment": name,
+            "output_dir": str(work / "runs"),
+            "seed": seed,
+            "data": {"path": str(eval_scene)},
+            "model": {
+                **BENCH_MODEL,
+                **model,
+                "family": {"root": str(fam), "n_scenes": n_train, "layout": "blender", "res": res},
+            },
+            "trainer": {
+                "batch_size": 128,
+                "log_every": 25,
+                "checkpoint_every": 100,
+                "eval_every": 0,
+                "progress": False,
+                **trainer,
+            },
+        }
+    )
     run = work / "runs" / name
     trainer = Trainer(cfg, resume=ckpt.latest_checkpoint(run) is not None, overwrite=True)
     goal = f"{cfg.trainer.max_seconds:.0f} s" if cfg.trainer.max_seconds else f"step {cfg.trainer.steps}"
@@ -91,8 +116,9 @@ def _run_trainer(work: Path, name: str, fam: Path, n_train: int, eval_scene: Pat
 def train(work: Path, fam: Path, n_train: int, eval_scene: Path, seconds: float, res: int) -> Path:
     """The main run: constant-ish learning rate (1e-3, exp towards 5e-4 over 1M steps), bounded by seconds."""
     optim = {**ADAM, "lr": 1e-3, "lr_final": 5e-4}
-    return _run_trainer(work, "gnt-xscene", fam, n_train, eval_scene, res,
-                        {"steps": 1_000_000, "max_seconds": seconds, "optim": optim})
+    return _run_trainer(
+        work, "gnt-xscene", fam, n_train, eval_scene, res, {"steps": 1_000_000, "max_seconds": seconds, "optim": optim}
+    )
 
 
 def anneal_name(views: int, name: str = "") -> str:
@@ -101,8 +127,18 @@ def anneal_name(views: int, name: str = "") -> str:
     return "gnt-xscene-anneal" if views == BENCH_MODEL["n_source_views"] else f"gnt-xscene-anneal-v{views}"
 
 
-def anneal(work: Path, fam: Path, n_train: int, eval_scene: Path, steps: int, res: int, base: Path,
-           lr: float = 5e-4, views: int = BENCH_MODEL["n_source_views"], name: str = "") -> Path:
+def anneal(
+    work: Path,
+    fam: Path,
+    n_train: int,
+    eval_scene: Path,
+    steps: int,
+    res: int,
+    base: Path,
+    lr: float = 5e-4,
+    views: int = BENCH_MODEL["n_source_views"],
+    name: str = "",
+) -> Path:
     """Fine-tune ``base``'s latest weights for ``steps`` with the learning rate decaying ``lr`` -> 2.5e-5.
 
     A separate run (:func:`anneal_name`, fresh Adam moments, other batches: seed 1) initialised from
@@ -114,9 +150,18 @@ def anneal(work: Path, fam: Path, n_train: int, eval_scene: Path, steps: int, re
     if init is None:
         raise SystemExit(f"--anneal-steps: {base} has no checkpoint to start from")
     optim = {**ADAM, "lr": lr, "lr_final": 2.5e-5, "schedule": "exp"}
-    return _run_trainer(work, anneal_name(views, name), fam, n_train, eval_scene, res,
-                        {"steps": steps, "max_seconds": 0.0, "optim": optim}, seed=1, init_checkpoint=str(init),
-                        n_source_views=views)
+    return _run_trainer(
+        work,
+        anneal_name(views, name),
+        fam,
+        n_train,
+        eval_scene,
+        res,
+        {"steps": steps, "max_seconds": 0.0, "optim": optim},
+        seed=1,
+        init_checkpoint=str(init),
+        n_source_views=views,
+    )
 
 
 def _stages(run: Path) -> list[dict]:
@@ -133,8 +178,16 @@ def _stages(run: Path) -> list[dict]:
         state = torch.load(path, map_location="cpu", weights_only=True)
         run_dir = Path(path).parent.parent
         model = OmegaConf.load(run_dir / "config.yaml").model
-        stages.insert(0, {"run": run_dir.name, "steps": int(state["step"]), "seconds": float(state["elapsed"]),
-                          "scenes": int(model.family.n_scenes), "source_views": int(model.n_source_views)})
+        stages.insert(
+            0,
+            {
+                "run": run_dir.name,
+                "steps": int(state["step"]),
+                "seconds": float(state["elapsed"]),
+                "scenes": int(model.family.n_scenes),
+                "source_views": int(model.n_source_views),
+            },
+        )
         init = model.get("init_checkpoint", "")
         path = Path(init) if init and (Path(init).parent.parent / "config.yaml").is_file() else None
     return stages
@@ -147,7 +200,7 @@ def _depth_map(scene, index: int) -> torch.Tensor:
 
 def reprojection_baseline(scene, target: int, sources: torch.Tensor) -> torch.Tensor:
     """[H, W, 3]: target's true depth back-projected, coloured by the nearest source view that sees it."""
-    from neural3d.gnt.projection import project_to_pixels
+    from neural3d.methods.gnt.projection import project_to_pixels
 
     H, W = scene.height, scene.width
     depth = _depth_map(scene, target).reshape(-1)
@@ -172,8 +225,8 @@ def reprojection_baseline(scene, target: int, sources: torch.Tensor) -> torch.Te
 
 def evaluate(run: Path, scenes: list[Path], n_views: int) -> dict:
     import neural3d
-    from neural3d.evaluation import render_image
-    from neural3d.metrics import psnr, ssim
+    from neural3d.evaluation.evaluate import render_image
+    from neural3d.evaluation.metrics import psnr, ssim
 
     rows, gnt_time, gnt_rays = [], 0.0, 0
     for path in scenes:
@@ -187,19 +240,30 @@ def evaluate(run: Path, scenes: list[Path], n_views: int) -> dict:
             out = render_image(model, scene, t, chunk=1024, context=ctx)
             gnt_time += time.perf_counter() - start
             gnt_rays += scene.height * scene.width
-            preds = {"gnt": out["rgb"], "nearest image": scene.images[int(ctx.indices[0])],
-                     "reprojection": reprojection_baseline(scene, t, ctx.indices)}
+            preds = {
+                "gnt": out["rgb"],
+                "nearest image": scene.images[int(ctx.indices[0])],
+                "reprojection": reprojection_baseline(scene, t, ctx.indices),
+            }
             row = {"scene": path.name, "view": t}
             for k, img in preds.items():
                 row[k] = {"psnr": float(psnr(img, gt)), "ssim": float(ssim(img, gt))}
             rows.append(row)
-            print(f"  {path.name} view {t}: " + "  ".join(f"{k} {row[k]['psnr']:.2f}/{row[k]['ssim']:.3f}" for k in preds),
-                  flush=True)
+            print(
+                f"  {path.name} view {t}: "
+                + "  ".join(f"{k} {row[k]['psnr']:.2f}/{row[k]['ssim']:.3f}" for k in preds),
+                flush=True,
+            )
     methods = ("gnt", "nearest image", "reprojection")
     mean = {m: {q: float(np.mean([r[m][q] for r in rows])) for q in ("psnr", "ssim")} for m in methods}
     wins = {m: int(sum(r["gnt"]["psnr"] > r[m]["psnr"] for r in rows)) for m in methods[1:]}
-    return {"per_view": rows, "mean": mean, "gnt_wins_psnr": wins, "n_views": len(rows),
-            "gnt_render_rays_per_s": gnt_rays / max(gnt_time, 1e-9)}
+    return {
+        "per_view": rows,
+        "mean": mean,
+        "gnt_wins_psnr": wins,
+        "n_views": len(rows),
+        "gnt_render_rays_per_s": gnt_rays / max(gnt_time, 1e-9),
+    }
 
 
 def speed_and_flops(scene_path: Path, seconds: float) -> dict:
@@ -207,15 +271,17 @@ def speed_and_flops(scene_path: Path, seconds: float) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from neural3d.data import load_scene
-    from neural3d.models.base import SceneInfo
-    from neural3d.models.gnt import GNTModel, GNTModelConfig
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.gnt.model import GNTModel, GNTModelConfig
 
     scene = load_scene(scene_path)
     t = int(scene.split_indices("test")[0])
     rays = scene.image_rays(t).flatten()[:256]
-    sizes = {"bench (depth 4, 48 eval samples, 6 views)": dict(BENCH_MODEL),
-             "paper (depth 8, 64 samples, 10 views)": {"depth": 8, "n_samples": 64, "n_source_views": 10},
-             "paper eval (depth 8, 192 samples, 10 views)": {"depth": 8, "n_samples": 192, "n_source_views": 10}}
+    sizes = {
+        "bench (depth 4, 48 eval samples, 6 views)": dict(BENCH_MODEL),
+        "paper (depth 8, 64 samples, 10 views)": {"depth": 8, "n_samples": 64, "n_source_views": 10},
+        "paper eval (depth 8, 192 samples, 10 views)": {"depth": 8, "n_samples": 192, "n_source_views": 10},
+    }
     models, ctxs, res = {}, {}, {}
     for name, kw in sizes.items():
         m = GNTModel(GNTModelConfig(**kw), scene=SceneInfo(scene.scene_box, scene.near, scene.far)).eval()
@@ -229,9 +295,12 @@ def speed_and_flops(scene_path: Path, seconds: float) -> dict:
             with feat_flops:
                 m.feature_net(ctx.images[:1].permute(0, 3, 1, 2))
         models[name], ctxs[name] = m, ctx
-        res[name] = {"flops_per_ray": fc.get_total_flops() / len(rays),
-                     "feature_flops_per_source_pixel": feat_flops.get_total_flops() / (scene.height * scene.width),
-                     "rays": 0, "seconds": 0.0}
+        res[name] = {
+            "flops_per_ray": fc.get_total_flops() / len(rays),
+            "feature_flops_per_source_pixel": feat_flops.get_total_flops() / (scene.height * scene.width),
+            "rays": 0,
+            "seconds": 0.0,
+        }
     end = time.perf_counter() + seconds
     with torch.no_grad():
         while time.perf_counter() < end:  # round robin: the shared CPU load hits every size alike
@@ -251,19 +320,32 @@ def main() -> None:
     ap.add_argument("--phase", choices=["all", "train", "eval"], default="all")
     ap.add_argument("--train-seconds", type=float, default=1200.0)
     ap.add_argument("--speed-seconds", type=float, default=30.0)
-    ap.add_argument("--anneal-steps", type=int, default=0,
-                    help="then fine-tune the main run's weights this many steps with a decaying learning rate, "
-                         "and evaluate that run")
+    ap.add_argument(
+        "--anneal-steps",
+        type=int,
+        default=0,
+        help="then fine-tune the main run's weights this many steps with a decaying learning rate, "
+        "and evaluate that run",
+    )
     ap.add_argument("--anneal-lr", type=float, default=5e-4, help="the anneal's initial learning rate")
-    ap.add_argument("--anneal-views", type=int, default=BENCH_MODEL["n_source_views"],
-                    help="source views while annealing (another run name when not the default)")
+    ap.add_argument(
+        "--anneal-views",
+        type=int,
+        default=BENCH_MODEL["n_source_views"],
+        help="source views while annealing (another run name when not the default)",
+    )
     ap.add_argument("--anneal-name", default="", help="run name of the anneal (default from --anneal-views)")
-    ap.add_argument("--anneal-from", default="", help="run directory whose weights the anneal starts from "
-                    "(default: the main run)")
+    ap.add_argument(
+        "--anneal-from", default="", help="run directory whose weights the anneal starts from (default: the main run)"
+    )
     ap.add_argument("--n-train-scenes", type=int, default=32)
-    ap.add_argument("--anneal-scenes", type=int, default=0,
-                    help="anneal on this many scenes of the training family's seed (a larger family, written to "
-                         "WORK/family_N; its first --n-train-scenes are the main run's scenes; 0: the main family)")
+    ap.add_argument(
+        "--anneal-scenes",
+        type=int,
+        default=0,
+        help="anneal on this many scenes of the training family's seed (a larger family, written to "
+        "WORK/family_N; its first --n-train-scenes are the main run's scenes; 0: the main family)",
+    )
     ap.add_argument("--n-eval-scenes", type=int, default=3)
     ap.add_argument("--unseen-seed", type=int, default=2, help="seed of the unseen family (2: the usual one)")
     ap.add_argument("--eval-source-views", type=int, default=10, help="source views at evaluation (paper: 10)")
@@ -283,19 +365,39 @@ def main() -> None:
         base = Path(args.anneal_from) if args.anneal_from else run
         a_fam = larger_family(work, args.anneal_scenes, args.res) if args.anneal_scenes else fam
         a_n = args.anneal_scenes or args.n_train_scenes
-        run = anneal(work, a_fam, a_n, unseen[0], args.anneal_steps, args.res, base, args.anneal_lr,
-                     args.anneal_views, args.anneal_name) if args.phase in ("all", "train") \
+        run = (
+            anneal(
+                work,
+                a_fam,
+                a_n,
+                unseen[0],
+                args.anneal_steps,
+                args.res,
+                base,
+                args.anneal_lr,
+                args.anneal_views,
+                args.anneal_name,
+            )
+            if args.phase in ("all", "train")
             else work / "runs" / anneal_name(args.anneal_views, args.anneal_name)
+        )
     if args.phase == "train":
         return
-    result = {"machine": machine(), "config": {**BENCH_MODEL, "n_source_views_eval": args.eval_source_views},
-              "res": args.res, "n_train_scenes": args.n_train_scenes, "unseen_seed": args.unseen_seed}
+    result = {
+        "machine": machine(),
+        "config": {**BENCH_MODEL, "n_source_views_eval": args.eval_source_views},
+        "res": args.res,
+        "n_train_scenes": args.n_train_scenes,
+        "unseen_seed": args.unseen_seed,
+    }
     result["stages"] = _stages(run)
     result["train_steps"] = sum(st["steps"] for st in result["stages"])
     result["train_seconds"] = sum(st["seconds"] for st in result["stages"])
-    print(f"evaluating step {result['train_steps']} ({result['train_seconds']:.0f} s of training: "
-          + ", ".join(f"{st['run']} {st['steps']} ({st['scenes']} scenes)" for st in result["stages"])
-          + f") on {len(unseen)} unseen scenes")
+    print(
+        f"evaluating step {result['train_steps']} ({result['train_seconds']:.0f} s of training: "
+        + ", ".join(f"{st['run']} {st['steps']} ({st['scenes']} scenes)" for st in result["stages"])
+        + f") on {len(unseen)} unseen scenes"
+    )
     result["unseen"] = evaluate(run, unseen, args.eval_source_views)
     result["speed"] = speed_and_flops(unseen[0], args.speed_seconds)
     result["loadavg_end"] = os.getloadavg()
@@ -304,14 +406,18 @@ def main() -> None:
         print(f"  {m:14s} {v['psnr']:6.2f} / {v['ssim']:.3f}")
     g = result["unseen"]["mean"]["gnt"]["psnr"]
     for m in ("nearest image", "reprojection"):
-        print(f"  GNT - {m}: {g - result['unseen']['mean'][m]['psnr']:+.2f} dB; GNT better on "
-              f"{result['unseen']['gnt_wins_psnr'][m]}/{result['unseen']['n_views']} views")
+        print(
+            f"  GNT - {m}: {g - result['unseen']['mean'][m]['psnr']:+.2f} dB; GNT better on "
+            f"{result['unseen']['gnt_wins_psnr'][m]}/{result['unseen']['n_views']} views"
+        )
     print(f"  GNT full-image render (incl. features): {result['unseen']['gnt_render_rays_per_s']:.0f} rays/s")
     base = None
     for name, r in result["speed"].items():
         base = base or r["rays_per_s"]
-        print(f"  {name}: {r['rays_per_s']:8.0f} rays/s (x{r['rays_per_s'] / base:.2f}), {r['flops_per_ray'] / 1e6:.2f} MFLOP/ray, "
-              f"feature net {r['feature_flops_per_source_pixel'] / 1e3:.0f} kFLOP per source pixel")
+        print(
+            f"  {name}: {r['rays_per_s']:8.0f} rays/s (x{r['rays_per_s'] / base:.2f}), {r['flops_per_ray'] / 1e6:.2f} MFLOP/ray, "
+            f"feature net {r['feature_flops_per_source_pixel'] / 1e3:.0f} kFLOP per source pixel"
+        )
     print(f"load average at end: {result['loadavg_end']}")
     out = Path(args.out) if args.out else work / "results.json"
     out.write_text(json.dumps(result, indent=2))

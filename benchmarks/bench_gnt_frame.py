@@ -29,8 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_EVAL = {"depth": 8, "n_samples": 64, "n_samples_eval": 192, "n_source_views": 10, "selection": "dist",
-              "lindisp": True}
+PAPER_EVAL = {
+    "depth": 8,
+    "n_samples": 64,
+    "n_samples_eval": 192,
+    "n_source_views": 10,
+    "selection": "dist",
+    "lindisp": True,
+}
 
 
 def load_frame_scene(data: Path, work: Path):
@@ -53,15 +59,16 @@ def load_frame_scene(data: Path, work: Path):
 
 
 def build_model(scene, checkpoint: str, device: str):
-    from neural3d.models.base import SceneInfo
-    from neural3d.models.gnt import GNTModel, GNTModelConfig
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.gnt.model import GNTModel, GNTModelConfig
 
     info = SceneInfo(scene.scene_box, scene.near, scene.far)
     if checkpoint:
-        from neural3d.gnt.checkpoint import load_official_gnt_checkpoint
+        from neural3d.methods.gnt.checkpoint import load_official_gnt_checkpoint
 
-        model = load_official_gnt_checkpoint(checkpoint, scene=info, device=device, n_samples_eval=192,
-                                             n_source_views=10, selection="dist")
+        model = load_official_gnt_checkpoint(
+            checkpoint, scene=info, device=device, n_samples_eval=192, n_source_views=10, selection="dist"
+        )
     else:
         model = GNTModel(GNTModelConfig(**PAPER_EVAL), scene=info)
     model.attach_scene(scene)
@@ -94,13 +101,19 @@ def time_frame(model, scene, index: int, device: str, chunk: int, n_rays: int, w
         parts.append(model(sub, ctx)["rgb"])
     sync(device)
     ray_s = time.perf_counter() - start
-    out = {"feature_seconds": feat_s, "rays_rendered": len(todo), "frame_rays": total,
-           "ray_seconds": ray_s, "rays_per_s": len(todo) / ray_s,
-           "seconds_per_frame": feat_s + ray_s * total / len(todo), "extrapolated": len(todo) < total}
+    out = {
+        "feature_seconds": feat_s,
+        "rays_rendered": len(todo),
+        "frame_rays": total,
+        "ray_seconds": ray_s,
+        "rays_per_s": len(todo) / ray_s,
+        "seconds_per_frame": feat_s + ray_s * total / len(todo),
+        "extrapolated": len(todo) < total,
+    }
     if device.startswith("cuda"):
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     if not out["extrapolated"] and with_metrics:  # only meaningful with trained weights
-        from neural3d.metrics import psnr, ssim
+        from neural3d.evaluation.metrics import psnr, ssim
 
         rgb = torch.cat(parts).reshape(scene.height, scene.width, 3).cpu()
         out["psnr"], out["ssim"] = float(psnr(rgb, scene.images[index])), float(ssim(rgb, scene.images[index]))
@@ -127,8 +140,10 @@ def main() -> None:
     model = build_model(scene, args.checkpoint, args.device)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(machine())
-    print(f"scene: {source}, view {index}, {scene.width}x{scene.height}; device {name}; "
-          f"weights: {args.checkpoint or 'random'}; chunk {args.chunk}")
+    print(
+        f"scene: {source}, view {index}, {scene.width}x{scene.height}; device {name}; "
+        f"weights: {args.checkpoint or 'random'}; chunk {args.chunk}"
+    )
     res = time_frame(model, scene, index, args.device, args.chunk, args.rays, with_metrics=bool(args.checkpoint))
     res.update(device=name, scene=source, width=scene.width, height=scene.height, config=PAPER_EVAL)
     how = f"extrapolated from {res['rays_rendered']} rays" if res["extrapolated"] else "whole frame"

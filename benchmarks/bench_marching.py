@@ -34,10 +34,27 @@ METHODS = {
     "a nerf 64+128": ("configs/blender_nerf.yaml", ["trainer.batch_size=1024"]),
     "b ngp dense 64": (NGP, [*CPU_GRID, "model.sampler=uniform", "model.n_samples=64", "trainer.batch_size=2048"]),
     # step ~ one pixel footprint at the object's distance (100 px, focal 139, distance 4 -> 0.03)
-    "c ngp occupancy": (NGP, [*CPU_GRID, "model.sampler=occupancy", "model.grid_resolution=32",
-                              "model.step_size=0.03", "trainer.batch_size=2048", "model.target_samples=65536"]),
-    "d ngp proposal": (NGP, [*CPU_GRID, "model.sampler=proposal", "model.proposal_samples=[64]",
-                             "model.proposal_max_resolutions=[128]", "trainer.batch_size=2048"]),
+    "c ngp occupancy": (
+        NGP,
+        [
+            *CPU_GRID,
+            "model.sampler=occupancy",
+            "model.grid_resolution=32",
+            "model.step_size=0.03",
+            "trainer.batch_size=2048",
+            "model.target_samples=65536",
+        ],
+    ),
+    "d ngp proposal": (
+        NGP,
+        [
+            *CPU_GRID,
+            "model.sampler=proposal",
+            "model.proposal_samples=[64]",
+            "model.proposal_max_resolutions=[128]",
+            "trainer.batch_size=2048",
+        ],
+    ),
 }
 
 
@@ -56,7 +73,9 @@ def available(names, tmp):
     for name in names:
         config, ov = METHODS[name]
         try:
-            out[name] = build_trainer(config, [*ov, *scene_overrides(tmp), f"experiment={name.split()[0]}"], tmp / "runs")
+            out[name] = build_trainer(
+                config, [*ov, *scene_overrides(tmp), f"experiment={name.split()[0]}"], tmp / "runs"
+            )
         except (ValueError, KeyError) as e:
             print(f"  {name}: skipped ({e})")
     return out
@@ -96,20 +115,34 @@ def throughput(args, tmp) -> dict:
     for name, s in stats.items():
         rays = s["rays"] / s["time"]
         base = base or rays
-        rows[name] = {"rays_per_s": rays, "samples_per_s": s["samples"] / s["time"],
-                      "samples_per_ray": s["samples"] / s["rays"]}
-        print(f"{name:18s} {rays:9,.0f} {rows[name]['samples_per_s']:11,.0f} {rows[name]['samples_per_ray']:11.1f} "
-              f"{rays / base:11.1f}", flush=True)
+        rows[name] = {
+            "rays_per_s": rays,
+            "samples_per_s": s["samples"] / s["time"],
+            "samples_per_ray": s["samples"] / s["rays"],
+        }
+        print(
+            f"{name:18s} {rays:9,.0f} {rows[name]['samples_per_s']:11,.0f} {rows[name]['samples_per_ray']:11.1f} "
+            f"{rays / base:11.1f}",
+            flush=True,
+        )
     return rows
 
 
 def run_race(args, tmp) -> dict:
     trainers = available(["c ngp occupancy", "a nerf 64+128"], tmp)
-    fast = Runner("c ngp occupancy", trainers["c ngp occupancy"], budget_s=args.ngp_budget, eval_every_s=args.eval_every)
+    fast = Runner(
+        "c ngp occupancy", trainers["c ngp occupancy"], budget_s=args.ngp_budget, eval_every_s=args.eval_every
+    )
     runners = [fast]
     if "a nerf 64+128" in trainers:
-        runners.append(Runner("a nerf 64+128", trainers["a nerf 64+128"], budget_s=args.ngp_budget * args.ratio,
-                              eval_every_s=args.nerf_eval_every))
+        runners.append(
+            Runner(
+                "a nerf 64+128",
+                trainers["a nerf 64+128"],
+                budget_s=args.ngp_budget * args.ratio,
+                eval_every_s=args.nerf_eval_every,
+            )
+        )
 
     def budgets(rs):  # once (c) reaches the target, NeRF gets `ratio` times its time
         if fast.reached_s is not None and len(rs) > 1:
@@ -119,7 +152,11 @@ def run_race(args, tmp) -> dict:
     png = plot_curves(runners, Path(args.out) / "marching_race.png", target_psnr=args.target)
     result = {r.name: {"reached_s": r.reached_s, "budget_s": r.budget_s, "curve": r.curve} for r in runners}
     for r in runners:
-        msg = f"reached {args.target} dB at {r.reached_s:.0f} s" if r.reached_s else f"not reached in {r.trainer.elapsed:.0f} s"
+        msg = (
+            f"reached {args.target} dB at {r.reached_s:.0f} s"
+            if r.reached_s
+            else f"not reached in {r.trainer.elapsed:.0f} s"
+        )
         print(f"{r.name:18s} {msg}")
     if fast.reached_s and len(runners) > 1:
         slow = runners[1]
@@ -130,8 +167,8 @@ def run_race(args, tmp) -> dict:
 
 
 def render_speed(args, tmp) -> dict:
-    from neural3d.evaluation import render_image
-    from neural3d.metrics import psnr
+    from neural3d.evaluation.evaluate import render_image
+    from neural3d.evaluation.metrics import psnr
 
     trainers = available(list(METHODS), tmp)
     rows = {}
@@ -149,9 +186,12 @@ def render_speed(args, tmp) -> dict:
         n = tr.scene.height * tr.scene.width
         value = float(psnr(out["rgb"].clamp(0, 1), tr.scene.images[idx][..., :3]))
         rows[name] = {"rays_per_s": n / dt, "seconds_per_image": dt, "peak_mb": mem.peak_mb, "psnr": value}
-        print(f"{name:18s} render {n / dt:9,.0f} rays/s  ({dt:.2f} s per {tr.scene.width}x{tr.scene.height} image, "
-              f"peak memory +{mem.peak_mb:.0f} MB above the model, chunk {args.chunk}; val PSNR {value:.2f} "
-              f"after {steps} training steps)", flush=True)
+        print(
+            f"{name:18s} render {n / dt:9,.0f} rays/s  ({dt:.2f} s per {tr.scene.width}x{tr.scene.height} image, "
+            f"peak memory +{mem.peak_mb:.0f} MB above the model, chunk {args.chunk}; val PSNR {value:.2f} "
+            f"after {steps} training steps)",
+            flush=True,
+        )
         rows[name]["train_steps"] = steps
     return rows
 
@@ -173,10 +213,12 @@ def roofline(args, tmp) -> dict:
     t0 = time.perf_counter()
     for _ in range(5):
         a @ b
-    rate = 5 * 2 * n ** 3 / (time.perf_counter() - t0)
+    rate = 5 * 2 * n**3 / (time.perf_counter() - t0)
     limit = rate / (3 * flops)  # forward + backward ~ 3x forward
-    print(f"field forward FLOPs/sample ~{flops:,} (MLPs {mlp:,}, interpolation {interp:,}); fp32 matmul {rate / 1e9:.1f} "
-          f"GFLOP/s -> training limit ~{limit:,.0f} samples/s")
+    print(
+        f"field forward FLOPs/sample ~{flops:,} (MLPs {mlp:,}, interpolation {interp:,}); fp32 matmul {rate / 1e9:.1f} "
+        f"GFLOP/s -> training limit ~{limit:,.0f} samples/s"
+    )
     return {"flops_per_sample": flops, "matmul_gflops": rate / 1e9, "samples_per_s_limit": limit}
 
 
@@ -194,15 +236,22 @@ def main() -> None:
     p.add_argument("--train-seconds", type=float, default=120.0, help="render: at most this long training first")
     p.add_argument("--chunk", type=int, default=8192, help="render: rays per chunk")
     p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default); use 1 on a "
-                   "machine shared with other jobs, where oversubscribed OpenMP threads are many times slower")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0: torch's default); use 1 on a "
+        "machine shared with other jobs, where oversubscribed OpenMP threads are many times slower",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
     print(f"machine: {machine()}\nload average before: {os.getloadavg()}")
-    result = {"throughput": throughput, "race": run_race, "render": render_speed, "roofline": roofline}[args.what](args, tmp)
+    result = {"throughput": throughput, "race": run_race, "render": render_speed, "roofline": roofline}[args.what](
+        args, tmp
+    )
     print(f"load average after: {os.getloadavg()}")
     (Path(args.out) / f"marching_{args.what}.json").write_text(json.dumps(result, indent=1, default=str))
 

@@ -30,15 +30,19 @@ def load() -> str:
 
 
 def bench_synthetic(out: Path, budget_s: float) -> None:
-    from neural3d.pointcloud.config import load_pc_config
-    from neural3d.pointcloud.train import PointCloudTrainer
+    from neural3d.apps.point_classification.config import load_pc_config
+    from neural3d.apps.point_classification.train import PointCloudTrainer
 
-    cfg = load_pc_config("configs/pointcloud_synthetic.yaml", [f"output_dir={out}", "progress=false", "steps=100000",
-                                                                "eval_every=0", "checkpoint_every=0"])
+    cfg = load_pc_config(
+        "configs/pointcloud_synthetic.yaml",
+        [f"output_dir={out}", "progress=false", "steps=100000", "eval_every=0", "checkpoint_every=0"],
+    )
     cfg.warmup_steps, cfg.steps = 10, 400  # cosine schedule over 400 steps; the time budget stops earlier
     tr = PointCloudTrainer(cfg, overwrite=True)
-    print(f"[synthetic] {len(tr.train_set)} train / {len(tr.test_set)} test shapes, "
-          f"{cfg.data.synth_classes} classes, {cfg.data.n_points} points, depth {cfg.model.depth}; {load()}")
+    print(
+        f"[synthetic] {len(tr.train_set)} train / {len(tr.test_set)} test shapes, "
+        f"{cfg.data.synth_classes} classes, {cfg.data.n_points} points, depth {cfg.model.depth}; {load()}"
+    )
     reached = None
     while tr.step < cfg.steps and tr.elapsed < budget_s:
         t0 = time.perf_counter()
@@ -55,19 +59,23 @@ def bench_synthetic(out: Path, budget_s: float) -> None:
 
 
 def bench_modelnet(out: Path) -> None:
-    from neural3d.pointcloud.config import load_pc_config
-    from neural3d.pointcloud.train import PointCloudTrainer
+    from neural3d.apps.point_classification.config import load_pc_config
+    from neural3d.apps.point_classification.train import PointCloudTrainer
 
     path = SHARED_DATA / "modelnet40_sample"
     if not path.is_dir():
         print("[modelnet] sample absent, skipped")
         return
-    cfg = load_pc_config("configs/pointcloud_modelnet40.yaml", [f"data.path={path}", f"output_dir={out}", "steps=5",
-                                                                 "batch_size=3", "progress=false", "warmup_steps=1"])
+    cfg = load_pc_config(
+        "configs/pointcloud_modelnet40.yaml",
+        [f"data.path={path}", f"output_dir={out}", "steps=5", "batch_size=3", "progress=false", "warmup_steps=1"],
+    )
     t0 = time.perf_counter()
     tr = PointCloudTrainer(cfg, overwrite=True)
-    print(f"[modelnet] loaded {len(tr.train_set)} train / {len(tr.test_set)} test shapes "
-          f"{tuple(tr.train_set.points.shape)} in {time.perf_counter() - t0:.2f}s; depth 12, 1024 points + normals")
+    print(
+        f"[modelnet] loaded {len(tr.train_set)} train / {len(tr.test_set)} test shapes "
+        f"{tuple(tr.train_set.points.shape)} in {time.perf_counter() - t0:.2f}s; depth 12, 1024 points + normals"
+    )
     for _ in range(cfg.steps):
         t0 = time.perf_counter()
         loss = float(tr.train_step()["loss"])
@@ -78,7 +86,9 @@ def bench_modelnet(out: Path) -> None:
 def bench_throughput(reps: int, batch: int) -> None:
     from neural3d.pointcloud import PointViT
 
-    models = {s: PointViT(size=s, depth=12, task="cls", n_classes=40, n_centres=(512, 256)) for s in ("tiny", "small", "base")}
+    models = {
+        s: PointViT(size=s, depth=12, task="cls", n_classes=40, n_centres=(512, 256)) for s in ("tiny", "small", "base")
+    }
     pts = torch.rand(batch, 1024, 3) * 2 - 1
     times = {s: {"infer": [], "train": []} for s in models}
     for _ in range(reps):  # interleaved: every size sees the same machine load
@@ -97,8 +107,10 @@ def bench_throughput(reps: int, batch: int) -> None:
         trn = batch / sorted(t["train"])[reps // 2]
         base = base or inf
         n = sum(p.numel() for p in models[s].parameters()) / 1e6
-        print(f"  {s:5s} ({n:5.1f}M params): inference {inf:7.2f} shapes/s  train {trn:6.2f} shapes/s  "
-              f"(inference x{inf / base:.2f} of tiny)")
+        print(
+            f"  {s:5s} ({n:5.1f}M params): inference {inf:7.2f} shapes/s  train {trn:6.2f} shapes/s  "
+            f"(inference x{inf / base:.2f} of tiny)"
+        )
 
 
 def bench_fern(out: Path, budget_s: float, eval_every_s: float, n_pixels: int) -> None:
@@ -109,23 +121,34 @@ def bench_fern(out: Path, budget_s: float, eval_every_s: float, n_pixels: int) -
     if not fern.is_dir():
         print("[fern] shared fern absent, skipped")
         return
-    common = [f"data.path={fern}", f"output_dir={out}", "trainer.progress=false", "trainer.checkpoint_every=0",
-              "trainer.steps=100000"]
+    common = [
+        f"data.path={fern}",
+        f"output_dir={out}",
+        "trainer.progress=false",
+        "trainer.checkpoint_every=0",
+        "trainer.steps=100000",
+    ]
     runs = {
-        "point_field": Trainer(load_config("configs/llff_pointfield.yaml", [*common, f"model.points_path={fern}",
-                                                                           "trainer.batch_size=1024"])[0], overwrite=True),
+        "point_field": Trainer(
+            load_config(
+                "configs/llff_pointfield.yaml", [*common, f"model.points_path={fern}", "trainer.batch_size=1024"]
+            )[0],
+            overwrite=True,
+        ),
         "ngp": Trainer(load_config("configs/llff_ngp.yaml", [*common, "trainer.batch_size=1024"])[0], overwrite=True),
     }
     scene = runs["ngp"].scene
     test = scene.split_indices("test")
     g = torch.Generator().manual_seed(0)
     cam = test[torch.randint(len(test), (n_pixels,), generator=g)]
-    xy = torch.stack([torch.randint(scene.width, (n_pixels,), generator=g),
-                      torch.randint(scene.height, (n_pixels,), generator=g)], -1)
+    xy = torch.stack(
+        [torch.randint(scene.width, (n_pixels,), generator=g), torch.randint(scene.height, (n_pixels,), generator=g)],
+        -1,
+    )
     rays = scene.rays(cam, xy.float() + scene.pixel_center)
     target = scene.images[cam, xy[:, 1], xy[:, 0]]
     print(f"[fern] factor 8, batch 1024 rays, test PSNR on {n_pixels} random test pixels; {load()}")
-    next_eval = {k: eval_every_s for k in runs}
+    next_eval = dict.fromkeys(runs, eval_every_s)
     while any(tr.elapsed < budget_s for tr in runs.values()):
         for name, tr in runs.items():
             if tr.elapsed >= budget_s:
@@ -140,8 +163,11 @@ def bench_fern(out: Path, budget_s: float, eval_every_s: float, n_pixels: int) -
                 print(f"  {name:11s} t={tr.elapsed:6.1f}s step={tr.step:5d} test PSNR={float(psnr):.2f}", flush=True)
                 next_eval[name] += eval_every_s
     steps = {k: tr.step / tr.elapsed for k, tr in runs.items()}
-    print("[fern] steps/s: " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
-          + f"  (ngp / point_field = {steps['ngp'] / steps['point_field']:.1f}x)  ({load()})")
+    print(
+        "[fern] steps/s: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
+        + f"  (ngp / point_field = {steps['ngp'] / steps['point_field']:.1f}x)  ({load()})"
+    )
 
 
 def main() -> None:

@@ -47,9 +47,15 @@ def _build(method: Method, scene, log2_hashmap_size: int):
     if method.proposal is None:
         sampler = UniformSampler(n_samples=method.n_samples)
     else:
-        sampler = ProposalSampler(aabb=scene.scene_box, n_samples=method.n_samples, n_proposal_samples=method.proposal,
-                                  proposal_max_resolutions=(128, 256, 256)[: len(method.proposal)],
-                                  anneal_steps=200, update_every=5, update_warmup=200)
+        sampler = ProposalSampler(
+            aabb=scene.scene_box,
+            n_samples=method.n_samples,
+            n_proposal_samples=method.proposal,
+            proposal_max_resolutions=(128, 256, 256)[: len(method.proposal)],
+            anneal_steps=200,
+            update_every=5,
+            update_warmup=200,
+        )
     params = list(field_.parameters()) + list(sampler.parameters())
     opt = torch.optim.Adam(params, lr=1e-2, eps=1e-15, betas=(0.9, 0.99))
     return field_, sampler, opt
@@ -103,13 +109,23 @@ def val_psnr(state, scene, background, n_images: int, chunk: int = 4096) -> floa
     for i in idx.tolist():
         rays = scene.image_rays(i).reshape(-1)
         target = scene.images[i].reshape(-1, 3)
-        out = torch.cat([render(field_, sampler, rays[k:k + chunk], background)[0] for k in range(0, len(rays), chunk)])
+        out = torch.cat(
+            [render(field_, sampler, rays[k : k + chunk], background)[0] for k in range(0, len(rays), chunk)]
+        )
         psnrs.append(-10.0 * math.log10(torch.mean((out - target) ** 2).item()))
     return sum(psnrs) / len(psnrs)
 
 
-def bench(scene_path: Path, *, seconds: float = 40.0, batch_size: int = 1024, slice_steps: int = 5,
-          log2_hashmap_size: int = 19, val_images: int = 2, methods: list[Method] | None = None) -> list[dict]:
+def bench(
+    scene_path: Path,
+    *,
+    seconds: float = 40.0,
+    batch_size: int = 1024,
+    slice_steps: int = 5,
+    log2_hashmap_size: int = 19,
+    val_images: int = 2,
+    methods: list[Method] | None = None,
+) -> list[dict]:
     """Train every method for about ``seconds`` of its own time, interleaved; returns one dict per method."""
     from neural3d.data import load_scene
     from neural3d.data.loader import RayLoader
@@ -136,9 +152,18 @@ def bench(scene_path: Path, *, seconds: float = 40.0, batch_size: int = 1024, sl
         rays_s = st["steps"] * batch_size / st["seconds"]
         prop = sum(m.proposal) if m.proposal else 0
         tail = st["psnr"][-20:]
-        rows.append({"method": m.name, "steps": st["steps"], "seconds": st["seconds"], "rays_per_s": rays_s,
-                     "field_samples_per_s": rays_s * m.n_samples, "proposal_samples_per_s": rays_s * prop,
-                     "train_psnr": sum(tail) / len(tail), "val_psnr": val_psnr(s, scene, background, val_images)})
+        rows.append(
+            {
+                "method": m.name,
+                "steps": st["steps"],
+                "seconds": st["seconds"],
+                "rays_per_s": rays_s,
+                "field_samples_per_s": rays_s * m.n_samples,
+                "proposal_samples_per_s": rays_s * prop,
+                "train_psnr": sum(tail) / len(tail),
+                "val_psnr": val_psnr(s, scene, background, val_images),
+            }
+        )
     return rows
 
 
@@ -160,12 +185,16 @@ def main() -> None:
     rows = bench(args.scene, seconds=args.seconds, batch_size=args.batch_size, log2_hashmap_size=args.log2_hashmap_size)
     print(f"loadavg after:  {os.getloadavg()}")
     base = rows[0]
-    print(f"{'method':30s} {'steps':>6s} {'rays/s':>9s} {'field smp/s':>12s} {'prop smp/s':>11s} "
-          f"{'x rays/s':>8s} {'train PSNR':>10s} {'val PSNR':>8s}")
+    print(
+        f"{'method':30s} {'steps':>6s} {'rays/s':>9s} {'field smp/s':>12s} {'prop smp/s':>11s} "
+        f"{'x rays/s':>8s} {'train PSNR':>10s} {'val PSNR':>8s}"
+    )
     for r in rows:
-        print(f"{r['method']:30s} {r['steps']:6d} {r['rays_per_s']:9,.0f} {r['field_samples_per_s']:12,.0f} "
-              f"{r['proposal_samples_per_s']:11,.0f} {r['rays_per_s'] / base['rays_per_s']:8.2f} "
-              f"{r['train_psnr']:10.2f} {r['val_psnr']:8.2f}")
+        print(
+            f"{r['method']:30s} {r['steps']:6d} {r['rays_per_s']:9,.0f} {r['field_samples_per_s']:12,.0f} "
+            f"{r['proposal_samples_per_s']:11,.0f} {r['rays_per_s'] / base['rays_per_s']:8.2f} "
+            f"{r['train_psnr']:10.2f} {r['val_psnr']:8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ METHODS = {
     "nerf 64+128": ("configs/blender_nerf.yaml", ["trainer.batch_size=1024"]),
     "ngp grid 24 (demo size)": ("configs/demo.yaml", ["trainer.batch_size=4096"]),
     "ngp grid 32 (default)": ("configs/blender_ngp.yaml", ["trainer.batch_size=4096"]),
-    "ngp uniform 64": ("configs/blender_ngp.yaml", ["model.sampler=uniform", "model.n_samples=64", "trainer.batch_size=2048"]),
+    "ngp uniform 64": (
+        "configs/blender_ngp.yaml",
+        ["model.sampler=uniform", "model.n_samples=64", "trainer.batch_size=2048"],
+    ),
 }
 
 
@@ -37,8 +40,17 @@ def measure(config: str, overrides: list[str], scene: Path, seconds: float, out:
     from neural3d.config import load_config
     from neural3d.training.trainer import Trainer
 
-    cfg, _ = load_config(config, [*overrides, f"data.path={scene}", f"output_dir={out}", "trainer.progress=false",
-                                  "trainer.checkpoint_every=0", "data.factor=1" if "lego" not in str(scene) else "data.factor=8"])
+    cfg, _ = load_config(
+        config,
+        [
+            *overrides,
+            f"data.path={scene}",
+            f"output_dir={out}",
+            "trainer.progress=false",
+            "trainer.checkpoint_every=0",
+            "data.factor=1" if "lego" not in str(scene) else "data.factor=8",
+        ],
+    )
     tr = Trainer(cfg, overwrite=True)
     for _ in range(3):  # warm-up (allocator, first grid update)
         tr.train_step()

@@ -41,15 +41,21 @@ def wait(cond, timeout: float) -> float:
 
 
 def bench_viewer(run: Path, max_res: int, target_fps: float, move_s: float, hide_cameras: bool = False) -> None:
+    from neural3d.viewer import SceneHandle, ViewerServer
+    from neural3d.viewer.camera import c2w_to_viser
+    from neural3d.viewer.headless import HeadlessChromium
+
     import neural3d
-    from neural3d.camera_paths import orbit_path
-    from viewer import SceneHandle, ViewerServer
-    from viewer.camera import c2w_to_viser
-    from viewer.headless import HeadlessChromium
+    from neural3d.media.paths import orbit_path
 
     loaded = neural3d.load(run)
-    server = ViewerServer(SceneHandle(loaded, dataset=loaded.dataset()), port=free_port(), max_side=max_res,
-                          target_fps=target_fps, verbose=False)
+    server = ViewerServer(
+        SceneHandle(loaded, dataset=loaded.dataset()),
+        port=free_port(),
+        max_side=max_res,
+        target_fps=target_fps,
+        verbose=False,
+    )
     server.set_decorations_visible(not hide_cameras)  # software WebGL draws 40 textured frustums slowly
     browser = HeadlessChromium(size=(1024, 768))
     try:
@@ -59,8 +65,10 @@ def bench_viewer(run: Path, max_res: int, target_fps: float, move_s: float, hide
         first = wait(lambda: any(c["low"] + c["full"] for c in counts.values()), 120)
         first_full = wait(lambda: any(c["full"] for c in counts.values()), 120) + first
         session = next(iter(server.sessions.values()))
-        print(f"page load -> first frame {first:.2f} s, -> first full-resolution frame {first_full:.2f} s "
-              f"({time.perf_counter() - t0:.1f} s wall)")
+        print(
+            f"page load -> first frame {first:.2f} s, -> first full-resolution frame {first_full:.2f} s "
+            f"({time.perf_counter() - t0:.1f} s wall)"
+        )
         lay = server.layout
         n_moves = int(move_s / 0.05)
         poses = orbit_path(lay.target, lay.scale, 20.0, n_moves, up=lay.up, sweep_deg=90.0).double().numpy()
@@ -78,11 +86,15 @@ def bench_viewer(run: Path, max_res: int, target_fps: float, move_s: float, hide
         to_full = wait(lambda: stats.full_res > full0, 120)
         sizes = stats.full_size
         inst = np.array(stats.low_res_fps[fps0:])
-        print(f"while moving ({moving:.1f} s, target {target_fps:g} fps): {low} low-res frames = {low / moving:.2f} "
-              f"frames/s delivered at {stats.low_size[1]}x{stats.low_size[0]} (last); render-only {np.median(inst):.1f} frames/s (median); "
-              f"{stats.interrupted} stale full renders interrupted; {session.worker.rate.rays_per_s:,.0f} rays/s")
-        print(f"last move -> full resolution {sizes[1]}x{sizes[0]}: {stats.full_res_s[-1]:.2f} s "
-              f"(incl. the {session.worker.still_delay:.2f} s rest delay; waited {to_full:.2f} s)")
+        print(
+            f"while moving ({moving:.1f} s, target {target_fps:g} fps): {low} low-res frames = {low / moving:.2f} "
+            f"frames/s delivered at {stats.low_size[1]}x{stats.low_size[0]} (last); render-only {np.median(inst):.1f} frames/s (median); "
+            f"{stats.interrupted} stale full renders interrupted; {session.worker.rate.rays_per_s:,.0f} rays/s"
+        )
+        print(
+            f"last move -> full resolution {sizes[1]}x{sizes[0]}: {stats.full_res_s[-1]:.2f} s "
+            f"(incl. the {session.worker.still_delay:.2f} s rest delay; waited {to_full:.2f} s)"
+        )
         direct_moving(session, poses, target_fps)
     finally:
         browser.close()
@@ -92,7 +104,7 @@ def bench_viewer(run: Path, max_res: int, target_fps: float, move_s: float, hide
 def direct_moving(session, poses, target_fps: float) -> None:
     """The same orbit fed straight into the tab's render worker at 20 Hz (no browser round trip): the
     renderer's own frame rate while moving, and the time to full resolution after the last move."""
-    from viewer.camera import CameraState
+    from neural3d.viewer.camera import CameraState
 
     w = session.worker
     state = session.camera_state
@@ -104,10 +116,12 @@ def direct_moving(session, poses, target_fps: float) -> None:
         time.sleep(0.05)
     moving = time.perf_counter() - start
     wait(lambda: s.full_res > full0, 300)
-    print(f"direct feed at 20 Hz ({moving:.1f} s, target {target_fps:g} fps): {(s.low_res - low0) / moving:.2f} "
-          f"low-res frames/s at {s.low_size[1]}x{s.low_size[0]} (last); last move -> full resolution "
-          f"{s.full_size[1]}x{s.full_size[0]}: {s.full_res_s[-1]:.2f} s; {w.rate.rays_per_s:,.0f} rays/s (bands), "
-          f"{w.move_rate.rays_per_s:,.0f} rays/s (low-res frames)")
+    print(
+        f"direct feed at 20 Hz ({moving:.1f} s, target {target_fps:g} fps): {(s.low_res - low0) / moving:.2f} "
+        f"low-res frames/s at {s.low_size[1]}x{s.low_size[0]} (last); last move -> full resolution "
+        f"{s.full_size[1]}x{s.full_size[0]}: {s.full_res_s[-1]:.2f} s; {w.rate.rays_per_s:,.0f} rays/s (bands), "
+        f"{w.move_rate.rays_per_s:,.0f} rays/s (low-res frames)"
+    )
 
 
 def bench_export(run: Path) -> None:
@@ -119,18 +133,24 @@ def bench_export(run: Path) -> None:
     cams = scene.cameras[scene.splits["train"]]
     t = time.perf_counter()
     cloud = point_cloud_from_views(loaded, cams)
-    print(f"point cloud: {len(cloud):,} points from {len(cams)} views ({cams.width[0]}x{cams.height[0]}) "
-          f"in {time.perf_counter() - t:.1f} s")
+    print(
+        f"point cloud: {len(cloud):,} points from {len(cams)} views ({cams.width[0]}x{cams.height[0]}) "
+        f"in {time.perf_counter() - t:.1f} s"
+    )
     truth_points(loaded, scene)
     for res in (64, 128):
         t = time.perf_counter()
         mesh = marching_cubes_mesh(loaded, resolution=res)
-        print(f"marching cubes {res}^3: {len(mesh.vertices):,} vertices, {len(mesh.triangles):,} triangles "
-              f"in {time.perf_counter() - t:.1f} s")
+        print(
+            f"marching cubes {res}^3: {len(mesh.vertices):,} vertices, {len(mesh.triangles):,} triangles "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
     t = time.perf_counter()
     mesh = tsdf_mesh(loaded, cams)
-    print(f"TSDF fusion ({len(cams)} views): {len(mesh.vertices):,} vertices, {len(mesh.triangles):,} triangles "
-          f"in {time.perf_counter() - t:.1f} s")
+    print(
+        f"TSDF fusion ({len(cams)} views): {len(mesh.vertices):,} vertices, {len(mesh.triangles):,} triangles "
+        f"in {time.perf_counter() - t:.1f} s"
+    )
 
 
 def truth_points(loaded, scene) -> None:
@@ -144,7 +164,7 @@ def truth_points(loaded, scene) -> None:
         if not gt_path.is_file():
             return
         gt = np.load(gt_path)
-        d = depth_points(loaded, scene.cameras[i:i + 1])
+        d = depth_points(loaded, scene.cameras[i : i + 1])
         pred_on = (d["opacity"] >= 0.5).cpu().numpy()
         z = d["z"].cpu().numpy()
         both = pred_on & (gt > 0)
@@ -153,8 +173,10 @@ def truth_points(loaded, scene) -> None:
         n += 1
     if n:
         e = np.concatenate(errs)
-        print(f"  geometry vs exact depth ({n} held-out views): median |z error| {100 * np.median(e):.2f}% of depth, "
-              f"90th pct {100 * np.percentile(e, 90):.2f}%; occupancy agreement {100 * np.mean(agree):.1f}% of pixels")
+        print(
+            f"  geometry vs exact depth ({n} held-out views): median |z error| {100 * np.median(e):.2f}% of depth, "
+            f"90th pct {100 * np.percentile(e, 90):.2f}%; occupancy agreement {100 * np.mean(agree):.1f}% of pixels"
+        )
 
 
 def main() -> int:

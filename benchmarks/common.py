@@ -24,8 +24,10 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), {gpu}, Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), {gpu}, Python {platform.python_version()}"
+    )
 
 
 @torch.no_grad()
@@ -35,7 +37,7 @@ def pixel_psnr(model, scene, split: str, n_pixels: int, seed: int = 0, chunk: in
     An unbiased estimate of the split's pooled-MSE PSNR for methods too slow to render whole images on a
     CPU at every curve point (GNT).
     """
-    from neural3d.evaluation import split_indices
+    from neural3d.evaluation.evaluate import split_indices
 
     model.eval()
     indices = split_indices(scene, split)
@@ -53,8 +55,17 @@ def pixel_psnr(model, scene, split: str, n_pixels: int, seed: int = 0, chunk: in
     return float(-10.0 * torch.log10(torch.tensor(se / count)))
 
 
-def psnr_curve(config: str, overrides: Sequence[str], *, budget_s: float, eval_every_s: float, eval_split: str,
-               eval_images: int, out_dir: Path, eval_pixels: int = 0) -> list[tuple[float, int, float]]:
+def psnr_curve(
+    config: str,
+    overrides: Sequence[str],
+    *,
+    budget_s: float,
+    eval_every_s: float,
+    eval_split: str,
+    eval_images: int,
+    out_dir: Path,
+    eval_pixels: int = 0,
+) -> list[tuple[float, int, float]]:
     """Train with ``config`` for ``budget_s`` seconds of training time, evaluating every ``eval_every_s``.
 
     Evaluation time is excluded from the clock. ``eval_pixels`` > 0: every point (the final one too) is the
@@ -62,19 +73,29 @@ def psnr_curve(config: str, overrides: Sequence[str], *, budget_s: float, eval_e
     Returns [(train_seconds, step, psnr)].
     """
     from neural3d.config import load_config
-    from neural3d.evaluation import evaluate_split
+    from neural3d.evaluation.evaluate import evaluate_split
     from neural3d.training.trainer import Trainer
 
-    cfg, _ = load_config(config, [*overrides, f"output_dir={out_dir}", "trainer.progress=false",
-                                  f"trainer.max_seconds={budget_s}", "trainer.checkpoint_every=0"])
+    cfg, _ = load_config(
+        config,
+        [
+            *overrides,
+            f"output_dir={out_dir}",
+            "trainer.progress=false",
+            f"trainer.max_seconds={budget_s}",
+            "trainer.checkpoint_every=0",
+        ],
+    )
     curve: list[tuple[float, int, float]] = []
     next_eval = [eval_every_s]
 
     def on_step(trainer, step):
         if trainer.elapsed >= next_eval[0] and eval_pixels:
             curve.append((trainer.elapsed, step, pixel_psnr(trainer.model, trainer.scene, eval_split, eval_pixels)))
-            print(f"  t={trainer.elapsed:7.1f}s step={step:6d} {eval_split} PSNR ({eval_pixels} px)={curve[-1][2]:.2f}",
-                  flush=True)
+            print(
+                f"  t={trainer.elapsed:7.1f}s step={step:6d} {eval_split} PSNR ({eval_pixels} px)={curve[-1][2]:.2f}",
+                flush=True,
+            )
             next_eval[0] += eval_every_s
         elif trainer.elapsed >= next_eval[0]:
             idx = trainer.scene.splits[eval_split]
@@ -89,13 +110,19 @@ def psnr_curve(config: str, overrides: Sequence[str], *, budget_s: float, eval_e
     trainer.train()
     if eval_pixels:
         curve.append((trainer.elapsed, trainer.step, pixel_psnr(trainer.model, trainer.scene, eval_split, eval_pixels)))
-        print(f"  final t={trainer.elapsed:.1f}s (wall {time.perf_counter() - start:.0f}s) step={trainer.step} "
-              f"{eval_split} PSNR ({eval_pixels} px)={curve[-1][2]:.2f}", flush=True)
+        print(
+            f"  final t={trainer.elapsed:.1f}s (wall {time.perf_counter() - start:.0f}s) step={trainer.step} "
+            f"{eval_split} PSNR ({eval_pixels} px)={curve[-1][2]:.2f}",
+            flush=True,
+        )
         return curve
     res = evaluate_split(trainer.model, trainer.scene, eval_split)  # final point: every image of the split
     curve.append((trainer.elapsed, trainer.step, res["mean"]["psnr"]))
-    print(f"  final t={trainer.elapsed:.1f}s (wall {time.perf_counter() - start:.0f}s) step={trainer.step} "
-          f"{eval_split} PSNR={res['mean']['psnr']:.2f} SSIM={res['mean']['ssim']:.4f}", flush=True)
+    print(
+        f"  final t={trainer.elapsed:.1f}s (wall {time.perf_counter() - start:.0f}s) step={trainer.step} "
+        f"{eval_split} PSNR={res['mean']['psnr']:.2f} SSIM={res['mean']['ssim']:.4f}",
+        flush=True,
+    )
     return curve
 
 

@@ -30,7 +30,7 @@ class Runner:
 
 
 def _eval(trainer, split: str, n_images: int) -> float:
-    from neural3d.evaluation import evaluate_split
+    from neural3d.evaluation.evaluate import evaluate_split
 
     idx = trainer.scene.splits[split]
     sub = {**trainer.scene.splits, "_race": idx[:: max(1, len(idx) // n_images)][:n_images]}
@@ -41,13 +41,22 @@ def build_trainer(config: str, overrides: Sequence[str], out_dir: Path):
     from neural3d.config import load_config
     from neural3d.training.trainer import Trainer
 
-    cfg, _ = load_config(config, [*overrides, f"output_dir={out_dir}", "trainer.progress=false",
-                                  "trainer.checkpoint_every=0"])
+    cfg, _ = load_config(
+        config, [*overrides, f"output_dir={out_dir}", "trainer.progress=false", "trainer.checkpoint_every=0"]
+    )
     return Trainer(cfg, overwrite=True)
 
 
-def race(runners: list[Runner], *, target_psnr: float, slice_s: float = 10.0, split: str = "val",
-         n_images: int = 2, log=print, on_round=None) -> list[Runner]:
+def race(
+    runners: list[Runner],
+    *,
+    target_psnr: float,
+    slice_s: float = 10.0,
+    split: str = "val",
+    n_images: int = 2,
+    log=print,
+    on_round=None,
+) -> list[Runner]:
     """Train all runners in turns until each reaches ``target_psnr`` (on ``n_images`` of ``split``) or its budget.
 
     ``on_round(runners)`` is called after every round (e.g. to set budgets from another runner's result).
@@ -101,10 +110,10 @@ def plot_curves(runners: list[Runner], path: Path, *, target_psnr: float, size=(
 
     d.rectangle([left, top, W - right, H - bottom], outline="black")
     for e in range(math.floor(lx0), math.ceil(lx1) + 1):
-        x, _ = xy(10 ** e, p_lo)
+        x, _ = xy(10**e, p_lo)
         if left <= x <= W - right:
             d.line([x, H - bottom, x, H - bottom + 5], fill="black")
-            d.text((x - 12, H - bottom + 8), f"{10 ** e:g}s", fill="black")
+            d.text((x - 12, H - bottom + 8), f"{10**e:g}s", fill="black")
     for p in range(math.ceil(p_lo), math.floor(p_hi) + 1, 2):
         _, y = xy(t_lo, p)
         d.text((8, y - 6), f"{p} dB", fill="black")

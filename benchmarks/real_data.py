@@ -34,8 +34,12 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=SHARED_DATA)
     p.add_argument("--out", type=Path, default=Path("runs/bench"))
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default; 1 on a shared machine)")
-    p.add_argument("--eval-pixels", type=int, default=0, help="curve points on this many random test pixels "
-                   "instead of whole images (0: whole images)")
+    p.add_argument(
+        "--eval-pixels",
+        type=int,
+        default=0,
+        help="curve points on this many random test pixels instead of whole images (0: whole images)",
+    )
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     if args.threads:
@@ -48,9 +52,16 @@ def main() -> None:
         sys.exit(f"missing data: {path}")
     print(f"machine: {machine()}")
     print(f"{args.scene}: {config} {' '.join(extra + args.overrides)} budget {args.budget:.0f}s")
-    curve = psnr_curve(config, [f"data.path={path}", f"experiment={args.scene}", *extra, *args.overrides],
-                       budget_s=args.budget, eval_every_s=args.eval_every, eval_split=split,
-                       eval_images=args.eval_images, out_dir=args.out, eval_pixels=args.eval_pixels)
+    curve = psnr_curve(
+        config,
+        [f"data.path={path}", f"experiment={args.scene}", *extra, *args.overrides],
+        budget_s=args.budget,
+        eval_every_s=args.eval_every,
+        eval_split=split,
+        eval_images=args.eval_images,
+        out_dir=args.out,
+        eval_pixels=args.eval_pixels,
+    )
     out = args.out / args.scene / "psnr_curve.csv"
     with open(out, "w", newline="") as f:
         w = csv.writer(f)

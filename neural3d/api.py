@@ -1,10 +1,10 @@
 """Python API: load a trained run and render any camera.
 
-    >>> import neural3d
-    >>> scene = neural3d.load("runs/demo")                          # doctest: +SKIP
-    >>> out = scene.render(c2w=c2w, K=K, width=200, height=200)     # doctest: +SKIP
-    >>> out["rgb"].shape                                            # doctest: +SKIP
-    torch.Size([1, 200, 200, 3])
+>>> import neural3d
+>>> scene = neural3d.load("runs/demo")                          # doctest: +SKIP
+>>> out = scene.render(c2w=c2w, K=K, width=200, height=200)     # doctest: +SKIP
+>>> out["rgb"].shape                                            # doctest: +SKIP
+torch.Size([1, 200, 200, 3])
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neural3d.cameras import Cameras
 from neural3d.config import build_config
-from neural3d.models.base import Model, SceneInfo
+from neural3d.core.cameras import Cameras
+from neural3d.methods.base import Model, SceneInfo
 from neural3d.training import checkpoint as ckpt
 from neural3d.training.setup import build_model, select_device
 
@@ -54,9 +54,17 @@ class LoadedScene:
         return load_scene_from_config(self.config.data)
 
     @torch.no_grad()
-    def render(self, cameras: Cameras | None = None, *, c2w: Tensor | None = None, K: Tensor | None = None,
-               width: int | None = None, height: int | None = None, chunk: int = 8192,
-               context: Any = None) -> dict[str, Tensor]:
+    def render(
+        self,
+        cameras: Cameras | None = None,
+        *,
+        c2w: Tensor | None = None,
+        K: Tensor | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        chunk: int = 8192,
+        context: Any = None,
+    ) -> dict[str, Tensor]:
         """Render cameras (or one pose given as ``c2w`` [3|4, 4] / [n, 3|4, 4] OpenGL and ``K`` [3, 3]).
 
         ``context`` defaults to ``model.render_context(cameras, i)`` per camera (for GNT: the nearest
@@ -76,7 +84,7 @@ class LoadedScene:
             for k in outs:
                 outs[k].append(o[k] if k == "rgb" else o[k][..., 0])
         if len({tuple(x.shape) for x in outs["rgb"]}) > 1:
-            return {k: v for k, v in outs.items()}  # type: ignore[return-value]  # ragged sizes: lists
+            return dict(outs.items())  # type: ignore[return-value]  # ragged sizes: lists
         return {k: torch.stack(v) for k, v in outs.items()}
 
     @staticmethod
@@ -93,8 +101,9 @@ class LoadedScene:
         return Cameras(c2w[:, :3, :4], K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], width, height)
 
 
-def load(run_dir: str | Path, *, checkpoint: str | Path | None = None, device: str = "auto",
-         data: dict | None = None) -> LoadedScene:
+def load(
+    run_dir: str | Path, *, checkpoint: str | Path | None = None, device: str = "auto", data: dict | None = None
+) -> LoadedScene:
     """Load a trained run (its latest checkpoint unless ``checkpoint`` is given).
 
     Args:

@@ -173,14 +173,15 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"cannot parse overrides {list(overrides)}: {e}") from None
 
 
-def build_config(yaml_cfg: DictConfig | dict | None = None, overrides: Sequence[str] = (),
-                 source: str = "config") -> tuple[DictConfig, Any]:
+def build_config(
+    yaml_cfg: DictConfig | dict | None = None, overrides: Sequence[str] = (), source: str = "config"
+) -> tuple[DictConfig, Any]:
     """Validate a config against the schema and the method's model config.
 
     Returns:
         (full config as a DictConfig, the model config as a typed DictConfig of the method's dataclass).
     """
-    from neural3d.models.registry import get_method
+    from neural3d.methods.registry import get_method
 
     user = OmegaConf.create(yaml_cfg or {})
     ov = parse_overrides(overrides)

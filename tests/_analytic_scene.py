@@ -12,9 +12,9 @@ import torch
 from omegaconf import OmegaConf
 
 from neural3d.api import LoadedScene
-from neural3d.camera_paths import look_at
-from neural3d.cameras import Cameras
-from neural3d.models.base import Model, SceneInfo
+from neural3d.core.cameras import Cameras
+from neural3d.core.poses import look_at
+from neural3d.methods.base import Model, SceneInfo
 
 R, S = 0.6, 100.0
 
@@ -45,8 +45,9 @@ class SphereModel(Model):
 
 
 def sphere_scene(background=(1.0, 1.0, 1.0)) -> LoadedScene:
-    info = SceneInfo(scene_box=torch.tensor([[-1.0] * 3, [1.0] * 3]), near=0.5, far=6.0,
-                     background=torch.tensor(background))
+    info = SceneInfo(
+        scene_box=torch.tensor([[-1.0] * 3, [1.0] * 3]), near=0.5, far=6.0, background=torch.tensor(background)
+    )
     cfg = OmegaConf.create({"eval": {"chunk": 4096}, "method": "sphere"})
     return LoadedScene(SphereModel(scene=info).eval(), info, cfg, run_dir=None, step=0, pixel_center=0.5)
 

@@ -75,8 +75,12 @@ def official_layout(depth: int = 4, width: int = 64, feat: int = 32, fine: bool 
                 out[p + ".downsample.0.weight"] = (c, c_in, 1, 1)
                 norm(p + ".downsample.1", c)
         c_in = c
-    for name, o, i, up in (("upconv3", 128, 256, True), ("iconv3", 128, 256, False), ("upconv2", 64, 128, True),
-                           ("iconv2", out_ch, 128, False)):
+    for name, o, i, up in (
+        ("upconv3", 128, 256, True),
+        ("iconv3", 128, 256, False),
+        ("upconv2", 64, 128, True),
+        ("iconv2", out_ch, 128, False),
+    ):
         p = f"{f}.{name}.conv" if up else f"{f}.{name}"
         out[p + ".conv.weight"] = (o, i, 3, 3)
         out[p + ".conv.bias"] = (o,)
@@ -85,7 +89,7 @@ def official_layout(depth: int = 4, width: int = 64, feat: int = 32, fine: bool 
     out[f + ".out_conv.bias"] = (out_ch,)
     if fine:
         sub = {k: v for k, v in out.items() if k.startswith("net_coarse.")}
-        out.update({"net_fine." + k[len("net_coarse."):]: v for k, v in sub.items()})
+        out.update({"net_fine." + k[len("net_coarse.") :]: v for k, v in sub.items()})
     return out
 
 
@@ -160,7 +164,8 @@ def _posenc(x):
 
 def ref_gnt(P, rgb_feat, ray_diff, mask, pts, ray_d, depth):
     """Official GNT.forward with ret_alpha; P: net parameters by official name (no 'net_coarse.')."""
-    ln = lambda name, x, eps: F.layer_norm(x, x.shape[-1:], P[name + ".weight"], P[name + ".bias"], eps)
+    def ln(name, x, eps):
+        return F.layer_norm(x, x.shape[-1:], P[name + ".weight"], P[name + ".bias"], eps)
     vd = ray_d / ray_d.norm(dim=-1, keepdim=True)
     pe = _posenc(pts)
     ve = _posenc(vd)[:, None].expand(*pts.shape[:2], -1)
@@ -185,7 +190,10 @@ def ref_gnt(P, rgb_feat, ray_diff, mask, pts, ray_d, depth):
         b = f"view_selftrans.{i}"
         x = ln(b + ".attn_norm", q, 1e-6)
         R, S, C = x.shape
-        heads = [_lin(P, f"{b}.attn.{n}", x, False).reshape(R, S, 4, C // 4).permute(0, 2, 1, 3) for n in ("q_fc", "k_fc", "v_fc")]
+        heads = [
+            _lin(P, f"{b}.attn.{n}", x, False).reshape(R, S, 4, C // 4).permute(0, 2, 1, 3)
+            for n in ("q_fc", "k_fc", "v_fc")
+        ]
         logits = heads[0] @ heads[1].transpose(-1, -2) / math.sqrt(C // 4)
         att = torch.softmax(logits, -1)
         o = (att @ heads[2]).permute(0, 2, 1, 3).reshape(R, S, C)
@@ -261,7 +269,7 @@ def ref_sample_pdf(bins, weights, n, u):
     cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], -1)
     above = torch.zeros_like(u, dtype=torch.long)
     for i in range(M):
-        above += (u >= cdf[:, i:i + 1]).long()
+        above += (u >= cdf[:, i : i + 1]).long()
     below = (above - 1).clamp(min=0)
     idx = torch.stack([below, above], -1)
     cdf_g = torch.gather(cdf[:, None].expand(-1, n, -1), 2, idx)

@@ -55,11 +55,15 @@ FUSED = [
 ]
 
 
-
 def _layout(F: int = 2):
     # levels 0-2 dense (res^3 <= 2^12 rows), 3-5 hashed
-    return grid_layout(n_levels=6, n_features_per_level=F, log2_hashmap_size=12, base_resolution=4,
-                       per_level_scale=per_level_scale_for(4, 64, 6))
+    return grid_layout(
+        n_levels=6,
+        n_features_per_level=F,
+        log2_hashmap_size=12,
+        base_resolution=4,
+        per_level_scale=per_level_scale_for(4, 64, 6),
+    )
 
 
 def _points(n: int, seed: int, device: torch.device = DEVICE) -> torch.Tensor:
@@ -216,12 +220,23 @@ def test_cpu_kernel_build_failure_names_the_compiler(tmp_path):
     assert not any(tmp_path.iterdir())  # no half-written library left behind
 
 
-@pytest.mark.parametrize("backend, device", [pytest.param("cpu", torch.device("cpu"), marks=needs_cpu_kernel),
-                                             pytest.param("triton", DEVICE, marks=needs_triton)])
+@pytest.mark.parametrize(
+    "backend, device",
+    [
+        pytest.param("cpu", torch.device("cpu"), marks=needs_cpu_kernel),
+        pytest.param("triton", DEVICE, marks=needs_triton),
+    ],
+)
 def test_ngp_field_fused_backend_equals_torch_backend(backend, device):
     torch.manual_seed(0)
-    kwargs = {"aabb": [[-1.0] * 3, [1.0] * 3], "n_levels": 4, "log2_hashmap_size": 10, "base_resolution": 4,
-              "max_resolution": 64, "hidden_dim": 16}
+    kwargs = {
+        "aabb": [[-1.0] * 3, [1.0] * 3],
+        "n_levels": 4,
+        "log2_hashmap_size": 10,
+        "base_resolution": 4,
+        "max_resolution": 64,
+        "hidden_dim": 16,
+    }
     fields = [NGPField(**kwargs, backend=b).to(device) for b in ("torch", backend)]
     fields[1].load_state_dict(fields[0].state_dict())
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Tests for neural3d.camera_paths: original NeRF paths (reference arrays), orbits, quaternions,
+"""Tests for neural3d.core.poses, neural3d.media.paths and neural3d.media.camera_path_json: original NeRF paths (reference arrays), orbits, quaternions,
 pose interpolation and nerfstudio camera_path.json I/O."""
 
 import json
@@ -9,23 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from neural3d.camera_paths import (
-    CameraPath,
+from neural3d.core.poses import (
     focal_to_fov,
     fov_to_focal,
-    interpolate_poses,
-    llff_spiral_path,
-    load_camera_path,
     look_at,
     matrix_to_quaternion,
-    orbit_path,
     poses_avg,
     quaternion_slerp,
     quaternion_to_matrix,
-    render_path_spiral,
-    save_camera_path,
 )
 from neural3d.data.blender import blender_orbit
+from neural3d.media.camera_path_json import CameraPath, load_camera_path, save_camera_path
+from neural3d.media.paths import interpolate_poses, llff_spiral_path, orbit_path, render_path_spiral
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nerf_original_loader"
 needs_ref = pytest.mark.skipif(not REF.is_dir(), reason=f"reference arrays not found at {REF}")

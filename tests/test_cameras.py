@@ -7,9 +7,9 @@ import pytest
 import torch
 from reference_nerf import original_ndc_rays
 
-from neural3d.cameras import Cameras, check_poses
-from neural3d.distortion import distort_points, undistort_points
-from neural3d.rays import generate_rays, image_rays, ndc_rays
+from neural3d.core.cameras import Cameras, check_poses
+from neural3d.core.lens_distortion import distort_points, undistort_points
+from neural3d.core.rays import generate_rays, image_rays, ndc_rays
 
 
 def _random_rotations(n, seed=0):
@@ -17,18 +17,36 @@ def _random_rotations(n, seed=0):
     q = torch.randn(n, 4, generator=g)
     q = q / q.norm(dim=-1, keepdim=True)
     w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1).reshape(n, 3, 3)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - z * w),
+            2 * (x * z + y * w),
+            2 * (x * y + z * w),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - x * w),
+            2 * (x * z - y * w),
+            2 * (y * z + x * w),
+            1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    ).reshape(n, 3, 3)
 
 
 def _cams(n=4, seed=0, distortion=None):
     R = _random_rotations(n, seed)
     t = torch.randn(n, 3, generator=torch.Generator().manual_seed(seed + 1))
     c2w = torch.cat([R, t[..., None]], -1)
-    return Cameras(c2w, fx=torch.full((n,), 50.0), fy=torch.full((n,), 55.0), cx=32.0, cy=24.0,
-                   width=64, height=48, distortion=distortion)
+    return Cameras(
+        c2w,
+        fx=torch.full((n,), 50.0),
+        fy=torch.full((n,), 55.0),
+        cx=32.0,
+        cy=24.0,
+        width=64,
+        height=48,
+        distortion=distortion,
+    )
 
 
 def test_rays_pass_through_pixels_they_came_from():
@@ -110,10 +128,12 @@ def test_distortion_round_trip_and_rays():
 def test_check_poses_rejects_nan_and_nonrigid():
     good = _cams(2).camera_to_worlds
     check_poses(good)
-    bad = good.clone(); bad[1, 0, 0] = float("nan")
+    bad = good.clone()
+    bad[1, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         check_poses(bad, "x.json")
-    shear = good.clone(); shear[0, :, :3] *= 1.3
+    shear = good.clone()
+    shear[0, :, :3] *= 1.3
     with pytest.raises(ValueError, match="not a rigid"):
         check_poses(shear, "x.json")
 
@@ -133,6 +153,8 @@ def test_ndc_matches_original_formula_and_maps_depth():
     p = rays.origins + t_world[:, None] * rays.directions
     t_ndc = 1 - 1 / z
     q = ndc.origins + t_ndc * ndc.directions
-    ref_q = torch.stack([-(2 * 40.0 / 40) * p[:, 0] / p[:, 2], -(2 * 40.0 / 30) * p[:, 1] / p[:, 2], 1 + 2 / p[:, 2]], -1)
+    ref_q = torch.stack(
+        [-(2 * 40.0 / 40) * p[:, 0] / p[:, 2], -(2 * 40.0 / 30) * p[:, 1] / p[:, 2], 1 + 2 / p[:, 2]], -1
+    )
     torch.testing.assert_close(q, ref_q, atol=1e-4, rtol=1e-4)
     assert math.isclose(float(ndc.nears[0]), 0.0) and math.isclose(float(ndc.fars[0]), 1.0)

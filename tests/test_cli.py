@@ -7,11 +7,19 @@ import json
 import imageio.v3 as iio
 import torch
 
-from neural3d.camera_paths import CameraPath, save_camera_path
 from neural3d.cli.main import main
+from neural3d.media.camera_path_json import CameraPath, save_camera_path
 
-TINY = ["model.n_levels=4", "model.log2_hashmap_size=10", "model.max_resolution=32", "model.n_samples=8",
-        "model.n_coarse=16", "model.grid_resolution=16", "trainer.batch_size=256", "trainer.progress=false"]
+TINY = [
+    "model.n_levels=4",
+    "model.log2_hashmap_size=10",
+    "model.max_resolution=32",
+    "model.n_samples=8",
+    "model.n_coarse=16",
+    "model.grid_resolution=16",
+    "trainer.batch_size=256",
+    "trainer.progress=false",
+]
 
 
 def test_data_synth_writes_a_loadable_scene(tmp_path, capsys):
@@ -26,7 +34,9 @@ def test_data_synth_writes_a_loadable_scene(tmp_path, capsys):
 
 def test_llff_ndc_training_and_camera_path_render(tmp_path, tiny_llff_scene):
     cfg = tmp_path / "llff.yaml"
-    cfg.write_text(f"method: ngp\ndata: {{path: {tiny_llff_scene}, factor: 1}}\noutput_dir: {tmp_path}\nexperiment: r\n")
+    cfg.write_text(
+        f"method: ngp\ndata: {{path: {tiny_llff_scene}, factor: 1}}\noutput_dir: {tmp_path}\nexperiment: r\n"
+    )
     assert main(["train", str(cfg), "trainer.steps=20", *TINY]) == 0
     run = tmp_path / "r"
     assert main(["eval", str(run)]) == 0  # llffhold=8 test split
@@ -37,10 +47,14 @@ def test_llff_ndc_training_and_camera_path_render(tmp_path, tiny_llff_scene):
 
     scene = load_scene(tiny_llff_scene, factor=1)
     path = tmp_path / "camera_path.json"
-    save_camera_path(path, CameraPath(c2w=scene.cameras.camera_to_worlds[:3], fov_deg=torch.full((3,), 50.0),
-                                      width=20, height=16, fps=10))
+    save_camera_path(
+        path,
+        CameraPath(c2w=scene.cameras.camera_to_worlds[:3], fov_deg=torch.full((3,), 50.0), width=20, height=16, fps=10),
+    )
     frames_dir = tmp_path / "frames"
-    assert main(["render", str(run), "--path", str(path), "--out", str(frames_dir), "--outputs", "rgb,depth,opacity"]) == 0
+    assert (
+        main(["render", str(run), "--path", str(path), "--out", str(frames_dir), "--outputs", "rgb,depth,opacity"]) == 0
+    )
     frames = sorted(frames_dir.glob("*.png"))
     assert len(frames) == 3 and iio.imread(frames[0]).shape == (16, 60, 3)  # three panels side by side
 

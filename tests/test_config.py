@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from neural3d.config import ConfigError, build_config, load_config, load_yaml
-from neural3d.models.registry import available_methods
+from neural3d.methods.registry import available_methods
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -24,12 +24,15 @@ def test_required_configs_exist():
     assert {"demo", "blender_nerf", "blender_ngp", "llff_nerf", "llff_ngp"} <= names
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("trainer.stepz=3", "trainer.stepz"),
-    ("model.n_samplez=3", "model.n_samplez"),
-    ("trainer.steps=abc", "trainer.steps"),
-    ("data.llffhold=1.5", "data.llffhold"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("trainer.stepz=3", "trainer.stepz"),
+        ("model.n_samplez=3", "model.n_samplez"),
+        ("trainer.steps=abc", "trainer.steps"),
+        ("data.llffhold=1.5", "data.llffhold"),
+    ],
+)
 def test_bad_override_names_key_and_lists_valid_keys(override, needle):
     with pytest.raises(ConfigError) as e:
         build_config({"method": "ngp"}, [override])

@@ -76,7 +76,9 @@ def test_orbit_looks_at_origin_from_radius_4():
     assert torch.allclose(centres.norm(dim=-1), torch.full((40,), 4.0, dtype=torch.float64), atol=1e-5)
     assert torch.allclose(back, centres / 4.0, atol=1e-5)  # camera looks down -z, at the origin
     # elevation -30 degrees: z = 4 sin(30)
-    assert torch.allclose(centres[:, 2], torch.full((40,), 4 * math.sin(math.radians(30)), dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(
+        centres[:, 2], torch.full((40,), 4 * math.sin(math.radians(30)), dtype=torch.float64), atol=1e-5
+    )
 
 
 def _tiny_blender(root, splits=("train", "val"), n=3, size=8, seed=0):
@@ -118,7 +120,9 @@ def test_split_restriction_and_load_scene(tmp_path):
     assert s.kind == "blender" and sorted(s.splits) == ["test", "train"]
     t = s.split("test")
     assert t.n_images == 2 and t.splits == {"test": t.splits["test"]} and t.splits["test"].tolist() == [0, 1]
-    assert torch.equal(t.images, s.images[2:]) and torch.equal(t.cameras.camera_to_worlds, s.cameras.camera_to_worlds[2:])
+    assert torch.equal(t.images, s.images[2:]) and torch.equal(
+        t.cameras.camera_to_worlds, s.cameras.camera_to_worlds[2:]
+    )
     assert t.image_paths == s.image_paths[2:]
     rays = t.image_rays(1)
     assert rays.shape == (8, 8) and torch.allclose(rays.origins, torch.tensor([0.0, 0.0, 5.0]).expand(8, 8, 3))

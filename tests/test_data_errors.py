@@ -63,8 +63,11 @@ def test_missing_image_file(tmp_path):
 
 
 def test_missing_image_file_blender(tmp_path):
-    (tmp_path / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.5, "frames": [
-        {"file_path": "./train/r_0", "transform_matrix": np.eye(4).tolist()}]}))
+    (tmp_path / "transforms_train.json").write_text(
+        json.dumps(
+            {"camera_angle_x": 0.5, "frames": [{"file_path": "./train/r_0", "transform_matrix": np.eye(4).tolist()}]}
+        )
+    )
     with pytest.raises(DatasetFileNotFoundError, match=r"train/r_0.png: image file not found"):
         load_blender(tmp_path)
 
@@ -72,10 +75,14 @@ def test_missing_image_file_blender(tmp_path):
 def _llff(tmp_path, n_poses=3, n_images=3, sizes=None, poses=None):
     (tmp_path / "images_8").mkdir()
     for i in range(n_images):
-        (tmp_path / "images_8" / f"im{i}.png").write_bytes(_png_bytes(size=(sizes or [(6, 8)] * n_images)[i], mode="RGB", seed=i))
+        (tmp_path / "images_8" / f"im{i}.png").write_bytes(
+            _png_bytes(size=(sizes or [(6, 8)] * n_images)[i], mode="RGB", seed=i)
+        )
     if poses is None:
         m = np.array([[0, 1, 0, 0.1, 48], [1, 0, 0, 0, 64], [0, 0, -1, 0, 50.0]])  # LLFF axes, det +1
-        poses = np.stack([np.concatenate([(m + [[0, 0, 0, 0.1 * i, 0]] * 3).ravel(), [1.0, 5.0]]) for i in range(n_poses)])
+        poses = np.stack(
+            [np.concatenate([(m + [[0, 0, 0, 0.1 * i, 0]] * 3).ravel(), [1.0, 5.0]]) for i in range(n_poses)]
+        )
     np.save(tmp_path / "poses_bounds.npy", poses)
     return tmp_path
 
@@ -100,8 +107,12 @@ def test_inconsistent_image_sizes_llff(tmp_path):
 
 @pytest.mark.parametrize("kind", ["garbage_png", "truncated_png", "truncated_jpg", "empty"])
 def test_corrupt_or_truncated_image(tmp_path, kind):
-    data = {"garbage_png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "truncated_png": _png_bytes(size=(64, 64))[:300],
-            "truncated_jpg": _jpg_bytes()[:400], "empty": b""}[kind]
+    data = {
+        "garbage_png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
+        "truncated_png": _png_bytes(size=(64, 64))[:300],
+        "truncated_jpg": _jpg_bytes()[:400],
+        "empty": b"",
+    }[kind]
     name = "bad.jpg" if kind == "truncated_jpg" else "bad.png"
     (tmp_path / name).write_bytes(data)
     with pytest.raises(DatasetError, match=rf"{name}: (corrupt or truncated image|not a readable image)"):
@@ -156,12 +167,21 @@ def test_malformed_json_reports_line_and_column(tmp_path):
 
 def test_malformed_json_blender(tmp_path):
     (tmp_path / "transforms_train.json").write_text('{"camera_angle_x": 0.5 "frames": []}')
-    with pytest.raises(DatasetError, match=r"transforms_train.json: malformed JSON at line 1, column 24: Expecting .,. delimiter"):
+    with pytest.raises(
+        DatasetError, match=r"transforms_train.json: malformed JSON at line 1, column 24: Expecting .,. delimiter"
+    ):
         load_scene(tmp_path)
 
 
-@pytest.mark.parametrize("missing,where", [("frames", "the top level"), ("transform_matrix", r"frames\[1\]"),
-                                           ("file_path", r"frames\[0\]"), ("fl_x", r"frames\[0\]")])
+@pytest.mark.parametrize(
+    "missing,where",
+    [
+        ("frames", "the top level"),
+        ("transform_matrix", r"frames\[1\]"),
+        ("file_path", r"frames\[0\]"),
+        ("fl_x", r"frames\[0\]"),
+    ],
+)
 def test_missing_keys_transforms(tmp_path, missing, where):
     frames = [_frame(0), _frame(1)]
     meta = {}
@@ -196,8 +216,11 @@ def test_size_mismatch_with_json_w_h(tmp_path):
 
 def test_unknown_layout(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(DatasetError, match=r"unknown dataset layout; looked for transforms_train.json \(blender\), "
-                                           r"poses_bounds.npy \(llff\), transforms.json \(transforms\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"unknown dataset layout; looked for transforms_train.json \(blender\), "
+        r"poses_bounds.npy \(llff\), transforms.json \(transforms\)",
+    ):
         load_scene(tmp_path)
     with pytest.raises(DatasetFileNotFoundError, match="no such file or directory"):
         load_scene(tmp_path / "absent")

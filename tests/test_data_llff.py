@@ -28,14 +28,14 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 FERN = SHARED / "data" / "nerf_llff_data" / "fern"
 REF = SHARED / "reference" / "nerf_original_loader"
 needs_fern = pytest.mark.skipif(not (FERN.is_dir() and REF.is_dir()), reason="shared fern data not present")
-HAS_PATHS = importlib.util.find_spec("neural3d.camera_paths") is not None
+HAS_PATHS = importlib.util.find_spec("neural3d.media.paths") is not None
 
 CASES = [(8, False), (8, True), (4, False), (4, True)]
 
 
 def _needs_spiral(spherify: bool):
     if not spherify and not HAS_PATHS:
-        pytest.skip("neural3d.camera_paths (spiral render path) not available yet")
+        pytest.skip("neural3d.media.paths (spiral render path) not available yet")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,11 @@ def test_fern_matches_original_loader(fern_scenes, factor, spherify):
             r = s.image_rays(i).flatten()
             ends = torch.cat([r.origins, r.origins + r.directions])[:, :2]
             assert bool(((ends >= box[0, :2]) & (ends <= box[1, :2])).all()), i
-        assert (s.ndc_width, s.ndc_height, s.ndc_focal) == (ref["shape"][2], ref["shape"][1], pytest.approx(ref["poses"][0, 2, 4]))
+        assert (s.ndc_width, s.ndc_height, s.ndc_focal) == (
+            ref["shape"][2],
+            ref["shape"][1],
+            pytest.approx(ref["poses"][0, 2, 4]),
+        )
 
 
 def _original_ndc_rays_float64(H, W, focal, c2w, near=1.0):
@@ -152,7 +156,10 @@ def _write_colmap(tmp_path, cams, images, points):
     """Write COLMAP binary files with struct, independently of the reader."""
     with open(tmp_path / "cameras.bin", "wb") as f:
         f.write(struct.pack("<Q", len(cams)))
-        f.writelines(struct.pack("<iiQQ", cid, model_id, w, h) + struct.pack(f"<{len(params)}d", *params) for cid, model_id, w, h, params in cams)
+        f.writelines(
+            struct.pack("<iiQQ", cid, model_id, w, h) + struct.pack(f"<{len(params)}d", *params)
+            for cid, model_id, w, h, params in cams
+        )
     with open(tmp_path / "images.bin", "wb") as f:
         f.write(struct.pack("<Q", len(images)))
         for iid, q, t, cid, name, pts2d in images:
@@ -181,24 +188,36 @@ def test_colmap_binary_round_trip_and_cameras(tmp_path):
     c = read_cameras_bin(tmp_path / "cameras.bin")
     assert c[1].model == "OPENCV" and c[2].model == "SIMPLE_PINHOLE" and np.array_equal(c[2].params, [40.0, 32.0, 24.0])
     im = read_images_bin(tmp_path / "images.bin")
-    assert im[7].name == "b.png" and np.array_equal(im[7].xys, [[1.5, 2.5], [4.0, 5.0]]) and im[7].point3d_ids.tolist() == [3, -1]
+    assert (
+        im[7].name == "b.png"
+        and np.array_equal(im[7].xys, [[1.5, 2.5], [4.0, 5.0]])
+        and im[7].point3d_ids.tolist() == [3, -1]
+    )
     assert np.allclose(qvec_to_rotmat(im[7].qvec), Rotation.from_quat(q[0]).as_matrix())
     p = read_points3d_bin(tmp_path / "points3D.bin")
     assert p.ids.tolist() == [3, 9] and np.array_equal(p.xyz, [[0.1, 0.2, 0.3], [1.0, -2.0, 3.0]])
-    assert p.rgb.tolist() == [[255, 0, 10], [1, 2, 3]] and p.track_lengths.tolist() == [2, 0] and p.errors.tolist() == [0.5, 1.5]
+    assert (
+        p.rgb.tolist() == [[255, 0, 10], [1, 2, 3]]
+        and p.track_lengths.tolist() == [2, 0]
+        and p.errors.tolist() == [0.5, 1.5]
+    )
     # cameras sorted by name: a.png (SIMPLE_PINHOLE, id 3) then b.png (OPENCV, id 7); COLMAP projection reference
     cameras, names = colmap_cameras(c, im)
     assert names == ["a.png", "b.png"]
     X = rng.normal(size=(20, 3)) + [0, 0, 6]
-    for k, (iid, K, dist) in enumerate([(3, (40.0, 40.0, 32.0, 24.0), None), (7, (50.0, 52.0, 31.0, 23.0), (0.01, -0.002, 0.001, 0.0005))]):
+    for k, (iid, K, dist) in enumerate(
+        [(3, (40.0, 40.0, 32.0, 24.0), None), (7, (50.0, 52.0, 31.0, 23.0), (0.01, -0.002, 0.001, 0.0005))]
+    ):
         R = Rotation.from_quat(q[0 if iid == 7 else 1]).as_matrix()
         Xc = X @ R.T + t[0 if iid == 7 else 1]
         u, v = Xc[:, 0] / Xc[:, 2], Xc[:, 1] / Xc[:, 2]
         if dist is not None:
             k1, k2, p1, p2 = dist
             r2 = u * u + v * v
-            u, v = (u * (1 + k1 * r2 + k2 * r2 * r2) + 2 * p1 * u * v + p2 * (r2 + 2 * u * u),
-                    v * (1 + k1 * r2 + k2 * r2 * r2) + p1 * (r2 + 2 * v * v) + 2 * p2 * u * v)
+            u, v = (
+                u * (1 + k1 * r2 + k2 * r2 * r2) + 2 * p1 * u * v + p2 * (r2 + 2 * u * u),
+                v * (1 + k1 * r2 + k2 * r2 * r2) + p1 * (r2 + 2 * v * v) + 2 * p2 * u * v,
+            )
         xy_ref = np.stack([K[0] * u + K[2], K[1] * v + K[3]], -1)
         xy, depth = cameras.project(torch.tensor(X, dtype=torch.float32), torch.tensor([k]))
         assert np.allclose(xy[0].numpy(), xy_ref, atol=1e-3) and np.allclose(depth[0].numpy(), Xc[:, 2], atol=1e-4)

@@ -54,8 +54,20 @@ def make_scene(tmp_path, n=10, *, meta=None, frame_extra=None, ext=True, size=(H
     return path, np.stack(poses), rgbas
 
 
-OPENCV_META = {"camera_model": "OPENCV", "fl_x": 20.0, "fl_y": 22.0, "cx": 7.5, "cy": 6.25, "w": W, "h": H,
-               "k1": 0.05, "k2": -0.01, "p1": 0.002, "p2": -0.001, "aabb_scale": 4}
+OPENCV_META = {
+    "camera_model": "OPENCV",
+    "fl_x": 20.0,
+    "fl_y": 22.0,
+    "cx": 7.5,
+    "cy": 6.25,
+    "w": W,
+    "h": H,
+    "k1": 0.05,
+    "k2": -0.01,
+    "p1": 0.002,
+    "p2": -0.001,
+    "aabb_scale": 4,
+}
 
 
 def project_reference(points, c2w, fx, fy, cx, cy, dist):
@@ -138,7 +150,9 @@ def test_factor_downscales_images_and_intrinsics(tmp_path):
     path, _, rgbas = make_scene(tmp_path, n=2, meta=OPENCV_META)
     s = load_transforms(path, factor=2, background=(1.0, 1.0, 1.0))
     assert tuple(s.images.shape) == (2, H // 2, W // 2, 3)
-    assert torch.allclose(s.cameras.fx, torch.tensor([10.0, 10.0])) and torch.allclose(s.cameras.cy, torch.tensor([3.125] * 2))
+    assert torch.allclose(s.cameras.fx, torch.tensor([10.0, 10.0])) and torch.allclose(
+        s.cameras.cy, torch.tensor([3.125] * 2)
+    )
     assert (s.cameras.width == W // 2).all()
     # area averaging of RGBA, then compositing: independent 2x2 block means in float64
     rgba = rgbas[0].astype(np.float64) / 255.0

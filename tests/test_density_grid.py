@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from neural3d.rays import RayBundle
+from neural3d.core.rays import RayBundle
 from neural3d.samplers.density_grid import DensityGrid, GridImportanceSampler
 
 
@@ -64,7 +64,8 @@ def test_density_weighting_samples_the_visible_surface_where_occupancy_spreads()
     fronts = {}
     for weighting in ("occupancy", "density"):
         s, _ = GridImportanceSampler(n_coarse=128, n_samples=16, n_uniform=0, weighting=weighting).train()(
-            rays, g, lambda p: p)
+            rays, g, lambda p: p
+        )
         z = s.positions[..., 2]
         fronts[weighting] = ((z - 0.8).abs() < 0.1).float().mean().item()
     assert 0.35 < fronts["occupancy"] < 0.65  # half the occupied length is the front slab
@@ -98,11 +99,18 @@ def test_rays_missing_occupied_space_are_flagged():
 def test_ngp_model_with_an_empty_grid_warns_and_trains_on_all_rays():
     import pytest
 
-    from neural3d.models.base import SceneInfo
-    from neural3d.models.ngp import NGPModel, NGPModelConfig
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.ngp.model import NGPModel, NGPModelConfig
 
-    cfg = NGPModelConfig(n_levels=2, log2_hashmap_size=8, max_resolution=16, n_samples=4, n_coarse=8,
-                         grid_resolution=4, grid_threshold=1e9)  # nothing can be occupied
+    cfg = NGPModelConfig(
+        n_levels=2,
+        log2_hashmap_size=8,
+        max_resolution=16,
+        n_samples=4,
+        n_coarse=8,
+        grid_resolution=4,
+        grid_threshold=1e9,
+    )  # nothing can be occupied
     model = NGPModel(cfg, scene=SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 0.5, 3.0, False, torch.ones(3)))
     model.training_step_begin(0)
     n = 16

@@ -13,8 +13,16 @@ from neural3d.cli.main import main
 from neural3d.config import build_config
 from neural3d.training.trainer import RunExistsError, Trainer
 
-TINY_NGP = ["model.n_levels=4", "model.log2_hashmap_size=10", "model.max_resolution=32", "model.n_samples=12",
-            "model.n_coarse=12", "trainer.batch_size=256", "trainer.progress=false", "trainer.log_every=5"]
+TINY_NGP = [
+    "model.n_levels=4",
+    "model.log2_hashmap_size=10",
+    "model.max_resolution=32",
+    "model.n_samples=12",
+    "model.n_coarse=12",
+    "trainer.batch_size=256",
+    "trainer.progress=false",
+    "trainer.log_every=5",
+]
 
 
 def _write_cfg(tmp_path, scene, method="ngp"):
@@ -46,8 +54,23 @@ def test_train_eval_render_load(tmp_path, tiny_blender_scene):
 
     torch.save(torchvision_state_dict("vgg"), tmp_path / "vgg.pth")
     torch.save(lpips_linear_state_dict("vgg"), tmp_path / "lin.pth")
-    assert main(["eval", str(run), "--split", "val", "--lpips-net", "vgg", "--lpips-backbone", str(tmp_path / "vgg.pth"),
-                 "--lpips-linear", str(tmp_path / "lin.pth")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(run),
+                "--split",
+                "val",
+                "--lpips-net",
+                "vgg",
+                "--lpips-backbone",
+                str(tmp_path / "vgg.pth"),
+                "--lpips-linear",
+                str(tmp_path / "lin.pth"),
+            ]
+        )
+        == 0
+    )
     val = json.loads((run / "eval" / "val" / "metrics.json").read_text())
     assert val["mean"]["lpips"] > 0 and all("lpips" in r for r in val["per_image"])
 
@@ -63,17 +86,21 @@ def test_train_eval_render_load(tmp_path, tiny_blender_scene):
     out = scene.render(data.cameras[i : i + 1])
     assert out["rgb"].shape == (1, 24, 24, 3) and out["depth"].shape == (1, 24, 24)
     # the Python render equals the evaluation render and is close to the ground truth
-    ref = neural3d.evaluation.render_image(scene.model, data, i)["rgb"]
+    ref = neural3d.evaluation.evaluate.render_image(scene.model, data, i)["rgb"]
     torch.testing.assert_close(out["rgb"][0], ref)
     # the same pose via c2w/K, at another resolution, with a small chunk (bounded memory path)
     c = data.cameras[i]
-    out2 = scene.render(c2w=c.camera_to_worlds[0], K=c.K[0] * torch.tensor([[2.0], [2.0], [1.0]]), width=48, height=48, chunk=100)
+    out2 = scene.render(
+        c2w=c.camera_to_worlds[0], K=c.K[0] * torch.tensor([[2.0], [2.0], [1.0]]), width=48, height=48, chunk=100
+    )
     assert out2["rgb"].shape == (1, 48, 48, 3) and torch.isfinite(out2["rgb"]).all()
 
 
 def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_blender_scene):
-    cfg, _ = build_config({"method": "ngp", "data": {"path": str(tiny_blender_scene)}, "output_dir": str(tmp_path),
-                           "experiment": "x"}, ["trainer.steps=2", *TINY_NGP])
+    cfg, _ = build_config(
+        {"method": "ngp", "data": {"path": str(tiny_blender_scene)}, "output_dir": str(tmp_path), "experiment": "x"},
+        ["trainer.steps=2", *TINY_NGP],
+    )
     Trainer(cfg).train()
     with pytest.raises(RunExistsError, match="--resume"):
         Trainer(cfg)
@@ -84,11 +111,24 @@ def _params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("method,extra", [
-    ("ngp", TINY_NGP),
-    ("nerf", ["model.width=32", "model.depth=3", "model.skips=[1]", "model.n_coarse=8", "model.n_fine=8",
-              "trainer.batch_size=128", "trainer.progress=false"]),
-])
+@pytest.mark.parametrize(
+    "method,extra",
+    [
+        ("ngp", TINY_NGP),
+        (
+            "nerf",
+            [
+                "model.width=32",
+                "model.depth=3",
+                "model.skips=[1]",
+                "model.n_coarse=8",
+                "model.n_fine=8",
+                "trainer.batch_size=128",
+                "trainer.progress=false",
+            ],
+        ),
+    ],
+)
 def test_resume_continues_the_same_run(tmp_path, tiny_blender_scene, method, extra):
     base = {"method": method, "data": {"path": str(tiny_blender_scene)}, "output_dir": str(tmp_path)}
     ov = ["trainer.steps=12", "trainer.checkpoint_every=6", *extra]

@@ -9,17 +9,19 @@ import pytest
 import torch
 from _analytic_scene import R, ring_cameras, sphere_scene
 
+from neural3d.core.rays import RayBundle, ndc_rays
 from neural3d.export.geometry import depth_points, ndc_to_world
-from neural3d.rays import RayBundle, ndc_rays
 
 try:
     import open3d as o3d
 except ImportError as _e:  # open3d is the `export` extra; `make test` installs it
     o3d, _O3D_ERR = None, str(_e)
-needs_o3d = pytest.mark.skipif(o3d is None, reason="open3d not installed (pip install 'neural3d[export]'; "
-                               "Debian also needs libusb-1.0-0)")
+needs_o3d = pytest.mark.skipif(
+    o3d is None, reason="open3d not installed (pip install 'neural3d[export]'; Debian also needs libusb-1.0-0)"
+)
 try:
     import skimage  # noqa: F401
+
     _SKIMAGE = True
 except ImportError:
     _SKIMAGE = False
@@ -30,10 +32,19 @@ def test_ndc_to_world_inverts_ndc_rays():
     g = torch.Generator().manual_seed(0)
     n = 64
     o = torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.1
-    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.3
-                                      + torch.tensor([0, 0, -1.0], dtype=torch.float64), dim=-1)
-    rays = RayBundle(o, d, d, torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64),
-                     torch.zeros(n, dtype=torch.long), torch.zeros(n, 2, dtype=torch.long))
+    d = torch.nn.functional.normalize(
+        torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.3 + torch.tensor([0, 0, -1.0], dtype=torch.float64),
+        dim=-1,
+    )
+    rays = RayBundle(
+        o,
+        d,
+        d,
+        torch.zeros(n, dtype=torch.float64),
+        torch.ones(n, dtype=torch.float64),
+        torch.zeros(n, dtype=torch.long),
+        torch.zeros(n, 2, dtype=torch.long),
+    )
     W, H, f = 40.0, 30.0, 35.0
     nd = ndc_rays(rays, width=W, height=H, focal=f)
     t = torch.rand(n, 1, generator=g, dtype=torch.float64) * 0.95
@@ -71,8 +82,10 @@ def test_point_cloud_outlier_removal_drops_far_points():
     from neural3d.export.pointcloud import _clean
     from neural3d.export.types import PointCloud
 
-    noisy = PointCloud(np.concatenate([cloud.points, np.array([[5.0, 5, 5], [-4, 3, 2]], np.float32)]),
-                       np.concatenate([cloud.colors, np.zeros((2, 3), np.float32)]))
+    noisy = PointCloud(
+        np.concatenate([cloud.points, np.array([[5.0, 5, 5], [-4, 3, 2]], np.float32)]),
+        np.concatenate([cloud.colors, np.zeros((2, 3), np.float32)]),
+    )
     kept = _clean(noisy, 0.0, 20, 2.0)
     assert np.linalg.norm(kept.points, axis=1).max() < R + 1e-3 and len(kept) >= 0.9 * len(cloud)
 
@@ -145,7 +158,10 @@ def test_cli_export_pointcloud_and_tsdf_mesh(tiny_run, tmp_path):
     pts = np.asarray(pcd.points)
     assert np.abs(pts).max() < 3.0  # inside (about) the synthetic scene's box
     out = tmp_path / "tsdf.obj"
-    assert main(["export", str(tiny_run), "mesh", "--method", "tsdf", "--opacity-threshold", "0.3", "--out", str(out)]) == 0
+    assert (
+        main(["export", str(tiny_run), "mesh", "--method", "tsdf", "--opacity-threshold", "0.3", "--out", str(out)])
+        == 0
+    )
     mesh = o3d.io.read_triangle_mesh(str(out))
     assert len(mesh.triangles) > 0 and mesh.has_vertex_colors()
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from neural3d.core.rays import RayBundle
+from neural3d.core.samples import RaySamples
 from neural3d.fields import MLP, FieldOutputs, NeRFField, NGPField, SceneBox, contract, normalize_positions, trunc_exp
-from neural3d.rays import RayBundle
-from neural3d.samples import RaySamples
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,9 @@ def test_contraction_identity_continuity_and_range(order):
     c = contract(far, order)
     norms = torch.linalg.vector_norm(c, ord=ord_, dim=-1)
     assert norms.max() < 2 and (norms[1:] >= norms[:-1] - 1e-12).all()  # monotone in radius
-    torch.testing.assert_close(norms, torch.where(norms > 1, 2 - 1 / torch.linalg.vector_norm(far, ord=ord_, dim=-1), norms))
+    torch.testing.assert_close(
+        norms, torch.where(norms > 1, 2 - 1 / torch.linalg.vector_norm(far, ord=ord_, dim=-1), norms)
+    )
 
 
 def test_contraction_hand_values():
@@ -72,7 +74,9 @@ def test_scene_box_and_normalize_positions():
     box = SceneBox(torch.tensor([[-1.0, 0.0, 2.0], [3.0, 1.0, 4.0]]))
     pts = torch.tensor([[-1.0, 0.0, 2.0], [3.0, 1.0, 4.0], [1.0, 0.5, 3.0]])
     torch.testing.assert_close(box.normalize(pts), torch.tensor([[0.0, 0, 0], [1, 1, 1], [0.5, 0.5, 0.5]]))
-    torch.testing.assert_close(SceneBox.ndc().normalize(torch.tensor([[-1.0, 0.0, 1.0]])), torch.tensor([[0.0, 0.5, 1.0]]))
+    torch.testing.assert_close(
+        SceneBox.ndc().normalize(torch.tensor([[-1.0, 0.0, 1.0]])), torch.tensor([[0.0, 0.5, 1.0]])
+    )
     far = torch.tensor([[1e6, -1e6, 3.0], [1.0, 0.5, 3.0]])
     u = normalize_positions(far, box.aabb, "inf")
     assert (u >= 0).all() and (u <= 1).all()
@@ -146,7 +150,9 @@ def test_nerf_field_matches_nerf_pytorch_forward_any_batch_shape():
     dirs = _unit(torch.randn(2, 3, 5, 3, dtype=torch.float64))
     raw = field.raw(pts, dirs)
     assert raw.shape == (2, 3, 5, 4)
-    torch.testing.assert_close(raw, _nerf_pytorch_forward(field, pts.reshape(-1, 3), dirs.reshape(-1, 3)).reshape(2, 3, 5, 4))
+    torch.testing.assert_close(
+        raw, _nerf_pytorch_forward(field, pts.reshape(-1, 3), dirs.reshape(-1, 3)).reshape(2, 3, 5, 4)
+    )
     density, rgb = field.query(pts, dirs)
     assert density.shape == (2, 3, 5, 1) and rgb.shape == (2, 3, 5, 3)
     torch.testing.assert_close(density, F.relu(raw[..., 3:]))
@@ -174,7 +180,14 @@ def test_nerf_field_gradients_flow():
 
 # ------------------------------------------------------------------------------------- NGP field
 def _tiny_ngp(**kw) -> NGPField:
-    cfg = dict(aabb=[[-1.0] * 3, [1.0] * 3], n_levels=8, log2_hashmap_size=14, base_resolution=4, max_resolution=64, hidden_dim=32)
+    cfg = {
+        "aabb": [[-1.0] * 3, [1.0] * 3],
+        "n_levels": 8,
+        "log2_hashmap_size": 14,
+        "base_resolution": 4,
+        "max_resolution": 64,
+        "hidden_dim": 32,
+    }
     cfg.update(kw)
     return NGPField(**cfg)
 

@@ -18,8 +18,9 @@ from gnt_reference import (
     ref_z_vals,
 )
 
-from neural3d.cameras import Cameras
-from neural3d.gnt import (
+from neural3d.core.cameras import Cameras
+from neural3d.core.rays import generate_rays
+from neural3d.methods.gnt import (
     GNTNetwork,
     ResUNet,
     SourceViews,
@@ -32,12 +33,12 @@ from neural3d.gnt import (
     random_subset,
     state_dict_to_official,
 )
-from neural3d.gnt.projection import project_to_pixels
-from neural3d.gnt.transformer import RayTransformer, ViewAttention, ViewTransformer
-from neural3d.rays import generate_rays
+from neural3d.methods.gnt.projection import project_to_pixels
+from neural3d.methods.gnt.transformer import RayTransformer, ViewAttention, ViewTransformer
 
-SHARED_REF = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "reference" / "gnt_official_state_dict.txt"
-
+SHARED_REF = (
+    __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "reference" / "gnt_official_state_dict.txt"
+)
 
 
 def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> torch.Tensor:
@@ -82,8 +83,9 @@ def test_points_behind_or_outside_are_masked():
     behind = rays.origins - 1.5 * rays.directions
     outside = rays.origins[:1] + 2.0 * (rays.directions[:1] + torch.tensor([[0.0, 5.0, 0.0]]))
     pts = torch.cat([behind, outside])
-    proj = project_samples(pts[:, None], rays.origins[[0, 1, 0]], SourceViews(torch.rand(1, H, W, 3), cams),
-                           torch.rand(1, 4, 4, 5))
+    proj = project_samples(
+        pts[:, None], rays.origins[[0, 1, 0]], SourceViews(torch.rand(1, H, W, 3), cams), torch.rand(1, 4, 4, 5)
+    )
     assert proj.mask.flatten().tolist() == [0.0, 0.0, 0.0]
     _, front = project_to_pixels(behind, cams)
     assert not bool(front.any())
@@ -165,11 +167,19 @@ def test_view_attention_ignores_masked_views():
 def test_block_shapes():
     vt = ViewTransformer(dim=32, ff_hidden=128)
     rt = RayTransformer(dim=32, ff_hidden=128, n_heads=4)
-    assert vt(torch.randn(2, 7, 32), torch.randn(2, 7, 3, 32), torch.randn(2, 7, 3, 4), torch.ones(2, 7, 3, 1)).shape == (2, 7, 32)
+    assert vt(
+        torch.randn(2, 7, 32), torch.randn(2, 7, 3, 32), torch.randn(2, 7, 3, 4), torch.ones(2, 7, 3, 1)
+    ).shape == (2, 7, 32)
     x, w = rt(torch.randn(2, 7, 32))
     assert x.shape == (2, 7, 32) and w.shape == (2, 7) and torch.allclose(w.sum(-1), torch.ones(2))
     net = GNTNetwork(width=32, depth=3, feature_dim=8)
-    rgb, w = net(torch.rand(2, 7, 3, 11), torch.randn(2, 7, 3, 4), torch.ones(2, 7, 3, 1), torch.randn(2, 7, 3), torch.randn(2, 3))
+    rgb, w = net(
+        torch.rand(2, 7, 3, 11),
+        torch.randn(2, 7, 3, 4),
+        torch.ones(2, 7, 3, 1),
+        torch.randn(2, 7, 3),
+        torch.randn(2, 3),
+    )
     assert rgb.shape == (2, 3) and w.shape == (2, 7)
     unet = ResUNet(out_channels=8, blocks=(1, 1, 1))
     for (h, w_), (fh, fw) in (((40, 56), (12, 16)), ((24, 24), (8, 8)), ((96, 128), (24, 32)), ((21, 35), (8, 12))):
@@ -183,8 +193,10 @@ def _parse_reference(text: str, depth: int) -> dict[str, tuple]:
     if not sections:
         pytest.skip(f"reference file has no trans_depth={depth} section")
     pattern = r"^((?:net_coarse|feature_net|net_fine)\.\S+)\t\(([\d, ]+)\)"
-    return {m.group(1): tuple(int(v) for v in m.group(2).replace(" ", "").rstrip(",").split(","))
-            for m in re.finditer(pattern, sections[0], re.MULTILINE)}
+    return {
+        m.group(1): tuple(int(v) for v in m.group(2).replace(" ", "").rstrip(",").split(","))
+        for m in re.finditer(pattern, sections[0], re.MULTILINE)
+    }
 
 
 @pytest.mark.skipif(not SHARED_REF.is_file(), reason="../shared/reference absent")
@@ -249,9 +261,9 @@ def test_resunet_equals_float64_reference():
 
 
 def load_official_gnt_checkpoint_from_dict(ckpt):
-    from neural3d.gnt.checkpoint import config_from_official
-    from neural3d.models.base import SceneInfo
-    from neural3d.models.gnt import GNTModel
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.gnt.checkpoint import config_from_official
+    from neural3d.methods.gnt.model import GNTModel
 
     model = GNTModel(config_from_official(ckpt, n_samples=24), scene=SceneInfo(torch.zeros(2, 3), 0.1, 10.0))
     model.load_state_dict(official_to_state_dict(ckpt), strict=True)
@@ -295,7 +307,7 @@ def test_full_pipeline_matches_official_numerics():
 def test_point_samples_and_fine_samples_follow_official_sampling():
     from gnt_reference import ref_sample_pdf
 
-    from neural3d.gnt.sampling import depth_samples, fine_depth_samples, sample_pdf_points
+    from neural3d.methods.gnt.sampling import depth_samples, fine_depth_samples, sample_pdf_points
 
     nears, fars = torch.tensor([2.0, 1.0], dtype=torch.float64), torch.tensor([6.0, 4.0], dtype=torch.float64)
     z = depth_samples(nears, fars, 16, lindisp=True, jitter=False)

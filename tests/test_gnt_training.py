@@ -19,24 +19,26 @@ from neural3d.data import load_scene
 TINY_MODEL = {"depth": 2, "n_samples": 8, "n_source_views": 3, "pool_factor": 2, "dropout": 0.0}
 
 
-
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     from neural3d.data.synthetic import write_blender_scene, write_scene_family
 
     root = tmp_path_factory.mktemp("gnt")
-    fam = write_scene_family(root / "family", n_scenes=2, seed=4, layout="blender", res=24, n_train=6, n_val=1,
-                             n_test=1, supersample=1)
+    fam = write_scene_family(
+        root / "family", n_scenes=2, seed=4, layout="blender", res=24, n_train=6, n_val=1, n_test=1, supersample=1
+    )
     unseen = write_blender_scene(root / "unseen", seed=777, res=24, n_train=6, n_val=1, n_test=2, supersample=1)
     other = write_blender_scene(root / "other", seed=778, res=24, n_train=5, n_val=1, n_test=1, supersample=1)
     return {"root": root, "family": fam, "unseen": unseen, "other": other}
 
 
 def test_batches_come_from_one_target_image_without_it_as_source(scenes):
-    from neural3d.gnt.batches import SourceViewBatches
+    from neural3d.methods.gnt.batches import SourceViewBatches
 
     data = [load_scene(p) for p in scenes["family"]]
-    batches = SourceViewBatches(data, [1.0, 1.0], batch_size=50, n_views=3, pool_factor=2, method=lambda s: "vector", seed=3)
+    batches = SourceViewBatches(
+        data, [1.0, 1.0], batch_size=50, n_views=3, pool_factor=2, method=lambda s: "vector", seed=3
+    )
     seen_scenes = set()
     for _ in range(16):
         b = next(batches)
@@ -57,10 +59,11 @@ def test_batches_come_from_one_target_image_without_it_as_source(scenes):
 
 
 def test_colour_maps_fix_greys_and_rotate_hue():
-    from neural3d.gnt.colour import hue_rotation, random_colour_map, saturation
+    from neural3d.methods.gnt.colour import hue_rotation, random_colour_map, saturation
 
-    assert torch.allclose(hue_rotation(2 * math.pi / 3) @ torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]),
-                          atol=1e-6)  # 120 degrees about the grey axis: red -> green
+    assert torch.allclose(
+        hue_rotation(2 * math.pi / 3) @ torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]), atol=1e-6
+    )  # 120 degrees about the grey axis: red -> green
     assert torch.allclose(saturation(0.0) @ torch.tensor([0.9, 0.3, 0.0]), torch.full((3,), 0.4), atol=1e-6)
     g = torch.Generator().manual_seed(0)
     maps = [random_colour_map(g) for _ in range(64)]
@@ -75,7 +78,7 @@ def test_colour_maps_fix_greys_and_rotate_hue():
 
 
 def test_colour_augmentation_maps_target_and_sources_through_one_map(scenes):
-    from neural3d.gnt.batches import SourceViewBatches
+    from neural3d.methods.gnt.batches import SourceViewBatches
 
     data = [load_scene(p) for p in scenes["family"]]
     kw = {"batch_size": 200, "n_views": 3, "pool_factor": 2, "method": lambda s: "vector", "seed": 5}
@@ -95,13 +98,15 @@ def test_colour_augmentation_maps_target_and_sources_through_one_map(scenes):
 
 
 def test_eval_sample_count_applies_in_eval_mode_only(scenes, monkeypatch):
-    import neural3d.models.gnt as gnt_module
-    from neural3d.models.base import SceneInfo
-    from neural3d.models.gnt import GNTModel, GNTModelConfig
+    import neural3d.methods.gnt.model as gnt_module
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.gnt.model import GNTModel, GNTModelConfig
 
     scene = load_scene(scenes["unseen"])
-    model = GNTModel(GNTModelConfig(**{**TINY_MODEL, "n_samples": 5}, n_samples_eval=7),
-                     scene=SceneInfo(scene.scene_box, scene.near, scene.far))
+    model = GNTModel(
+        GNTModelConfig(**{**TINY_MODEL, "n_samples": 5}, n_samples_eval=7),
+        scene=SceneInfo(scene.scene_box, scene.near, scene.far),
+    )
     model.attach_scene(scene)
     counts = []
     original = gnt_module.depth_samples
@@ -120,13 +125,27 @@ def _write_cfg(tmp_path, scenes, **model):
     import yaml
 
     fam_root = scenes["root"] / "family"
-    cfg = {"method": "gnt", "experiment": "xscene", "output_dir": str(tmp_path / "runs"),
-           "data": {"path": str(scenes["unseen"])},
-           "model": {**TINY_MODEL, "family": {"root": str(fam_root), "n_scenes": 2, "layout": "blender", "res": 24},
-                     **model},
-           "trainer": {"steps": 12, "batch_size": 64, "log_every": 1, "checkpoint_every": 12, "eval_images": 1,
-                       "progress": False, "optim": {"lr": 2e-3, "lr_final": 1e-3}},
-           "eval": {"chunk": 200}}
+    cfg = {
+        "method": "gnt",
+        "experiment": "xscene",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"path": str(scenes["unseen"])},
+        "model": {
+            **TINY_MODEL,
+            "family": {"root": str(fam_root), "n_scenes": 2, "layout": "blender", "res": 24},
+            **model,
+        },
+        "trainer": {
+            "steps": 12,
+            "batch_size": 64,
+            "log_every": 1,
+            "checkpoint_every": 12,
+            "eval_images": 1,
+            "progress": False,
+            "optim": {"lr": 2e-3, "lr_final": 1e-3},
+        },
+        "eval": {"chunk": 200},
+    }
     path = tmp_path / "gnt.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -147,8 +166,23 @@ def test_cross_scene_training_then_unseen_scene_from_cli(tmp_path, scenes):
     assert len(metrics["per_image"]) == 1 and math.isfinite(metrics["mean"]["psnr"])
     assert (out / "rgb").is_dir() and (out / "depth").is_dir()
     frames = tmp_path / "frames"
-    assert main(["gnt", "render", str(run), str(scenes["other"]), "--path", "test", "--out", str(frames),
-                 "--outputs", "rgb,depth"]) == 0
+    assert (
+        main(
+            [
+                "gnt",
+                "render",
+                str(run),
+                str(scenes["other"]),
+                "--path",
+                "test",
+                "--out",
+                str(frames),
+                "--outputs",
+                "rgb,depth",
+            ]
+        )
+        == 0
+    )
     assert len(list(frames.iterdir())) == 1
     # the plain commands work on the run's own (held-out) scene
     assert main(["eval", str(run), "--split", "test", "--max-images", "1", "--out", str(tmp_path / "ev")]) == 0
@@ -169,9 +203,16 @@ def test_cross_scene_training_then_unseen_scene_from_cli(tmp_path, scenes):
     ckpt = max((run / "checkpoints").iterdir())
     from neural3d.training.trainer import Trainer
 
-    ft_cfg, _ = build_config({"method": "gnt", "data": {"path": str(scenes["other"])}, "output_dir": str(tmp_path / "runs"),
-                              "experiment": "ft", "model": {**TINY_MODEL, "init_checkpoint": str(ckpt)},
-                              "trainer": {"steps": 1, "batch_size": 32, "progress": False}})
+    ft_cfg, _ = build_config(
+        {
+            "method": "gnt",
+            "data": {"path": str(scenes["other"])},
+            "output_dir": str(tmp_path / "runs"),
+            "experiment": "ft",
+            "model": {**TINY_MODEL, "init_checkpoint": str(ckpt)},
+            "trainer": {"steps": 1, "batch_size": 32, "progress": False},
+        }
+    )
     trainer = Trainer(ft_cfg)
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
     assert all(torch.equal(v, saved[k]) for k, v in trainer.model.state_dict().items())
@@ -180,12 +221,14 @@ def test_cross_scene_training_then_unseen_scene_from_cli(tmp_path, scenes):
 
 
 def test_chunked_rendering_equals_one_pass_and_extracts_features_once(scenes):
-    from neural3d.models.base import SceneInfo
-    from neural3d.models.gnt import GNTModel, GNTModelConfig
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.gnt.model import GNTModel, GNTModelConfig
 
     torch.manual_seed(0)
     scene = load_scene(scenes["unseen"])
-    model = GNTModel(GNTModelConfig(**TINY_MODEL, n_fine=4), scene=SceneInfo(scene.scene_box, scene.near, scene.far)).eval()
+    model = GNTModel(
+        GNTModelConfig(**TINY_MODEL, n_fine=4), scene=SceneInfo(scene.scene_box, scene.near, scene.far)
+    ).eval()
     model.attach_scene(scene)
     calls = []
     model.feature_net.register_forward_hook(lambda *a: calls.append(1))
@@ -213,8 +256,8 @@ def test_chunked_rendering_equals_one_pass_and_extracts_features_once(scenes):
 
 
 def test_eval_mode_renders_with_n_source_views_eval(scenes):
-    from neural3d.models.base import SceneInfo
-    from neural3d.models.gnt import GNTModel, GNTModelConfig
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.gnt.model import GNTModel, GNTModelConfig
 
     scene = load_scene(scenes["unseen"])
     info = SceneInfo(scene.scene_box, scene.near, scene.far)
@@ -237,25 +280,55 @@ def test_eval_mode_renders_with_n_source_views_eval(scenes):
 def test_imported_official_checkpoint_renders_from_the_cli(tmp_path, scenes):
     torch.save(random_official_checkpoint(4, seed=1), tmp_path / "model_250000.pth")
     run = tmp_path / "imported"
-    assert main(["gnt", "import", str(tmp_path / "model_250000.pth"), "model.n_samples=8", "model.n_source_views=3",
-                 "--data", str(scenes["unseen"]), "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "gnt",
+                "import",
+                str(tmp_path / "model_250000.pth"),
+                "model.n_samples=8",
+                "model.n_source_views=3",
+                "--data",
+                str(scenes["unseen"]),
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     loaded = neural3d.load(run)
     assert loaded.pixel_center == 0.0 and sum(p.numel() for p in loaded.model.parameters()) == 9_321_795
     assert main(["eval", str(run), "--split", "test", "--max-images", "1", "--out", str(tmp_path / "ev")]) == 0
-    assert main(["gnt", "eval", str(run), str(scenes["other"]), "model.n_samples=6", "--max-images", "1",
-                 "--out", str(tmp_path / "ev2")]) == 0
+    assert (
+        main(
+            [
+                "gnt",
+                "eval",
+                str(run),
+                str(scenes["other"]),
+                "model.n_samples=6",
+                "--max-images",
+                "1",
+                "--out",
+                str(tmp_path / "ev2"),
+            ]
+        )
+        == 0
+    )
     assert main(["gnt", "eval", str(run), str(scenes["other"]), "model.depth=3"]) == 2  # not a render-time key
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_render_equals_cpu_render(scenes):
     """The whole pipeline (features, projection, both transformers, fine samples) on CUDA vs the CPU."""
-    from neural3d.models.base import SceneInfo
-    from neural3d.models.gnt import GNTModel, GNTModelConfig
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.gnt.model import GNTModel, GNTModelConfig
 
     torch.manual_seed(0)
     scene = load_scene(scenes["unseen"])
-    model = GNTModel(GNTModelConfig(**TINY_MODEL, n_fine=4), scene=SceneInfo(scene.scene_box, scene.near, scene.far)).eval()
+    model = GNTModel(
+        GNTModelConfig(**TINY_MODEL, n_fine=4), scene=SceneInfo(scene.scene_box, scene.near, scene.far)
+    ).eval()
     model.attach_scene(scene)
     test = int(scene.split_indices("test")[0])
     rays = scene.image_rays(test)

@@ -16,7 +16,7 @@ from neural3d.fields.hashgrid import (
 )
 
 # A small layout with dense levels (res^3 <= 2^12) and hashed ones.
-SMALL = dict(n_levels=6, n_features_per_level=2, log2_hashmap_size=12, base_resolution=4)
+SMALL = {"n_levels": 6, "n_features_per_level": 2, "log2_hashmap_size": 12, "base_resolution": 4}
 
 
 def _small_layout() -> GridLayout:
@@ -72,9 +72,9 @@ def _ref_layout_table(n_levels, F, log2_hashmap_size, base_resolution, per_level
     """tcnn GridEncodingTemplated constructor, in numpy float32."""
     offsets, sizes, scales, resolutions = [0], [], [], []
     for i in range(n_levels):
-        scale = np.float32(
-            np.exp2(np.float32(i) * np.log2(np.float32(per_level_scale)))
-        ) * np.float32(base_resolution) - np.float32(1)
+        scale = np.float32(np.exp2(np.float32(i) * np.log2(np.float32(per_level_scale)))) * np.float32(
+            base_resolution
+        ) - np.float32(1)
         res = int(np.ceil(scale)) + 1
         params = res**3
         params = (params + 7) // 8 * 8
@@ -103,9 +103,15 @@ def test_per_level_scale_formula():
 @pytest.mark.parametrize(
     "cfg",
     [
-        dict(n_levels=16, F=2, log2_hashmap_size=19, base_resolution=16, per_level_scale=per_level_scale_for(16, 2048, 16)),
-        dict(n_levels=16, F=2, log2_hashmap_size=19, base_resolution=16, per_level_scale=1.4472692012786865),
-        dict(n_levels=6, F=4, log2_hashmap_size=12, base_resolution=4, per_level_scale=per_level_scale_for(4, 64, 6)),
+        {
+            "n_levels": 16,
+            "F": 2,
+            "log2_hashmap_size": 19,
+            "base_resolution": 16,
+            "per_level_scale": per_level_scale_for(16, 2048, 16),
+        },
+        {"n_levels": 16, "F": 2, "log2_hashmap_size": 19, "base_resolution": 16, "per_level_scale": 1.4472692012786865},
+        {"n_levels": 6, "F": 4, "log2_hashmap_size": 12, "base_resolution": 4, "per_level_scale": per_level_scale_for(4, 64, 6)},
     ],
 )
 def test_layout_matches_tcnn_constructor(cfg):
@@ -237,7 +243,9 @@ def test_trilinear_exact_on_linear_table():
 
 
 def test_gradcheck_table_float64():
-    layout = grid_layout(n_levels=3, n_features_per_level=2, log2_hashmap_size=5, base_resolution=2, per_level_scale=2.0)
+    layout = grid_layout(
+        n_levels=3, n_features_per_level=2, log2_hashmap_size=5, base_resolution=2, per_level_scale=2.0
+    )
     assert layout.hashed[-1]
     g = torch.Generator().manual_seed(6)
     table = torch.randn(layout.n_rows, 2, generator=g, dtype=torch.float64, requires_grad=True)
@@ -264,7 +272,9 @@ def test_table_gradients_are_weights():
     enc = HashGridEncoding(**SMALL, max_resolution=64)
     pts = torch.rand(1, 3)
     enc(pts)[0, 0].backward()  # level 0, feature 0
-    rows, w = grid_indices(pts, scale=enc.layout.scales[0], resolution=enc.layout.resolutions[0], size=enc.layout.sizes[0])
+    rows, w = grid_indices(
+        pts, scale=enc.layout.scales[0], resolution=enc.layout.resolutions[0], size=enc.layout.sizes[0]
+    )
     expected = torch.zeros(enc.layout.n_rows)
     expected.index_add_(0, rows[0], w[0])
     torch.testing.assert_close(enc.params.grad.view(-1, 2)[:, 0], expected)

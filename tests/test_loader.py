@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from neural3d.core.rays import generate_rays, ndc_rays
 from neural3d.data import RayLoader, load_scene
-from neural3d.rays import generate_rays, ndc_rays
 
 H, W, N = 6, 8, 5
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -51,7 +51,9 @@ def test_uniform_over_all_pixels_of_the_split(scene):
     n_batches = 12
     for _ in range(n_batches):
         b = next(loader)
-        counts.index_put_((b.rays.camera_indices, b.rays.pixels[:, 1], b.rays.pixels[:, 0]), torch.ones(4096), accumulate=True)
+        counts.index_put_(
+            (b.rays.camera_indices, b.rays.pixels[:, 1], b.rays.pixels[:, 0]), torch.ones(4096), accumulate=True
+        )
     assert counts[0].sum() == 0 and bool((counts[1:] > 0).all())
     # chi-square against uniform over 4 * 48 cells: mean = dof = 191, sd = sqrt(2 * 191) ~ 19.5
     expected = n_batches * 4096 / (4 * H * W)
@@ -63,8 +65,13 @@ def test_reproducible_and_resumable(scene, tmp_path):
     a, b = RayLoader(scene, batch_size=64, seed=7), RayLoader(scene, batch_size=64, seed=7)
     for _ in range(3):
         ba, bb = next(a), next(b)
-        assert torch.equal(ba.rays.pixels, bb.rays.pixels) and torch.equal(ba.rays.camera_indices, bb.rays.camera_indices)
-    assert not torch.equal(next(RayLoader(scene, batch_size=64, seed=8)).rays.pixels, next(RayLoader(scene, batch_size=64, seed=7)).rays.pixels)
+        assert torch.equal(ba.rays.pixels, bb.rays.pixels) and torch.equal(
+            ba.rays.camera_indices, bb.rays.camera_indices
+        )
+    assert not torch.equal(
+        next(RayLoader(scene, batch_size=64, seed=8)).rays.pixels,
+        next(RayLoader(scene, batch_size=64, seed=7)).rays.pixels,
+    )
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)  # checkpoints hold the state
     expected = [next(a) for _ in range(3)]
@@ -102,7 +109,9 @@ def test_ndc_scene_rays(scene):
     b = next(RayLoader(scene, batch_size=100, seed=1))
     world = generate_rays(scene.cameras, b.rays.camera_indices, b.rays.pixels.float() + 0.5, 0.0, 1.0)
     ref = ndc_rays(world, width=W, height=H, focal=7.0, near_plane=1.0)
-    assert torch.allclose(b.rays.origins, ref.origins, atol=1e-6) and torch.allclose(b.rays.directions, ref.directions, atol=1e-6)
+    assert torch.allclose(b.rays.origins, ref.origins, atol=1e-6) and torch.allclose(
+        b.rays.directions, ref.directions, atol=1e-6
+    )
     assert (b.rays.nears == 0).all() and (b.rays.fars == 1).all()
 
 
@@ -111,7 +120,9 @@ def test_device_resident(scene, device):
     loader = RayLoader(scene, batch_size=128, device=device, seed=0)
     b = next(loader)
     assert b.rgb.device.type == device and b.rays.origins.device.type == device
-    assert torch.equal(b.rgb.cpu(), scene.images[b.rays.camera_indices.cpu(), b.rays.pixels[:, 1].cpu(), b.rays.pixels[:, 0].cpu()])
+    assert torch.equal(
+        b.rgb.cpu(), scene.images[b.rays.camera_indices.cpu(), b.rays.pixels[:, 1].cpu(), b.rays.pixels[:, 0].cpu()]
+    )
     moved = scene.to(device)
     assert moved.images.device.type == device and moved.cameras.device.type == device
     assert next(RayLoader(moved, batch_size=16, device=device)).rgb.device.type == device

@@ -35,8 +35,9 @@ def test_outer_measure_matches_bruteforce():
     we = _weights(6, 9, g)
     out = outer_measure(t, te, we)
     for r in range(6):
-        np.testing.assert_allclose(out[r].numpy(), _outer_bruteforce(t[r].numpy(), te[r].numpy(), we[r].numpy()),
-                                   rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            out[r].numpy(), _outer_bruteforce(t[r].numpy(), te[r].numpy(), we[r].numpy()), rtol=1e-12, atol=1e-15
+        )
 
 
 def test_outer_measure_shared_edges_and_identity():
@@ -46,8 +47,10 @@ def test_outer_measure_shared_edges_and_identity():
     torch.testing.assert_close(outer_measure(edges, edges, w), w)
     # Coarse envelope [0, .5), [.5, 1): the fine intervals inherit their parent's weight.
     coarse = torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64)
-    torch.testing.assert_close(outer_measure(edges, coarse, torch.tensor([[0.3, 0.7]], dtype=torch.float64)),
-                               torch.tensor([[0.3, 0.3, 0.7, 0.7]], dtype=torch.float64))
+    torch.testing.assert_close(
+        outer_measure(edges, coarse, torch.tensor([[0.3, 0.7]], dtype=torch.float64)),
+        torch.tensor([[0.3, 0.3, 0.7, 0.7]], dtype=torch.float64),
+    )
 
 
 def test_interlevel_loss_matches_bruteforce_and_stops_gradient():

@@ -1,11 +1,11 @@
-"""Tests for neural3d.lpips: torchvision / lpips key layouts, properties, float64 reference pipeline."""
+"""Tests for neural3d.evaluation.lpips: torchvision / lpips key layouts, properties, float64 reference pipeline."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from neural3d.lpips import LPIPS
+from neural3d.evaluation.lpips import LPIPS
 
 # Independent description of the architectures (torchvision module indices of the convs).
 # (index, c_in, c_out, kernel, stride, padding)
@@ -31,7 +31,7 @@ def torchvision_state_dict(net: str, seed: int = 0) -> dict:
     for i, ci, co, k, _, _ in CONVS[net]:
         sd[f"features.{i}.weight"] = torch.randn(co, ci, k, k, generator=g) * (2.0 / (ci * k * k)) ** 0.5
         sd[f"features.{i}.bias"] = 0.01 * torch.randn(co, generator=g)
-    for i in ((0, 3, 6) if net == "vgg" else (1, 4, 6)):
+    for i in (0, 3, 6) if net == "vgg" else (1, 4, 6):
         sd[f"classifier.{i}.weight"] = torch.randn(4, 3, generator=g)
         sd[f"classifier.{i}.bias"] = torch.randn(4, generator=g)
     return sd
@@ -93,7 +93,7 @@ def _images(net, n=2, seed=0, dtype=torch.float32):
 def test_loads_exact_key_layouts(loaded):
     net, model, backbone, linear, _ = loaded
     feats = model.net.features.state_dict()
-    expected = {k[len("features."):] for k in backbone if k.startswith("features.")}
+    expected = {k[len("features.") :] for k in backbone if k.startswith("features.")}
     assert set(feats) == expected
     for k, v in feats.items():
         assert torch.equal(v, backbone["features." + k])

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from neural3d.core.rays import RayBundle
+from neural3d.core.samples import PackedRaySamples, RaySamples
 from neural3d.fields.base import FieldOutputs
-from neural3d.rays import RayBundle
 from neural3d.render import VolumeRenderer
 from neural3d.render.packed import render_weights_packed
 from neural3d.render.scan import (
@@ -22,7 +23,6 @@ from neural3d.render.scan import (
 from neural3d.samplers.aabb import ray_aabb_intersect
 from neural3d.samplers.marching import StepRule, march_rays, prune_samples
 from neural3d.samplers.occupancy_grid import OccupancyGrid
-from neural3d.samples import PackedRaySamples, RaySamples
 
 
 def _bundle(o, d, near=0.0, far=10.0):
@@ -41,19 +41,22 @@ def _random_packed(n_rays=7, max_count=9, seed=0, dtype=torch.float64):
 
 
 # ----------------------------------------------------------------------------- scans
-@pytest.mark.parametrize("fn,ref", [
-    (inclusive_sum, lambda v: torch.cumsum(v, 0)),
-    (exclusive_sum, lambda v: torch.cumsum(v, 0) - v),
-    (inclusive_prod, lambda v: torch.cumprod(v, 0)),
-    (exclusive_prod, lambda v: torch.cumprod(v, 0) / v),
-])
+@pytest.mark.parametrize(
+    "fn,ref",
+    [
+        (inclusive_sum, lambda v: torch.cumsum(v, 0)),
+        (exclusive_sum, lambda v: torch.cumsum(v, 0) - v),
+        (inclusive_prod, lambda v: torch.cumprod(v, 0)),
+        (exclusive_prod, lambda v: torch.cumprod(v, 0) / v),
+    ],
+)
 def test_segmented_scans_match_per_ray_loops(fn, ref):
     ri, info, counts, g = _random_packed()
     vals = torch.rand(int(counts.sum()), generator=g, dtype=torch.float64) + 0.5
     out = fn(vals, ri, info)
-    for r, (s, c) in enumerate(info.tolist()):
+    for _r, (s, c) in enumerate(info.tolist()):
         if c:
-            torch.testing.assert_close(out[s:s + c], ref(vals[s:s + c]), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(out[s : s + c], ref(vals[s : s + c]), rtol=1e-12, atol=1e-12)
 
 
 def test_packed_info_round_trip():
@@ -66,8 +69,12 @@ def test_packed_rendering_equals_batched_float64():
     ri, info, counts, g = _random_packed(n_rays=9, max_count=12, seed=3)
     n = int(counts.sum())
     rays = _bundle(torch.randn(9, 3, generator=g), torch.randn(9, 3, generator=g), near=0.1, far=4.0)
-    rays = RayBundle(*(x.double() if x is not None and x.is_floating_point() else x for x in
-                       (rays.origins, rays.directions, rays.viewdirs, rays.nears, rays.fars)))
+    rays = RayBundle(
+        *(
+            x.double() if x is not None and x.is_floating_point() else x
+            for x in (rays.origins, rays.directions, rays.viewdirs, rays.nears, rays.fars)
+        )
+    )
     # sorted, contiguous intervals per ray
     gaps = torch.rand(n, generator=g, dtype=torch.float64) * 0.2 + 0.01
     lens = torch.rand(n, generator=g, dtype=torch.float64) * 0.3 + 0.01
@@ -80,6 +87,7 @@ def test_packed_rendering_equals_batched_float64():
 
     padded, valid = packed.to_padded()
     from neural3d.render.scan import pad_packed
+
     d_pad = pad_packed(dens, ri, info)
     c_pad = pad_packed(rgb, ri, info)
     out_b = VolumeRenderer()(FieldOutputs(density=d_pad, rgb=c_pad), padded, bg)
@@ -91,7 +99,9 @@ def test_packed_rendering_equals_batched_float64():
     # gradients agree too
     gp = torch.autograd.grad(out_p.rgb.sum() + out_p.depth[has].sum(), (dens, rgb))
     dens2, rgb2 = dens.detach().clone().requires_grad_(), rgb.detach().clone().requires_grad_()
-    out_b2 = VolumeRenderer()(FieldOutputs(density=pad_packed(dens2, ri, info), rgb=pad_packed(rgb2, ri, info)), padded, bg)
+    out_b2 = VolumeRenderer()(
+        FieldOutputs(density=pad_packed(dens2, ri, info), rgb=pad_packed(rgb2, ri, info)), padded, bg
+    )
     gb = torch.autograd.grad(out_b2.rgb.sum() + out_b2.depth[has].sum(), (dens2, rgb2))
     for a, b in zip(gp, gb):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
@@ -114,8 +124,12 @@ def test_opaque_far_gives_the_last_sample_the_remaining_transmittance():
     g = torch.Generator().manual_seed(5)
     n_rays, n = 4, 6
     rays = _bundle(torch.randn(n_rays, 3, generator=g), torch.randn(n_rays, 3, generator=g), near=0.0, far=1.0)
-    rays = RayBundle(*(x.double() if x is not None and x.is_floating_point() else x for x in
-                       (rays.origins, rays.directions, rays.viewdirs, rays.nears, rays.fars)))
+    rays = RayBundle(
+        *(
+            x.double() if x is not None and x.is_floating_point() else x
+            for x in (rays.origins, rays.directions, rays.viewdirs, rays.nears, rays.fars)
+        )
+    )
     edges = torch.sort(torch.rand(n_rays, n + 1, generator=g, dtype=torch.float64), dim=-1).values
     batched = RaySamples.from_edges(rays, edges)
     dens = torch.rand(n_rays, n, 1, generator=g, dtype=torch.float64) * 3 + 0.1
@@ -128,10 +142,12 @@ def test_opaque_far_gives_the_last_sample_the_remaining_transmittance():
     plain = VolumeRenderer()(FieldOutputs(density=dens, rgb=rgb), batched, bg)
     torch.testing.assert_close(out.weights[:, :-1], plain.weights[:, :-1])  # earlier samples unchanged
     ri = torch.arange(n_rays).repeat_interleave(n)
-    packed = PackedRaySamples(rays, batched.starts.reshape(-1), batched.ends.reshape(-1), ri,
-                              packed_info_from_ray_indices(ri, n_rays))
-    out_p = VolumeRenderer(opaque_far=True)(FieldOutputs(density=dens.reshape(-1, 1), rgb=rgb.reshape(-1, 3)),
-                                            packed, bg)
+    packed = PackedRaySamples(
+        rays, batched.starts.reshape(-1), batched.ends.reshape(-1), ri, packed_info_from_ray_indices(ri, n_rays)
+    )
+    out_p = VolumeRenderer(opaque_far=True)(
+        FieldOutputs(density=dens.reshape(-1, 1), rgb=rgb.reshape(-1, 3)), packed, bg
+    )
     torch.testing.assert_close(out_p.rgb, out.rgb)
     torch.testing.assert_close(out_p.weights, out.weights.reshape(-1))
 
@@ -197,7 +213,7 @@ def _serial_march(o, d, near, far, grid, step, cone):
     for r in range(len(o)):
         dn = float(d[r].norm())
         u = d[r].double() / dn
-        t0, t1, hit = ray_aabb_intersect(o[r:r + 1].double(), u[None], box)
+        t0, t1, hit = ray_aabb_intersect(o[r : r + 1].double(), u[None], box)
         lo, hi = max(float(t0), near * dn), min(float(t1), far * dn)
         s = near * dn
         while hit and s < hi:
@@ -222,10 +238,12 @@ def test_march_equals_serial_walk_on_random_grid(cone, levels):
     ref = _serial_march(o, d, 0.5, 6.0, grid, 0.03, cone)
     assert packed.n_samples == len(ref) > 100
     torch.testing.assert_close(packed.ray_indices, torch.tensor([r for r, _, _ in ref]))
-    torch.testing.assert_close(packed.starts.double(), torch.tensor([a for _, a, _ in ref], dtype=torch.float64),
-                               atol=2e-5, rtol=1e-5)
-    torch.testing.assert_close(packed.ends.double(), torch.tensor([b for _, _, b in ref], dtype=torch.float64),
-                               atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        packed.starts.double(), torch.tensor([a for _, a, _ in ref], dtype=torch.float64), atol=2e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(
+        packed.ends.double(), torch.tensor([b for _, _, b in ref], dtype=torch.float64), atol=2e-5, rtol=1e-5
+    )
     assert torch.equal(packed.packed_info, packed_info_from_ray_indices(packed.ray_indices, len(rays)))
 
 
@@ -288,7 +306,8 @@ def test_prune_drops_samples_behind_an_opaque_slab():
     grid = OccupancyGrid(aabb=torch.tensor([-1.0, -1, -1, 1, 1, 1]), resolution=4)
     rays = _bundle([[0.0, 0.0, 3.0]], [[0.0, 0.0, -1.0]], near=0.0, far=6.0)
     packed = march_rays(rays, grid, step_size=0.05)
-    slab = lambda x: (torch.abs(x[:, 2]) < 0.2).float()[:, None] * 100.0
+    def slab(x):
+        return (torch.abs(x[:, 2]) < 0.2).float()[:, None] * 100.0
     pruned = prune_samples(packed, slab, early_stop_eps=1e-4)
     assert pruned.n_samples < packed.n_samples
     assert pruned.mids.max() < 3.0 + 0.2 + 0.05  # nothing far behind the slab

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neural3d.rays import RayBundle
+from neural3d.core.rays import RayBundle
 from neural3d.render.packed import render_weights_packed
 from neural3d.samplers import nerfacc_backend
 from neural3d.samplers.aabb import ray_aabb_intersect
@@ -17,8 +17,9 @@ from neural3d.samplers.occupancy_grid import OccupancyGrid
 
 CUDA = torch.device("cuda")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-needs_nerfacc = pytest.mark.skipif(not nerfacc_backend.usable(torch.device("cuda")),
-                                   reason="needs CUDA and a working nerfacc build")
+needs_nerfacc = pytest.mark.skipif(
+    not nerfacc_backend.usable(torch.device("cuda")), reason="needs CUDA and a working nerfacc build"
+)
 
 
 def _rays(n=4096, device=CUDA, seed=0):
@@ -26,8 +27,13 @@ def _rays(n=4096, device=CUDA, seed=0):
     o = torch.randn(n, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, 3.0])
     d = torch.randn(n, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, -1.0])
     d = d / d.norm(dim=-1, keepdim=True)  # unit directions: t is world distance for both libraries
-    return RayBundle(o.to(device), d.to(device), d.to(device), torch.full((n,), 0.5, device=device),
-                     torch.full((n,), 6.0, device=device))
+    return RayBundle(
+        o.to(device),
+        d.to(device),
+        d.to(device),
+        torch.full((n,), 0.5, device=device),
+        torch.full((n,), 6.0, device=device),
+    )
 
 
 def _grid(device=CUDA, levels=2):
@@ -70,8 +76,9 @@ def test_nerfacc_compositing_equals_packed_rendering_forward_and_backward():
     sig = torch.rand(s.n_samples, device=CUDA).mul_(20).requires_grad_()
     w_ours, t_ours, _ = render_weights_packed(sig, s.deltas, s.ray_indices, s.packed_info)
     sig2 = sig.detach().clone().requires_grad_()
-    w_theirs, t_theirs, _ = nerfacc.render_weight_from_density(s.starts, s.ends, sig2, ray_indices=s.ray_indices,
-                                                               n_rays=s.n_rays)
+    w_theirs, t_theirs, _ = nerfacc.render_weight_from_density(
+        s.starts, s.ends, sig2, ray_indices=s.ray_indices, n_rays=s.n_rays
+    )
     torch.testing.assert_close(w_ours, w_theirs, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(t_ours, t_theirs, rtol=1e-4, atol=1e-6)
     g = torch.rand_like(w_ours)

@@ -1,18 +1,19 @@
-"""Tests for neural3d.metrics against float64 NumPy / SciPy references and analytic cases."""
+"""Tests for neural3d.evaluation.metrics against float64 NumPy / SciPy references and analytic cases."""
 
 import numpy as np
 import pytest
 import scipy.ndimage
 import torch
 
-from neural3d.metrics import gaussian_window_1d, mse_to_psnr, psnr, ssim
+from neural3d.evaluation.metrics import gaussian_window_1d, mse_to_psnr, psnr, ssim
 
 C1, C2 = 0.01**2, 0.03**2
 
 
 def _ssim_scipy(a: np.ndarray, b: np.ndarray) -> float:
     """skimage-style SSIM (gaussian_weights, sigma 1.5, population covariance), float64, [H, W, C]."""
-    blur = lambda z: scipy.ndimage.gaussian_filter(z, sigma=1.5, truncate=3.5, mode="reflect")[5:-5, 5:-5]
+    def blur(z):
+        return scipy.ndimage.gaussian_filter(z, sigma=1.5, truncate=3.5, mode="reflect")[5:-5, 5:-5]
     vals = []
     for c in range(a.shape[-1]):
         x, y = a[..., c].astype(np.float64), b[..., c].astype(np.float64)

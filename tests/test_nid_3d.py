@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from neural3d.core.rays import RayBundle
 from neural3d.fields.ngp_field import trunc_exp
-from neural3d.models.base import SceneInfo
-from neural3d.models.nid import NIDModel, NIDSceneConfig
-from neural3d.rays import RayBundle
+from neural3d.methods.base import SceneInfo
+from neural3d.methods.nid.model import NIDModel, NIDSceneConfig
 
 SMALL = {"num_experts": 8, "topk": 3, "hidden_dim": 16, "n_layers": 1, "n_freqs": 2, "n_samples": 16}
-
 
 
 def _info():
@@ -23,7 +22,9 @@ def _rays(n=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     origins = torch.tensor([0.0, 0.0, 4.0]).expand(n, 3).clone()
     dirs = torch.cat([0.2 * (torch.rand(n, 2, generator=g) - 0.5), -torch.ones(n, 1)], -1)
-    return RayBundle(origins, dirs, dirs / dirs.norm(dim=-1, keepdim=True), torch.full((n,), 2.0), torch.full((n,), 6.0))
+    return RayBundle(
+        origins, dirs, dirs / dirs.norm(dim=-1, keepdim=True), torch.full((n,), 2.0), torch.full((n,), 6.0)
+    )
 
 
 def test_field_matches_an_explicit_expert_sum():
@@ -74,7 +75,7 @@ def test_model_renders_through_the_shared_volume_renderer():
 
 def test_method_is_registered_and_builds_from_a_config():
     from neural3d.config import build_config
-    from neural3d.models.registry import available_methods, get_method
+    from neural3d.methods.registry import available_methods, get_method
 
     assert "nid" in available_methods() and get_method("nid").model_class is NIDModel
     _cfg, model_cfg = build_config({"method": "nid", "model": {"num_experts": 8, "topk": 2}})
@@ -88,12 +89,23 @@ def test_method_is_registered_and_builds_from_a_config():
 def test_family_dictionary_trains_and_a_new_scene_is_fitted_by_its_code(tmp_path):
     from neural3d.data import load_scene
     from neural3d.data.synthetic import write_blender_scene
-    from neural3d.nid.scenes import fit_scene, load_family, train_family
+    from neural3d.methods.nid.family import fit_scene, load_family, train_family
     from neural3d.training.checkpoint import latest_checkpoint
 
-    cfg = {"family": str(tmp_path / "fam"), "n_scenes": 3, "res": 16, "n_train": 4, "n_test": 1,
-           "model": SMALL, "steps": 40, "scenes_per_step": 2, "rays_per_scene": 64, "log_every": 10,
-           "checkpoint_every": 40, "lr": 1e-2}
+    cfg = {
+        "family": str(tmp_path / "fam"),
+        "n_scenes": 3,
+        "res": 16,
+        "n_train": 4,
+        "n_test": 1,
+        "model": SMALL,
+        "steps": 40,
+        "scenes_per_step": 2,
+        "rays_per_scene": 64,
+        "log_every": 10,
+        "checkpoint_every": 40,
+        "lr": 1e-2,
+    }
     logs = []
     model = train_family(cfg, run_dir=tmp_path / "run", log=logs.append)
     assert model.field.codes.shape[0] == 3 and len(logs) == 4
@@ -118,9 +130,11 @@ def test_shared_trainer_fits_a_scene_code_with_a_frozen_dictionary(tmp_path, tin
     atomic_save({"model": donor.state_dict()}, tmp_path / "dict.pt")
     cfg = tmp_path / "nid.yaml"
     model = ", ".join(f"{k}: {v}" for k, v in SMALL.items())
-    cfg.write_text(f"method: nid\ndata: {{path: {tiny_blender_scene}}}\noutput_dir: {tmp_path}\nexperiment: r\n"
-                   f"model: {{{model}, dictionary: {tmp_path / 'dict.pt'}}}\n"
-                   "trainer: {steps: 4, batch_size: 64, progress: false, checkpoint_every: 4}\n")
+    cfg.write_text(
+        f"method: nid\ndata: {{path: {tiny_blender_scene}}}\noutput_dir: {tmp_path}\nexperiment: r\n"
+        f"model: {{{model}, dictionary: {tmp_path / 'dict.pt'}}}\n"
+        "trainer: {steps: 4, batch_size: 64, progress: false, checkpoint_every: 4}\n"
+    )
     assert main(["train", str(cfg)]) == 0
     from neural3d.api import load
 
@@ -134,8 +148,10 @@ def test_cli_train_scenes(tmp_path, capsys):
 
     cfg = tmp_path / "fam.yaml"
     model = ", ".join(f"{k}: {v}" for k, v in SMALL.items())
-    cfg.write_text(f"family: {tmp_path / 'fam'}\nn_scenes: 2\nres: 12\nn_train: 2\nn_test: 1\nmodel: {{{model}}}\n"
-                   f"steps: 3\nscenes_per_step: 2\nrays_per_scene: 16\nlog_every: 3\noutput_dir: {tmp_path / 'run'}\n")
+    cfg.write_text(
+        f"family: {tmp_path / 'fam'}\nn_scenes: 2\nres: 12\nn_train: 2\nn_test: 1\nmodel: {{{model}}}\n"
+        f"steps: 3\nscenes_per_step: 2\nrays_per_scene: 16\nlog_every: 3\noutput_dir: {tmp_path / 'run'}\n"
+    )
     assert main(["nid", "train-scenes", str(cfg)]) == 0
     assert "scene-family dictionary" in capsys.readouterr().out
     assert (tmp_path / "run" / "checkpoints" / "step_0000003.pt").is_file()

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from neural3d.nid.combine import mix_dense, mix_sparse
-from neural3d.nid.encodings import GaussianFourierFeatures, build_encoding
-from neural3d.nid.experts import CoordinateMLP, ExpertBank, scratch_mlp_like
-from neural3d.nid.fit import dense_ridge, fit_gradient, fit_lstsq, lstsq_on_support
-from neural3d.nid.gating import noisy_topk_signed, prob_in_topk_abs, topk_signed
-from neural3d.nid.losses import cv_squared, l1_sparsity, recon_loss, usage_stats
-from neural3d.nid.patches import cut_patches, flatten_patches, fold_patches, grid_coords, patch_coords
+from neural3d.apps.image_dictionary.fit import dense_ridge, fit_gradient, fit_lstsq, lstsq_on_support
+from neural3d.apps.image_dictionary.patches import cut_patches, flatten_patches, fold_patches, grid_coords, patch_coords
+from neural3d.methods.nid.combine import mix_dense, mix_sparse
+from neural3d.methods.nid.encodings import GaussianFourierFeatures, build_encoding
+from neural3d.methods.nid.experts import CoordinateMLP, ExpertBank, scratch_mlp_like
+from neural3d.methods.nid.gating import noisy_topk_signed, prob_in_topk_abs, topk_signed
+from neural3d.methods.nid.losses import cv_squared, l1_sparsity, recon_loss, usage_stats
 
 
 def test_topk_signed_matches_a_dense_reference():
@@ -59,7 +59,7 @@ def test_noisy_topk_load_is_the_probability_of_staying_in_the_topk():
     # Monte Carlo: redraw one expert's noise, others fixed
     n = 100_000
     for e in range(5):
-        others = torch.cat([noisy[0, :e], noisy[0, e + 1:]]).abs().sort(descending=True).values
+        others = torch.cat([noisy[0, :e], noisy[0, e + 1 :]]).abs().sort(descending=True).values
         t = others[1]  # the k-th largest among the others
         draws = (clean[0, e] + 0.5 * torch.randn(n, dtype=torch.float64)).abs() > t
         assert abs(float(draws.double().mean()) - float(p[0, e])) < 5e-3
@@ -77,7 +77,7 @@ def test_cv_squared_and_l1_against_hand_computed_values():
     assert l1_sparsity(logits).item() == pytest.approx(9.0 / 6)
     assert l1_sparsity(logits, l1_exp=2.0).item() == pytest.approx((1 + 2 / 2 + 4 / 4 + 0 + 1 / 2 + 1 / 4) / 6)
     # |g| importance: signed gates that cancel in a plain sum still count
-    from neural3d.nid.gating import Gates
+    from neural3d.methods.nid.gating import Gates
 
     g = Gates(logits=logits, gates=torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), bias=torch.zeros(2, 1))
     assert torch.equal(g.importance, torch.tensor([2.0, 0.0]))
@@ -157,7 +157,9 @@ def test_patch_cut_fold_round_trip_and_coordinates():
     ref = unf.reshape(2, 3, 4, 4, -1).permute(0, 4, 2, 3, 1).reshape(-1, 4, 4, 3)
     assert torch.equal(ref, patches)
     c = patch_coords(4)
-    assert c.shape == (16, 2) and torch.allclose(c[1], torch.tensor([-1 / 3, -1.0])) and torch.equal(c[-1], torch.ones(2))
+    assert (
+        c.shape == (16, 2) and torch.allclose(c[1], torch.tensor([-1 / 3, -1.0])) and torch.equal(c[-1], torch.ones(2))
+    )
     assert torch.equal(flatten_patches(patches)[:, 5], patches[:, 1, 1])  # row-major like the coordinates
     assert torch.equal(grid_coords(1, 3)[:, 1], torch.zeros(3))
     with pytest.raises(ValueError, match="divide"):
@@ -190,7 +192,7 @@ def test_encodings_and_bank_shapes_and_siren_init():
 
 def test_nid_configs_reject_unknown_keys_naming_them(tmp_path):
     from neural3d.config import ConfigError
-    from neural3d.nid.config import NIDFitConfig, NIDTrainConfig, load
+    from neural3d.methods.nid.config import NIDFitConfig, NIDTrainConfig, load
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("gate: {topq: 3}\n")
@@ -209,8 +211,8 @@ def test_shipped_nid_configs_validate():
     from pathlib import Path
 
     from neural3d.config import load_config
-    from neural3d.nid.config import NIDFitConfig, NIDTrainConfig, build, load
-    from neural3d.nid.scenes import NIDFamilyConfig
+    from neural3d.methods.nid.config import NIDFitConfig, NIDTrainConfig, build, load
+    from neural3d.methods.nid.family import NIDFamilyConfig
 
     root = Path(__file__).resolve().parents[1] / "configs"
     assert load(NIDTrainConfig, root / "nid_lego.yaml").gate.topk == 64

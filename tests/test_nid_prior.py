@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neural3d.nid.combine import mix_dense
-from neural3d.nid.fit import fit_lstsq, map_fit
-from neural3d.nid.gating import topk_signed
-from neural3d.nid.patches import cut_patches, cut_patches_strided, fold_patches_mean
-from neural3d.nid.prior import CodePrior, code_prior_from_codes, map_solve
+from neural3d.apps.image_dictionary.fit import fit_lstsq, map_fit
+from neural3d.apps.image_dictionary.patches import cut_patches, cut_patches_strided, fold_patches_mean
+from neural3d.apps.image_dictionary.prior import CodePrior, code_prior_from_codes, map_solve
+from neural3d.methods.nid.combine import mix_dense
+from neural3d.methods.nid.gating import topk_signed
 
 
 def _spd(n: int, g: torch.Generator) -> torch.Tensor:
@@ -26,8 +26,9 @@ def test_map_solve_equals_a_gradient_solve_of_the_same_objective():
     prec, mean = torch.linalg.inv(_spd(M, g)), torch.randn(M, generator=g, dtype=torch.float64)
     closed = map_solve(A, y, w, lam, prec, mean)
     z = torch.zeros(S, M, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([z], lr=1.0, max_iter=500, tolerance_grad=1e-13, tolerance_change=1e-15,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [z], lr=1.0, max_iter=500, tolerance_grad=1e-13, tolerance_change=1e-15, line_search_fn="strong_wolfe"
+    )
 
     def objective():
         opt.zero_grad()
@@ -66,8 +67,11 @@ def _correlated_problem(seed: int, P: int = 24, E: int = 12, D: int = 2, rank: i
     basis = torch.randn(rank, E + D, generator=g, dtype=torch.float64)
 
     def codes(n):
-        return mu + torch.randn(n, rank, generator=g, dtype=torch.float64) @ basis + \
-            0.01 * torch.randn(n, E + D, generator=g, dtype=torch.float64)
+        return (
+            mu
+            + torch.randn(n, rank, generator=g, dtype=torch.float64) @ basis
+            + 0.01 * torch.randn(n, E + D, generator=g, dtype=torch.float64)
+        )
 
     return X, codes(n_train), codes(5)
 
@@ -125,7 +129,7 @@ def test_strided_patches_cut_and_average_back():
 def test_spd_solve_is_batched_threaded_and_exact():
     # torch 2.13's CPU batched LU solve fails with > 1 thread (MKL "Pivots given to lu_solve ..."); the MAP and
     # ridge solves factorise by Cholesky instead: check it at the size of a real fit, with 2 threads
-    from neural3d.nid.prior import spd_inverse, spd_solve
+    from neural3d.apps.image_dictionary.prior import spd_inverse, spd_solve
 
     g = torch.Generator().manual_seed(0)
     A = torch.randn(169, 259, 300, generator=g, dtype=torch.float64)
@@ -143,5 +147,6 @@ def test_spd_solve_is_batched_threaded_and_exact():
     P = v @ v.T
     y = spd_solve(P, P @ torch.ones(5, 1, dtype=torch.float64))
     assert torch.isfinite(y).all() and float((P @ y - P @ torch.ones(5, 1, dtype=torch.float64)).abs().max()) < 1e-6
-    torch.testing.assert_close(spd_inverse(G[:2]) @ G[:2], torch.eye(259, dtype=torch.float64).expand(2, -1, -1),
-                               atol=1e-8, rtol=0)
+    torch.testing.assert_close(
+        spd_inverse(G[:2]) @ G[:2], torch.eye(259, dtype=torch.float64).expand(2, -1, -1), atol=1e-8, rtol=0
+    )

@@ -9,14 +9,28 @@ import pytest
 import torch
 from PIL import Image
 
-from neural3d.metrics import psnr
-from neural3d.nid import corrupt_image, fit_image, load_dictionary, random_pixel_mask, train_dictionary
-from neural3d.nid.patches import cut_patches, flatten_patches, fold_patches
+from neural3d.apps.image_dictionary import (
+    corrupt_image,
+    fit_image,
+    load_dictionary,
+    random_pixel_mask,
+    train_dictionary,
+)
+from neural3d.apps.image_dictionary.patches import cut_patches, flatten_patches, fold_patches
+from neural3d.evaluation.metrics import psnr
 
-TINY = {"data": {"patch_size": 8, "holdout": 0}, "experts": {"num_experts": 16, "hidden_dim": 32, "n_layers": 2,
-        "n_fourier_features": 32, "fourier_scale": 2.0}, "gate": {"type": "codebook", "topk": 6},
-        "steps": 150, "warmup_steps": 20, "batch_size": 32, "lr": 3e-3, "lr_final": 1e-3, "gate_lr_scale": 10.0,
-        "log_every": 25}
+TINY = {
+    "data": {"patch_size": 8, "holdout": 0},
+    "experts": {"num_experts": 16, "hidden_dim": 32, "n_layers": 2, "n_fourier_features": 32, "fourier_scale": 2.0},
+    "gate": {"type": "codebook", "topk": 6},
+    "steps": 150,
+    "warmup_steps": 20,
+    "batch_size": 32,
+    "lr": 3e-3,
+    "lr_final": 1e-3,
+    "gate_lr_scale": 10.0,
+    "log_every": 25,
+}
 
 
 def smooth_images(n: int, size: int = 24, seed: int = 0) -> torch.Tensor:
@@ -27,7 +41,6 @@ def smooth_images(n: int, size: int = 24, seed: int = 0) -> torch.Tensor:
     phase = torch.rand(n, 3, generator=g) * 6.28
     arg = freq[..., 0, None, None] * x + freq[..., 1, None, None] * y + phase[..., None, None]
     return (0.5 + 0.4 * torch.sin(arg)).permute(0, 2, 3, 1).contiguous()
-
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +57,8 @@ def _bias_only_psnr(image: torch.Tensor, patch: int) -> float:
 
 
 def test_train_psnr_pools_the_error_so_exact_patches_stay_finite(tiny_dict):
-    from neural3d.nid.patches import patch_coords
-    from neural3d.nid.train import train_psnr
+    from neural3d.apps.image_dictionary.patches import patch_coords
+    from neural3d.apps.image_dictionary.train import train_psnr
 
     res, images = tiny_dict
     patches = cut_patches(images, 8)
@@ -103,26 +116,30 @@ def test_code_prior_fit_beats_ridge_from_few_pixels(tiny_dict):
         img = smooth_images(1, seed=20 + seed)[0]
         mask = random_pixel_mask(24, 24, 0.05, seed=seed)  # ~29 pixels: ~2 per 8x8 patch for 19 unknowns
         ridge = fit_image(res.model, img * mask[..., None], patch=8, mask=mask, lam=3e-2, lam_dense=3e-2)
-        prior = fit_image(res.model, img * mask[..., None], patch=8, mask=mask, prior=res.prior, stride=4,
-                          support="all")
+        prior = fit_image(
+            res.model, img * mask[..., None], patch=8, mask=mask, prior=res.prior, stride=4, support="all"
+        )
         gains.append(float(psnr(prior.image, img)) - float(psnr(ridge.image, img)))
     assert min(gains) > 1.0, gains
 
 
 def test_finetune_improves_out_of_family_images_and_validation_picks_its_length(tiny_dict):
-    from neural3d.nid.workflows import choose_finetune_steps, finetune_image
+    from neural3d.apps.image_dictionary.workflows import choose_finetune_steps, finetune_image
 
     res, _ = tiny_dict
     before = {k: v.clone() for k, v in res.model.bank.state_dict().items()}
     # an image with higher frequencies than the training family: the frozen bank cannot represent it
     g = torch.Generator().manual_seed(3)
     y, x = torch.meshgrid(torch.linspace(0, 1, 24), torch.linspace(0, 1, 24), indexing="ij")
-    img = torch.stack([0.5 + 0.4 * torch.sin(9 * x + 5 * y + float(torch.rand(1, generator=g)) * 6) for _ in range(3)], -1)
+    img = torch.stack(
+        [0.5 + 0.4 * torch.sin(9 * x + 5 * y + float(torch.rand(1, generator=g)) * 6) for _ in range(3)], -1
+    )
     mask = random_pixel_mask(24, 24, 0.5, seed=2)
     kw = {"prior": res.prior, "prior_weight": 1e-3, "stride": 4, "support": "all"}
     fit = fit_image(res.model, img * mask[..., None], patch=8, mask=mask, **kw)
-    tuned = finetune_image(res.model, fit, img * mask[..., None], patch=8, mask=mask, steps=100, stride=4,
-                           snapshot_every=25)
+    tuned = finetune_image(
+        res.model, fit, img * mask[..., None], patch=8, mask=mask, steps=100, stride=4, snapshot_every=25
+    )
     assert [s for s, _ in tuned.snapshots] == [0, 25, 50, 75, 100]
     assert torch.allclose(tuned.snapshots[0][1], fit.image, atol=1e-5)  # step 0 is the code fit itself
     assert torch.equal(tuned.snapshots[-1][1], tuned.image)
@@ -133,18 +150,26 @@ def test_finetune_improves_out_of_family_images_and_validation_picks_its_length(
     assert steps >= 50  # held-out observed pixels keep improving
     # pure noise on the observed pixels: every fine-tune step fits noise, so validation stops at once
     noise = torch.rand(24, 24, 3, generator=g)
-    assert choose_finetune_steps(res.model, noise * mask[..., None], patch=8, mask=mask, max_steps=100, every=25,
-                                 **kw) <= 25
+    assert (
+        choose_finetune_steps(res.model, noise * mask[..., None], patch=8, mask=mask, max_steps=100, every=25, **kw)
+        <= 25
+    )
 
 
 def test_overlapping_training_patches_give_one_code_each():
     images = smooth_images(2, seed=4)
-    res = train_dictionary({**TINY, "steps": 3, "data": {"patch_size": 8, "patch_stride": 4, "holdout": 0}},
-                           images=images, log=lambda s: None)
+    res = train_dictionary(
+        {**TINY, "steps": 3, "data": {"patch_size": 8, "patch_stride": 4, "holdout": 0}},
+        images=images,
+        log=lambda s: None,
+    )
     assert res.model.gate.codes.shape[0] == 2 * 5 * 5  # (24 - 8) / 4 + 1 = 5 patches per axis
     with pytest.raises(ValueError, match="patch_stride 5"):
-        train_dictionary({**TINY, "steps": 1, "data": {"patch_size": 8, "patch_stride": 5, "holdout": 0}},
-                         images=images, log=lambda s: None)
+        train_dictionary(
+            {**TINY, "steps": 1, "data": {"patch_size": 8, "patch_stride": 5, "holdout": 0}},
+            images=images,
+            log=lambda s: None,
+        )
 
 
 def test_conv_gate_dictionary_trains_with_noisy_topk():
@@ -160,7 +185,10 @@ def test_checkpoints_resume_and_load(tmp_path):
     images = smooth_images(4, seed=5)
     cfg = {**TINY, "steps": 20, "checkpoint_every": 10}
     a = train_dictionary(cfg, images=images, run_dir=tmp_path / "run", log=lambda s: None)
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_0000010.pt", "step_0000020.pt"]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "step_0000010.pt",
+        "step_0000020.pt",
+    ]
     loaded = load_dictionary(tmp_path / "run")
     x = torch.rand(9, 2)
     assert torch.equal(loaded.model.bank(x), a.model.bank(x))
@@ -186,9 +214,11 @@ def test_cli_train_dict_and_fit(tmp_path, capsys):
     for i, img in enumerate(smooth_images(5, size=16, seed=9)):
         Image.fromarray((img.numpy() * 255).astype(np.uint8)).save(folder / f"im{i}.png")
     cfg = tmp_path / "nid.yaml"
-    cfg.write_text(f"data: {{folders: [{folder}], image_size: 16, patch_size: 8, holdout: 1}}\n"
-                   f"experts: {{num_experts: 8, hidden_dim: 16, n_layers: 1, n_fourier_features: 16}}\n"
-                   f"gate: {{type: codebook, topk: 3}}\nsteps: 10\nwarmup_steps: 2\noutput_dir: {tmp_path / 'run'}\n")
+    cfg.write_text(
+        f"data: {{folders: [{folder}], image_size: 16, patch_size: 8, holdout: 1}}\n"
+        f"experts: {{num_experts: 8, hidden_dim: 16, n_layers: 1, n_fourier_features: 16}}\n"
+        f"gate: {{type: codebook, topk: 3}}\nsteps: 10\nwarmup_steps: 2\noutput_dir: {tmp_path / 'run'}\n"
+    )
     assert main(["nid", "train-dict", str(cfg), "log_every=5"]) == 0
     assert "dictionary: 8 experts" in capsys.readouterr().out
     fit_cfg = tmp_path / "fit.yaml"
@@ -198,15 +228,44 @@ def test_cli_train_dict_and_fit(tmp_path, capsys):
     assert metrics["psnr"] > 10.0 and "psnr_hidden" in metrics and (tmp_path / "fit" / "fit.png").is_file()
     assert metrics["prior"] == "gaussian" and metrics["stride"] == 2 and metrics["support"] == "all"
     assert metrics["finetune_steps"] == 0
-    assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "observed_fraction=0.5",
-                 "finetune_steps=24", "finetune_select=fixed"]) == 0
+    assert (
+        main(
+            [
+                "nid",
+                "fit",
+                str(fit_cfg),
+                "--target",
+                str(folder / "im4.png"),
+                "observed_fraction=0.5",
+                "finetune_steps=24",
+                "finetune_select=fixed",
+            ]
+        )
+        == 0
+    )
     tuned = json.loads((tmp_path / "fit" / "metrics.json").read_text())
     assert tuned["finetune_steps"] == 24 and tuned["psnr"] > 10.0
-    assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "observed_fraction=0.5",
-                 "finetune_steps=24"]) == 0
+    assert (
+        main(
+            [
+                "nid",
+                "fit",
+                str(fit_cfg),
+                "--target",
+                str(folder / "im4.png"),
+                "observed_fraction=0.5",
+                "finetune_steps=24",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "fit" / "metrics.json").read_text())["finetune_steps"] in range(0, 25, 2)
-    assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "prior=none", "stride=8",
-                 "support=topk"]) == 0
+    assert (
+        main(
+            ["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "prior=none", "stride=8", "support=topk"]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "fit" / "metrics.json").read_text())["prior"] == "none"
     assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "stride=3"]) == 2
     assert "'stride' 3" in capsys.readouterr().err

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from neural3d.pointcloud.augment import AugmentConfig, augment
-from neural3d.pointcloud.datasets import load_modelnet40, load_shapenetpart, synthetic_set
+from neural3d.apps.point_classification.augment import AugmentConfig, augment
+from neural3d.apps.point_classification.datasets import load_modelnet40, load_shapenetpart, synthetic_set
 from neural3d.pointcloud.io import load_points, read_ply, write_ply
 from neural3d.pointcloud.synthetic import PARTS_PER_CLASS, make_shapes
 
@@ -45,8 +45,10 @@ end_header
 
 
 def test_binary_big_endian_ply_written_by_hand(tmp_path):
-    header = b"ply\nformat binary_big_endian 1.0\nelement vertex 2\nproperty double x\nproperty double y\n" \
-             b"property double z\nproperty float nx\nproperty float ny\nproperty float nz\nend_header\n"
+    header = (
+        b"ply\nformat binary_big_endian 1.0\nelement vertex 2\nproperty double x\nproperty double y\n"
+        b"property double z\nproperty float nx\nproperty float ny\nproperty float nz\nend_header\n"
+    )
     body = struct.pack(">dddfff", 1.0, 2.0, 3.0, 0, 0, 1) + struct.pack(">dddfff", -1.5, 0.25, 8.0, 1, 0, 0)
     (tmp_path / "b.ply").write_bytes(header + body)
     out = read_ply(tmp_path / "b.ply")
@@ -69,8 +71,10 @@ def test_bad_point_files_name_the_file(tmp_path):
     (tmp_path / "bad.ply").write_bytes(b"not a ply")
     with pytest.raises(ValueError, match="bad.ply"):
         read_ply(tmp_path / "bad.ply")
-    (tmp_path / "trunc.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 5\n"
-                                         b"property float x\nproperty float y\nproperty float z\nend_header\n" + b"\0" * 8)
+    (tmp_path / "trunc.ply").write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 5\n"
+        b"property float x\nproperty float y\nproperty float z\nend_header\n" + b"\0" * 8
+    )
     with pytest.raises(ValueError, match="trunc.ply.*truncated"):
         read_ply(tmp_path / "trunc.ply")
     (tmp_path / "rows.txt").write_text("1,2,3\n4,five,6\n")

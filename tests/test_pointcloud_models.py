@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from neural3d.apps.point_classification.distill import RetentionLoss
 from neural3d.pointcloud import VIT_SPECS, PointViT, encode, load_deit
-from neural3d.pointcloud.distill import RetentionLoss
 from neural3d.pointcloud.image_vit import ImageViT
 from neural3d.pointcloud.tokenizers import voxelize
 
@@ -16,21 +16,40 @@ def deit_state_dict(dim: int, depth: int, n_pos: int = 197, seed: int = 0) -> di
     def r(*shape):
         return torch.randn(*shape, generator=g) * 0.02
 
-    sd = {"cls_token": r(1, 1, dim), "pos_embed": r(1, n_pos, dim), "patch_embed.proj.weight": r(dim, 3, 16, 16),
-          "patch_embed.proj.bias": r(dim)}
+    sd = {
+        "cls_token": r(1, 1, dim),
+        "pos_embed": r(1, n_pos, dim),
+        "patch_embed.proj.weight": r(dim, 3, 16, 16),
+        "patch_embed.proj.bias": r(dim),
+    }
     for i in range(depth):
         b = f"blocks.{i}."
-        sd.update({b + "norm1.weight": 1 + r(dim), b + "norm1.bias": r(dim), b + "attn.qkv.weight": r(3 * dim, dim),
-                   b + "attn.qkv.bias": r(3 * dim), b + "attn.proj.weight": r(dim, dim), b + "attn.proj.bias": r(dim),
-                   b + "norm2.weight": 1 + r(dim), b + "norm2.bias": r(dim), b + "mlp.fc1.weight": r(4 * dim, dim),
-                   b + "mlp.fc1.bias": r(4 * dim), b + "mlp.fc2.weight": r(dim, 4 * dim), b + "mlp.fc2.bias": r(dim)})
+        sd.update(
+            {
+                b + "norm1.weight": 1 + r(dim),
+                b + "norm1.bias": r(dim),
+                b + "attn.qkv.weight": r(3 * dim, dim),
+                b + "attn.qkv.bias": r(3 * dim),
+                b + "attn.proj.weight": r(dim, dim),
+                b + "attn.proj.bias": r(dim),
+                b + "norm2.weight": 1 + r(dim),
+                b + "norm2.bias": r(dim),
+                b + "mlp.fc1.weight": r(4 * dim, dim),
+                b + "mlp.fc1.bias": r(4 * dim),
+                b + "mlp.fc2.weight": r(dim, 4 * dim),
+                b + "mlp.fc2.bias": r(dim),
+            }
+        )
     sd.update({"norm.weight": 1 + r(dim), "norm.bias": r(dim), "head.weight": r(1000, dim), "head.bias": r(1000)})
     return sd
 
 
 def test_deit_specs_have_correct_heads():
     assert {k: (s.embed_dim, s.num_heads, s.depth) for k, s in VIT_SPECS.items()} == {
-        "tiny": (192, 3, 12), "small": (384, 6, 12), "base": (768, 12, 12)}
+        "tiny": (192, 3, 12),
+        "small": (384, 6, 12),
+        "base": (768, 12, 12),
+    }
     base = ImageViT(size="base", depth=1)
     assert base.blocks[0].attn.num_heads == 12 and base.blocks[0].attn.head_dim == 64
 
@@ -53,8 +72,13 @@ def test_deit_layout_fills_every_point_vit_block(tmp_path):
     report = load_deit(model, tmp_path / "deit.pth")
     block_keys = {k for k in sd if k.startswith(("blocks.", "norm.")) or k == "cls_token"}
     assert block_keys <= set(report.loaded)
-    assert set(report.skipped) == {"patch_embed.proj.weight", "patch_embed.proj.bias", "head.weight", "head.bias",
-                                   "dist_token"}
+    assert set(report.skipped) == {
+        "patch_embed.proj.weight",
+        "patch_embed.proj.bias",
+        "head.weight",
+        "head.bias",
+        "dist_token",
+    }
     assert report.adapted == ["pos_embed"]
     own = model.state_dict()
     assert not [k for k in own if k.startswith("blocks.") and k in report.reinitialised]
@@ -106,8 +130,9 @@ def test_voxelize_and_voxel_model_shapes():
     grid = voxelize(pts, 4)
     assert grid.shape == (1, 1, 4, 4, 4) and grid.sum() == 3
     assert grid[0, 0, 0, 0, 0] == 1 and grid[0, 0, 3, 2, 3] == 1 and grid[0, 0, 3, 3, 3] == 1
-    model = PointViT(size="tiny", depth=1, tokenizer="voxel", voxel_resolution=16, voxel_patch=4, task="seg",
-                     n_classes=3)
+    model = PointViT(
+        size="tiny", depth=1, tokenizer="voxel", voxel_resolution=16, voxel_patch=4, task="seg", n_classes=3
+    )
     assert model(torch.rand(2, 100, 3) * 2 - 1).shape == (2, 100, 3)
 
 

@@ -108,13 +108,13 @@ def _block_reference(x: np.ndarray, sd: dict, heads: int) -> np.ndarray:
     qkv = h @ p["attn.qkv.weight"].T + p["attn.qkv.bias"]
     out = np.zeros_like(x)
     for head in range(heads):
-        q = qkv[:, head * hd:(head + 1) * hd]
-        k = qkv[:, c + head * hd: c + (head + 1) * hd]
-        v = qkv[:, 2 * c + head * hd: 2 * c + (head + 1) * hd]
+        q = qkv[:, head * hd : (head + 1) * hd]
+        k = qkv[:, c + head * hd : c + (head + 1) * hd]
+        v = qkv[:, 2 * c + head * hd : 2 * c + (head + 1) * hd]
         s = q @ k.T / math.sqrt(hd)
         a = np.exp(s - s.max(-1, keepdims=True))
         a /= a.sum(-1, keepdims=True)
-        out[:, head * hd:(head + 1) * hd] = a @ v
+        out[:, head * hd : (head + 1) * hd] = a @ v
     x = x + out @ p["attn.proj.weight"].T + p["attn.proj.bias"]
     h = ln(x, p["norm2.weight"], p["norm2.bias"])
     h = h @ p["mlp.fc1.weight"].T + p["mlp.fc1.bias"]

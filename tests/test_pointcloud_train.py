@@ -7,14 +7,23 @@ from pathlib import Path
 import pytest
 import torch
 
+from neural3d.apps.point_classification.config import build_pc_config, load_pc_config
+from neural3d.apps.point_classification.train import PointCloudTrainer
 from neural3d.cli.main import main
 from neural3d.config import ConfigError
 from neural3d.pointcloud import encode
-from neural3d.pointcloud.config import build_pc_config, load_pc_config
-from neural3d.pointcloud.train import PointCloudTrainer
 
-TINY = ["data.n_points=128", "model.n_centres=[32,16]", "model.depth=1", "data.synth_train_per_class=8",
-        "data.synth_test_per_class=4", "batch_size=16", "progress=false", "log_every=1", "eval_every=0"]
+TINY = [
+    "data.n_points=128",
+    "model.n_centres=[32,16]",
+    "model.depth=1",
+    "data.synth_train_per_class=8",
+    "data.synth_test_per_class=4",
+    "batch_size=16",
+    "progress=false",
+    "log_every=1",
+    "eval_every=0",
+]
 
 
 def _rows(run):
@@ -94,9 +103,19 @@ def test_training_with_retention_loss(tmp_path):
     (tmp_path / "imgs").mkdir()
     for i in range(3):
         Image.fromarray((torch.rand(40, 40, 3) * 255).byte().numpy()).save(tmp_path / "imgs" / f"{i}.png")
-    cfg = build_pc_config({}, [*TINY, f"output_dir={tmp_path}", "steps=3", "distill.weight=0.5",
-                               f"distill.teacher={tmp_path / 'teacher.pth'}", f"distill.images={tmp_path / 'imgs'}",
-                               "distill.image_size=32", "distill.batch_size=2"])
+    cfg = build_pc_config(
+        {},
+        [
+            *TINY,
+            f"output_dir={tmp_path}",
+            "steps=3",
+            "distill.weight=0.5",
+            f"distill.teacher={tmp_path / 'teacher.pth'}",
+            f"distill.images={tmp_path / 'imgs'}",
+            "distill.image_size=32",
+            "distill.batch_size=2",
+        ],
+    )
     trainer = PointCloudTrainer(cfg)
     assert trainer.distill_images.shape == (3, 3, 32, 32)
     out = trainer.train_step()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
+from neural3d.core.rays import RayBundle
 from neural3d.losses import interlevel_loss
-from neural3d.rays import RayBundle
 from neural3d.render.volume import render_weights_from_density
 from neural3d.samplers.proposal import (
     ProposalDensityField,
@@ -21,14 +21,18 @@ from neural3d.samplers.proposal import (
 AABB = [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]
 
 
-
 def _rays(n: int, near: float = 0.5, far: float = 3.5, seed: int = 0) -> RayBundle:
     """Rays from (0, 0, -2) towards +z with small random tilts; t = depth along the unnormalised direction."""
     g = torch.Generator().manual_seed(seed)
     d = torch.cat([0.1 * (torch.rand(n, 2, generator=g) - 0.5), torch.ones(n, 1)], dim=-1)
     o = torch.tensor([0.0, 0.0, -2.0]).expand(n, 3).clone()
-    return RayBundle(origins=o, directions=d, viewdirs=torch.nn.functional.normalize(d, dim=-1),
-                     nears=torch.full((n,), near), fars=torch.full((n,), far))
+    return RayBundle(
+        origins=o,
+        directions=d,
+        viewdirs=torch.nn.functional.normalize(d, dim=-1),
+        nears=torch.full((n,), near),
+        fars=torch.full((n,), far),
+    )
 
 
 def _piecewise_cdf(edges: np.ndarray, pdf_mass: np.ndarray):
@@ -41,7 +45,10 @@ def _piecewise_cdf(edges: np.ndarray, pdf_mass: np.ndarray):
 # ---------------------------------------------------------------------------------------------- spacing
 @pytest.mark.parametrize("kind", ["uniform", "lindisp", "contracted"])
 def test_spacing_maps_are_inverse_and_monotone(kind):
-    nears, fars = torch.tensor([0.5, 2.0, 0.1], dtype=torch.float64), torch.tensor([3.0, 6.0, 100.0], dtype=torch.float64)
+    nears, fars = (
+        torch.tensor([0.5, 2.0, 0.1], dtype=torch.float64),
+        torch.tensor([3.0, 6.0, 100.0], dtype=torch.float64),
+    )
     s = torch.linspace(0, 1, 101, dtype=torch.float64).expand(3, -1)
     t = spacing_to_t(s, nears, fars, kind, pivot=1.0)
     torch.testing.assert_close(t[:, 0], nears)
@@ -92,8 +99,9 @@ def test_resample_zero_weights_is_uniform():
 
 
 def test_resample_padding_and_anneal_mix():
-    sampler = ProposalSampler(aabb=AABB, n_proposal_samples=(4,), histogram_padding=0.05, anneal_steps=100,
-                              anneal_slope=10.0)
+    sampler = ProposalSampler(
+        aabb=AABB, n_proposal_samples=(4,), histogram_padding=0.05, anneal_steps=100, anneal_slope=10.0
+    )
     sampler.train()
     sampler.training_step_begin(20)
     a = anneal_power(20, anneal_steps=100, slope=10.0)
@@ -132,8 +140,9 @@ def _slab_density(lo: float, hi: float, value: float = 20.0):
 
 def test_sampler_rounds_shapes_and_weights():
     torch.manual_seed(0)
-    sampler = ProposalSampler(aabb=AABB, n_samples=24, n_proposal_samples=(48, 16), anneal_steps=0,
-                              histogram_padding=0.01).train()
+    sampler = ProposalSampler(
+        aabb=AABB, n_samples=24, n_proposal_samples=(48, 16), anneal_steps=0, histogram_padding=0.01
+    ).train()
     rays = _rays(300)
     fns = [_slab_density(-0.2, 0.2), _slab_density(-0.2, 0.2)]
     samples, rounds = sampler(rays, density_fns=fns)
@@ -178,8 +187,9 @@ def test_sampler_eval_is_deterministic_and_lindisp():
 
 
 def test_update_schedule_controls_gradients():
-    sampler = ProposalSampler(aabb=AABB, n_samples=8, n_proposal_samples=(16,), update_every=3,
-                              update_warmup=10).train()
+    sampler = ProposalSampler(
+        aabb=AABB, n_samples=8, n_proposal_samples=(16,), update_every=3, update_warmup=10
+    ).train()
     rays = _rays(8)
     flags = []
     for step in (0, 9, 10, 11, 12):
@@ -208,9 +218,16 @@ def test_proposal_fields_learn_to_bound_nerf_weights():
     # Target NeRF weights: a slab of density 20 at depth 1.8..2.2. Training only the proposal networks with the
     # interlevel loss must make their envelope bound those weights (loss falls a lot).
     torch.manual_seed(0)
-    sampler = ProposalSampler(aabb=AABB, n_samples=16, n_proposal_samples=(24,), anneal_steps=0,
-                              proposal_max_resolutions=(16,), proposal_n_levels=2, proposal_log2_hashmap_size=10,
-                              update_warmup=10**6)
+    sampler = ProposalSampler(
+        aabb=AABB,
+        n_samples=16,
+        n_proposal_samples=(24,),
+        anneal_steps=0,
+        proposal_max_resolutions=(16,),
+        proposal_n_levels=2,
+        proposal_log2_hashmap_size=10,
+        update_warmup=10**6,
+    )
     sampler.train()
     opt = torch.optim.Adam(sampler.parameters(), lr=2e-2, eps=1e-15)
     target = _slab_density(-0.2, 0.2)
@@ -230,9 +247,16 @@ def test_proposal_fields_learn_to_bound_nerf_weights():
 
 
 def test_unbounded_contracted_spacing_runs_finite():
-    sampler = ProposalSampler(aabb=AABB, n_samples=8, n_proposal_samples=(16, 8), spacing="contracted",
-                              spacing_pivot=1.0, contraction="inf", proposal_max_resolutions=(16, 16),
-                              proposal_log2_hashmap_size=10).train()
+    sampler = ProposalSampler(
+        aabb=AABB,
+        n_samples=8,
+        n_proposal_samples=(16, 8),
+        spacing="contracted",
+        spacing_pivot=1.0,
+        contraction="inf",
+        proposal_max_resolutions=(16, 16),
+        proposal_log2_hashmap_size=10,
+    ).train()
     rays = _rays(16, near=0.05, far=200.0)
     samples, rounds = sampler(rays)
     assert bool(torch.isfinite(samples.edges).all()) and float(samples.edges.max()) <= 200.0 + 1e-3

@@ -11,9 +11,20 @@ from neural3d.cli.main import main
 from neural3d.config import build_config
 from neural3d.training.trainer import Trainer
 
-TINY = ["model.n_levels=4", "model.log2_hashmap_size=10", "model.max_resolution=32", "model.n_samples=8",
-        "model.n_coarse=8", "model.grid_resolution=16", "model.grid_update_every=4", "model.step_size=0.08",
-        "trainer.batch_size=128", "trainer.progress=false", "trainer.log_every=4", "trainer.checkpoint_every=0"]
+TINY = [
+    "model.n_levels=4",
+    "model.log2_hashmap_size=10",
+    "model.max_resolution=32",
+    "model.n_samples=8",
+    "model.n_coarse=8",
+    "model.grid_resolution=16",
+    "model.grid_update_every=4",
+    "model.step_size=0.08",
+    "trainer.batch_size=128",
+    "trainer.progress=false",
+    "trainer.log_every=4",
+    "trainer.checkpoint_every=0",
+]
 
 
 def _psnr_column(run):
@@ -22,14 +33,22 @@ def _psnr_column(run):
     return [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
 
 
-PROPOSAL = ["model.proposal_samples=[16]", "model.proposal_max_resolutions=[32]", "model.proposal_log2_hashmap_size=10",
-            "model.proposal_update_warmup=8", "model.proposal_update_every=2", "model.distortion_loss_mult=0.002"]
+PROPOSAL = [
+    "model.proposal_samples=[16]",
+    "model.proposal_max_resolutions=[32]",
+    "model.proposal_log2_hashmap_size=10",
+    "model.proposal_update_warmup=8",
+    "model.proposal_update_every=2",
+    "model.distortion_loss_mult=0.002",
+]
 
 
 @pytest.mark.parametrize("sampler", ["grid", "importance", "uniform", "occupancy", "proposal"])
 def test_cli_trains_with_each_sampler(tmp_path, tiny_blender_scene, sampler):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"method: ngp\ndata: {{path: {tiny_blender_scene}}}\noutput_dir: {tmp_path}\nexperiment: {sampler}\n")
+    cfg.write_text(
+        f"method: ngp\ndata: {{path: {tiny_blender_scene}}}\noutput_dir: {tmp_path}\nexperiment: {sampler}\n"
+    )
     extra = PROPOSAL if sampler == "proposal" else []
     assert main(["train", str(cfg), "trainer.steps=24", f"model.sampler={sampler}", *TINY, *extra]) == 0
     psnr = _psnr_column(tmp_path / sampler)
@@ -86,15 +105,26 @@ def test_proposal_losses_present_in_training_only(tmp_path, tiny_blender_scene):
 
 
 def _trainer_with(tmp_path, scene, overrides):
-    cfg, _ = build_config({"method": "ngp", "data": {"path": str(scene)}, "output_dir": str(tmp_path),
-                           "experiment": "p"}, [*TINY, *overrides])
+    cfg, _ = build_config(
+        {"method": "ngp", "data": {"path": str(scene)}, "output_dir": str(tmp_path), "experiment": "p"},
+        [*TINY, *overrides],
+    )
     return Trainer(cfg, overwrite=True)
 
 
 def test_grid_sampler_distortion_loss_and_field_importance_eval(tmp_path, tiny_blender_scene, monkeypatch):
-    tr = _trainer_with(tmp_path, tiny_blender_scene, ["model.sampler=grid", "model.distortion_loss_mult=0.01",
-                                                      "model.grid_weighting=density", "model.eval_sampler=importance",
-                                                      "model.eval_n_coarse=32", "model.eval_n_fine=16"])
+    tr = _trainer_with(
+        tmp_path,
+        tiny_blender_scene,
+        [
+            "model.sampler=grid",
+            "model.distortion_loss_mult=0.01",
+            "model.grid_weighting=density",
+            "model.eval_sampler=importance",
+            "model.eval_n_coarse=32",
+            "model.eval_n_fine=16",
+        ],
+    )
     tr.model.train()
     tr.model.training_step_begin(0)
     batch = next(tr.loader)
@@ -103,7 +133,8 @@ def test_grid_sampler_distortion_loss_and_field_importance_eval(tmp_path, tiny_b
     sum(losses.values()).backward()
     # evaluation places samples by the field's own weights: with an analytic slab density they gather there
     rays = batch.rays[:64]
-    slab = lambda p: ((p[..., 2:] - 0.2).abs() < 0.1).float() * 100.0
+    def slab(p):
+        return ((p[..., 2:] - 0.2).abs() < 0.1).float() * 100.0
     monkeypatch.setattr(tr.model.field, "density", slab)
     tr.model.eval()
     s = tr.model.field_importance_samples(rays)
@@ -113,8 +144,16 @@ def test_grid_sampler_distortion_loss_and_field_importance_eval(tmp_path, tiny_b
     assert crossing.sum() > 10
     assert hits_slab[crossing].float().sum(-1).mean() > 16  # the 16 PDF samples (and coarse ones) sit in the slab
     calls = []
-    monkeypatch.setattr(tr.model, "field_importance_samples", lambda r: calls.append(len(r)) or s.__class__.from_edges(
-        r, torch.linspace(0, 1, 9).expand(len(r), 9) * (r.fars - r.nears)[:, None] + r.nears[:, None]))
+    monkeypatch.setattr(
+        tr.model,
+        "field_importance_samples",
+        lambda r: (
+            calls.append(len(r))
+            or s.__class__.from_edges(
+                r, torch.linspace(0, 1, 9).expand(len(r), 9) * (r.fars - r.nears)[:, None] + r.nears[:, None]
+            )
+        ),
+    )
     out = tr.model(rays)
     assert calls == [64] and out["rgb"].shape == (64, 3)
     tr.model.train()

@@ -94,8 +94,9 @@ def _bisect_reference(prim, o, d, t_max=8.0, steps=8000):
 def test_sphere_depth_at_image_centre(eye):
     radius = 0.7
     scene = _one_prim_scene(Sphere(radius=radius, center=(0.0, 0.0, 0.0)))
-    c2w = torch.from_numpy(look_at(np.array([eye]), np.zeros(3), np.array([0.0, 0.0, 1.0]) if eye[0] else
-                                   np.array([0.0, 1.0, 0.0])))
+    c2w = torch.from_numpy(
+        look_at(np.array([eye]), np.zeros(3), np.array([0.0, 0.0, 1.0]) if eye[0] else np.array([0.0, 1.0, 0.0]))
+    )
     size, f = 33, 40.0  # odd size: pixel 16 has its centre at 16.5 = cx
     out = scene.render(c2w, f, f, size / 2, size / 2, size, size, supersample=2)
     dist = math.sqrt(sum(e * e for e in eye))
@@ -164,8 +165,9 @@ def test_box_grazing_rays():
     c = torch.tensor(box.center, dtype=F64)
     eps = 1e-7
     # Rays parallel to the top face (+z), just inside and just outside its plane.
-    o = c + torch.tensor([[-3.0, 0.0, 0.8 - eps], [-3.0, 0.0, 0.8 + eps], [-3.0, 0.3 - eps, 0.0],
-                          [-3.0, 0.3 + eps, 0.0]], dtype=F64)
+    o = c + torch.tensor(
+        [[-3.0, 0.0, 0.8 - eps], [-3.0, 0.0, 0.8 + eps], [-3.0, 0.3 - eps, 0.0], [-3.0, 0.3 + eps, 0.0]], dtype=F64
+    )
     d = torch.tensor([[1.0, 0.0, 0.0]], dtype=F64).expand(4, 3)
     t = box.intersect(o, d).t
     assert t[0].item() == pytest.approx(2.5, abs=1e-12) and t[2].item() == pytest.approx(2.5, abs=1e-12)
@@ -329,8 +331,11 @@ def test_supersampling_is_the_area_average_of_a_finer_render():
 
 
 def test_convex_solid_does_not_shadow_itself():
-    for prim in (Sphere(radius=0.5), Box(half_size=(0.3, 0.4, 0.5), rotation=_rot(5)),
-                 Torus(major=0.5, minor=0.2, rotation=_rot(6))):
+    for prim in (
+        Sphere(radius=0.5),
+        Box(half_size=(0.3, 0.4, 0.5), rotation=_rot(5)),
+        Torus(major=0.5, minor=0.2, rotation=_rot(6)),
+    ):
         c2w = torch.from_numpy(look_at(np.array([[1.0, 2.0, 3.0]]), np.zeros(3), np.array([0.0, 0.0, 1.0])))
         lit = _one_prim_scene(prim, specular=0.3, shadows=True).render(c2w, 30.0, 30.0, 12, 12, 24, 24)
         unlit = _one_prim_scene(prim, specular=0.3, shadows=False).render(c2w, 30.0, 30.0, 12, 12, 24, 24)
@@ -389,12 +394,15 @@ def test_object_scenes_fit_the_blender_bounds():
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_written_files_are_byte_identical_for_a_seed(tmp_path):
-    kw = dict(res=16, n_train=3, n_val=1, n_test=1, supersample=2)
+    kw = {"res": 16, "n_train": 3, "n_val": 1, "n_test": 1, "supersample": 2}
     a = _digest(write_blender_scene(tmp_path / "a", seed=4, **kw))
     b = _digest(write_blender_scene(tmp_path / "b", seed=4, **kw))
     c = _digest(write_blender_scene(tmp_path / "c", seed=5, **kw))
@@ -482,8 +490,9 @@ def test_llff_layout_round_trip(tmp_path):
 
 
 def test_scene_family_and_cli(tmp_path):
-    paths = write_scene_family(tmp_path / "fam", n_scenes=3, seed=1, res=12, n_train=2, n_val=1, n_test=1,
-                               supersample=1)
+    paths = write_scene_family(
+        tmp_path / "fam", n_scenes=3, seed=1, res=12, n_train=2, n_val=1, n_test=1, supersample=1
+    )
     assert [p.name for p in paths] == ["scene_000", "scene_001", "scene_002"]
     metas = [json.loads((p / "scene.json").read_text()) for p in paths]
     assert len({m["seed"] for m in metas}) == 3

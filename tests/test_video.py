@@ -1,11 +1,11 @@
-"""Tests for neural3d.video: colour maps, panels, mp4 / PNG writers (read back with imageio)."""
+"""Tests for neural3d.media.video: colour maps, panels, mp4 / PNG writers (read back with imageio)."""
 
 import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
 
-from neural3d.video import (
+from neural3d.media.video import (
     apply_colormap,
     colorize_depth,
     colorize_scalar,
@@ -54,7 +54,8 @@ def test_gray_and_clamping():
 def test_colorize_depth_range_mask_and_inverse():
     depth = torch.tensor([[2.0, 3.0], [4.0, 6.0]])
     rgb = colorize_depth(depth, near=2.0, far=6.0)
-    turbo = lambda x: apply_colormap(torch.tensor(x))
+    def turbo(x):
+        return apply_colormap(torch.tensor(x))
     torch.testing.assert_close(rgb[0, 0], turbo(0.0))
     torch.testing.assert_close(rgb[1, 1], turbo(1.0))
     torch.testing.assert_close(rgb[0, 1], turbo(0.25))
@@ -119,7 +120,7 @@ def test_write_video_roundtrip(tmp_path):
     assert write_video(path, _colour_frames(n, h, w), fps=24) == n
     reader = imageio.get_reader(str(path), format="FFMPEG")
     try:
-        frames = [f for f in reader]
+        frames = list(iter(reader))  # list(reader) would ask len(), infinite for an ffmpeg reader
         fps = reader.get_meta_data()["fps"]
     finally:
         reader.close()

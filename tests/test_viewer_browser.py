@@ -11,13 +11,14 @@ import time
 
 import numpy as np
 import pytest
-
-from viewer.headless import HeadlessChromium, find_chromium
+from neural3d.viewer.headless import HeadlessChromium, find_chromium
 
 CHROMIUM = find_chromium()
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian: apt-get install chromium; "
-                       "`make test` installs it when run as root)"),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="Chromium not installed (Debian: apt-get install chromium; `make test` installs it when run as root)",
+    ),
     pytest.mark.slow,
 ]
 viser = pytest.importorskip("viser", reason="viser not installed (pip install 'neural3d[viewer]')")
@@ -51,8 +52,13 @@ def _center_correlation(shot: np.ndarray, frame: np.ndarray) -> float:
     import torch
 
     H, W = shot.shape[:2]
-    f = torch.nn.functional.interpolate(torch.from_numpy(frame).permute(2, 0, 1)[None].float(), size=(H, W),
-                                        mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+    f = (
+        torch.nn.functional.interpolate(
+            torch.from_numpy(frame).permute(2, 0, 1)[None].float(), size=(H, W), mode="bilinear", align_corners=False
+        )[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
     ys, xs = slice(int(0.3 * H), int(0.95 * H)), slice(int(0.05 * W), int(0.55 * W))
     a, b = shot[ys, xs, :3].astype(np.float64).ravel(), f[ys, xs].ravel()
     return float(np.corrcoef(a, b)[0, 1])
@@ -60,16 +66,17 @@ def _center_correlation(shot: np.ndarray, frame: np.ndarray) -> float:
 
 def test_browser_tabs_get_frames_and_closed_tabs_free_their_workers(trained_run, tmp_path):
     import imageio.v3 as iio
+    from neural3d.viewer import SceneHandle, ViewerServer
 
     import neural3d
-    from viewer import SceneHandle, ViewerServer
 
     loaded = neural3d.load(trained_run)
     server = ViewerServer(SceneHandle(loaded, dataset=loaded.dataset()), port=free_port(), max_side=96, verbose=False)
     browser = HeadlessChromium(CHROMIUM)
     try:
         assert server.url.startswith("http://127.0.0.1:")
-        full = lambda n: sum(c["full"] >= 1 and c["low"] >= 1 for c in server.frames_by_client.values()) >= n
+        def full(n):
+            return sum(c["full"] >= 1 and c["low"] >= 1 for c in server.frames_by_client.values()) >= n
         tab1, s1 = browser.open(server.url)
         wait_until(lambda: full(1), 90, "a low-res and a full-res frame for the first tab")
         tab2, s2 = browser.open(server.url)  # a second tab at the same time
@@ -81,8 +88,11 @@ def test_browser_tabs_get_frames_and_closed_tabs_free_their_workers(trained_run,
         before = {cid: c["full"] for cid, c in server.frames_by_client.items()}
         for session in server.sessions.values():
             session.worker.update_settings(background=(0.1, 0.7, 0.2))
-        wait_until(lambda: all(server.frames_by_client[c]["full"] > n for c, n in before.items()), 60,
-                   "full frames with the new background")
+        wait_until(
+            lambda: all(server.frames_by_client[c]["full"] > n for c, n in before.items()),
+            60,
+            "full frames with the new background",
+        )
         time.sleep(1.0)  # let the browser draw the last image
         for i, sess in enumerate((s1, s2)):
             shot = iio.imread(browser.screenshot(sess, tmp_path / f"tab{i}.png"))
@@ -92,13 +102,19 @@ def test_browser_tabs_get_frames_and_closed_tabs_free_their_workers(trained_run,
             assert corr > 0.5, (i, corr)
         browser.close_tab(tab1)
         wait_until(lambda: len(server.sessions) == 1, 20, "the closed tab's session to end")
-        wait_until(lambda: len(server.closed_workers) == 1 and not server.closed_workers[0].alive, 20,
-                   "the closed tab's render thread to stop")  # its worker is freed
+        wait_until(
+            lambda: len(server.closed_workers) == 1 and not server.closed_workers[0].alive,
+            20,
+            "the closed tab's render thread to stop",
+        )  # its worker is freed
         assert next(iter(server.sessions.values())).worker.alive  # the other tab keeps working
         browser.close_tab(tab2)
         wait_until(lambda: not server.sessions, 20, "the second session to end")
-        wait_until(lambda: len(server.closed_workers) == 2 and not any(w.alive for w in server.closed_workers), 20,
-                   "both render threads to stop")
+        wait_until(
+            lambda: len(server.closed_workers) == 2 and not any(w.alive for w in server.closed_workers),
+            20,
+            "both render threads to stop",
+        )
     finally:
         browser.close()
         server.stop()

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from _analytic_scene import ring_cameras, sphere_scene
+from neural3d.viewer.camera import CameraState
+from neural3d.viewer.scene_handle import SceneHandle
+from neural3d.viewer.server import is_loopback
 from test_end_to_end import TINY_NGP
 
-from neural3d.camera_paths import load_camera_path
 from neural3d.config import build_config
-from viewer.camera import CameraState
-from viewer.scene_handle import SceneHandle
-from viewer.server import is_loopback
+from neural3d.media.camera_path_json import load_camera_path
 
 viser = pytest.importorskip("viser", reason="viser not installed (pip install 'neural3d[viewer]')")
 
@@ -31,17 +31,25 @@ def free_port() -> int:
 
 
 def _cfg(tmp_path, scene, steps, **viewer):
-    ov = [f"trainer.steps={steps}", *TINY_NGP, "viewer.enabled=true", f"viewer.port={free_port()}",
-          "viewer.keep_alive=false", *[f"viewer.{k}={v}" for k, v in viewer.items()]]
-    cfg, _ = build_config({"method": "ngp", "data": {"path": str(scene)}, "output_dir": str(tmp_path),
-                           "experiment": "live"}, ov)
+    ov = [
+        f"trainer.steps={steps}",
+        *TINY_NGP,
+        "viewer.enabled=true",
+        f"viewer.port={free_port()}",
+        "viewer.keep_alive=false",
+        *[f"viewer.{k}={v}" for k, v in viewer.items()],
+    ]
+    cfg, _ = build_config(
+        {"method": "ngp", "data": {"path": str(scene)}, "output_dir": str(tmp_path), "experiment": "live"}, ov
+    )
     return cfg
 
 
 def test_live_training_pushes_weights_and_pauses(tmp_path, tiny_blender_scene):
+    from neural3d.viewer.live import LiveTraining
+    from neural3d.viewer.worker import RenderSettings, RenderWorker
+
     from neural3d.training.trainer import Trainer
-    from viewer.live import LiveTraining
-    from viewer.worker import RenderSettings, RenderWorker
 
     cfg = _cfg(tmp_path, tiny_blender_scene, steps=12, update_every=4)
     pause_at = {"step": 6}
@@ -54,11 +62,15 @@ def test_live_training_pushes_weights_and_pauses(tmp_path, tiny_blender_scene):
     live = LiveTraining(trainer, cfg.viewer, verbose=False)
     frames = []
     # what a browser tab does: a worker rendering the live scene from a training camera
-    worker = RenderWorker(live.scene, lambda img, kind: frames.append(kind), settings=RenderSettings(max_side=24),
-                          still_delay=0.01)
+    worker = RenderWorker(
+        live.scene, lambda img, kind: frames.append(kind), settings=RenderSettings(max_side=24), still_delay=0.01
+    )
     c = trainer.scene.cameras.to("cpu")
-    worker.update_camera(CameraState(c.camera_to_worlds[0].double().numpy(),
-                                     2 * math.atan(0.5 * float(c.height[0]) / float(c.fy[0])), 1.0))
+    worker.update_camera(
+        CameraState(
+            c.camera_to_worlds[0].double().numpy(), 2 * math.atan(0.5 * float(c.height[0]) / float(c.fy[0])), 1.0
+        )
+    )
     thread = threading.Thread(target=trainer.train)
     thread.start()
     try:
@@ -89,8 +101,21 @@ def test_cli_train_with_viewer_and_cli_view(tmp_path, tiny_blender_scene, capsys
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"method: ngp\ndata: {{path: {tiny_blender_scene}}}\noutput_dir: {tmp_path}\nexperiment: run\n")
     port = free_port()
-    assert main(["train", str(cfg), "trainer.steps=4", *TINY_NGP, "viewer.enabled=true", f"viewer.port={port}",
-                 "viewer.keep_alive=false", "viewer.update_every=2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(cfg),
+                "trainer.steps=4",
+                *TINY_NGP,
+                "viewer.enabled=true",
+                f"viewer.port={port}",
+                "viewer.keep_alive=false",
+                "viewer.update_every=2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"http://127.0.0.1:{port}" in out
     port = free_port()
@@ -156,8 +181,8 @@ class _FakeSession:
     def __init__(self, scene):
         from types import SimpleNamespace
 
-        from viewer.decorations import scene_layout
-        from viewer.worker import RenderSettings
+        from neural3d.viewer.decorations import scene_layout
+        from neural3d.viewer.worker import RenderSettings
 
         self.client = SimpleNamespace(gui=_FakeGui(), scene=_FakeScene())
         self.scene = scene
@@ -167,8 +192,9 @@ class _FakeSession:
 
 
 def test_path_editor_saves_nerfstudio_json_and_renders_it(tmp_path):
+    from neural3d.viewer.path_editor import PathEditor
+
     from neural3d.cli.main import main  # noqa: F401  (the CLI reads the same file below)
-    from viewer.path_editor import PathEditor
 
     session = _FakeSession(SceneHandle(sphere_scene()))
     editor = PathEditor(session, tmp_path, height=20)

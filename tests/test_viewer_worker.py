@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 from _analytic_scene import ring_cameras, sphere_scene
-
-from viewer.camera import CameraState, c2w_to_viser, viser_to_c2w
-from viewer.frames import frame_image, swap_background
-from viewer.resolution import RateMeter, band_rows, full_height, moving_height
-from viewer.scene_handle import SceneHandle
-from viewer.worker import RenderSettings, RenderWorker
+from neural3d.viewer.camera import CameraState, c2w_to_viser, viser_to_c2w
+from neural3d.viewer.frames import frame_image, swap_background
+from neural3d.viewer.resolution import RateMeter, band_rows, full_height, moving_height
+from neural3d.viewer.scene_handle import SceneHandle
+from neural3d.viewer.worker import RenderSettings, RenderWorker
 
 
 def test_viser_camera_round_trip_and_axes():
@@ -23,7 +22,7 @@ def test_viser_camera_round_trip_and_axes():
     wxyz, pos = c2w_to_viser(c2w)
     np.testing.assert_allclose(viser_to_c2w(wxyz, pos), c2w, atol=1e-7)
     # viser's (OpenCV) camera looks down its +z, with y down: opposite of OpenGL's z and y columns
-    from neural3d.camera_paths import quaternion_to_matrix
+    from neural3d.core.poses import quaternion_to_matrix
 
     R_cv = quaternion_to_matrix(torch.from_numpy(wxyz)).numpy()
     np.testing.assert_allclose(R_cv[:, 2], -c2w[:, 2], atol=1e-7)
@@ -31,14 +30,14 @@ def test_viser_camera_round_trip_and_axes():
 
 
 def test_camera_state_rays_span_the_vertical_fov():
-    from neural3d.rays import image_rays
+    from neural3d.core.rays import image_rays
 
     c2w = np.concatenate([np.eye(3), [[0.0], [0.0], [2.0]]], 1)
     state = CameraState(c2w, fov=math.radians(60), aspect=1.5)
     cams = state.cameras(40)
     assert int(cams.width[0]) == 60 and int(cams.height[0]) == 40
     # a ray through the top edge (y = 0) of the image is fov/2 above the optical axis
-    from neural3d.rays import generate_rays
+    from neural3d.core.rays import generate_rays
 
     top = generate_rays(cams, torch.zeros(1, dtype=torch.long), torch.tensor([[30.0, 0.0]]), 0.1, 5.0)
     d = top.viewdirs[0].double()
@@ -53,7 +52,11 @@ def test_resolution_control():
     assert abs(h * h * aspect * fps - rays_per_s) / rays_per_s < 0.05  # one frame takes 1/fps s
     assert moving_height(1e9, fps, aspect, max_height=300) == 300
     assert moving_height(10.0, fps, aspect, max_height=300) == 16
-    assert full_height(512, 2.0) == 256 and full_height(512, 0.5) == 512 and full_height(512, 1.0, canvas_height=300) == 300
+    assert (
+        full_height(512, 2.0) == 256
+        and full_height(512, 0.5) == 512
+        and full_height(512, 1.0, canvas_height=300) == 300
+    )
     assert band_rows(100_000, 500, seconds=0.1) == 20 and band_rows(1, 500) == 1
     m = RateMeter(smoothing=0.5)
     m.add(1000, 1.0)
@@ -146,8 +149,9 @@ def test_moving_camera_gets_low_res_frames_and_interrupts_the_stale_full_render(
     assert len(full) == 1  # the stale full render of camera 0 was never sent
     low = [img for img, k in sent.items if k == "low"]
     assert all(img.shape[0] < 64 for img in low) and full[0].shape[0] == 64
-    ref = frame_image(SceneHandle(sphere_scene()).render(_state(5, n=40).cameras(64)), "rgb",
-                      rendered_bg=handle.background)
+    ref = frame_image(
+        SceneHandle(sphere_scene()).render(_state(5, n=40).cameras(64)), "rgb", rendered_bg=handle.background
+    )
     np.testing.assert_array_equal(full[0], ref)  # the full frame shows the final camera
 
 

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from neural3d.core.rays import RayBundle
+from neural3d.core.samples import RaySamples
 from neural3d.fields.base import FieldOutputs
-from neural3d.rays import RayBundle
 from neural3d.render import VolumeRenderer
 from neural3d.render.volume import (
     alphas_from_density,
@@ -15,14 +16,18 @@ from neural3d.render.volume import (
     transmittance_from_density,
 )
 from neural3d.samplers import PDFSampler, UniformSampler, sample_pdf
-from neural3d.samples import RaySamples
 
 
 def _rays(n, near=2.0, far=6.0, dirs=None):
     o = torch.zeros(n, 3, dtype=torch.float64)
     d = dirs if dirs is not None else torch.tensor([[0.0, 0.0, -1.0]], dtype=torch.float64).expand(n, 3)
-    return RayBundle(o, d, d / d.norm(dim=-1, keepdim=True), torch.full((n,), near, dtype=torch.float64),
-                     torch.full((n,), far, dtype=torch.float64))
+    return RayBundle(
+        o,
+        d,
+        d / d.norm(dim=-1, keepdim=True),
+        torch.full((n,), near, dtype=torch.float64),
+        torch.full((n,), far, dtype=torch.float64),
+    )
 
 
 @pytest.mark.parametrize("sigma,n", [(0.3, 7), (2.0, 64), (10.0, 200)])
@@ -31,14 +36,22 @@ def test_constant_slab_transmittance(sigma, n):
     d = torch.tensor([[0.0, 0.9, -1.2]], dtype=torch.float64)  # norm 1.5
     rays = _rays(1, dirs=d)
     # slab boundaries 3 and 5 fall on interval edges
-    f64 = dict(dtype=torch.float64)
-    edges = torch.cat([torch.linspace(2, 3, n + 1, **f64)[:-1], torch.linspace(3, 5, n + 1, **f64)[:-1],
-                       torch.linspace(5, 6, n + 1, **f64)])[None]
+    f64 = {"dtype": torch.float64}
+    edges = torch.cat(
+        [
+            torch.linspace(2, 3, n + 1, **f64)[:-1],
+            torch.linspace(3, 5, n + 1, **f64)[:-1],
+            torch.linspace(5, 6, n + 1, **f64),
+        ]
+    )[None]
     samples = RaySamples.from_edges(rays, edges)
     inside = (samples.mids > 3) & (samples.mids < 5)
     density = torch.where(inside, torch.tensor(sigma, **f64), torch.tensor(0.0, **f64))
-    out = VolumeRenderer()(FieldOutputs(density=density[..., None], rgb=torch.ones(*density.shape, 3, dtype=torch.float64)),
-                           samples, background=torch.zeros(3, dtype=torch.float64))
+    out = VolumeRenderer()(
+        FieldOutputs(density=density[..., None], rgb=torch.ones(*density.shape, 3, dtype=torch.float64)),
+        samples,
+        background=torch.zeros(3, dtype=torch.float64),
+    )
     expected_opacity = 1 - math.exp(-sigma * 2.0 * 1.5)
     assert out.opacity.item() == pytest.approx(expected_opacity, abs=1e-12)
     T = transmittance_from_density(density, samples.deltas * 1.5)
@@ -70,7 +83,8 @@ def test_renderer_gradients_match_float64_finite_differences():
     dens = (torch.rand(3, 8, 1, dtype=torch.float64) * 2).requires_grad_()
     rgb = torch.rand(3, 8, 3, dtype=torch.float64).requires_grad_()
     bg = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
-    fn = lambda d, c: VolumeRenderer()(FieldOutputs(density=d, rgb=c), samples, bg).rgb
+    def fn(d, c):
+        return VolumeRenderer()(FieldOutputs(density=d, rgb=c), samples, bg).rgb
     assert torch.autograd.gradcheck(fn, (dens, rgb))
 
 

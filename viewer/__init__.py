@@ -2,7 +2,7 @@
 
 Modules (one concept each):
 
-* :mod:`viewer.camera` -- browser (viser, OpenCV axes) camera <-> OpenGL ``c2w`` and :class:`~neural3d.cameras.Cameras`.
+* :mod:`viewer.camera` -- browser (viser, OpenCV axes) camera <-> OpenGL ``c2w`` and :class:`~neural3d.core.cameras.Cameras`.
 * :mod:`viewer.resolution` -- measured rays/s -> the resolution that holds a target frame rate while moving.
 * :mod:`viewer.frames` -- a render dict -> the uint8 image shown (rgb with background swap, depth, opacity).
 * :mod:`viewer.scene_handle` -- the model shared by all tabs, locked for live weight updates.
@@ -16,14 +16,14 @@ Modules (one concept each):
 viser is imported lazily, so the pure modules (and their tests) work without it.
 """
 
-from viewer.scene_handle import SceneHandle
+from neural3d.viewer.scene_handle import SceneHandle
 
 __all__ = ["SceneHandle", "ViewerServer"]
 
 
 def __getattr__(name):
     if name == "ViewerServer":
-        from viewer.server import ViewerServer
+        from neural3d.viewer.server import ViewerServer
 
         return ViewerServer
     raise AttributeError(name)

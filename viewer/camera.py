@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from neural3d.camera_paths import matrix_to_quaternion, quaternion_to_matrix
-from neural3d.cameras import Cameras
+from neural3d.core.cameras import Cameras
+from neural3d.core.poses import matrix_to_quaternion, quaternion_to_matrix
 
 _FLIP_YZ = np.diag([1.0, -1.0, -1.0])
 

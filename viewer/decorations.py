@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from viewer.camera import c2w_to_viser, vertical_fov
+from neural3d.viewer.camera import c2w_to_viser, vertical_fov
 
 
 @dataclass
@@ -43,7 +42,7 @@ def _between_cameras(c2w: np.ndarray) -> np.ndarray:
     """[3, 4] pose half-way between training camera 0 and its nearest neighbour (no frustum in the way)."""
     if len(c2w) < 2:
         return c2w[0].copy()
-    from neural3d.camera_paths import interpolate_poses
+    from neural3d.media.paths import interpolate_poses
 
     d = np.linalg.norm(c2w[1:, :, 3] - c2w[0, :, 3], axis=1)
     keys = torch.from_numpy(np.stack([c2w[0], c2w[1 + int(np.argmin(d))]]))
@@ -70,7 +69,7 @@ def scene_layout(info, dataset=None) -> SceneLayout:
     box = info.scene_box.double().cpu().numpy()
     center, extent = box.mean(0), float(np.ptp(box, 0).max())
     eye = center + np.array([0.0, -1.5, 0.8]) * extent
-    from neural3d.camera_paths import look_at
+    from neural3d.core.poses import look_at
 
     c2w = look_at(torch.tensor(eye), torch.tensor(center), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)).numpy()
     return SceneLayout(np.array([0.0, 0.0, 1.0]), center, 1.7 * extent, c2w, np.radians(50.0))
@@ -86,7 +85,9 @@ def thumbnail(image: torch.Tensor, max_side: int = 64) -> np.ndarray:
     return (img[0].permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
 
 
-def add_training_frustums(scene_api, dataset, layout: SceneLayout, max_cameras: int = 200, thumb_side: int = 64) -> list:
+def add_training_frustums(
+    scene_api, dataset, layout: SceneLayout, max_cameras: int = 200, thumb_side: int = 64
+) -> list:
     """One frustum per training camera (at most ``max_cameras``, evenly spaced) with its image as a thumbnail;
     clicking one moves the tab's camera to it."""
     idx = dataset.splits.get("train", torch.arange(len(dataset.cameras)))
@@ -103,9 +104,18 @@ def add_training_frustums(scene_api, dataset, layout: SceneLayout, max_cameras: 
         wxyz, pos = c2w_to_viser(cams.camera_to_worlds[i].double().numpy())
         h, w = float(cams.height[i]), float(cams.width[i])
         frustum = scene_api.add_camera_frustum(
-            f"/training_cameras/{i:04d}", fov=vertical_fov(float(cams.fy[i]), h), aspect=w / h,
-            scale=size, image=thumbnail(dataset.images[i], thumb_side), format="jpeg",
-            wxyz=wxyz, position=pos, color=(40, 90, 200), thickness=1.5, thickness_units="screen")
+            f"/training_cameras/{i:04d}",
+            fov=vertical_fov(float(cams.fy[i]), h),
+            aspect=w / h,
+            scale=size,
+            image=thumbnail(dataset.images[i], thumb_side),
+            format="jpeg",
+            wxyz=wxyz,
+            position=pos,
+            color=(40, 90, 200),
+            thickness=1.5,
+            thickness_units="screen",
+        )
         frustum.on_click(_jump_to(wxyz, pos))
         handles.append(frustum)
     return handles
@@ -128,5 +138,10 @@ def add_scene_box(scene_api, info):
     if info.ndc:
         return None
     box = info.scene_box.double().cpu().numpy()
-    return scene_api.add_box("/scene_box", color=(230, 120, 30), dimensions=tuple(np.ptp(box, 0)),
-                             position=tuple(box.mean(0)), wireframe=True)
+    return scene_api.add_box(
+        "/scene_box",
+        color=(230, 120, 30),
+        dimensions=tuple(np.ptp(box, 0)),
+        position=tuple(box.mean(0)),
+        wireframe=True,
+    )

@@ -10,8 +10,9 @@ import torch
 OUTPUTS = ("rgb", "depth", "opacity")
 
 
-def swap_background(rgb: torch.Tensor, opacity: torch.Tensor, rendered_bg: torch.Tensor | None,
-                    new_bg: Sequence[float] | None) -> torch.Tensor:
+def swap_background(
+    rgb: torch.Tensor, opacity: torch.Tensor, rendered_bg: torch.Tensor | None, new_bg: Sequence[float] | None
+) -> torch.Tensor:
     """Re-composite ``rgb = c + (1 - a) * bg_old`` on ``new_bg``: ``rgb + (1 - a) * (bg_new - bg_old)``.
 
     Args:
@@ -23,11 +24,16 @@ def swap_background(rgb: torch.Tensor, opacity: torch.Tensor, rendered_bg: torch
     return rgb + (1.0 - opacity[..., None]) * delta
 
 
-def frame_image(out: dict[str, torch.Tensor], output: str = "rgb", *, rendered_bg: torch.Tensor | None = None,
-                background: Sequence[float] | None = None) -> np.ndarray:
+def frame_image(
+    out: dict[str, torch.Tensor],
+    output: str = "rgb",
+    *,
+    rendered_bg: torch.Tensor | None = None,
+    background: Sequence[float] | None = None,
+) -> np.ndarray:
     """uint8 [H, W, 3] image of one output of a single-view render (depth colourised, opacity grey)."""
-    from neural3d.rendering import depth_panel
-    from neural3d.video import colorize_scalar, to_uint8
+    from neural3d.media.frames import depth_panel
+    from neural3d.media.video import colorize_scalar, to_uint8
 
     if output not in OUTPUTS:
         raise ValueError(f"unknown viewer output {output!r}; choose from {OUTPUTS}")

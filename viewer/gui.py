@@ -20,13 +20,27 @@ def build_render_controls(gui, session, *, start_fov: float, max_side: int, targ
     bg = session.scene.background
     with gui.add_folder("Render"):
         output = gui.add_dropdown("Output", OUTPUT_CHOICES, initial_value="rgb")
-        res = gui.add_slider("Max resolution", min=32, max=2048, step=32, initial_value=int(max_side),
-                             hint="longest side of the still (full-resolution) image, pixels")
-        fps = gui.add_slider("Target fps", min=1, max=30, step=1, initial_value=round(target_fps),
-                             hint="frame rate held while the camera moves (sets the low resolution)")
+        res = gui.add_slider(
+            "Max resolution",
+            min=32,
+            max=2048,
+            step=32,
+            initial_value=int(max_side),
+            hint="longest side of the still (full-resolution) image, pixels",
+        )
+        fps = gui.add_slider(
+            "Target fps",
+            min=1,
+            max=30,
+            step=1,
+            initial_value=round(target_fps),
+            hint="frame rate held while the camera moves (sets the low resolution)",
+        )
         fov = gui.add_slider("FOV (deg)", min=10, max=120, step=1, initial_value=round(math.degrees(start_fov)))
         color = gui.add_rgb("Background", initial_value=_rgb255(bg))
-        show = gui.add_checkbox("Show cameras", initial_value=True, hint="training-camera frustums and scene box (all tabs)")
+        show = gui.add_checkbox(
+            "Show cameras", initial_value=True, hint="training-camera frustums and scene box (all tabs)"
+        )
         status = gui.add_markdown("waiting for the first frame")
 
     output.on_update(lambda _: session.worker.update_settings(output=output.value))

@@ -40,8 +40,9 @@ class HeadlessChromium:
         size: window size (width, height) of new tabs.
     """
 
-    def __init__(self, executable: str | None = None, *, size: tuple[int, int] = (800, 600),
-                 timeout: float = 60.0) -> None:
+    def __init__(
+        self, executable: str | None = None, *, size: tuple[int, int] = (800, 600), timeout: float = 60.0
+    ) -> None:
         from websockets.sync.client import connect
 
         exe = executable or find_chromium()
@@ -50,10 +51,22 @@ class HeadlessChromium:
         self.size = size
         self._profile = tempfile.TemporaryDirectory(prefix="neural3d-chromium-")
         self.proc = subprocess.Popen(
-            [exe, "--headless", "--no-sandbox", "--enable-unsafe-swiftshader", "--disable-dev-shm-usage",
-             "--no-first-run", "--remote-debugging-port=0", f"--user-data-dir={self._profile.name}",
-             f"--window-size={size[0]},{size[1]}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [
+                exe,
+                "--headless",
+                "--no-sandbox",
+                "--enable-unsafe-swiftshader",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self._profile.name}",
+                f"--window-size={size[0]},{size[1]}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         url = self._devtools_url(timeout)
         self.ws = connect(url, max_size=None, open_timeout=timeout)
         self._ids = itertools.count(1)
@@ -69,8 +82,7 @@ class HeadlessChromium:
                 raise RuntimeError(f"Chromium exited with code {self.proc.returncode} before DevTools started")
         raise TimeoutError("Chromium did not start DevTools in time")
 
-    def call(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = 60.0) -> dict:
+    def call(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 60.0) -> dict:
         """Send one DevTools command and return its result (events in between are skipped)."""
         msg_id = next(self._ids)
         msg = {"id": msg_id, "method": method, "params": params or {}}
@@ -87,7 +99,9 @@ class HeadlessChromium:
 
     def open(self, url: str) -> tuple[str, str]:
         """Open ``url`` in a new tab -> (target id, session id)."""
-        target = self.call("Target.createTarget", {"url": url, "newWindow": True, "width": self.size[0], "height": self.size[1]})["targetId"]
+        target = self.call(
+            "Target.createTarget", {"url": url, "newWindow": True, "width": self.size[0], "height": self.size[1]}
+        )["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         return target, session
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import time
 
+from neural3d.viewer.scene_handle import SceneHandle
+
 from neural3d.api import LoadedScene
-from viewer.scene_handle import SceneHandle
 
 
 class LiveTraining:
@@ -23,18 +24,26 @@ class LiveTraining:
     """
 
     def __init__(self, trainer, cfg, *, verbose: bool = True) -> None:
-        from viewer.server import ViewerServer
+        from neural3d.viewer.server import ViewerServer
 
         if int(cfg.update_every) < 1:
             raise ValueError(f"viewer.update_every must be >= 1, got {cfg.update_every}")
         self.trainer, self.cfg = trainer, cfg
         model = copy.deepcopy(trainer.model).eval()
-        loaded = LoadedScene(model, trainer.info, trainer.cfg, trainer.run_dir, trainer.step,
-                             float(trainer.cfg.data.pixel_center))
+        loaded = LoadedScene(
+            model, trainer.info, trainer.cfg, trainer.run_dir, trainer.step, float(trainer.cfg.data.pixel_center)
+        )
         self.scene = SceneHandle(loaded, dataset=trainer.scene)
-        self.server = ViewerServer(self.scene, host=cfg.host, port=int(cfg.port), max_side=int(cfg.max_resolution),
-                                   target_fps=float(cfg.target_fps), out_dir=trainer.run_dir / "renders", live=self,
-                                   verbose=verbose)
+        self.server = ViewerServer(
+            self.scene,
+            host=cfg.host,
+            port=int(cfg.port),
+            max_side=int(cfg.max_resolution),
+            target_fps=float(cfg.target_fps),
+            out_dir=trainer.run_dir / "renders",
+            live=self,
+            verbose=verbose,
+        )
         self._previous = trainer.on_step
         trainer.on_step = self.on_step
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from neural3d.viewer.camera import c2w_to_viser
 
-from neural3d.camera_paths import CameraPath, interpolate_poses, save_camera_path
-from viewer.camera import c2w_to_viser
+from neural3d.media.camera_path_json import CameraPath, save_camera_path
+from neural3d.media.paths import interpolate_poses
 
 
 class Keyframes:
@@ -36,7 +37,7 @@ class Keyframes:
     def path(self, n_frames: int, height: int, fps: float) -> tuple[CameraPath, CameraPath]:
         """(camera path of ``n_frames`` interpolated poses, the keyframes) at ``height`` rows and the first key's aspect.
 
-        Poses follow :func:`neural3d.camera_paths.interpolate_poses` (slerp + Catmull-Rom); the fov is linear.
+        Poses follow :func:`neural3d.media.paths.interpolate_poses` (slerp + Catmull-Rom); the fov is linear.
         """
         if len(self) < 2:
             raise ValueError(f"a camera path needs at least 2 keyframes, have {len(self)}")
@@ -48,8 +49,14 @@ class Keyframes:
         fov = torch.from_numpy(np.interp(t, np.arange(len(self)), self.fov_deg)).float()
         width = max(1, round(height * self.aspect[0]))
         cp = CameraPath(c2w, fov, width, int(height), float(fps))
-        kp = CameraPath(keys.float(), torch.tensor(self.fov_deg).float(), width, int(height), float(fps),
-                        aspect=torch.tensor(self.aspect).float())
+        kp = CameraPath(
+            keys.float(),
+            torch.tensor(self.fov_deg).float(),
+            width,
+            int(height),
+            float(fps),
+            aspect=torch.tensor(self.aspect).float(),
+        )
         return cp, kp
 
 
@@ -130,9 +137,9 @@ class PathEditor:
         self.status.content = f"previewed {cp.n_frames} frames"
 
     def render(self, video: Path | None = None) -> Path:
-        """Save camera_path.json and render it to an mp4 with :mod:`neural3d.rendering` (rgb of this tab's output)."""
-        from neural3d.render_path import path_cameras
-        from neural3d.rendering import render_frames, write_frames
+        """Save camera_path.json and render it to an mp4 with :mod:`neural3d.media.frames` (rgb of this tab's output)."""
+        from neural3d.media.frames import render_frames, write_frames
+        from neural3d.media.paths import path_cameras
 
         json_path = self.save()
         video = Path(video or self.video_path.value)
@@ -142,9 +149,11 @@ class PathEditor:
 
         def frames():
             start = time.perf_counter()
-            # neural3d.rendering's frames (depth colour range fixed on the first frame), under the scene lock
+            # neural3d.media.frames's frames (depth colour range fixed on the first frame), under the scene lock
             for i, frame in enumerate(render_frames(_Locked(self.session.scene), cams, [output], progress=False)):
-                self.status.content = f"rendering frame {i + 1}/{n} ({(i + 1) / (time.perf_counter() - start):.2f} frames/s)"
+                self.status.content = (
+                    f"rendering frame {i + 1}/{n} ({(i + 1) / (time.perf_counter() - start):.2f} frames/s)"
+                )
                 yield frame
 
         write_frames(frames(), video, fps=round(float(self.fps.value)))
@@ -176,10 +185,18 @@ class PathEditor:
         scene.remove_by_name("/camera_path")
         for i, (c2w, fov, aspect) in enumerate(zip(self.keys.c2w, self.keys.fov_deg, self.keys.aspect)):
             wxyz, pos = c2w_to_viser(c2w)
-            scene.add_camera_frustum(f"/camera_path/key_{i:03d}", fov=math.radians(fov), aspect=aspect,
-                                     scale=0.1 * self.session.layout.scale, color=(220, 40, 40), wxyz=wxyz, position=pos)
+            scene.add_camera_frustum(
+                f"/camera_path/key_{i:03d}",
+                fov=math.radians(fov),
+                aspect=aspect,
+                scale=0.1 * self.session.layout.scale,
+                color=(220, 40, 40),
+                wxyz=wxyz,
+                position=pos,
+            )
         if len(self.keys) >= 2:
             pts = np.stack([c[:, 3] for c in self.keys.c2w])
-            scene.add_spline_catmull_rom("/camera_path/spline", pts, color=(220, 40, 40),
-                                         thickness=0.01 * self.session.layout.scale)
+            scene.add_spline_catmull_rom(
+                "/camera_path/spline", pts, color=(220, 40, 40), thickness=0.01 * self.session.layout.scale
+            )
         self.status.content = f"{len(self.keys)} keyframes"

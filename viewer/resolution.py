@@ -30,8 +30,7 @@ class RateMeter:
         return self.rays_per_s
 
 
-def moving_height(rays_per_s: float, target_fps: float, aspect: float, max_height: int,
-                  min_height: int = 16) -> int:
+def moving_height(rays_per_s: float, target_fps: float, aspect: float, max_height: int, min_height: int = 16) -> int:
     """Rows of the image that renders in ``1 / target_fps`` s at ``rays_per_s`` with ``aspect`` = W / H.
 
     ``H * W = H^2 * aspect = rays_per_s / target_fps``, clamped to [min_height, max_height].

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from neural3d.cameras import Cameras
+from neural3d.core.cameras import Cameras
 
 
 class SceneHandle:

@@ -7,9 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-from viewer.camera import CameraState, viser_to_c2w
-from viewer.decorations import add_scene_box, add_training_frustums, scene_layout
-from viewer.worker import RenderSettings, RenderWorker
+from neural3d.viewer.camera import CameraState, viser_to_c2w
+from neural3d.viewer.decorations import add_scene_box, add_training_frustums, scene_layout
+from neural3d.viewer.worker import RenderSettings, RenderWorker
 
 
 def is_loopback(host: str) -> bool:
@@ -26,16 +26,21 @@ class ClientSession:
     """One browser tab: its GUI, its camera, its render worker."""
 
     def __init__(self, server: ViewerServer, client) -> None:
-        from viewer.gui import build_render_controls, build_training_controls
-        from viewer.path_editor import PathEditor
+        from neural3d.viewer.gui import build_render_controls, build_training_controls
+        from neural3d.viewer.path_editor import PathEditor
 
         self.server, self.client, self.scene, self.layout = server, client, server.scene, server.layout
         self.camera_state: CameraState | None = None
         self.last_image = None  # uint8 [H, W, 3] last image sent to the tab
-        self.worker = RenderWorker(self.scene, self._send, settings=RenderSettings(
-            max_side=server.max_side, target_fps=server.target_fps), name=f"viewer-render-{client.client_id}")
-        self.status = build_render_controls(client.gui, self, start_fov=self.layout.start_fov,
-                                            max_side=server.max_side, target_fps=server.target_fps)
+        self.worker = RenderWorker(
+            self.scene,
+            self._send,
+            settings=RenderSettings(max_side=server.max_side, target_fps=server.target_fps),
+            name=f"viewer-render-{client.client_id}",
+        )
+        self.status = build_render_controls(
+            client.gui, self, start_fov=self.layout.start_fov, max_side=server.max_side, target_fps=server.target_fps
+        )
         self.train_status = build_training_controls(client.gui, server.live) if server.live is not None else None
         height = int(server.dataset.cameras.height[0]) if server.dataset is not None else 256
         self.paths = PathEditor(self, server.out_dir, height)
@@ -64,8 +69,7 @@ class ClientSession:
         if kind == "full" or now - self._last_status > 0.5:
             self._last_status = now
             h, w = image.shape[:2]
-            self.status.content = (f"{kind} {w}x{h} · {self.worker.rate.rays_per_s:,.0f} rays/s"
-                                   f" · step {self.scene.step}")
+            self.status.content = f"{kind} {w}x{h} · {self.worker.rate.rays_per_s:,.0f} rays/s · step {self.scene.step}"
             if self.train_status is not None:
                 live = self.server.live
                 self.train_status.content = f"step {live.step}" + (" (paused)" if live.paused else "")
@@ -86,8 +90,18 @@ class ViewerServer:
         live: optional :class:`viewer.live.LiveTraining` (adds the pause button).
     """
 
-    def __init__(self, scene, *, host: str = "127.0.0.1", port: int = 7007, max_side: int = 512,
-                 target_fps: float = 8.0, out_dir: Path | None = None, live=None, verbose: bool = True) -> None:
+    def __init__(
+        self,
+        scene,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 7007,
+        max_side: int = 512,
+        target_fps: float = 8.0,
+        out_dir: Path | None = None,
+        live=None,
+        verbose: bool = True,
+    ) -> None:
         import viser
 
         self.scene, self.live = scene, live
@@ -102,8 +116,10 @@ class ViewerServer:
         self.closed_workers: list = []  # workers of closed tabs (stopped)
         self._lock = threading.Lock()
         if not is_loopback(host):
-            print(f"[viewer] WARNING: listening on {host}, not a loopback address: anyone who can reach this "
-                  "machine can open the viewer (and render / write files through it)")
+            print(
+                f"[viewer] WARNING: listening on {host}, not a loopback address: anyone who can reach this "
+                "machine can open the viewer (and render / write files through it)"
+            )
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         self.host, self.port = host, self.server.get_port()
         self._decorate()
@@ -127,7 +143,8 @@ class ViewerServer:
         cam.fov = float(lay.start_fov)
         box = add_scene_box(s, self.scene.loaded.info)
         self.decorations = ([box] if box is not None else []) + (
-            add_training_frustums(s, self.dataset, lay) if self.dataset is not None else [])
+            add_training_frustums(s, self.dataset, lay) if self.dataset is not None else []
+        )
 
     def set_decorations_visible(self, visible: bool) -> None:
         """Show / hide the training-camera frustums and the scene box (shared by all tabs)."""

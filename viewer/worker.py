@@ -14,10 +14,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-
-from viewer.camera import CameraState
-from viewer.frames import frame_image
-from viewer.resolution import RateMeter, band_rows, full_height, moving_height
+from neural3d.viewer.camera import CameraState
+from neural3d.viewer.frames import frame_image
+from neural3d.viewer.resolution import RateMeter, band_rows, full_height, moving_height
 
 
 @dataclass
@@ -64,8 +63,17 @@ class RenderWorker:
         min_height: smallest moving-render height.
     """
 
-    def __init__(self, scene, send: Callable[[np.ndarray, str], None], *, settings: RenderSettings | None = None,
-                 still_delay: float = 0.3, min_height: int = 16, chunk: int = 8192, name: str = "viewer-render") -> None:
+    def __init__(
+        self,
+        scene,
+        send: Callable[[np.ndarray, str], None],
+        *,
+        settings: RenderSettings | None = None,
+        still_delay: float = 0.3,
+        min_height: int = 16,
+        chunk: int = 8192,
+        name: str = "viewer-render",
+    ) -> None:
         self.scene = scene
         self.send = send
         self.settings = settings or RenderSettings()

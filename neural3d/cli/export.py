@@ -11,10 +11,14 @@ _DEFAULT_NAMES = {"pointcloud": "pointcloud.ply", "mesh": "mesh.ply", "cameras":
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("export", help="export a point cloud, a mesh (.ply/.obj) or the cameras (transforms.json)")
+    p = subparsers.add_parser(
+        "export", help="export a point cloud, a mesh (.ply/.obj) or the cameras (transforms.json)"
+    )
     p.add_argument("run_dir")
     p.add_argument("what", choices=sorted(_DEFAULT_NAMES), help="pointcloud | mesh | cameras")
-    p.add_argument("--out", default=None, help="output file (default: RUN_DIR/export/{pointcloud.ply,mesh.ply,transforms.json})")
+    p.add_argument(
+        "--out", default=None, help="output file (default: RUN_DIR/export/{pointcloud.ply,mesh.ply,transforms.json})"
+    )
     p.add_argument("--split", default="train", help="views rendered / cameras written (a split name or 'all')")
     p.add_argument("--scale", type=float, default=1.0, help="render resolution relative to the training images")
     p.add_argument("--max-views", type=int, default=None, help="use at most this many views (evenly spaced)")
@@ -24,8 +28,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--voxel-size", type=float, default=0.0, help="voxel down-sampling of the point cloud (0: off)")
     p.add_argument("--max-points", type=int, default=None)
     p.add_argument("--method", choices=["marching-cubes", "tsdf"], default="marching-cubes", help="mesh extraction")
-    p.add_argument("--resolution", type=int, default=None, help="grid samples (marching cubes, default 128) or voxels "
-                   "across the surface (tsdf, default 256)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="grid samples (marching cubes, default 128) or voxels across the surface (tsdf, default 256)",
+    )
     p.add_argument("--level", type=float, default=None, help="density iso-level (default: ln2 / voxel size)")
     p.add_argument("--no-colors", action="store_true", help="marching cubes: skip vertex colours")
     p.add_argument("--device", default="auto")
@@ -43,9 +51,9 @@ def _views(scene, split: str, scale: float, max_views):
         idx = idx[torch.linspace(0, len(idx) - 1, max_views).round().long()]
     cams = scene.cameras[idx]
     if scale != 1.0:
-        from neural3d.render_path import _intrinsics_like
+        from neural3d.media.paths import intrinsics_like
 
-        cams = _intrinsics_like(scene, cams.camera_to_worlds, scale)
+        cams = intrinsics_like(scene, cams.camera_to_worlds, scale)
     return idx, cams
 
 
@@ -71,8 +79,13 @@ def _export_cameras(loaded, args, out: Path) -> str:
     scene = loaded.dataset()
     idx, _ = _views(scene, args.split, 1.0, args.max_views)
     paths = [str(Path(scene.image_paths[int(i)]).resolve()) for i in idx]
-    write_transforms(out, scene.cameras[idx], paths, pixel_center=loaded.pixel_center,
-                     extra={"ndc": bool(scene.ndc), "run_dir": str(Path(args.run_dir).resolve())})
+    write_transforms(
+        out,
+        scene.cameras[idx],
+        paths,
+        pixel_center=loaded.pixel_center,
+        extra={"ndc": bool(scene.ndc), "run_dir": str(Path(args.run_dir).resolve())},
+    )
     return f"{len(idx)} cameras ({args.split})"
 
 
@@ -81,11 +94,21 @@ def _export_pointcloud(loaded, args, out: Path) -> str:
     from neural3d.export.pointcloud import point_cloud_from_views
 
     _, cams = _views(loaded.dataset(), args.split, args.scale, args.max_views)
-    cloud = point_cloud_from_views(loaded, cams, opacity_threshold=args.opacity_threshold, max_points=args.max_points,
-                                   outlier_neighbors=args.outlier_neighbors, outlier_std_ratio=args.outlier_std,
-                                   voxel_size=args.voxel_size, chunk=loaded.config.eval.chunk, progress=True)
+    cloud = point_cloud_from_views(
+        loaded,
+        cams,
+        opacity_threshold=args.opacity_threshold,
+        max_points=args.max_points,
+        outlier_neighbors=args.outlier_neighbors,
+        outlier_std_ratio=args.outlier_std,
+        voxel_size=args.voxel_size,
+        chunk=loaded.config.eval.chunk,
+        progress=True,
+    )
     if len(cloud) == 0:
-        raise ValueError(f"no pixel of the {len(cams)} views reaches opacity {args.opacity_threshold}; lower --opacity-threshold")
+        raise ValueError(
+            f"no pixel of the {len(cams)} views reaches opacity {args.opacity_threshold}; lower --opacity-threshold"
+        )
     write_point_cloud(out, cloud)
     return f"{len(cloud)} points from {len(cams)} views"
 
@@ -99,12 +122,20 @@ def _export_mesh(loaded, args, out: Path) -> str:
         from neural3d.export.tsdf import tsdf_mesh
 
         _, cams = _views(loaded.dataset(), args.split, args.scale, args.max_views)
-        mesh = tsdf_mesh(loaded, cams, resolution=args.resolution or 256, opacity_threshold=args.opacity_threshold,
-                         chunk=loaded.config.eval.chunk, progress=True)
+        mesh = tsdf_mesh(
+            loaded,
+            cams,
+            resolution=args.resolution or 256,
+            opacity_threshold=args.opacity_threshold,
+            chunk=loaded.config.eval.chunk,
+            progress=True,
+        )
     else:
         from neural3d.export.marching_cubes import marching_cubes_mesh
 
-        mesh = marching_cubes_mesh(loaded, resolution=args.resolution or 128, level=args.level, colors=not args.no_colors)
+        mesh = marching_cubes_mesh(
+            loaded, resolution=args.resolution or 128, level=args.level, colors=not args.no_colors
+        )
     if len(mesh.triangles) == 0:
         raise ValueError("the extracted mesh is empty; try another --level / --opacity-threshold")
     write_mesh(out, mesh)

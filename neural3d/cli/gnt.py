@@ -15,8 +15,15 @@ from pathlib import Path
 
 from neural3d.config import ConfigError
 
-_RUNTIME_MODEL_KEYS = ("n_samples", "n_samples_eval", "n_fine", "n_source_views", "n_source_views_eval", "lindisp",
-                       "selection")
+_RUNTIME_MODEL_KEYS = (
+    "n_samples",
+    "n_samples_eval",
+    "n_fine",
+    "n_source_views",
+    "n_source_views_eval",
+    "lindisp",
+    "selection",
+)
 
 
 def _split_overrides(items) -> tuple[dict, dict]:
@@ -53,13 +60,19 @@ def load_for_scene(run_dir, scene_path, overrides=(), device: str = "auto"):
 
 
 def _cmd_eval(args) -> int:
-    from neural3d.evaluation import evaluate_split
+    from neural3d.evaluation.evaluate import evaluate_split
 
     loaded = load_for_scene(args.run_dir, args.scene, args.overrides, args.device)
     scene = loaded.model.attached_scene
     out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / f"{Path(args.scene).name}-{args.split}"
-    res = evaluate_split(loaded.model, scene, args.split, chunk=args.chunk or loaded.config.eval.chunk, out_dir=out_dir,
-                         max_images=args.max_images)
+    res = evaluate_split(
+        loaded.model,
+        scene,
+        args.split,
+        chunk=args.chunk or loaded.config.eval.chunk,
+        out_dir=out_dir,
+        max_images=args.max_images,
+    )
     res.update(step=loaded.step, scene=str(Path(args.scene).resolve()))
     (out_dir / "metrics.json").write_text(json.dumps(res, indent=2))
     means = "  ".join(f"{k.upper()} {v:.4f}" for k, v in res["mean"].items())
@@ -69,14 +82,15 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_render(args) -> int:
-    from neural3d.render_path import path_cameras
-    from neural3d.rendering import render_frames, write_frames
+    from neural3d.media.frames import render_frames, write_frames
+    from neural3d.media.paths import path_cameras
 
     loaded = load_for_scene(args.run_dir, args.scene, args.overrides, args.device)
     cams = path_cameras(loaded.model.attached_scene, args.path, n_frames=args.frames, scale=args.scale)
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
-    out = write_frames(render_frames(loaded, cams, outputs, chunk=args.chunk or loaded.config.eval.chunk), Path(args.out),
-                       fps=args.fps)
+    out = write_frames(
+        render_frames(loaded, cams, outputs, chunk=args.chunk or loaded.config.eval.chunk), Path(args.out), fps=args.fps
+    )
     print(f"[neural3d] wrote {len(cams)} frames ({', '.join(outputs)}) of {args.scene} to {out}")
     return 0
 
@@ -86,28 +100,52 @@ def import_official(checkpoint, data_path, out_dir, *, pixel_center: float = 0.0
     from omegaconf import OmegaConf
 
     from neural3d.config import build_config, to_yaml
-    from neural3d.gnt.checkpoint import config_from_official, official_to_state_dict, read_checkpoint
+    from neural3d.methods.gnt.checkpoint import config_from_official, official_to_state_dict, read_checkpoint
     from neural3d.training import checkpoint as ckpt_io
     from neural3d.training.setup import load_scene_from_config, scene_info
 
     raw = read_checkpoint(checkpoint)
     model_cfg = OmegaConf.to_container(OmegaConf.structured(config_from_official(raw)))
-    cfg, _ = build_config({"method": "gnt", "model": model_cfg,
-                           "data": {"path": str(data_path), "ndc": False, "pixel_center": pixel_center}},
-                          overrides, source=str(checkpoint))
+    cfg, _ = build_config(
+        {
+            "method": "gnt",
+            "model": model_cfg,
+            "data": {"path": str(data_path), "ndc": False, "pixel_center": pixel_center},
+        },
+        overrides,
+        source=str(checkpoint),
+    )
     info = scene_info(load_scene_from_config(cfg.data))
     out = Path(out_dir)
-    state = {"step": 0, "elapsed": 0.0, "method": "gnt", "config": OmegaConf.to_container(cfg, resolve=True),
-             "scene": info.state(), "model": official_to_state_dict(raw)}
+    state = {
+        "step": 0,
+        "elapsed": 0.0,
+        "method": "gnt",
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "scene": info.state(),
+        "model": official_to_state_dict(raw),
+    }
     ckpt_io.save_checkpoint(out, 0, state)
     ckpt_io.atomic_write_text(to_yaml(cfg), out / "config.yaml")
-    ckpt_io.atomic_write_text(json.dumps({"method": "gnt", "scene": info.state(), "data_path": str(Path(data_path).resolve()),
-                                          "imported_from": str(Path(checkpoint).resolve())}, indent=2), out / "run.json")
+    ckpt_io.atomic_write_text(
+        json.dumps(
+            {
+                "method": "gnt",
+                "scene": info.state(),
+                "data_path": str(Path(data_path).resolve()),
+                "imported_from": str(Path(checkpoint).resolve()),
+            },
+            indent=2,
+        ),
+        out / "run.json",
+    )
     return out
 
 
 def _cmd_import(args) -> int:
-    out = import_official(args.checkpoint, args.data, args.out, pixel_center=args.pixel_center, overrides=args.overrides)
+    out = import_official(
+        args.checkpoint, args.data, args.out, pixel_center=args.pixel_center, overrides=args.overrides
+    )
     print(f"[neural3d] wrote run {out} from official GNT checkpoint {args.checkpoint}")
     return 0
 

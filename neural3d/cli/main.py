@@ -32,7 +32,7 @@ def _cmd_train(args) -> int:
     print(f"[neural3d] run directory: {trainer.run_dir}  (device: {trainer.device}, method: {cfg.method})")
     live = None
     if cfg.viewer.enabled:  # live browser viewer: a model copy refreshed from Trainer.on_step, pause button
-        from viewer.live import LiveTraining
+        from neural3d.viewer.live import LiveTraining
 
         live = LiveTraining(trainer, cfg.viewer)
     try:
@@ -41,7 +41,9 @@ def _cmd_train(args) -> int:
         if live is not None:
             live.close()
         raise
-    print(f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; checkpoint in {trainer.run_dir / 'checkpoints'}")
+    print(
+        f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; checkpoint in {trainer.run_dir / 'checkpoints'}"
+    )
     if live is not None:
         live.finish()
     return 0
@@ -49,7 +51,7 @@ def _cmd_train(args) -> int:
 
 def _cmd_eval(args) -> int:
     from neural3d.api import load
-    from neural3d.evaluation import evaluate_split, maybe_lpips
+    from neural3d.evaluation.evaluate import evaluate_split, maybe_lpips
 
     loaded = load(args.run_dir, device=args.device)
     scene = loaded.dataset().to(loaded.device)
@@ -60,8 +62,15 @@ def _cmd_eval(args) -> int:
         if getattr(args, key) is not None:
             ecfg[key] = getattr(args, key)
     lpips_fn = maybe_lpips(ecfg, loaded.device)
-    res = evaluate_split(loaded.model, scene, split, chunk=loaded.config.eval.chunk, out_dir=out_dir, lpips_fn=lpips_fn,
-                         max_images=args.max_images)
+    res = evaluate_split(
+        loaded.model,
+        scene,
+        split,
+        chunk=loaded.config.eval.chunk,
+        out_dir=out_dir,
+        lpips_fn=lpips_fn,
+        max_images=args.max_images,
+    )
     res["step"] = loaded.step
     (out_dir / "metrics.json").write_text(json.dumps(res, indent=2))
     means = "  ".join(f"{k.upper()} {v:.4f}" for k, v in res["mean"].items())
@@ -72,14 +81,16 @@ def _cmd_eval(args) -> int:
 
 def _cmd_render(args) -> int:
     from neural3d.api import load
-    from neural3d.render_path import path_cameras
-    from neural3d.rendering import render_frames, write_frames
+    from neural3d.media.frames import render_frames, write_frames
+    from neural3d.media.paths import path_cameras
 
     loaded = load(args.run_dir, device=args.device)
     scene = loaded.dataset()
     cams = path_cameras(scene, args.path, n_frames=args.frames, scale=args.scale)
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
-    out = write_frames(render_frames(loaded, cams, outputs, chunk=loaded.config.eval.chunk), Path(args.out), fps=args.fps)
+    out = write_frames(
+        render_frames(loaded, cams, outputs, chunk=loaded.config.eval.chunk), Path(args.out), fps=args.fps
+    )
     print(f"[neural3d] wrote {len(cams)} frames ({', '.join(outputs)}) to {out}")
     return 0
 
@@ -93,7 +104,7 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from neural3d.demo import run_demo
+    from neural3d.cli.demo import run_demo
 
     return run_demo(args.config, args.overrides)
 
@@ -105,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a method on a scene from a YAML config")
     t.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.steps=500 data.path=data/lego")
-    t.add_argument("--resume", action="store_true", help="continue the run in the run directory from its latest checkpoint")
+    t.add_argument(
+        "--resume", action="store_true", help="continue the run in the run directory from its latest checkpoint"
+    )
     t.add_argument("--overwrite", action="store_true", help="discard checkpoints already in the run directory")
     t.set_defaults(fn=_cmd_train)
 
@@ -122,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("render", help="render a camera path to an mp4 or an image folder")
     r.add_argument("run_dir")
-    r.add_argument("--path", default="auto", help="auto | orbit | spiral | interp | test | val | train | camera_path.json")
+    r.add_argument(
+        "--path", default="auto", help="auto | orbit | spiral | interp | test | val | train | camera_path.json"
+    )
     r.add_argument("--out", required=True, help="video.mp4 or a directory")
     r.add_argument("--frames", type=int, default=60, help="frames for orbit/interp paths")
     r.add_argument("--fps", type=int, default=30)

@@ -4,29 +4,32 @@ from __future__ import annotations
 
 
 def _train_dict(args) -> int:
+    from neural3d.apps.image_dictionary.run import train_from_config
     from neural3d.config import load_yaml
-    from neural3d.nid.config import NIDTrainConfig, build
-    from neural3d.nid.run import train_from_config
+    from neural3d.methods.nid.config import NIDTrainConfig, build
 
     cfg = build(NIDTrainConfig, load_yaml(args.config), args.overrides, source=args.config)
     res = train_from_config(cfg, source=args.config, resume=not args.restart)
     m = res.metrics
-    print(f"[neural3d] dictionary: {m['num_experts']} experts, train PSNR {m['train_psnr']:.2f} dB, "
-          f"load cv {m['load_cv']:.3f}, {m['dead_experts']} dead; run directory {res.run_dir}")
+    print(
+        f"[neural3d] dictionary: {m['num_experts']} experts, train PSNR {m['train_psnr']:.2f} dB, "
+        f"load cv {m['load_cv']:.3f}, {m['dead_experts']} dead; run directory {res.run_dir}"
+    )
     return 0
 
 
 def _fit(args) -> int:
+    from neural3d.apps.image_dictionary.run import fit_from_config
     from neural3d.config import load_yaml
-    from neural3d.nid.config import NIDFitConfig, build
-    from neural3d.nid.run import fit_from_config
+    from neural3d.methods.nid.config import NIDFitConfig, build
 
     target, *trailing = args.target  # key=value overrides may also follow the target
     cfg = build(NIDFitConfig, load_yaml(args.config), [*args.overrides, *trailing], source=args.config)
     m = fit_from_config(cfg, target, source=args.config)
     hidden = f", hidden-region PSNR {m['psnr_hidden']:.2f} dB" if "psnr_hidden" in m else ""
-    print(f"[neural3d] fitted {target}: PSNR {m['psnr']:.2f} dB{hidden} in {m['seconds']:.2f} s; "
-          f"outputs in {cfg.output}")
+    print(
+        f"[neural3d] fitted {target}: PSNR {m['psnr']:.2f} dB{hidden} in {m['seconds']:.2f} s; outputs in {cfg.output}"
+    )
     return 0
 
 
@@ -34,13 +37,15 @@ def _train_scenes(args) -> int:
     from pathlib import Path
 
     from neural3d.config import load_yaml
-    from neural3d.nid.config import build
-    from neural3d.nid.scenes import NIDFamilyConfig, train_family
+    from neural3d.methods.nid.config import build
+    from neural3d.methods.nid.family import NIDFamilyConfig, train_family
 
     cfg = build(NIDFamilyConfig, load_yaml(args.config), args.overrides, source=args.config)
     train_family(cfg, run_dir=Path(cfg.output_dir))
-    print(f"[neural3d] scene-family dictionary in {cfg.output_dir}/checkpoints (use it with method: nid, "
-          f"model.dictionary=<checkpoint>)")
+    print(
+        f"[neural3d] scene-family dictionary in {cfg.output_dir}/checkpoints (use it with method: nid, "
+        f"model.dictionary=<checkpoint>)"
+    )
     return 0
 
 
@@ -55,8 +60,13 @@ def add_parser(subparsers) -> None:
     f = sub.add_parser("fit", help="fit an unseen image with a frozen dictionary")
     f.add_argument("config")
     f.add_argument("overrides", nargs="*", help="key=value overrides, e.g. observed_fraction=0.1 method=gradient")
-    f.add_argument("--target", required=True, nargs="+", metavar="IMAGE",
-                   help="image file to fit (key=value overrides may follow it)")
+    f.add_argument(
+        "--target",
+        required=True,
+        nargs="+",
+        metavar="IMAGE",
+        help="image file to fit (key=value overrides may follow it)",
+    )
     f.set_defaults(fn=_fit)
     s = sub.add_parser("train-scenes", help="train a 3D dictionary across a generated scene family")
     s.add_argument("config")

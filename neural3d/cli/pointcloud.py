@@ -7,13 +7,15 @@ from pathlib import Path
 
 
 def _cmd_train(args) -> int:
-    from neural3d.pointcloud.config import load_pc_config
-    from neural3d.pointcloud.train import PointCloudTrainer
+    from neural3d.apps.point_classification.config import load_pc_config
+    from neural3d.apps.point_classification.train import PointCloudTrainer
 
     cfg = load_pc_config(args.config, args.overrides)
     trainer = PointCloudTrainer(cfg, resume=args.resume, overwrite=args.overwrite)
-    print(f"[neural3d] run directory: {trainer.run_dir}  (device: {trainer.device}, task: {cfg.task}, "
-          f"{len(trainer.train_set)} train / {len(trainer.test_set)} test shapes)")
+    print(
+        f"[neural3d] run directory: {trainer.run_dir}  (device: {trainer.device}, task: {cfg.task}, "
+        f"{len(trainer.train_set)} train / {len(trainer.test_set)} test shapes)"
+    )
     metrics = trainer.train()
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     print(f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; test {shown}")
@@ -21,8 +23,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from neural3d.pointcloud.metrics import evaluate_set
-    from neural3d.pointcloud.train import build_datasets, load_pc_run
+    from neural3d.apps.point_classification.metrics import evaluate_set
+    from neural3d.apps.point_classification.train import build_datasets, load_pc_run
 
     model, cfg, state = load_pc_run(args.run_dir, device=args.device)
     if args.split:

@@ -35,14 +35,20 @@ def _cmd_view(args) -> int:
     try:
         import viser  # noqa: F401
 
-        from viewer.scene_handle import SceneHandle
-        from viewer.server import ViewerServer
+        from neural3d.viewer.scene_handle import SceneHandle
+        from neural3d.viewer.server import ViewerServer
     except ImportError as e:
         raise ValueError(f"the viewer needs viser: pip install 'neural3d[viewer]' ({e})") from e
     loaded = load(args.run_dir, device=args.device)
     dataset = None if args.no_cameras else _dataset_or_none(loaded)
-    server = ViewerServer(SceneHandle(loaded, dataset=dataset), host=args.host, port=args.port,
-                          max_side=args.max_res, target_fps=args.target_fps, verbose=False)
+    server = ViewerServer(
+        SceneHandle(loaded, dataset=dataset),
+        host=args.host,
+        port=args.port,
+        max_side=args.max_res,
+        target_fps=args.target_fps,
+        verbose=False,
+    )
     print(f"[neural3d] viewing {args.run_dir} (step {loaded.step}) at {server.url}  (Ctrl-C to stop)")
     end = None if args.serve_seconds is None else time.monotonic() + args.serve_seconds
     try:

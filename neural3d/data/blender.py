@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neural3d.cameras import Cameras
+from neural3d.core.cameras import Cameras
 from neural3d.data.images import load_image_stack
 from neural3d.data.scene import DatasetError, DatasetFileNotFoundError, SceneData
 from neural3d.data.transforms_json import frame_matrices, read_json, require

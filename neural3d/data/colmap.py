@@ -21,14 +21,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neural3d.cameras import Cameras
+from neural3d.core.cameras import Cameras
 from neural3d.data.scene import DatasetError, DatasetFileNotFoundError
 
 # model id -> (name, number of params)
 CAMERA_MODELS = {
-    0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4), 3: ("RADIAL", 5),
-    4: ("OPENCV", 8), 5: ("OPENCV_FISHEYE", 8), 6: ("FULL_OPENCV", 12), 7: ("FOV", 5),
-    8: ("SIMPLE_RADIAL_FISHEYE", 4), 9: ("RADIAL_FISHEYE", 5), 10: ("THIN_PRISM_FISHEYE", 12),
+    0: ("SIMPLE_PINHOLE", 3),
+    1: ("PINHOLE", 4),
+    2: ("SIMPLE_RADIAL", 4),
+    3: ("RADIAL", 5),
+    4: ("OPENCV", 8),
+    5: ("OPENCV_FISHEYE", 8),
+    6: ("FULL_OPENCV", 12),
+    7: ("FOV", 5),
+    8: ("SIMPLE_RADIAL_FISHEYE", 4),
+    9: ("RADIAL_FISHEYE", 5),
+    10: ("THIN_PRISM_FISHEYE", 12),
 }
 
 
@@ -144,8 +152,13 @@ def read_points3d_bin(path) -> ColmapPoints:
     r = _Reader(path)
     (n,) = r.read("Q")
     head = struct.Struct("<QdddBBBdQ")
-    ids, xyz, rgb, err, tl = (np.empty(n, np.int64), np.empty((n, 3)), np.empty((n, 3), np.uint8),
-                              np.empty(n), np.empty(n, np.int64))
+    ids, xyz, rgb, err, tl = (
+        np.empty(n, np.int64),
+        np.empty((n, 3)),
+        np.empty((n, 3), np.uint8),
+        np.empty(n),
+        np.empty(n, np.int64),
+    )
     for k in range(n):  # records have variable length: sequential by nature
         if r.pos + head.size > len(r.buf):
             raise DatasetError(f"{r.path}: truncated COLMAP file (point {k} of {n} at offset {r.pos})")
@@ -162,11 +175,20 @@ def qvec_to_rotmat(qvec: np.ndarray) -> np.ndarray:
     q = np.asarray(qvec, dtype=np.float64)
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     w, x, y, z = np.moveaxis(q, -1, 0)
-    R = np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1)
+    R = np.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    )
     return R.reshape(*q.shape[:-1], 3, 3)
 
 
@@ -206,6 +228,7 @@ def colmap_cameras(cameras: dict[int, ColmapCamera], images: dict[int, ColmapIma
     K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2] = np.array([i[:4] for i in intr]).T
     K[:, 2, 2] = 1.0
     wh = np.array([[cameras[im.camera_id].width, cameras[im.camera_id].height] for im in imgs])
-    cams = Cameras.from_opencv(torch.from_numpy(c2w), torch.from_numpy(K), wh[:, 0], wh[:, 1],
-                               distortion=torch.tensor([i[4] for i in intr]))
+    cams = Cameras.from_opencv(
+        torch.from_numpy(c2w), torch.from_numpy(K), wh[:, 0], wh[:, 1], distortion=torch.tensor([i[4] for i in intr])
+    )
     return cams, [im.name for im in imgs]

@@ -17,7 +17,16 @@ from neural3d.data.scene import DatasetError, DatasetFileNotFoundError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPG", ".PNG", ".JPEG")
 # Pillow modes turned into one of L, LA, RGB, RGBA (16-bit "I;16" and float "F" are read as they are)
-_CONVERT = {"1": "L", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_CONVERT = {
+    "1": "L",
+    "La": "LA",
+    "RGBa": "RGBA",
+    "RGBX": "RGB",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+    "LAB": "RGB",
+    "HSV": "RGB",
+}
 
 
 def read_image(path) -> np.ndarray:

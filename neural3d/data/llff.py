@@ -9,7 +9,7 @@ numpy where it is float32, float64 where it promotes), so poses, bounds and rend
 3. Bound scaling ``sc = 1 / (min(bds) * bd_factor)`` of translations and bounds.
 4. ``recenter``: poses expressed in the frame of the average pose.
 5. ``spherify``: poses moved and rescaled to a unit sphere, with a 120-frame circle render path;
-   otherwise the 120-frame spiral of :func:`neural3d.camera_paths.llff_spiral_path`.
+   otherwise the 120-frame spiral of :func:`neural3d.media.paths.llff_spiral_path`.
 6. Splits as ``run_nerf.py`` with ``llffhold``: test = val = ``arange(n)[::llffhold]``, train = the rest.
    Bounds: in NDC near 0 / far 1; otherwise ``0.9 * min(bds)`` and ``max(bds)``.
 
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neural3d.camera_paths import normalize, poses_avg
-from neural3d.cameras import Cameras
+from neural3d.core.cameras import Cameras
+from neural3d.core.poses import normalize, poses_avg
 from neural3d.data.images import load_image_stack
 from neural3d.data.scene import DatasetError, DatasetFileNotFoundError, SceneData, validate_poses
 
@@ -143,8 +143,12 @@ def frustum_box(cameras: Cameras, far: float) -> torch.Tensor:
     return torch.stack([pts.amin(0), pts.amax(0)])
 
 
-def ndc_frustum_box(cameras: Cameras, ndc_params: tuple[float, float, float], extra_poses: torch.Tensor | None = None,
-                    margin: float = 0.02) -> torch.Tensor:
+def ndc_frustum_box(
+    cameras: Cameras,
+    ndc_params: tuple[float, float, float],
+    extra_poses: torch.Tensor | None = None,
+    margin: float = 0.02,
+) -> torch.Tensor:
     """[2, 3] NDC box holding every ray of ``cameras`` (and of ``extra_poses``, e.g. the render path) for t in [0, 1].
 
     In NDC the reference camera's frustum is [-1, 1]^3, but the other cameras' rays leave it sideways: on fern
@@ -158,12 +162,19 @@ def ndc_frustum_box(cameras: Cameras, ndc_params: tuple[float, float, float], ex
         ndc_params: (width, height, focal) of the NDC reference camera.
         extra_poses: [m, 3, 4] more camera-to-world poses with the same intrinsics as camera 0.
     """
-    from neural3d.rays import apply_ndc, generate_rays
+    from neural3d.core.rays import apply_ndc, generate_rays
 
     if extra_poses is not None and len(extra_poses):
         c0, m = cameras[0:1], extra_poses.shape[0]
-        extra = Cameras(extra_poses[:, :3, :4].float(), c0.fx.expand(m), c0.fy.expand(m), c0.cx.expand(m),
-                        c0.cy.expand(m), int(c0.width[0]), int(c0.height[0]))
+        extra = Cameras(
+            extra_poses[:, :3, :4].float(),
+            c0.fx.expand(m),
+            c0.fy.expand(m),
+            c0.cx.expand(m),
+            c0.cy.expand(m),
+            int(c0.width[0]),
+            int(c0.height[0]),
+        )
         cameras = Cameras.cat([cameras, extra])
     idx, xy = _corner_pixels(cameras)
     rays = apply_ndc(generate_rays(cameras, idx, xy, 0.0, 1.0), ndc_params)
@@ -252,7 +263,7 @@ def load_llff(
             f"cancel out, or parallel optical axes); try recenter=False or spherify={not spherify}"
         )
     if not spherify:
-        from neural3d.camera_paths import llff_spiral_path
+        from neural3d.media.paths import llff_spiral_path
 
         render = llff_spiral_path(poses, bds, n_frames=120, path_zflat=path_zflat)
     render = np.asarray(render.cpu() if torch.is_tensor(render) else render).astype(np.float32)
@@ -266,8 +277,11 @@ def load_llff(
     focal = poses[:, 2, 4]
     cams = Cameras(torch.from_numpy(poses[:, :3, :4]), focal, focal, W / 2.0, H / 2.0, W, H)
     near, far = (0.0, 1.0) if ndc else (float(bds.min() * 0.9), float(bds.max() * 1.0))  # run_nerf.py
-    box = (ndc_frustum_box(cams, (float(W), float(H), float(focal[0])), torch.from_numpy(render[:, :3, :4].copy()))
-           if ndc else frustum_box(cams, far))
+    box = (
+        ndc_frustum_box(cams, (float(W), float(H), float(focal[0])), torch.from_numpy(render[:, :3, :4].copy()))
+        if ndc
+        else frustum_box(cams, far)
+    )
     pts, rgb = _sparse_points(root, world)
     return SceneData(
         images=torch.from_numpy(images),
@@ -287,6 +301,11 @@ def load_llff(
         render_poses=torch.from_numpy(render[:, :3, :4].copy()),
         points3d=pts,
         points3d_rgb=rgb,
-        metadata={"bds": torch.from_numpy(bds), "llff_holdout": holdout, "world_transform": world,
-                  "hwf": poses[0, :3, 4].copy(), "render_poses_hwf": render},
+        metadata={
+            "bds": torch.from_numpy(bds),
+            "llff_holdout": holdout,
+            "world_transform": world,
+            "hwf": poses[0, :3, 4].copy(),
+            "render_poses_hwf": render,
+        },
     )

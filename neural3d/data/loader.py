@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from neural3d.core.rays import RayBundle
 from neural3d.data.scene import SceneData
-from neural3d.rays import RayBundle
 
 
 @dataclass
@@ -101,8 +101,13 @@ class RayLoader:
 
     def state_dict(self) -> dict:
         """Generator state and position, to resume the same stream of batches."""
-        return {"generator": self.generator.get_state(), "step": self.step, "seed": self.seed,
-                "split": self.split, "batch_size": self.batch_size}
+        return {
+            "generator": self.generator.get_state(),
+            "step": self.step,
+            "seed": self.seed,
+            "split": self.split,
+            "batch_size": self.batch_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; the next batch is the one that would have followed."""

@@ -1,7 +1,7 @@
 """The loaded dataset: :class:`SceneData` (images, cameras, splits, bounds) and :class:`DatasetError`.
 
 Every loader in :mod:`neural3d.data` returns a :class:`SceneData`. Conventions are those of
-:mod:`neural3d.cameras`: OpenGL camera-to-world poses, intrinsics in continuous pixel coordinates,
+:mod:`neural3d.core.cameras`: OpenGL camera-to-world poses, intrinsics in continuous pixel coordinates,
 images float32 in [0, 1] with RGBA already composited on ``background``.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from neural3d.cameras import Cameras, check_poses
-from neural3d.rays import RayBundle, apply_ndc, generate_rays, image_rays
+from neural3d.core.cameras import Cameras, check_poses
+from neural3d.core.rays import RayBundle, apply_ndc, generate_rays, image_rays
 
 
 class DatasetError(ValueError):
@@ -26,7 +26,7 @@ class DatasetFileNotFoundError(DatasetError, FileNotFoundError):
 
 
 def validate_poses(c2w, source) -> None:
-    """:func:`neural3d.cameras.check_poses` raising :class:`DatasetError` (NaN/inf or non-rigid poses).
+    """:func:`neural3d.core.cameras.check_poses` raising :class:`DatasetError` (NaN/inf or non-rigid poses).
 
     Args:
         c2w: [n_cams, 3, 4] or [n_cams, 4, 4] camera-to-world matrices.

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neural3d.cameras import Cameras
+from neural3d.core.cameras import Cameras
 from neural3d.data.images import find_image, load_image_stack
 from neural3d.data.scene import DatasetError, DatasetFileNotFoundError, SceneData, validate_poses
 
@@ -45,7 +45,7 @@ def read_json(path) -> dict:
     if not path.is_file():
         raise DatasetFileNotFoundError(f"{path}: file not found")
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
@@ -92,7 +92,8 @@ def frame_matrices(frames, path, skip: int = 1) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- intrinsics
 def _frame_intrinsics(meta: dict, frame: dict, path, where: str, size: tuple[int, int]) -> list[float]:
     """[fx, fy, cx, cy, k1, k2, p1, p2] of one frame at full resolution; ``size`` = file (H, W)."""
-    get = lambda k, d=None: frame.get(k, meta.get(k, d))
+    def get(k, d=None):
+        return frame.get(k, meta.get(k, d))
     model = str(get("camera_model", "OPENCV")).upper()
     if model not in SUPPORTED_CAMERA_MODELS:
         raise DatasetError(

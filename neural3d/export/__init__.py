@@ -18,6 +18,13 @@ from neural3d.export.tsdf import tsdf_mesh
 from neural3d.export.types import Mesh, PointCloud
 
 __all__ = [
-    "Mesh", "PointCloud", "cameras_to_transforms", "depth_points", "marching_cubes_mesh", "ndc_to_world",
-    "point_cloud_from_views", "tsdf_mesh", "write_transforms",
+    "Mesh",
+    "PointCloud",
+    "cameras_to_transforms",
+    "depth_points",
+    "marching_cubes_mesh",
+    "ndc_to_world",
+    "point_cloud_from_views",
+    "tsdf_mesh",
+    "write_transforms",
 ]

@@ -6,11 +6,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from neural3d.cameras import Cameras
+from neural3d.core.cameras import Cameras
 
 
-def cameras_to_transforms(cameras: Cameras, file_paths: Sequence[str], *,
-                          pixel_center: float = 0.5, extra: dict | None = None) -> dict:
+def cameras_to_transforms(
+    cameras: Cameras, file_paths: Sequence[str], *, pixel_center: float = 0.5, extra: dict | None = None
+) -> dict:
     """A ``transforms.json`` dict: ``camera_model`` OPENCV, ``frames[i]`` with ``file_path``,
     ``transform_matrix`` (4x4 OpenGL camera-to-world) and ``fl_x, fl_y, cx, cy, w, h`` (+ ``k1, k2, p1, p2``).
 
@@ -33,8 +34,14 @@ def cameras_to_transforms(cameras: Cameras, file_paths: Sequence[str], *,
 def _intrinsics(cams: Cameras, i: int, pixel_center: float) -> dict:
     # a run with pixel_center 0 casts rays through integer coordinates: shift to the +0.5 convention
     shift = 0.5 - pixel_center
-    d = {"fl_x": float(cams.fx[i]), "fl_y": float(cams.fy[i]), "cx": float(cams.cx[i]) + shift,
-         "cy": float(cams.cy[i]) + shift, "w": int(cams.width[i]), "h": int(cams.height[i])}
+    d = {
+        "fl_x": float(cams.fx[i]),
+        "fl_y": float(cams.fy[i]),
+        "cx": float(cams.cx[i]) + shift,
+        "cy": float(cams.cy[i]) + shift,
+        "w": int(cams.width[i]),
+        "h": int(cams.height[i]),
+    }
     if cams.distortion is not None:
         d.update(zip(("k1", "k2", "p1", "p2"), (float(v) for v in cams.distortion[i])))
     return d

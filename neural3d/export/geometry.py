@@ -7,11 +7,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from neural3d.cameras import Cameras
+from neural3d.core.cameras import Cameras
 
 
 def ndc_to_world(points: Tensor, ndc_params: tuple[float, float, float], near_plane: float = 1.0) -> Tensor:
-    """Invert the forward-facing NDC map of :func:`neural3d.rays.ndc_rays` for points.
+    """Invert the forward-facing NDC map of :func:`neural3d.core.rays.ndc_rays` for points.
 
     NDC maps a world point (X, Y, Z) (Z < 0, camera space of the reference pose) to
     ``(-2f/W * X/Z, -2f/H * Y/Z, 1 + 2 n / Z)``; this is its inverse.
@@ -19,7 +19,7 @@ def ndc_to_world(points: Tensor, ndc_params: tuple[float, float, float], near_pl
     Args:
         points: [*batch, 3] NDC points with z < 1.
         ndc_params: (width, height, focal) of the reference camera.
-        near_plane: NDC near plane (1.0 as in :func:`neural3d.rays.apply_ndc`).
+        near_plane: NDC near plane (1.0 as in :func:`neural3d.core.rays.apply_ndc`).
 
     Returns:
         [*batch, 3] world points.
@@ -54,8 +54,9 @@ def unblend(rgb: Tensor, opacity: Tensor, background: Tensor | None) -> Tensor:
 
 
 @torch.no_grad()
-def depth_points(loaded, camera: Cameras, out: dict[str, Tensor] | None = None, *,
-                 chunk: int = 8192) -> dict[str, Tensor]:
+def depth_points(
+    loaded, camera: Cameras, out: dict[str, Tensor] | None = None, *, chunk: int = 8192
+) -> dict[str, Tensor]:
     """Back-project one rendered view to world points.
 
     Args:
@@ -93,5 +94,7 @@ def density_function(model) -> Callable[[Tensor], Tensor]:
         field = getattr(model, name, None)
         if field is not None and callable(getattr(field, "density", None)):
             return field.density
-    raise ValueError(f"method {type(model).__name__} has no density field (model.density / model.field.density); "
-                     "export a mesh with --method tsdf instead")
+    raise ValueError(
+        f"method {type(model).__name__} has no density field (model.density / model.field.density); "
+        "export a mesh with --method tsdf instead"
+    )

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from neural3d.core.rays import RayBundle
 from neural3d.export.geometry import density_function, to_world, unblend
 from neural3d.export.types import Mesh
-from neural3d.rays import RayBundle
 
 
 def grid_axes(box: Tensor, resolution: int) -> list[Tensor]:
@@ -30,8 +30,10 @@ def grid_axes(box: Tensor, resolution: int) -> list[Tensor]:
     if not bool((extent > 0).all()):
         raise ValueError(f"scene box {box.tolist()} is empty")
     h = float(extent.max()) / (resolution - 1)
-    return [torch.linspace(float(box[0, a]), float(box[0, a]) + h * (n - 1), n)
-            for a, n in enumerate(math.floor(float(e) / h + 1e-6) + 1 for e in extent)]
+    return [
+        torch.linspace(float(box[0, a]), float(box[0, a]) + h * (n - 1), n)
+        for a, n in enumerate(math.floor(float(e) / h + 1e-6) + 1 for e in extent)
+    ]
 
 
 @torch.no_grad()
@@ -41,7 +43,7 @@ def density_grid(density_fn, axes: list[Tensor], device, chunk: int = 65536) -> 
     pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     out = torch.empty(pts.shape[0])
     for s in range(0, pts.shape[0], chunk):
-        out[s:s + chunk] = density_fn(pts[s:s + chunk].to(device)).reshape(-1).float().cpu()
+        out[s : s + chunk] = density_fn(pts[s : s + chunk].to(device)).reshape(-1).float().cpu()
     return out.reshape(shape).numpy()
 
 
@@ -55,16 +57,28 @@ def vertex_colors(loaded, verts: Tensor, normals: Tensor, offset: float, chunk: 
     """Colours [n, 3] of field-space vertices [n, 3] seen along their normals [n, 3] from ``offset`` outside."""
     n = verts.shape[0]
     d = -torch.nn.functional.normalize(normals, dim=-1)
-    rays = RayBundle(verts - offset * d, d, d, torch.zeros(n, device=verts.device),
-                     torch.full((n,), 2.0 * offset, device=verts.device),
-                     torch.zeros(n, dtype=torch.long, device=verts.device),
-                     torch.zeros(n, 2, dtype=torch.long, device=verts.device))
+    rays = RayBundle(
+        verts - offset * d,
+        d,
+        d,
+        torch.zeros(n, device=verts.device),
+        torch.full((n,), 2.0 * offset, device=verts.device),
+        torch.zeros(n, dtype=torch.long, device=verts.device),
+        torch.zeros(n, 2, dtype=torch.long, device=verts.device),
+    )
     out = loaded.model.render_rays(rays, chunk=chunk)
     return unblend(out["rgb"], out["opacity"][..., 0], loaded.info.background)
 
 
-def marching_cubes_mesh(loaded, *, resolution: int = 128, level: float | None = None,
-                        box: Tensor | None = None, colors: bool = True, chunk: int = 65536) -> Mesh:
+def marching_cubes_mesh(
+    loaded,
+    *,
+    resolution: int = 128,
+    level: float | None = None,
+    box: Tensor | None = None,
+    colors: bool = True,
+    chunk: int = 65536,
+) -> Mesh:
     """Extract the ``level`` iso-surface of the model's density inside the scene box.
 
     Args:
@@ -88,15 +102,19 @@ def marching_cubes_mesh(loaded, *, resolution: int = 128, level: float | None = 
     sigma = density_grid(density_function(loaded.model), axes, loaded.device, chunk)
     lo, hi = float(sigma.min()), float(sigma.max())
     if not lo < level < hi:
-        raise ValueError(f"no surface at density level {level:.4g}: the density inside the box ranges over "
-                         f"[{lo:.4g}, {hi:.4g}]; pass --level inside that range")
-    verts, faces, normals, _ = marching_cubes(sigma, level=level, spacing=(voxel, voxel, voxel),
-                                              gradient_direction="descent")
+        raise ValueError(
+            f"no surface at density level {level:.4g}: the density inside the box ranges over "
+            f"[{lo:.4g}, {hi:.4g}]; pass --level inside that range"
+        )
+    verts, faces, normals, _ = marching_cubes(
+        sigma, level=level, spacing=(voxel, voxel, voxel), gradient_direction="descent"
+    )
     verts_t = torch.from_numpy(verts.astype(np.float32)) + box[0]
     if colors:
         dev = loaded.device
-        cols = vertex_colors(loaded, verts_t.to(dev), torch.from_numpy(normals.astype(np.float32)).to(dev),
-                             offset=2.0 * voxel).cpu()
+        cols = vertex_colors(
+            loaded, verts_t.to(dev), torch.from_numpy(normals.astype(np.float32)).to(dev), offset=2.0 * voxel
+        ).cpu()
     else:
         cols = torch.full_like(verts_t, 0.7)
     world = to_world(verts_t, loaded.info)

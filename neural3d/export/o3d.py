@@ -17,8 +17,10 @@ def require_open3d():
     try:
         import open3d
     except ImportError as e:  # also missing system libraries (libusb-1.0) surface here
-        raise ImportError(f"this export needs open3d: pip install 'neural3d[export]' (CPU build: open3d-cpu); "
-                          f"on Debian also apt-get install libusb-1.0-0 ({e})") from e
+        raise ImportError(
+            f"this export needs open3d: pip install 'neural3d[export]' (CPU build: open3d-cpu); "
+            f"on Debian also apt-get install libusb-1.0-0 ({e})"
+        ) from e
     return open3d
 
 
@@ -35,8 +37,10 @@ def from_point_cloud(pcd) -> PointCloud:
 
 def to_triangle_mesh(mesh: Mesh):
     o3d = require_open3d()
-    m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices.astype(np.float64)),
-                                  o3d.utility.Vector3iVector(mesh.triangles.astype(np.int32)))
+    m = o3d.geometry.TriangleMesh(
+        o3d.utility.Vector3dVector(mesh.vertices.astype(np.float64)),
+        o3d.utility.Vector3iVector(mesh.triangles.astype(np.int32)),
+    )
     m.vertex_colors = o3d.utility.Vector3dVector(mesh.colors.astype(np.float64))
     return m
 

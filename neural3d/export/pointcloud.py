@@ -5,16 +5,25 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from neural3d.cameras import Cameras
+from neural3d.core.cameras import Cameras
 from neural3d.export.geometry import depth_points
 from neural3d.export.types import PointCloud
 
 
 @torch.no_grad()
-def point_cloud_from_views(loaded, cameras: Cameras, *, opacity_threshold: float = 0.5,
-                           max_points: int | None = None, outlier_neighbors: int = 20,
-                           outlier_std_ratio: float = 2.0, voxel_size: float = 0.0, chunk: int = 8192,
-                           seed: int = 0, progress: bool = False) -> PointCloud:
+def point_cloud_from_views(
+    loaded,
+    cameras: Cameras,
+    *,
+    opacity_threshold: float = 0.5,
+    max_points: int | None = None,
+    outlier_neighbors: int = 20,
+    outlier_std_ratio: float = 2.0,
+    voxel_size: float = 0.0,
+    chunk: int = 8192,
+    seed: int = 0,
+    progress: bool = False,
+) -> PointCloud:
     """Render every camera, keep pixels with opacity >= ``opacity_threshold`` and back-project them.
 
     Args:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from neural3d.cameras import Cameras
+from neural3d.core.cameras import Cameras
 from neural3d.export.geometry import depth_points
 from neural3d.export.types import Mesh
 
@@ -18,7 +18,9 @@ def opencv_extrinsic(c2w_gl: torch.Tensor) -> np.ndarray:
     return np.linalg.inv(c2w)
 
 
-def rendered_rgbd(loaded, camera: Cameras, opacity_threshold: float, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rendered_rgbd(
+    loaded, camera: Cameras, opacity_threshold: float, chunk: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(colour uint8 [H, W, 3], z-depth float32 [H, W] with 0 = no surface, world points [H, W, 3]) of one view."""
     d = depth_points(loaded, camera, chunk=chunk)
     valid = (d["opacity"] >= opacity_threshold) & (d["z"] > 0) & torch.isfinite(d["z"])
@@ -42,9 +44,18 @@ def _auto_voxel(views, cameras: Cameras, resolution: int, opacity_threshold: flo
 
 
 @torch.no_grad()
-def tsdf_mesh(loaded, cameras: Cameras, *, resolution: int = 256, voxel_length: float | None = None,
-              sdf_trunc_voxels: float = 4.0, opacity_threshold: float = 0.5, volume: str = "auto",
-              chunk: int = 8192, progress: bool = False) -> Mesh:
+def tsdf_mesh(
+    loaded,
+    cameras: Cameras,
+    *,
+    resolution: int = 256,
+    voxel_length: float | None = None,
+    sdf_trunc_voxels: float = 4.0,
+    opacity_threshold: float = 0.5,
+    volume: str = "auto",
+    chunk: int = 8192,
+    progress: bool = False,
+) -> Mesh:
     """Fuse the rendered colour and depth of ``cameras`` into a TSDF and extract its zero level set.
 
     Args:
@@ -67,8 +78,10 @@ def tsdf_mesh(loaded, cameras: Cameras, *, resolution: int = 256, voxel_length: 
 
     if volume not in ("auto", "scalable", "uniform"):
         raise ValueError(f"TSDF volume must be auto, scalable or uniform, got {volume!r}")
-    views = [rendered_rgbd(loaded, cameras[i], opacity_threshold, chunk)
-             for i in tqdm(range(len(cameras)), disable=not progress, desc="tsdf render", unit="view")]
+    views = [
+        rendered_rgbd(loaded, cameras[i], opacity_threshold, chunk)
+        for i in tqdm(range(len(cameras)), disable=not progress, desc="tsdf render", unit="view")
+    ]
     if voxel_length is None:
         voxel_length = _auto_voxel(views, cameras, resolution, opacity_threshold)
     if not voxel_length > 0:
@@ -86,8 +99,9 @@ def _scalable_volume(voxel_length: float, trunc_voxels: float):
     from neural3d.export.o3d import require_open3d
 
     integ = require_open3d().pipelines.integration
-    return integ.ScalableTSDFVolume(voxel_length=voxel_length, sdf_trunc=trunc_voxels * voxel_length,
-                                    color_type=integ.TSDFVolumeColorType.RGB8)
+    return integ.ScalableTSDFVolume(
+        voxel_length=voxel_length, sdf_trunc=trunc_voxels * voxel_length, color_type=integ.TSDFVolumeColorType.RGB8
+    )
 
 
 def _uniform_volume(views, voxel_length: float, trunc_voxels: float, max_resolution: int = 512):
@@ -103,9 +117,13 @@ def _uniform_volume(views, voxel_length: float, trunc_voxels: float, max_resolut
     length = float((hi - lo).max())
     res = int(min(max_resolution, np.ceil(length / voxel_length)))
     voxel = length / res
-    return integ.UniformTSDFVolume(length=length, resolution=res, sdf_trunc=trunc_voxels * voxel,
-                                   color_type=integ.TSDFVolumeColorType.RGB8,
-                                   origin=((lo + hi) / 2 - length / 2).astype(np.float64).reshape(3, 1))
+    return integ.UniformTSDFVolume(
+        length=length,
+        resolution=res,
+        sdf_trunc=trunc_voxels * voxel,
+        color_type=integ.TSDFVolumeColorType.RGB8,
+        origin=((lo + hi) / 2 - length / 2).astype(np.float64).reshape(3, 1),
+    )
 
 
 def _fuse(volume, views, cameras: Cameras, pixel_center: float) -> Mesh:
@@ -117,10 +135,20 @@ def _fuse(volume, views, cameras: Cameras, pixel_center: float) -> Mesh:
     for i, (rgb, z, _) in enumerate(views):
         h, w = z.shape
         # open3d projects to integer pixel indices: its cx is ours minus the pixel-centre offset
-        intr = o3d.camera.PinholeCameraIntrinsic(w, h, float(cams.fx[i]), float(cams.fy[i]),
-                                                 float(cams.cx[i]) - pixel_center, float(cams.cy[i]) - pixel_center)
+        intr = o3d.camera.PinholeCameraIntrinsic(
+            w,
+            h,
+            float(cams.fx[i]),
+            float(cams.fy[i]),
+            float(cams.cx[i]) - pixel_center,
+            float(cams.cy[i]) - pixel_center,
+        )
         rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-            o3d.geometry.Image(np.ascontiguousarray(rgb)), o3d.geometry.Image(np.ascontiguousarray(z)),
-            depth_scale=1.0, depth_trunc=float(np.max(z)) + 1.0, convert_rgb_to_intensity=False)
+            o3d.geometry.Image(np.ascontiguousarray(rgb)),
+            o3d.geometry.Image(np.ascontiguousarray(z)),
+            depth_scale=1.0,
+            depth_trunc=float(np.max(z)) + 1.0,
+            convert_rgb_to_intensity=False,
+        )
         volume.integrate(rgbd, intr, opencv_extrinsic(cams.camera_to_worlds[i]))
     return from_triangle_mesh(volume.extract_triangle_mesh())

@@ -4,7 +4,7 @@ A field is an ``nn.Module`` with two entry points:
 
 * ``density(positions)``: [*batch, 3] -> [*batch, 1] non-negative volume density, for samplers that
   need it (occupancy grids, proposal networks) and for mesh export.
-* ``forward(samples, context=None)``: :class:`~neural3d.samples.RaySamples` -> :class:`FieldOutputs`
+* ``forward(samples, context=None)``: :class:`~neural3d.core.samples.RaySamples` -> :class:`FieldOutputs`
   with per-sample ``density`` [n_rays, n_samples, 1] and ``rgb`` [n_rays, n_samples, 3] (or
   ``features`` for learned renderers). ``context`` carries conditioning: source views (GNT), a
   point-cloud encoding, a per-scene code (dictionaries); plain per-scene fields ignore it.
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neural3d.samples import RaySamples
+from neural3d.core.samples import RaySamples
 
 
 def broadcast_inputs(positions: Tensor, viewdirs: Tensor, owner: str) -> tuple[Tensor, Tensor]:

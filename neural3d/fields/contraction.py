@@ -33,7 +33,9 @@ class SceneBox:
         if self.aabb.shape != (2, 3):
             raise ValueError(f"contraction.py: SceneBox aabb must have shape [2, 3], got {tuple(self.aabb.shape)}")
         if not bool((self.aabb[1] > self.aabb[0]).all()):
-            raise ValueError(f"contraction.py: SceneBox aabb max must exceed min on every axis, got {self.aabb.tolist()}")
+            raise ValueError(
+                f"contraction.py: SceneBox aabb max must exceed min on every axis, got {self.aabb.tolist()}"
+            )
 
     @staticmethod
     def ndc() -> SceneBox:

@@ -47,7 +47,9 @@ class PositionalEncoding(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """[*batch, in_dim] -> [*batch, out_dim]."""
         if x.shape[-1] != self.in_dim:
-            raise ValueError(f"encodings.py: PositionalEncoding expects [..., {self.in_dim}] inputs, got {tuple(x.shape)}")
+            raise ValueError(
+                f"encodings.py: PositionalEncoding expects [..., {self.in_dim}] inputs, got {tuple(x.shape)}"
+            )
         # [*batch, L, in_dim]: scaled copies, then interleave sin/cos per band -> [*batch, L, 2, in_dim].
         scaled = x[..., None, :] * self.freq_bands.to(x)[:, None]
         periodic = torch.stack([torch.sin(scaled), torch.cos(scaled)], dim=-2).flatten(-3)

@@ -310,7 +310,9 @@ class HashGridEncoding(nn.Module):
     def forward(self, positions01: Tensor) -> Tensor:
         """[*batch, 3] in [0, 1]^3 -> [*batch, n_levels * F]."""
         if positions01.shape[-1] != 3:
-            raise ValueError(f"hashgrid.py: HashGridEncoding expects [..., 3] positions, got {tuple(positions01.shape)}")
+            raise ValueError(
+                f"hashgrid.py: HashGridEncoding expects [..., 3] positions, got {tuple(positions01.shape)}"
+            )
         batch = positions01.shape[:-1]
         flat = positions01.reshape(-1, 3)
         backend = self.backend_for(flat.device)
@@ -359,8 +361,11 @@ class HashGridEncoding(nn.Module):
 
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         try:
-            return pick_fastest({n: (lambda n=n: run(n)) for n in names}, sync=sync,
-                                what=f"hash grid ({self.n_levels} levels, {device})")
+            return pick_fastest(
+                {n: (lambda n=n: run(n)) for n in names},
+                sync=sync,
+                what=f"hash grid ({self.n_levels} levels, {device})",
+            )
         finally:
             self.params.grad = grad_before  # tcnn's probe writes into self.params.grad
 

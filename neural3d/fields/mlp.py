@@ -57,7 +57,9 @@ class MLP(nn.Module):
     ):
         super().__init__()
         if in_dim <= 0 or out_dim <= 0 or any(w <= 0 for w in widths):
-            raise ValueError(f"mlp.py: MLP dims must be positive, got in={in_dim}, widths={list(widths)}, out={out_dim}")
+            raise ValueError(
+                f"mlp.py: MLP dims must be positive, got in={in_dim}, widths={list(widths)}, out={out_dim}"
+            )
         dims = [in_dim, *widths, out_dim]
         self.in_dim, self.out_dim = in_dim, out_dim
         self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in itertools.pairwise(dims))

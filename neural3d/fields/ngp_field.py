@@ -105,7 +105,10 @@ class NGPField(Field):
             backend=backend,
         )
         self.mlp_base = MLP.fully_fused(
-            in_dim=self.encoding.out_dim, out_dim=1 + geo_feat_dim, n_neurons=hidden_dim, n_hidden_layers=n_density_layers,
+            in_dim=self.encoding.out_dim,
+            out_dim=1 + geo_feat_dim,
+            n_neurons=hidden_dim,
+            n_hidden_layers=n_density_layers,
             bias=mlp_bias,
         )
         self.direction_encoding = SHEncoding(degree=sh_degree)

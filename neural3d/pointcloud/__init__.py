@@ -7,15 +7,15 @@ from neural3d.pointcloud.pretrained import LoadReport, load_deit
 from neural3d.pointcloud.vit import VIT_SPECS, Block, ViTSpec
 
 __all__ = [
-           "VIT_SPECS",
-           "Block",
-           "Encoded",
-           "LoadReport",
-           "PointViT",
-           "ViTSpec",
-           "encode",
-           "farthest_point_sample",
-           "interpolate_features",
-           "knn",
-           "load_deit",
+    "VIT_SPECS",
+    "Block",
+    "Encoded",
+    "LoadReport",
+    "PointViT",
+    "ViTSpec",
+    "encode",
+    "farthest_point_sample",
+    "interpolate_features",
+    "knn",
+    "load_deit",
 ]

@@ -1,9 +1,9 @@
 """Python API: ``encode(points, model)`` -> tokens and per-point features of a point cloud.
 
-    >>> from neural3d.pointcloud import encode, PointViT
-    >>> enc = encode(torch.rand(1024, 3) * 2 - 1, PointViT(size="tiny", depth=2, task="encode"))  # doctest: +SKIP
-    >>> enc.tokens.shape, enc.point_features().shape        # doctest: +SKIP
-    (torch.Size([1, 128, 192]), torch.Size([1, 1024, 192]))
+>>> from neural3d.pointcloud import encode, PointViT
+>>> enc = encode(torch.rand(1024, 3) * 2 - 1, PointViT(size="tiny", depth=2, task="encode"))  # doctest: +SKIP
+>>> enc.tokens.shape, enc.point_features().shape        # doctest: +SKIP
+(torch.Size([1, 128, 192]), torch.Size([1, 1024, 192]))
 """
 
 from __future__ import annotations
@@ -31,15 +31,17 @@ def encode(points: Tensor | np.ndarray, model: PointViT | str | Path, *, normali
         ``point_features()`` gives [batch, n_points, dim].
     """
     if not isinstance(model, PointViT):
-        from neural3d.pointcloud.train import load_pc_run
+        from neural3d.apps.point_classification.train import load_pc_run
 
         model = load_pc_run(model)[0]
     x = torch.as_tensor(points, dtype=torch.float32)
     if x.ndim == 2:
         x = x[None]
     if x.ndim != 3 or x.shape[-1] != model.in_dim:
-        raise ValueError(f"encode: points must be [n_points, {model.in_dim}] or [batch, n_points, {model.in_dim}], "
-                         f"got {tuple(x.shape)}")
+        raise ValueError(
+            f"encode: points must be [n_points, {model.in_dim}] or [batch, n_points, {model.in_dim}], "
+            f"got {tuple(x.shape)}"
+        )
     if normalize:
         x = torch.cat([normalize_unit_sphere(x[..., :3]), x[..., 3:]], -1)
     model.eval()

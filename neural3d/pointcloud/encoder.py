@@ -64,10 +64,22 @@ class PointViT(ViTBackbone):
     cls: [batch, n_classes] logits; seg: [batch, n_points, n_classes] logits; encode: :class:`Encoded`.
     """
 
-    def __init__(self, *, size: str | ViTSpec = "tiny", depth: int | None = None, in_dim: int = 3,
-                 tokenizer: str = "point", n_centres: Sequence[int] = (512, 128), k: int = 16,
-                 voxel_resolution: int = 32, voxel_patch: int = 4, task: str = "cls", n_classes: int = 40,
-                 n_categories: int = 0, cache_groups: bool = False):
+    def __init__(
+        self,
+        *,
+        size: str | ViTSpec = "tiny",
+        depth: int | None = None,
+        in_dim: int = 3,
+        tokenizer: str = "point",
+        n_centres: Sequence[int] = (512, 128),
+        k: int = 16,
+        voxel_resolution: int = 32,
+        voxel_patch: int = 4,
+        task: str = "cls",
+        n_classes: int = 40,
+        n_categories: int = 0,
+        cache_groups: bool = False,
+    ):
         spec = size if isinstance(size, ViTSpec) else vit_spec(size, depth)
         super().__init__(spec=spec)
         if task not in TASKS:
@@ -77,22 +89,26 @@ class PointViT(ViTBackbone):
         d = spec.embed_dim
         self.task, self.in_dim, self.n_categories = task, in_dim, n_categories
         if tokenizer == "point":
-            self.patch_embed = PointTokenizer(in_dim=in_dim, embed_dim=d, n_centres=n_centres, k=k,
-                                              cache_groups=cache_groups)
+            self.patch_embed = PointTokenizer(
+                in_dim=in_dim, embed_dim=d, n_centres=n_centres, k=k, cache_groups=cache_groups
+            )
         else:
             self.patch_embed = VoxelTokenizer(embed_dim=d, resolution=voxel_resolution, patch=voxel_patch)
         if task == "cls":
             self.head = nn.Linear(d, n_classes)
         elif task == "seg":
-            self.seg_decoder = SegmentationDecoder(token_dim=d, level_dims=self.patch_embed.level_dims,
-                                                   n_categories=n_categories)
+            self.seg_decoder = SegmentationDecoder(
+                token_dim=d, level_dims=self.patch_embed.level_dims, n_categories=n_categories
+            )
             self.head = nn.Linear(self.seg_decoder.out_dim, n_classes)
 
     def encode(self, points: Tensor) -> Encoded:
         """[batch, n_points, in_dim] -> :class:`Encoded` (class token, token features, centres, levels)."""
         if points.ndim == 2:
-            raise ValueError(f"PointViT: points must be batched [batch, n_points, {self.in_dim}], "
-                             f"got {tuple(points.shape)}; use points[None]")
+            raise ValueError(
+                f"PointViT: points must be batched [batch, n_points, {self.in_dim}], "
+                f"got {tuple(points.shape)}; use points[None]"
+            )
         t: Tokens = self.patch_embed(points)
         x = super().forward(t.tokens)
         return Encoded(cls=x[:, 0], tokens=x[:, 1:], centres=t.centres, levels=t.levels)

@@ -38,8 +38,9 @@ class SegmentationDecoder(nn.Module):
         self.mlps = nn.ModuleList(mlps)
         self.out_dim = width
 
-    def forward(self, tokens: Tensor, centres: Tensor, levels: list[tuple[Tensor, Tensor]],
-                onehot: Tensor | None = None) -> Tensor:
+    def forward(
+        self, tokens: Tensor, centres: Tensor, levels: list[tuple[Tensor, Tensor]], onehot: Tensor | None = None
+    ) -> Tensor:
         feats, xyz = tokens, centres
         for mlp, (fine_xyz, fine_feats) in zip(self.mlps, reversed(levels)):
             up = interpolate_features(fine_xyz, xyz, feats)

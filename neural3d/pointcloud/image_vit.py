@@ -25,8 +25,15 @@ class PatchEmbed2D(nn.Module):
 class ImageViT(ViTBackbone):
     """DeiT ``deit_{size}_patch16_{img_size}`` (without the distillation token)."""
 
-    def __init__(self, *, size: str | ViTSpec = "tiny", depth: int | None = None, img_size: int = 224,
-                 patch: int = 16, n_classes: int = 1000):
+    def __init__(
+        self,
+        *,
+        size: str | ViTSpec = "tiny",
+        depth: int | None = None,
+        img_size: int = 224,
+        patch: int = 16,
+        n_classes: int = 1000,
+    ):
         spec = size if isinstance(size, ViTSpec) else vit_spec(size, depth)
         if img_size % patch:
             raise ValueError(f"ImageViT: img_size {img_size} must be a multiple of patch {patch}")

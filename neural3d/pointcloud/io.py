@@ -9,9 +9,22 @@ from pathlib import Path
 import numpy as np
 
 _PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2", "ushort": "u2",
-    "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4", "float": "f4", "float32": "f4",
-    "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 
 
@@ -61,7 +74,7 @@ def read_ply(path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: list properties in the 'vertex' element are not supported")
     if fmt == "ascii":
         skip = sum(e[1] for e in before)
-        lines = raw[start:].decode("ascii", errors="replace").splitlines()[skip: skip + count]
+        lines = raw[start:].decode("ascii", errors="replace").splitlines()[skip : skip + count]
         try:
             table = np.array([ln.split()[: len(props)] for ln in lines], dtype=np.float64)
         except ValueError as e:
@@ -95,7 +108,9 @@ def _ply_columns(path: Path, cols: dict[str, np.ndarray]) -> dict[str, np.ndarra
 def write_ply(path, xyz: np.ndarray, rgb: np.ndarray | None = None, *, binary: bool = True) -> None:
     """Write [n_points, 3] points (and [n_points, 3] colours in [0, 1]) as a PLY file."""
     xyz = np.asarray(xyz, dtype=np.float32)
-    props = [("x", "f4"), ("y", "f4"), ("z", "f4")] + ([("red", "u1"), ("green", "u1"), ("blue", "u1")] if rgb is not None else [])
+    props = [("x", "f4"), ("y", "f4"), ("z", "f4")] + (
+        [("red", "u1"), ("green", "u1"), ("blue", "u1")] if rgb is not None else []
+    )
     rec = np.empty(len(xyz), dtype=[(n, "<" + t) for n, t in props])
     for i, c in enumerate("xyz"):
         rec[c] = xyz[:, i]

@@ -78,7 +78,9 @@ def knn(query: Tensor, points: Tensor, k: int, *, chunk: int = 16384) -> tuple[T
         (squared distances [batch, n_query, k] ascending, indices [batch, n_query, k] int64).
     """
     if query.ndim != 3 or points.ndim != 3 or query.shape[0] != points.shape[0]:
-        raise ValueError(f"knn: expected [batch, n, 3] query and points, got {tuple(query.shape)}, {tuple(points.shape)}")
+        raise ValueError(
+            f"knn: expected [batch, n, 3] query and points, got {tuple(query.shape)}, {tuple(points.shape)}"
+        )
     if not 0 < k <= points.shape[1]:
         raise ValueError(f"knn: k must be in [1, {points.shape[1]}], got {k}")
     dists, idxs = [], []
@@ -136,8 +138,9 @@ def build_candidate_table(points: Tensor, box: Tensor, resolution: int, n_candid
     return knn(centres[None], points[None], min(n_candidates, len(points)), chunk=4096)[1][0]
 
 
-def knn_from_candidates(query: Tensor, points: Tensor, table: Tensor, box: Tensor, resolution: int,
-                        k: int) -> tuple[Tensor, Tensor]:
+def knn_from_candidates(
+    query: Tensor, points: Tensor, table: Tensor, box: Tensor, resolution: int, k: int
+) -> tuple[Tensor, Tensor]:
     """Approximate kNN: exact search among the candidates of each query's grid cell.
 
     Exact whenever a query's k nearest points are among its cell centre's candidates (dense candidates

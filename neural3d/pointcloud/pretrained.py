@@ -35,9 +35,11 @@ class LoadReport:
     reinitialised: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"loaded {len(self.loaded)}, adapted {len(self.adapted)} ({', '.join(self.adapted) or '-'}), "
-                f"skipped {len(self.skipped)} ({', '.join(sorted(self.skipped)) or '-'}), "
-                f"re-initialised {len(self.reinitialised)}")
+        return (
+            f"loaded {len(self.loaded)}, adapted {len(self.adapted)} ({', '.join(self.adapted) or '-'}), "
+            f"skipped {len(self.skipped)} ({', '.join(sorted(self.skipped)) or '-'}), "
+            f"re-initialised {len(self.reinitialised)}"
+        )
 
 
 def read_state_dict(source: str | Path | Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
@@ -78,8 +80,10 @@ def load_deit(model: nn.Module, source: str | Path | Mapping[str, Tensor]) -> Lo
     own = model.state_dict()
     key = "blocks.0.norm1.weight"
     if key in ckpt and key in own and ckpt[key].shape != own[key].shape:
-        raise ValueError(f"{name}: checkpoint width {ckpt[key].shape[0]} does not match the model's "
-                         f"{own[key].shape[0]} (choose the matching size: tiny 192, small 384, base 768)")
+        raise ValueError(
+            f"{name}: checkpoint width {ckpt[key].shape[0]} does not match the model's "
+            f"{own[key].shape[0]} (choose the matching size: tiny 192, small 384, base 768)"
+        )
     report, new = LoadReport(), {}
     for k, v in ckpt.items():
         if k not in own:

@@ -77,8 +77,15 @@ def normalize_unit_sphere(xyz: Tensor) -> Tensor:
     return xyz / xyz.norm(dim=-1).amax(-1)[..., None, None].clamp_min(1e-12)
 
 
-def make_shapes(n_per_class: int, n_points: int = 512, *, n_classes: int = 5, noise: float = 0.02,
-                scale_jitter: float = 0.25, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+def make_shapes(
+    n_per_class: int,
+    n_points: int = 512,
+    *,
+    n_classes: int = 5,
+    noise: float = 0.02,
+    scale_jitter: float = 0.25,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Generate ``n_per_class`` noisy clouds of each of the first ``n_classes`` primitives.
 
     Returns:

@@ -89,8 +89,15 @@ class PointTokenizer(nn.Module):
     Shapes: ``forward(points [batch, n_points, in_dim]) -> Tokens`` with ``n_tokens = n_centres[-1]``.
     """
 
-    def __init__(self, *, in_dim: int, embed_dim: int, n_centres: Sequence[int] = (512, 128), k: int = 16,
-                 cache_groups: bool = False):
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        embed_dim: int,
+        n_centres: Sequence[int] = (512, 128),
+        k: int = 16,
+        cache_groups: bool = False,
+    ):
         super().__init__()
         if in_dim < 3:
             raise ValueError(f"PointTokenizer: in_dim must be >= 3 (xyz first), got {in_dim}")
@@ -112,7 +119,9 @@ class PointTokenizer(nn.Module):
 
     def forward(self, points: Tensor) -> Tokens:
         if points.ndim != 3 or points.shape[-1] != self.in_dim:
-            raise ValueError(f"PointTokenizer: points must be [batch, n_points, {self.in_dim}], got {tuple(points.shape)}")
+            raise ValueError(
+                f"PointTokenizer: points must be [batch, n_points, {self.in_dim}], got {tuple(points.shape)}"
+            )
         xyz = points[..., :3].contiguous()
         feats = self.embed(points) + self.pos(xyz)
         levels = [(xyz, feats)]
@@ -135,7 +144,7 @@ def voxelize(xyz: Tensor, resolution: int) -> Tensor:
     b = xyz.shape[0]
     cell = ((xyz + 1.0) * 0.5 * resolution).floor().long().clamp(0, resolution - 1)
     flat = (cell[..., 2] * resolution + cell[..., 1]) * resolution + cell[..., 0]
-    grid = xyz.new_zeros(b, resolution ** 3)
+    grid = xyz.new_zeros(b, resolution**3)
     grid.scatter_(1, flat, 1.0)
     return grid.reshape(b, 1, resolution, resolution, resolution)
 
@@ -170,5 +179,6 @@ class VoxelTokenizer(nn.Module):
         grid = voxelize(xyz, self.resolution)
         tokens = self.proj(grid).flatten(2).transpose(1, 2)  # [batch, g^3, dim] in z, y, x order
         centres = self.cell_centres.to(xyz.dtype)[None].expand(xyz.shape[0], -1, -1)
-        return Tokens(tokens=tokens + self.token_pos(centres), centres=centres,
-                      levels=[(xyz, xyz.new_zeros(*xyz.shape[:2], 0))])
+        return Tokens(
+            tokens=tokens + self.token_pos(centres), centres=centres, levels=[(xyz, xyz.new_zeros(*xyz.shape[:2], 0))]
+        )

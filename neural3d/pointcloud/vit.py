@@ -55,7 +55,7 @@ class Attention(nn.Module):
             raise ValueError(f"Attention: dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
@@ -112,8 +112,9 @@ class ViTBackbone(nn.Module):
         d = spec.embed_dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, n_pos, d))
-        self.blocks = nn.ModuleList(Block(dim=d, num_heads=spec.num_heads, mlp_ratio=spec.mlp_ratio)
-                                    for _ in range(spec.depth))
+        self.blocks = nn.ModuleList(
+            Block(dim=d, num_heads=spec.num_heads, mlp_ratio=spec.mlp_ratio) for _ in range(spec.depth)
+        )
         self.norm = nn.LayerNorm(d, eps=1e-6)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -121,8 +122,9 @@ class ViTBackbone(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         if tokens.ndim != 3 or tokens.shape[-1] != self.spec.embed_dim:
-            raise ValueError(f"ViTBackbone: tokens must be [batch, n_tokens, {self.spec.embed_dim}], "
-                             f"got {tuple(tokens.shape)}")
+            raise ValueError(
+                f"ViTBackbone: tokens must be [batch, n_tokens, {self.spec.embed_dim}], got {tuple(tokens.shape)}"
+            )
         x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], 1)
         if self.pos_embed.shape[1] == 1:
             x = torch.cat([x[:, :1] + self.pos_embed, x[:, 1:]], 1)

@@ -25,8 +25,9 @@ def transmittance_packed(density: Tensor, distances: Tensor, ray_indices: Tensor
     return torch.exp(-exclusive_sum(density * distances, ray_indices, packed_info))
 
 
-def render_weights_packed(density: Tensor, distances: Tensor, ray_indices: Tensor,
-                          packed_info: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def render_weights_packed(
+    density: Tensor, distances: Tensor, ray_indices: Tensor, packed_info: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """Compositing weights of packed samples.
 
     Returns:
@@ -37,8 +38,15 @@ def render_weights_packed(density: Tensor, distances: Tensor, ray_indices: Tenso
     return trans * alphas, trans, alphas
 
 
-def visibility_packed(density: Tensor, distances: Tensor, ray_indices: Tensor, packed_info: Tensor, *,
-                      early_stop_eps: float = 1e-4, alpha_thre: float = 0.0) -> Tensor:
+def visibility_packed(
+    density: Tensor,
+    distances: Tensor,
+    ray_indices: Tensor,
+    packed_info: Tensor,
+    *,
+    early_stop_eps: float = 1e-4,
+    alpha_thre: float = 0.0,
+) -> Tensor:
     """[n_samples] bool: samples worth evaluating with gradients.
 
     A sample is dropped when the ray is already opaque in front of it (transmittance below

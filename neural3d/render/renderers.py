@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from neural3d.core.samples import PackedRaySamples, RaySamples
 from neural3d.fields.base import FieldOutputs
 from neural3d.render.packed import accumulate_packed, render_weights_packed
 from neural3d.render.volume import accumulate, composite_background, render_weights_from_density
-from neural3d.samples import PackedRaySamples, RaySamples
 
 
 @dataclass
@@ -49,8 +49,11 @@ def expected_depth_packed(weights: Tensor, samples: PackedRaySamples, opacity: T
     """[n_rays, 1] expected ``t`` for packed samples; rays without samples get their far bound."""
     depth = accumulate_packed(weights, samples.ray_indices, samples.n_rays, samples.mids[:, None])
     depth = depth / opacity.clamp_min(1e-10)
-    return torch.where(opacity > 0, torch.clamp(depth, samples.rays.nears[:, None], samples.rays.fars[:, None]),
-                       samples.rays.fars[:, None].to(depth.dtype))
+    return torch.where(
+        opacity > 0,
+        torch.clamp(depth, samples.rays.nears[:, None], samples.rays.fars[:, None]),
+        samples.rays.fars[:, None].to(depth.dtype),
+    )
 
 
 OPAQUE_FAR_DISTANCE = 1e10  # the original NeRF's length of the last interval (raw2outputs)
@@ -70,8 +73,9 @@ class VolumeRenderer(nn.Module):
         super().__init__()
         self.opaque_far = opaque_far
 
-    def forward(self, outputs: FieldOutputs, samples: RaySamples | PackedRaySamples,
-                background: Tensor | None = None) -> RenderOutputs:
+    def forward(
+        self, outputs: FieldOutputs, samples: RaySamples | PackedRaySamples, background: Tensor | None = None
+    ) -> RenderOutputs:
         """Composite.
 
         Args:
@@ -103,5 +107,6 @@ class VolumeRenderer(nn.Module):
         rgb = accumulate_packed(weights, ri, n, outputs.rgb)
         if background is not None:
             rgb = composite_background(rgb, opacity, background)
-        return RenderOutputs(rgb=rgb, depth=expected_depth_packed(weights, samples, opacity), opacity=opacity,
-                             weights=weights)
+        return RenderOutputs(
+            rgb=rgb, depth=expected_depth_packed(weights, samples, opacity), opacity=opacity, weights=weights
+        )

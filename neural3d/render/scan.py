@@ -98,7 +98,9 @@ exclusive_sum.__doc__ = "[n_samples] packed values -> per-ray exclusive cumulati
 inclusive_prod = _segmented(_cumprod, 1.0)
 inclusive_prod.__doc__ = "[n_samples] packed values -> per-ray inclusive cumulative product [n_samples]."
 exclusive_prod = _segmented(_exclusive(_cumprod, 1.0), 1.0)
-exclusive_prod.__doc__ = "[n_samples] packed values -> per-ray exclusive cumulative product (1 at each ray's first sample)."
+exclusive_prod.__doc__ = (
+    "[n_samples] packed values -> per-ray exclusive cumulative product (1 at each ray's first sample)."
+)
 
 
 def segment_sum(values: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:

@@ -3,8 +3,15 @@
 from neural3d.samplers.pdf import PDFSampler, sample_pdf
 from neural3d.samplers.uniform import UniformSampler, spacing_to_t, stratified_spacing
 
-__all__ = ["OccupancySampler", "PDFSampler", "ProposalSampler", "UniformSampler", "sample_pdf", "spacing_to_t",
-           "stratified_spacing"]
+__all__ = [
+    "OccupancySampler",
+    "PDFSampler",
+    "ProposalSampler",
+    "UniformSampler",
+    "sample_pdf",
+    "spacing_to_t",
+    "stratified_spacing",
+]
 
 
 def __getattr__(name: str):

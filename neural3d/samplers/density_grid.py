@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neural3d.rays import RayBundle
+from neural3d.core.rays import RayBundle
+from neural3d.core.samples import RaySamples
 from neural3d.render.volume import render_weights_from_density
 from neural3d.samplers.pdf import PDFSampler
 from neural3d.samplers.uniform import UniformSampler
-from neural3d.samples import RaySamples
 
 
 class DensityGrid(nn.Module):
@@ -34,8 +34,9 @@ class DensityGrid(nn.Module):
             space the field learns early is cleared at once rather than decaying away.
     """
 
-    def __init__(self, *, resolution: int = 64, decay: float = 0.95, update_fraction: float = 0.25,
-                 warmup_updates: int = 16) -> None:
+    def __init__(
+        self, *, resolution: int = 64, decay: float = 0.95, update_fraction: float = 0.25, warmup_updates: int = 16
+    ) -> None:
         super().__init__()
         self.resolution = resolution
         self.decay = decay
@@ -55,7 +56,7 @@ class DensityGrid(nn.Module):
             unit_density: [n, 3] unit-cube coordinates -> [n, 1] density.
         """
         R, dev = self.resolution, self.values.device
-        n_cells = R ** 3
+        n_cells = R**3
         warmup = int(self.n_updates) < max(self.warmup_updates, 1)
         if warmup or self.update_fraction >= 1.0:
             cells = torch.arange(n_cells, device=dev)
@@ -107,8 +108,16 @@ class GridImportanceSampler(nn.Module):
     The field runs on ``n_samples + n_uniform + 1`` intervals per ray (``n_samples`` if ``n_uniform`` is 0).
     """
 
-    def __init__(self, *, n_coarse: int, n_samples: int, n_uniform: int = 8, threshold: float = 0.01,
-                 lindisp: bool = False, weighting: str = "occupancy") -> None:
+    def __init__(
+        self,
+        *,
+        n_coarse: int,
+        n_samples: int,
+        n_uniform: int = 8,
+        threshold: float = 0.01,
+        lindisp: bool = False,
+        weighting: str = "occupancy",
+    ) -> None:
         super().__init__()
         if weighting not in ("occupancy", "density"):
             raise ValueError(f"density_grid.py: weighting must be 'occupancy' or 'density', got {weighting!r}")
@@ -118,7 +127,9 @@ class GridImportanceSampler(nn.Module):
         self.pdf = PDFSampler(n_samples=n_samples, include_input=False)
         self.extra = UniformSampler(n_samples=n_uniform, lindisp=lindisp) if n_uniform > 0 else None
 
-    def forward(self, rays: RayBundle, grid: DensityGrid, to_unit: Callable[[Tensor], Tensor]) -> tuple[RaySamples, Tensor]:
+    def forward(
+        self, rays: RayBundle, grid: DensityGrid, to_unit: Callable[[Tensor], Tensor]
+    ) -> tuple[RaySamples, Tensor]:
         """[n_rays] rays -> ([n_rays, n_samples'] samples, [n_rays] bool: the ray meets occupied space).
 
         Args:

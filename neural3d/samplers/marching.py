@@ -20,12 +20,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from neural3d.rays import RayBundle
+from neural3d.core.rays import RayBundle
+from neural3d.core.samples import PackedRaySamples
 from neural3d.render.packed import visibility_packed
 from neural3d.render.scan import packed_info_from_ray_indices
 from neural3d.samplers.aabb import ray_aabb_intersect
 from neural3d.samplers.occupancy_grid import OccupancyGrid
-from neural3d.samples import PackedRaySamples
 
 
 class StepRule:
@@ -76,9 +76,16 @@ def _candidate_range(rule: StepRule, lo: Tensor, hi: Tensor, valid: Tensor) -> t
 
 
 @torch.no_grad()
-def march_rays(rays: RayBundle, grid: OccupancyGrid | None, *, step_size: float, cone_angle: float = 0.0,
-               stratified: bool = False, aabb: Tensor | None = None,
-               chunk_steps: int = 1 << 22) -> PackedRaySamples:
+def march_rays(
+    rays: RayBundle,
+    grid: OccupancyGrid | None,
+    *,
+    step_size: float,
+    cone_angle: float = 0.0,
+    stratified: bool = False,
+    aabb: Tensor | None = None,
+    chunk_steps: int = 1 << 22,
+) -> PackedRaySamples:
     """March rays through an occupancy grid.
 
     Args:
@@ -143,8 +150,14 @@ def _packed(rays: RayBundle, ray_ids: list[Tensor], starts: list[Tensor], ends: 
 
 
 @torch.no_grad()
-def prune_samples(samples: PackedRaySamples, density_fn: Callable[[Tensor], Tensor], *,
-                  early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, chunk: int = 1 << 18) -> PackedRaySamples:
+def prune_samples(
+    samples: PackedRaySamples,
+    density_fn: Callable[[Tensor], Tensor],
+    *,
+    early_stop_eps: float = 1e-4,
+    alpha_thre: float = 0.0,
+    chunk: int = 1 << 18,
+) -> PackedRaySamples:
     """Drop samples behind opaque space or of negligible alpha, from a gradient-free density pass.
 
     Args:
@@ -156,6 +169,12 @@ def prune_samples(samples: PackedRaySamples, density_fn: Callable[[Tensor], Tens
         return samples
     pos = samples.positions
     density = torch.cat([density_fn(p)[:, 0] for p in pos.split(chunk)])
-    keep = visibility_packed(density.float(), samples.distances, samples.ray_indices, samples.packed_info,
-                             early_stop_eps=early_stop_eps, alpha_thre=alpha_thre)
+    keep = visibility_packed(
+        density.float(),
+        samples.distances,
+        samples.ray_indices,
+        samples.packed_info,
+        early_stop_eps=early_stop_eps,
+        alpha_thre=alpha_thre,
+    )
     return samples.mask(keep)

@@ -13,9 +13,9 @@ import logging
 import torch
 from torch import Tensor
 
-from neural3d.rays import RayBundle
+from neural3d.core.rays import RayBundle
+from neural3d.core.samples import PackedRaySamples
 from neural3d.render.scan import packed_info_from_ray_indices
-from neural3d.samples import PackedRaySamples
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,9 @@ def require(device: torch.device) -> None:
         raise ValueError(f"marching_backend=nerfacc requested but {reason}")
 
 
-def march(rays: RayBundle, aabbs: Tensor, binaries: Tensor | None, *, step_size: float, cone_angle: float,
-          stratified: bool) -> PackedRaySamples:
+def march(
+    rays: RayBundle, aabbs: Tensor, binaries: Tensor | None, *, step_size: float, cone_angle: float, stratified: bool
+) -> PackedRaySamples:
     """nerfacc ``traverse_grids`` on unit-length rays; intervals returned in ``t`` units of ``rays.directions``."""
     from nerfacc.grid import traverse_grids
 
@@ -59,9 +60,16 @@ def march(rays: RayBundle, aabbs: Tensor, binaries: Tensor | None, *, step_size:
         near = near + torch.rand_like(near) * step_size
     if binaries is None:
         binaries = torch.ones(aabbs.shape[0], 1, 1, 1, dtype=torch.bool, device=aabbs.device)
-    intervals, samples, _ = traverse_grids(rays.origins.contiguous(), unit, binaries.contiguous(), aabbs.contiguous(),
-                                           near_planes=near, far_planes=far, step_size=step_size,
-                                           cone_angle=cone_angle)
+    intervals, samples, _ = traverse_grids(
+        rays.origins.contiguous(),
+        unit,
+        binaries.contiguous(),
+        aabbs.contiguous(),
+        near_planes=near,
+        far_planes=far,
+        step_size=step_size,
+        cone_angle=cone_angle,
+    )
     ri = samples.ray_indices.long()
     starts = intervals.vals[intervals.is_left] / dnorm[ri]
     ends = intervals.vals[intervals.is_right] / dnorm[ri]

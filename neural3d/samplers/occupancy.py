@@ -1,6 +1,6 @@
 """The occupancy-grid sampler: grid state + marching + pruning, with a backend choice (torch | nerfacc).
 
-Usage inside a method (see ``neural3d.models.ngp``, sampler ``occupancy``)::
+Usage inside a method (see ``neural3d.methods.ngp.model``, sampler ``occupancy``)::
 
     sampler = OccupancySampler(aabb=scene_box, resolution=128, step_size=0.005)
     sampler.update_grid(field.density)                 # every n training steps
@@ -16,12 +16,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from neural3d.rays import RayBundle
+from neural3d.core.rays import RayBundle
+from neural3d.core.samples import PackedRaySamples
 from neural3d.render.scan import packed_info_from_ray_indices
 from neural3d.samplers import nerfacc_backend
 from neural3d.samplers.marching import march_rays, prune_samples
 from neural3d.samplers.occupancy_grid import OccupancyGrid
-from neural3d.samples import PackedRaySamples
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "nerfacc")
@@ -41,9 +41,21 @@ class OccupancySampler(nn.Module):
             else torch), ``torch`` or ``nerfacc`` (error if unavailable).
     """
 
-    def __init__(self, *, aabb: Tensor, resolution: int = 128, levels: int = 1, step_size: float = 0.0,
-                 cone_angle: float = 0.0, threshold: float = 0.01, decay: float = 0.95, warmup_updates: int = 16,
-                 early_stop_eps: float = 1e-4, alpha_thre: float = 0.0, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        aabb: Tensor,
+        resolution: int = 128,
+        levels: int = 1,
+        step_size: float = 0.0,
+        cone_angle: float = 0.0,
+        threshold: float = 0.01,
+        decay: float = 0.95,
+        warmup_updates: int = 16,
+        early_stop_eps: float = 1e-4,
+        alpha_thre: float = 0.0,
+        backend: str = "auto",
+    ) -> None:
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"marching backend must be one of {BACKENDS}, got '{backend}'")
@@ -78,13 +90,26 @@ class OccupancySampler(nn.Module):
     def march(self, rays: RayBundle, *, stratified: bool, use_grid: bool = True) -> PackedRaySamples:
         grid = self.grid if use_grid else None
         if self.resolve_backend(rays.device) == "nerfacc":
-            return nerfacc_backend.march(rays, self.grid.aabbs, None if grid is None else grid.binaries,
-                                         step_size=self.step_size, cone_angle=self.cone_angle, stratified=stratified)
-        return march_rays(rays, grid, step_size=self.step_size, cone_angle=self.cone_angle, stratified=stratified,
-                          aabb=self.grid.aabbs[-1])
+            return nerfacc_backend.march(
+                rays,
+                self.grid.aabbs,
+                None if grid is None else grid.binaries,
+                step_size=self.step_size,
+                cone_angle=self.cone_angle,
+                stratified=stratified,
+            )
+        return march_rays(
+            rays,
+            grid,
+            step_size=self.step_size,
+            cone_angle=self.cone_angle,
+            stratified=stratified,
+            aabb=self.grid.aabbs[-1],
+        )
 
-    def forward(self, rays: RayBundle, density_fn: Callable[[Tensor], Tensor], *, training: bool,
-                budget: int = 0) -> tuple[PackedRaySamples, Tensor | None]:
+    def forward(
+        self, rays: RayBundle, density_fn: Callable[[Tensor], Tensor], *, training: bool, budget: int = 0
+    ) -> tuple[PackedRaySamples, Tensor | None]:
         """[n_rays] rays -> (packed samples, [n_rays] bool mask of the rays kept, or None for all).
 
         Samples are pruned by a gradient-free density pass when enabled. ``budget`` > 0 caps the marched
@@ -99,9 +124,12 @@ class OccupancySampler(nn.Module):
         samples = self.march(rays, stratified=training)
         if samples.n_samples == 0 and training and len(rays) > 0:
             if not self._warned_empty:
-                warnings.warn(f"occupancy grid leaves a whole training batch without samples (occupied fraction "
-                              f"{self.grid.occupancy_fraction():.3g}, max occupancy {float(self.grid.occs.max()):.3g}); "
-                              "marching every cell instead. Check the scene box and occ_threshold.", stacklevel=2)
+                warnings.warn(
+                    f"occupancy grid leaves a whole training batch without samples (occupied fraction "
+                    f"{self.grid.occupancy_fraction():.3g}, max occupancy {float(self.grid.occs.max()):.3g}); "
+                    "marching every cell instead. Check the scene box and occ_threshold.",
+                    stacklevel=2,
+                )
                 self._warned_empty = True
             samples = self.march(rays, stratified=True, use_grid=False)
         keep = None
@@ -124,5 +152,6 @@ class OccupancySampler(nn.Module):
         keep_rays[0] = True  # at least one ray
         keep = keep_rays[samples.ray_indices]
         ri = samples.ray_indices[keep]
-        return PackedRaySamples(samples.rays, samples.starts[keep], samples.ends[keep], ri,
-                                packed_info_from_ray_indices(ri, samples.n_rays)), keep_rays
+        return PackedRaySamples(
+            samples.rays, samples.starts[keep], samples.ends[keep], ri, packed_info_from_ray_indices(ri, samples.n_rays)
+        ), keep_rays

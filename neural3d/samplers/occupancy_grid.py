@@ -36,8 +36,15 @@ class OccupancyGrid(nn.Module):
             re-evaluated per update (nerfacc evaluates 1/4 + the occupied cells).
     """
 
-    def __init__(self, *, aabb: Tensor, resolution: int = 128, levels: int = 1, warmup_updates: int = 16,
-                 update_fraction: float = 0.25) -> None:
+    def __init__(
+        self,
+        *,
+        aabb: Tensor,
+        resolution: int = 128,
+        levels: int = 1,
+        warmup_updates: int = 16,
+        update_fraction: float = 0.25,
+    ) -> None:
         super().__init__()
         if levels < 1 or resolution < 1:
             raise ValueError(f"OccupancyGrid needs levels >= 1 and resolution >= 1, got {levels}, {resolution}")
@@ -50,12 +57,12 @@ class OccupancyGrid(nn.Module):
 
     @property
     def n_cells(self) -> int:
-        return self.levels * self.resolution ** 3
+        return self.levels * self.resolution**3
 
     def cell_coords(self, cells: Tensor) -> tuple[Tensor, Tensor]:
         """[n] flat cell indices -> ([n] level, [n, 3] integer (x, y, z) cell coordinates)."""
         R = self.resolution
-        level, rem = cells // R ** 3, cells % R ** 3
+        level, rem = cells // R**3, cells % R**3
         return level, torch.stack([rem // (R * R), (rem // R) % R, rem % R], dim=-1)
 
     def _cells_to_update(self) -> tuple[Tensor, bool]:
@@ -71,8 +78,14 @@ class OccupancyGrid(nn.Module):
         return torch.cat([uniform, occupied]), False
 
     @torch.no_grad()
-    def update(self, occ_eval_fn: Callable[[Tensor], Tensor], *, threshold: float = 0.01, decay: float = 0.95,
-               chunk: int = 1 << 18) -> None:
+    def update(
+        self,
+        occ_eval_fn: Callable[[Tensor], Tensor],
+        *,
+        threshold: float = 0.01,
+        decay: float = 0.95,
+        chunk: int = 1 << 18,
+    ) -> None:
         """Refresh cells and the binary mask.
 
         Args:

@@ -5,11 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from neural3d.samples import RaySamples
+from neural3d.core.samples import RaySamples
 
 
-def sample_pdf(bins: Tensor, weights: Tensor, n_samples: int, *, jitter: bool,
-               padding: float = 1e-5, generator: torch.Generator | None = None) -> Tensor:
+def sample_pdf(
+    bins: Tensor,
+    weights: Tensor,
+    n_samples: int,
+    *,
+    jitter: bool,
+    padding: float = 1e-5,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Draw sorted samples from the piecewise-constant PDF given by ``weights`` over ``bins``.
 
     The PDF on bin i is proportional to ``weights[i] + padding`` (1e-5 as the original NeRF; a ray with zero weight samples
@@ -29,8 +36,10 @@ def sample_pdf(bins: Tensor, weights: Tensor, n_samples: int, *, jitter: bool,
     cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], dim=-1)  # [n_rays, n_bins + 1]
     n_rays = bins.shape[0]
     if jitter:
-        u = (torch.arange(n_samples, device=bins.device, dtype=bins.dtype)
-             + torch.rand(n_rays, n_samples, device=bins.device, generator=generator)) / n_samples
+        u = (
+            torch.arange(n_samples, device=bins.device, dtype=bins.dtype)
+            + torch.rand(n_rays, n_samples, device=bins.device, generator=generator)
+        ) / n_samples
     else:
         u = torch.linspace(0.0, 1.0, n_samples, device=bins.device, dtype=bins.dtype).expand(n_rays, -1)
     u = u.contiguous()

@@ -14,7 +14,7 @@ All resampling happens in the normalised spacing ``s`` in [0, 1] of a spacing fu
 * ``contracted``: ``g(t) = t / (2p)`` for ``t < p`` and ``1 - p / (2t)`` beyond (nerfstudio's
   ``UniformLinDispPiecewiseSampler``; ``p = spacing_pivot``): linear inside, disparity outside, for unbounded scenes.
 
-Layout: batched ``[n_rays, n_samples]`` :class:`~neural3d.samples.RaySamples` (contiguous intervals).
+Layout: batched ``[n_rays, n_samples]`` :class:`~neural3d.core.samples.RaySamples` (contiguous intervals).
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from neural3d.core.rays import RayBundle
+from neural3d.core.samples import RaySamples
 from neural3d.fields.contraction import CONTRACTIONS, SceneBox, normalize_positions
 from neural3d.fields.hashgrid import HashGridEncoding
 from neural3d.fields.mlp import MLP
 from neural3d.fields.ngp_field import trunc_exp
-from neural3d.rays import RayBundle
 from neural3d.render.volume import render_weights_from_density
 from neural3d.samplers.pdf import sample_pdf
 from neural3d.samplers.uniform import stratified_spacing
-from neural3d.samples import RaySamples
 
 SPACINGS = ("uniform", "lindisp", "contracted")
 
@@ -106,10 +106,21 @@ class ProposalDensityField(nn.Module):
     Shapes: ``[*batch, 3] -> [*batch, 1]``.
     """
 
-    def __init__(self, *, aabb, contraction: str = "aabb", n_levels: int = 5, n_features_per_level: int = 2,
-                 log2_hashmap_size: int = 17, base_resolution: int = 16, max_resolution: float = 128,
-                 hidden_dim: int = 16, n_hidden_layers: int = 1, density_bias: float = -1.0,
-                 backend: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        aabb,
+        contraction: str = "aabb",
+        n_levels: int = 5,
+        n_features_per_level: int = 2,
+        log2_hashmap_size: int = 17,
+        base_resolution: int = 16,
+        max_resolution: float = 128,
+        hidden_dim: int = 16,
+        n_hidden_layers: int = 1,
+        density_bias: float = -1.0,
+        backend: str = "auto",
+    ) -> None:
         super().__init__()
         aabb = torch.as_tensor(aabb.aabb if isinstance(aabb, SceneBox) else aabb, dtype=torch.float32)
         if aabb.shape != (2, 3) or not bool((aabb[1] > aabb[0]).all()):
@@ -119,9 +130,14 @@ class ProposalDensityField(nn.Module):
         self.register_buffer("aabb", aabb)
         self.contraction = contraction
         self.density_bias = density_bias
-        self.encoding = HashGridEncoding(n_levels=n_levels, n_features_per_level=n_features_per_level,
-                                         log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
-                                         max_resolution=max(max_resolution, base_resolution), backend=backend)
+        self.encoding = HashGridEncoding(
+            n_levels=n_levels,
+            n_features_per_level=n_features_per_level,
+            log2_hashmap_size=log2_hashmap_size,
+            base_resolution=base_resolution,
+            max_resolution=max(max_resolution, base_resolution),
+            backend=backend,
+        )
         self.mlp = MLP(in_dim=self.encoding.out_dim, out_dim=1, widths=[hidden_dim] * n_hidden_layers)
 
     def forward(self, positions: Tensor) -> Tensor:
@@ -160,20 +176,38 @@ class ProposalSampler(nn.Module):
     :class:`ProposalRound` per proposal round. Jittered in ``train()``, deterministic in ``eval()``.
     """
 
-    def __init__(self, *, aabb, n_samples: int = 32, n_proposal_samples: Sequence[int] = (64, 32),
-                 spacing: str = "uniform", spacing_pivot: float = 1.0, contraction: str = "aabb",
-                 proposal_max_resolutions: Sequence[float] = (128, 256), proposal_n_levels: int = 5,
-                 proposal_log2_hashmap_size: int = 17, proposal_hidden_dim: int = 16,
-                 histogram_padding: float = 0.01, anneal_steps: int = 1000, anneal_slope: float = 10.0,
-                 update_every: int = 5, update_warmup: int = 5000, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        aabb,
+        n_samples: int = 32,
+        n_proposal_samples: Sequence[int] = (64, 32),
+        spacing: str = "uniform",
+        spacing_pivot: float = 1.0,
+        contraction: str = "aabb",
+        proposal_max_resolutions: Sequence[float] = (128, 256),
+        proposal_n_levels: int = 5,
+        proposal_log2_hashmap_size: int = 17,
+        proposal_hidden_dim: int = 16,
+        histogram_padding: float = 0.01,
+        anneal_steps: int = 1000,
+        anneal_slope: float = 10.0,
+        update_every: int = 5,
+        update_warmup: int = 5000,
+        backend: str = "auto",
+    ) -> None:
         super().__init__()
         n_proposal_samples = [int(k) for k in n_proposal_samples]
         if n_samples < 1 or not n_proposal_samples or min(n_proposal_samples) < 1:
-            raise ValueError(f"proposal.py: need n_samples >= 1 and at least one proposal round of >= 1 samples, "
-                             f"got n_samples={n_samples}, n_proposal_samples={n_proposal_samples}")
+            raise ValueError(
+                f"proposal.py: need n_samples >= 1 and at least one proposal round of >= 1 samples, "
+                f"got n_samples={n_samples}, n_proposal_samples={n_proposal_samples}"
+            )
         if len(proposal_max_resolutions) < len(n_proposal_samples):
-            raise ValueError(f"proposal.py: proposal_max_resolutions needs one entry per round "
-                             f"({len(n_proposal_samples)}), got {list(proposal_max_resolutions)}")
+            raise ValueError(
+                f"proposal.py: proposal_max_resolutions needs one entry per round "
+                f"({len(n_proposal_samples)}), got {list(proposal_max_resolutions)}"
+            )
         if spacing not in SPACINGS:
             raise ValueError(f"proposal.py: spacing must be one of {SPACINGS}, got {spacing!r}")
         if histogram_padding < 0 or update_every < 1:
@@ -185,9 +219,15 @@ class ProposalSampler(nn.Module):
         self.anneal_steps, self.anneal_slope = int(anneal_steps), float(anneal_slope)
         self.update_every, self.update_warmup = int(update_every), int(update_warmup)
         self.fields = nn.ModuleList(
-            ProposalDensityField(aabb=aabb, contraction=contraction, n_levels=proposal_n_levels,
-                                 log2_hashmap_size=proposal_log2_hashmap_size, max_resolution=res,
-                                 hidden_dim=proposal_hidden_dim, backend=backend)
+            ProposalDensityField(
+                aabb=aabb,
+                contraction=contraction,
+                n_levels=proposal_n_levels,
+                log2_hashmap_size=proposal_log2_hashmap_size,
+                max_resolution=res,
+                hidden_dim=proposal_hidden_dim,
+                backend=backend,
+            )
             for res in list(proposal_max_resolutions)[: len(n_proposal_samples)]
         )
         self.anneal = anneal_power(0, anneal_steps=self.anneal_steps, slope=self.anneal_slope)
@@ -222,8 +262,9 @@ class ProposalSampler(nn.Module):
         return sample_pdf(spacing, w, n_intervals + 1, jitter=self.training, padding=max(self.histogram_padding, 1e-12))
 
     # -- sampling --------------------------------------------------------------------------------------
-    def forward(self, rays: RayBundle,
-                density_fns: Sequence[Callable[[Tensor], Tensor]] | None = None) -> tuple[RaySamples, list]:
+    def forward(
+        self, rays: RayBundle, density_fns: Sequence[Callable[[Tensor], Tensor]] | None = None
+    ) -> tuple[RaySamples, list]:
         """[n_rays] rays -> ([n_rays, n_samples] RaySamples, [ProposalRound] * n_rounds).
 
         ``density_fns`` (one ``[*batch, 3] -> [*batch, 1]`` callable per round) replaces the own fields.

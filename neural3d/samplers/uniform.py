@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from neural3d.rays import RayBundle
-from neural3d.samples import RaySamples
+from neural3d.core.rays import RayBundle
+from neural3d.core.samples import RaySamples
 
 
-def stratified_spacing(n_rays: int, n_samples: int, *, jitter: bool, device=None,
-                       generator: torch.Generator | None = None) -> Tensor:
+def stratified_spacing(
+    n_rays: int, n_samples: int, *, jitter: bool, device=None, generator: torch.Generator | None = None
+) -> Tensor:
     """Interval edges in normalised spacing s in [0, 1].
 
     Deterministic edges are ``linspace(0, 1, n_samples + 1)``. With ``jitter`` each edge is drawn

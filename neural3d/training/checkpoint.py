@@ -45,7 +45,9 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     d = Path(run_dir) / "checkpoints"
     if not d.is_dir():
         return []
-    return sorted((p for p in d.iterdir() if _PATTERN.search(p.name)), key=lambda p: int(_PATTERN.search(p.name).group(1)))
+    return sorted(
+        (p for p in d.iterdir() if _PATTERN.search(p.name)), key=lambda p: int(_PATTERN.search(p.name).group(1))
+    )
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

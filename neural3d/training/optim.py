@@ -14,7 +14,8 @@ def build_optimizer(groups: dict[str, list[nn.Parameter]], cfg) -> torch.optim.O
     """Adam over named parameter groups; weight decay only on groups not named ``encoding``."""
     param_groups = [
         {"params": params, "name": name, "weight_decay": 0.0 if name == "encoding" else cfg.weight_decay}
-        for name, params in groups.items() if params
+        for name, params in groups.items()
+        if params
     ]
     return torch.optim.Adam(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
 
@@ -26,7 +27,7 @@ def lr_factor(step: int, total: int, cfg) -> float:
     progress = min(max(step - cfg.warmup_steps, 0) / max(total - cfg.warmup_steps, 1), 1.0)
     final = cfg.lr_final / cfg.lr
     if cfg.schedule == "exp":
-        return final ** progress
+        return final**progress
     if cfg.schedule == "cosine":
         return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
     if cfg.schedule == "constant":

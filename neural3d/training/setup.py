@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from neural3d.config import ConfigError
-from neural3d.models.base import Model, SceneInfo
-from neural3d.models.registry import get_method
+from neural3d.methods.base import Model, SceneInfo
+from neural3d.methods.registry import get_method
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -37,7 +37,8 @@ def ensure_scene_files(data_cfg) -> Path:
         if not path.exists():
             raise FileNotFoundError(
                 f"data.path '{path}' does not exist. Put a scene there (see data/README.md) or generate one with "
-                f"'neural3d data synth --out {path}'")
+                f"'neural3d data synth --out {path}'"
+            )
         return path
     from neural3d.data.synthetic import write_blender_scene, write_llff_scene
 
@@ -56,9 +57,14 @@ def load_scene_from_config(data_cfg):
     from neural3d.data import load_scene
 
     path = ensure_scene_files(data_cfg)
-    kw: dict[str, Any] = dict(format=data_cfg.format, factor=data_cfg.factor,
-                              background=tuple(data_cfg.background),
-                              llffhold=data_cfg.llffhold, spherify=data_cfg.spherify, ndc=data_cfg.ndc)
+    kw: dict[str, Any] = {
+        "format": data_cfg.format,
+        "factor": data_cfg.factor,
+        "background": tuple(data_cfg.background),
+        "llffhold": data_cfg.llffhold,
+        "spherify": data_cfg.spherify,
+        "ndc": data_cfg.ndc,
+    }
     scene = load_scene(path, **kw)
     if data_cfg.near is not None:
         scene.near = float(data_cfg.near)
@@ -72,9 +78,14 @@ def scene_info(scene) -> SceneInfo:
     ndc_params = None
     if scene.ndc:
         ndc_params = (float(scene.ndc_width), float(scene.ndc_height), float(scene.ndc_focal))
-    return SceneInfo(scene_box=torch.as_tensor(scene.scene_box, dtype=torch.float32).cpu().clone(), near=float(scene.near),
-                     far=float(scene.far), ndc=bool(scene.ndc), background=torch.as_tensor(scene.background).float().cpu(),
-                     ndc_params=ndc_params)
+    return SceneInfo(
+        scene_box=torch.as_tensor(scene.scene_box, dtype=torch.float32).cpu().clone(),
+        near=float(scene.near),
+        far=float(scene.far),
+        ndc=bool(scene.ndc),
+        background=torch.as_tensor(scene.background).float().cpu(),
+        ndc_params=ndc_params,
+    )
 
 
 def build_model(method: str, model_cfg: Any, info: SceneInfo) -> Model:

@@ -1,7 +1,7 @@
 """Per-scene trainer: random ray batches, Adam + LR schedule, evaluation, atomic checkpoints, resume.
 
 The loop is small on purpose; scene loading, the model, checkpoints, logging and evaluation are
-separate units (``setup``, ``checkpoint``, ``logger``, ``neural3d.evaluation``).
+separate units (``setup``, ``checkpoint``, ``logger``, ``neural3d.evaluation.evaluate``).
 """
 
 from __future__ import annotations
@@ -37,8 +37,15 @@ class RunExistsError(RuntimeError):
 class Trainer:
     """Train one method on one scene; everything lands in ``run_dir``."""
 
-    def __init__(self, cfg, *, resume: bool = False, overwrite: bool = False,
-                 run_dir: Path | None = None, on_step: Callable[[Trainer, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        run_dir: Path | None = None,
+        on_step: Callable[[Trainer, int], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else run_directory(cfg)
         self._prepare_run_dir(resume, overwrite)
@@ -56,7 +63,9 @@ class Trainer:
 
         self.loader = self.model.build_loader(self.scene, batch_size=t.batch_size, device=self.device, seed=cfg.seed)
         if self.loader is None:
-            self.loader = RayLoader(self.scene, split="train", batch_size=t.batch_size, device=self.device, seed=cfg.seed)
+            self.loader = RayLoader(
+                self.scene, split="train", batch_size=t.batch_size, device=self.device, seed=cfg.seed
+            )
         self.logger = MetricsLogger(self.run_dir)
         self.step = 0
         self.elapsed = 0.0  # training seconds, carried across resumes
@@ -72,7 +81,8 @@ class Trainer:
         if has_ckpt and not (resume or overwrite):
             raise RunExistsError(
                 f"{self.run_dir} already holds a run; pass --resume to continue it, --overwrite to start again, "
-                f"or experiment=NAME for a new run directory")
+                f"or experiment=NAME for a new run directory"
+            )
         if overwrite and not resume:
             for p in ckpt.list_checkpoints(self.run_dir):
                 p.unlink()
@@ -83,16 +93,25 @@ class Trainer:
         import json
 
         ckpt.atomic_write_text(to_yaml(self.cfg), self.run_dir / "config.yaml")
-        meta = {"method": self.cfg.method, "scene": self.info.state(), "data_path": str(Path(self.cfg.data.path).resolve())}
+        meta = {
+            "method": self.cfg.method,
+            "scene": self.info.state(),
+            "data_path": str(Path(self.cfg.data.path).resolve()),
+        }
         ckpt.atomic_write_text(json.dumps(meta, indent=2), self.run_dir / "run.json")
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         state = {
-            "step": self.step, "elapsed": self.elapsed, "method": self.cfg.method,
-            "config": OmegaConf.to_container(self.cfg, resolve=True), "scene": self.info.state(),
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "loader": self.loader.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "method": self.cfg.method,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "scene": self.info.state(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loader": self.loader.state_dict(),
             "rng_cpu": torch.get_rng_state(),
         }
         if self.device.type == "cuda":
@@ -108,7 +127,9 @@ class Trainer:
             return
         state = ckpt.load_checkpoint(path, map_location=self.device)
         if state.get("method") != self.cfg.method:
-            raise ConfigError(f"{path}: checkpoint is for method '{state.get('method')}', config says '{self.cfg.method}'")
+            raise ConfigError(
+                f"{path}: checkpoint is for method '{state.get('method')}', config says '{self.cfg.method}'"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -127,10 +148,13 @@ class Trainer:
         now = OmegaConf.to_container(self.cfg.trainer.optim, resolve=True)
         changed = sorted(k for k in ("lr", "betas", "eps", "weight_decay") if k in saved and saved[k] != now.get(k))
         if changed:
-            warnings.warn(f"{path}: resuming keeps the checkpoint's optimizer state; trainer.optim."
-                          + ", trainer.optim.".join(f"{k} ({saved[k]} -> {now.get(k)})" for k in changed)
-                          + " not applied. To restart optimisation from these weights with new settings, start a new "
-                          "run with model.init_checkpoint (where the method supports it)", stacklevel=3)
+            warnings.warn(
+                f"{path}: resuming keeps the checkpoint's optimizer state; trainer.optim."
+                + ", trainer.optim.".join(f"{k} ({saved[k]} -> {now.get(k)})" for k in changed)
+                + " not applied. To restart optimisation from these weights with new settings, start a new "
+                "run with model.init_checkpoint (where the method supports it)",
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ loop
     def _autocast(self):
@@ -180,9 +204,19 @@ class Trainer:
                 rays_per_s = window_steps * t.batch_size / max(time.perf_counter() - window_start, 1e-9)
                 window_start, window_steps = time.perf_counter(), 0
                 last = {k: float(v) for k, v in out.items()}
-                bar.set_postfix(loss=f"{last['loss']:.4f}", psnr=f"{last.get('psnr', 0):.2f}", rays_s=f"{rays_per_s:,.0f}")
-                self.logger.log(self.step, {**last, "rays_per_s": rays_per_s, "lr": self.scheduler.get_last_lr()[0],
-                                            "elapsed_s": self.elapsed}, prefix="train")
+                bar.set_postfix(
+                    loss=f"{last['loss']:.4f}", psnr=f"{last.get('psnr', 0):.2f}", rays_s=f"{rays_per_s:,.0f}"
+                )
+                self.logger.log(
+                    self.step,
+                    {
+                        **last,
+                        "rays_per_s": rays_per_s,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "elapsed_s": self.elapsed,
+                    },
+                    prefix="train",
+                )
             if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
                 self.evaluate_quick()
             if t.checkpoint_every and self.step % t.checkpoint_every == 0:
@@ -195,9 +229,14 @@ class Trainer:
 
     def evaluate_quick(self) -> dict[str, float]:
         """Render ``trainer.eval_images`` images of the eval split; log mean PSNR/SSIM."""
-        from neural3d.evaluation import evaluate_split
+        from neural3d.evaluation.evaluate import evaluate_split
 
-        res = evaluate_split(self.model, self.scene, self.cfg.eval.split, chunk=self.cfg.eval.chunk,
-                             max_images=self.cfg.trainer.eval_images)
+        res = evaluate_split(
+            self.model,
+            self.scene,
+            self.cfg.eval.split,
+            chunk=self.cfg.eval.chunk,
+            max_images=self.cfg.trainer.eval_images,
+        )
         self.logger.log(self.step, {**res["mean"], "elapsed_s": self.elapsed}, prefix="eval")
         return res["mean"]

@@ -48,11 +48,13 @@ def _rotation(mat: np.ndarray) -> tuple:
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     q = rng.normal(size=4)
     w, x, y, z = q / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def _axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -90,11 +92,21 @@ def _texture(rng: np.random.Generator, scale: float, min_wavelength: float = 0.4
     if choice == 0:
         return SolidTexture(color=a)
     if choice == 1:
-        return StripeTexture(color_a=a, color_b=b, wavevector=_r(_unit(rng) * k), phase=_r(rng.uniform(0, 6.283)),
-                             sharpness=_r(rng.uniform(0.5, 2.5)))
+        return StripeTexture(
+            color_a=a,
+            color_b=b,
+            wavevector=_r(_unit(rng) * k),
+            phase=_r(rng.uniform(0, 6.283)),
+            sharpness=_r(rng.uniform(0.5, 2.5)),
+        )
     if choice == 2:
-        return CheckerTexture(color_a=a, color_b=b, frequency=_r(k / 2), offset=_r(rng.uniform(0, 6.283, 3)),
-                              sharpness=_r(rng.uniform(2.0, 6.0)))
+        return CheckerTexture(
+            color_a=a,
+            color_b=b,
+            frequency=_r(k / 2),
+            offset=_r(rng.uniform(0, 6.283, 3)),
+            sharpness=_r(rng.uniform(2.0, 6.0)),
+        )
     n_waves = int(rng.integers(2, 5))
     waves = [_unit(rng) * k * rng.uniform(0.6, 1.0) for _ in range(n_waves)]
     tints = [(rng.uniform(-1, 1, 3) * 0.08 + rng.uniform(-0.12, 0.12)) for _ in range(n_waves)]
@@ -238,5 +250,6 @@ def make_scene(seed: int, kind: str = "object", *, shadows: bool = True) -> Synt
         raise ValueError(f"make_scene: seed must be >= 0, got {seed}")
     rng = np.random.default_rng([int(seed), _KIND_STREAM[kind]])
     prims, mats, lighting = (_object_scene if kind == "object" else _forward_scene)(rng)
-    return SynthScene(primitives=tuple(prims), materials=tuple(mats), lighting=lighting, kind=kind,
-                      seed=int(seed), shadows=shadows)
+    return SynthScene(
+        primitives=tuple(prims), materials=tuple(mats), lighting=lighting, kind=kind, seed=int(seed), shadows=shadows
+    )

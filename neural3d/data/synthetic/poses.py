@@ -48,7 +48,11 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 
 def hemisphere_poses(
-    rng: np.random.Generator, n_cams: int, *, radius: float = 4.0, min_elevation_deg: float = 8.0,
+    rng: np.random.Generator,
+    n_cams: int,
+    *,
+    radius: float = 4.0,
+    min_elevation_deg: float = 8.0,
     max_elevation_deg: float = 80.0,
 ) -> np.ndarray:
     """Cameras spread (by area) over a spherical band above z = 0, looking at the origin.
@@ -74,7 +78,11 @@ def hemisphere_poses(
 
 
 def forward_poses(
-    rng: np.random.Generator, n_cams: int, *, distance: float = 3.0, span: tuple[float, float] = (1.2, 0.9),
+    rng: np.random.Generator,
+    n_cams: int,
+    *,
+    distance: float = 3.0,
+    span: tuple[float, float] = (1.2, 0.9),
     target_depth: float = 7.0,
 ) -> np.ndarray:
     """Forward-facing captures: a jittered grid of camera centres on the plane z = ``distance``.

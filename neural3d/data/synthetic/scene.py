@@ -173,8 +173,16 @@ class SynthScene:
 
     # --- images -------------------------------------------------------------------------------
     def render(
-        self, c2w: Tensor, fx: float, fy: float, cx: float, cy: float, width: int, height: int,
-        supersample: int = 2, chunk: int = DEFAULT_CHUNK,
+        self,
+        c2w: Tensor,
+        fx: float,
+        fy: float,
+        cx: float,
+        cy: float,
+        width: int,
+        height: int,
+        supersample: int = 2,
+        chunk: int = DEFAULT_CHUNK,
     ) -> RenderOutput:
         """Antialiased RGB, coverage and exact depth of ``n_cams`` pinhole views.
 
@@ -209,7 +217,14 @@ class SynthScene:
         return RenderOutput(rgb=rgb, alpha=alpha, depth=self.depth(c2w, fx, fy, cx, cy, width, height, chunk=chunk))
 
     def depth(
-        self, c2w: Tensor, fx: float, fy: float, cx: float, cy: float, width: int, height: int,
+        self,
+        c2w: Tensor,
+        fx: float,
+        fy: float,
+        cx: float,
+        cy: float,
+        width: int,
+        height: int,
         chunk: int = DEFAULT_CHUNK,
     ) -> Tensor:
         """Exact z-depth of the pixel-centre rays: -> [n_cams, H, W] float32, 0 where the ray misses."""
@@ -254,8 +269,12 @@ class SynthScene:
             mats.append(Material.from_dict(entry.pop("material")))
             prims.append(primitive_from_dict(entry))
         return SynthScene(
-            primitives=tuple(prims), materials=tuple(mats), lighting=Lighting.from_dict(spec["lighting"]),
-            kind=spec["kind"], seed=int(spec.get("seed", -1)), shadows=bool(spec.get("shadows", True)),
+            primitives=tuple(prims),
+            materials=tuple(mats),
+            lighting=Lighting.from_dict(spec["lighting"]),
+            kind=spec["kind"],
+            seed=int(spec.get("seed", -1)),
+            shadows=bool(spec.get("shadows", True)),
             version=str(spec.get("version", GENERATOR_VERSION)),
         )
 

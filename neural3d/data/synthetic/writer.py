@@ -61,12 +61,13 @@ def _save_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def _render_batches(scene: SynthScene, c2w: np.ndarray, fx: float, cx: float, cy: float, width: int,
-                    height: int, supersample: int):
+def _render_batches(
+    scene: SynthScene, c2w: np.ndarray, fx: float, cx: float, cy: float, width: int, height: int, supersample: int
+):
     """Yield (first index, RenderOutput) over batches of cameras; c2w: [n_cams, 3, 4] float64."""
     step = max(1, _PIXELS_PER_BATCH // (width * height))
     for i0 in range(0, c2w.shape[0], step):
-        yield i0, scene.render(torch.from_numpy(c2w[i0:i0 + step]), fx, fx, cx, cy, width, height, supersample)
+        yield i0, scene.render(torch.from_numpy(c2w[i0 : i0 + step]), fx, fx, cx, cy, width, height, supersample)
 
 
 def _check(res: int, supersample: int, counts: dict[str, int], even: bool = False) -> None:
@@ -91,8 +92,9 @@ def llff_poses(seed: int, n_images: int) -> np.ndarray:
     return forward_poses(np.random.default_rng([int(seed), _LLFF_STREAM]), n_images)
 
 
-def write_blender_scene(out_dir, *, seed: int = 0, res: int = 64, n_train: int = 40, n_val: int = 8,
-                        n_test: int = 8, supersample: int = 2) -> Path:
+def write_blender_scene(
+    out_dir, *, seed: int = 0, res: int = 64, n_train: int = 40, n_val: int = 8, n_test: int = 8, supersample: int = 2
+) -> Path:
     """Render ``make_scene(seed, "object")`` into a NeRF-Blender dataset (see module docstring).
 
     Cameras lie on a sphere of radius 4 about the origin (upper hemisphere, random, a different random
@@ -119,11 +121,21 @@ def write_blender_scene(out_dir, *, seed: int = 0, res: int = 64, n_train: int =
             for i in range(n_views)
         ]
         _save_json(out / f"transforms_{split}.json", {"camera_angle_x": BLENDER_CAMERA_ANGLE_X, "frames": frames})
-    _save_json(out / "scene.json", {
-        **scene.to_dict(), "layout": "blender", "res": res, "supersample": supersample,
-        "camera_angle_x": BLENDER_CAMERA_ANGLE_X, "focal": focal, "near": 2.0, "far": 6.0, "white_bkgd": True,
-        "splits": splits,
-    })
+    _save_json(
+        out / "scene.json",
+        {
+            **scene.to_dict(),
+            "layout": "blender",
+            "res": res,
+            "supersample": supersample,
+            "camera_angle_x": BLENDER_CAMERA_ANGLE_X,
+            "focal": focal,
+            "near": 2.0,
+            "far": 6.0,
+            "white_bkgd": True,
+            "splits": splits,
+        },
+    )
     return out
 
 
@@ -158,8 +170,15 @@ def write_llff_scene(out_dir, *, seed: int = 0, res: int = 64, n_images: int = 2
         rgb = (views.rgb.double() * alpha + (1 - alpha)).numpy()  # opaque backdrop: alpha is 1
         half = rgb.reshape(rgb.shape[0], height // 2, 2, width // 2, 2, 3).mean((2, 4))
         depth = views.depth.numpy()
-        depth_half = scene.depth(torch.from_numpy(c2w[i0:i0 + rgb.shape[0]]), focal / 2, focal / 2, width / 4,
-                                 height / 4, width // 2, height // 2).numpy()
+        depth_half = scene.depth(
+            torch.from_numpy(c2w[i0 : i0 + rgb.shape[0]]),
+            focal / 2,
+            focal / 2,
+            width / 4,
+            height / 4,
+            width // 2,
+            height // 2,
+        ).numpy()
         for k in range(rgb.shape[0]):
             name = f"image{i0 + k:0{digits}d}"
             _save_png(out / "images" / f"{name}.png", rgb[k])
@@ -172,10 +191,19 @@ def write_llff_scene(out_dir, *, seed: int = 0, res: int = 64, n_images: int = 2
             bounds[i0 + k] = [0.9 * float(valid.min()), 1.1 * float(valid.max())]
     poses = llff_pose_matrix(c2w, height, width, focal)
     np.save(out / "poses_bounds.npy", np.concatenate([poses.reshape(n_images, 15), bounds], -1))
-    _save_json(out / "scene.json", {
-        **scene.to_dict(), "layout": "llff", "res": res, "width": width, "height": height, "focal": focal,
-        "supersample": supersample, "n_images": n_images,
-    })
+    _save_json(
+        out / "scene.json",
+        {
+            **scene.to_dict(),
+            "layout": "llff",
+            "res": res,
+            "width": width,
+            "height": height,
+            "focal": focal,
+            "supersample": supersample,
+            "n_images": n_images,
+        },
+    )
     return out
 
 
@@ -187,8 +215,9 @@ def family_seed(seed: int, index: int) -> int:
     return int(seed) * 100_000 + int(index)
 
 
-def write_scene_family(out_dir, *, n_scenes: int, seed: int = 0, layout: str = "blender", res: int = 64,
-                       **kw) -> list[Path]:
+def write_scene_family(
+    out_dir, *, n_scenes: int, seed: int = 0, layout: str = "blender", res: int = 64, **kw
+) -> list[Path]:
     """Write ``n_scenes`` different scenes to ``out_dir/scene_{i:03d}`` (+ ``family.json`` index).
 
     Args:
@@ -207,11 +236,19 @@ def write_scene_family(out_dir, *, n_scenes: int, seed: int = 0, layout: str = "
     if not 0 <= n_scenes < 100_000:
         raise ValueError(f"n_scenes must be in [0, 100000), got {n_scenes}")
     out = Path(out_dir)
-    paths = [_WRITERS[layout](out / f"scene_{i:03d}", seed=family_seed(seed, i), res=res, **kw) for i in range(n_scenes)]
-    _save_json(out / "family.json", {
-        "layout": layout, "seed": seed, "res": res, "options": kw,
-        "scenes": [{"path": p.name, "seed": family_seed(seed, i)} for i, p in enumerate(paths)],
-    })
+    paths = [
+        _WRITERS[layout](out / f"scene_{i:03d}", seed=family_seed(seed, i), res=res, **kw) for i in range(n_scenes)
+    ]
+    _save_json(
+        out / "family.json",
+        {
+            "layout": layout,
+            "seed": seed,
+            "res": res,
+            "options": kw,
+            "scenes": [{"path": p.name, "seed": family_seed(seed, i)} for i, p in enumerate(paths)],
+        },
+    )
     return paths
 
 

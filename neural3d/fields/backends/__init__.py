@@ -86,18 +86,27 @@ def resolve_backend(name: str, device: torch.device, owner: str = "hashgrid.py")
     if name == "auto":
         return candidates(device)[0]
     if name == "tcnn" and (device.type != "cuda" or not has_module("tinycudann")):
-        raise ValueError(f"{owner}: backend 'tcnn' needs CUDA tensors and tinycudann installed "
-                         f"(device {device}, tinycudann installed: {has_module('tinycudann')})")
+        raise ValueError(
+            f"{owner}: backend 'tcnn' needs CUDA tensors and tinycudann installed "
+            f"(device {device}, tinycudann installed: {has_module('tinycudann')})"
+        )
     if name == "cpu" and (device.type != "cpu" or not cpu_kernel_available()):
-        raise ValueError(f"{owner}: backend 'cpu' needs CPU tensors and a C compiler to build its kernel "
-                         f"(device {device}, kernel available: {cpu_kernel_available()})")
+        raise ValueError(
+            f"{owner}: backend 'cpu' needs CPU tensors and a C compiler to build its kernel "
+            f"(device {device}, kernel available: {cpu_kernel_available()})"
+        )
     if name == "triton" and not has_module("triton"):
         raise ValueError(f"{owner}: backend 'triton' needs the triton package (pip install triton)")
     return name
 
 
-def pick_fastest(runs: dict[str, Callable[[], object]], *, repeats: int = 3,
-                 sync: Callable[[], object] = lambda: None, what: str = "hash grid") -> str:
+def pick_fastest(
+    runs: dict[str, Callable[[], object]],
+    *,
+    repeats: int = 3,
+    sync: Callable[[], object] = lambda: None,
+    what: str = "hash grid",
+) -> str:
     """Time each candidate (one warm-up call, best of ``repeats``) and return the fastest one's name.
 
     ``runs`` maps backend name -> a call doing the work once (e.g. forward + backward on a probe batch), in
@@ -126,6 +135,10 @@ def pick_fastest(runs: dict[str, Callable[[], object]], *, repeats: int = 3,
         assert error is not None
         raise error
     choice = min(times, key=times.get)
-    _log.info("%s backend 'auto' -> %s (probe ms: %s)", what, choice,
-              ", ".join(f"{k} {v * 1e3:.2f}" for k, v in times.items()))
+    _log.info(
+        "%s backend 'auto' -> %s (probe ms: %s)",
+        what,
+        choice,
+        ", ".join(f"{k} {v * 1e3:.2f}" for k, v in times.items()),
+    )
     return choice

@@ -53,8 +53,9 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([compiler, *flags, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True,
-                              check=False)
+        proc = subprocess.run(
+            [compiler, *flags, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
             raise CpuKernelUnavailable(f"cpu_hash.py: building {_SOURCE.name} with {compiler} failed:\n{proc.stderr}")
         os.replace(tmp, target)  # atomic: another process sees the old file or the whole new one
@@ -68,8 +69,10 @@ def load_library() -> ctypes.CDLL:
     """Build (once per source version) and load the kernel library; CpuKernelUnavailable if it cannot be."""
     compiler = find_compiler()
     if compiler is None:
-        raise CpuKernelUnavailable("cpu_hash.py: no C compiler found (set $CC or install gcc) for the 'cpu' "
-                                   "hash-grid backend; use backend 'torch'")
+        raise CpuKernelUnavailable(
+            "cpu_hash.py: no C compiler found (set $CC or install gcc) for the 'cpu' "
+            "hash-grid backend; use backend 'torch'"
+        )
     source = _SOURCE.read_bytes()
     errors = []
     for flags in (_FLAGS + _OPENMP, _FLAGS):  # OpenMP first, a serial build if the compiler lacks it
@@ -107,8 +110,11 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 def _layout_args(layout) -> list:
-    return [t.data_ptr() for t in level_tensors(layout, torch.device("cpu"))] + [layout.n_levels, layout.n_features,
-                                                           max(torch.get_num_threads(), 1)]
+    return [t.data_ptr() for t in level_tensors(layout, torch.device("cpu"))] + [
+        layout.n_levels,
+        layout.n_features,
+        max(torch.get_num_threads(), 1),
+    ]
 
 
 class _CpuHashEncode(torch.autograd.Function):
@@ -119,8 +125,9 @@ class _CpuHashEncode(torch.autograd.Function):
         n = x32.shape[0]
         out = torch.empty(n, layout.n_levels * layout.n_features, dtype=torch.float32)
         if n > 0:
-            load_library().n3d_hash_forward(x32.data_ptr(), table32.data_ptr(), out.data_ptr(), n,
-                                            *_layout_args(layout))
+            load_library().n3d_hash_forward(
+                x32.data_ptr(), table32.data_ptr(), out.data_ptr(), n, *_layout_args(layout)
+            )
         ctx.save_for_backward(x32, table32)
         ctx.layout, ctx.table_dtype, ctx.x_dtype = layout, table.dtype, x.dtype
         return out.to(table.dtype)
@@ -139,8 +146,9 @@ class _CpuHashEncode(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = torch.zeros_like(x32)
             if n > 0:
-                lib.n3d_hash_backward_x(x32.data_ptr(), table32.data_ptr(), g.data_ptr(), gx.data_ptr(), n,
-                                        *_layout_args(layout))
+                lib.n3d_hash_backward_x(
+                    x32.data_ptr(), table32.data_ptr(), g.data_ptr(), gx.data_ptr(), n, *_layout_args(layout)
+                )
             gx = gx.to(ctx.x_dtype)
         return gx, gtable, None
 
@@ -156,6 +164,8 @@ def cpu_hash_encode(positions01: Tensor, table: Tensor, layout) -> Tensor:
         [n, n_levels * F] features, channel ``l * F + f``; differentiable in the table and the positions.
     """
     if positions01.device.type != "cpu" or table.device.type != "cpu":
-        raise ValueError(f"cpu_hash.py: the 'cpu' hash-grid backend needs CPU tensors, got positions on "
-                         f"{positions01.device} and the table on {table.device}")
+        raise ValueError(
+            f"cpu_hash.py: the 'cpu' hash-grid backend needs CPU tensors, got positions on "
+            f"{positions01.device} and the table on {table.device}"
+        )
     return _CpuHashEncode.apply(positions01, table, layout)

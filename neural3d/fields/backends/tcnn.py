@@ -25,8 +25,10 @@ def make_tcnn_encoding(encoding: nn.Module, *, dtype: torch.dtype = torch.float3
 def _check_sizes(encoding: nn.Module, tcnn_module: nn.Module) -> None:
     n_ours, n_theirs = encoding.params.numel(), tcnn_module.params.numel()
     if n_ours != n_theirs:
-        raise ValueError(f"tcnn.py: parameter counts differ (ours {n_ours}, tcnn {n_theirs}); "
-                         f"build the tcnn module from encoding.tcnn_config()")
+        raise ValueError(
+            f"tcnn.py: parameter counts differ (ours {n_ours}, tcnn {n_theirs}); "
+            f"build the tcnn module from encoding.tcnn_config()"
+        )
 
 
 @torch.no_grad()

@@ -33,8 +33,20 @@ _BLOCK_INTERPRETER = 4096
 def _kernel_sources():
     import triton.language as tl
 
-    def _fwd(x_ptr, table_ptr, out_ptr, scales_ptr, res_ptr, sizes_ptr, offs_ptr, hashed_ptr, n, n_levels,
-             F: tl.constexpr, BLOCK: tl.constexpr):
+    def _fwd(
+        x_ptr,
+        table_ptr,
+        out_ptr,
+        scales_ptr,
+        res_ptr,
+        sizes_ptr,
+        offs_ptr,
+        hashed_ptr,
+        n,
+        n_levels,
+        F: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
         level = tl.program_id(1)
         p = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # int64 offsets: large batches
         m = p < n
@@ -54,8 +66,11 @@ def _kernel_sources():
         for c in tl.static_range(8):
             b0, b1, b2 = c & 1, (c >> 1) & 1, (c >> 2) & 1
             ix, iy, iz = c0 + b0, c1 + b1, c2 + b2
-            w = (b0 * f0 + (1 - b0) * (1.0 - f0)) * (b1 * f1 + (1 - b1) * (1.0 - f1)) \
+            w = (
+                (b0 * f0 + (1 - b0) * (1.0 - f0))
+                * (b1 * f1 + (1 - b1) * (1.0 - f1))
                 * (b2 * f2 + (1 - b2) * (1.0 - f2))
+            )
             dense = (ix + iy * res + iz * (res * res)) & 0xFFFFFFFF
             hsh = (ix & 0xFFFFFFFF) ^ ((iy * 2654435761) & 0xFFFFFFFF) ^ ((iz * 805459861) & 0xFFFFFFFF)
             row = off + tl.where(hashed != 0, hsh, dense) % size
@@ -63,8 +78,24 @@ def _kernel_sources():
             acc += w[:, None] * vals
         tl.store(out_ptr + (p * (n_levels * F) + level * F)[:, None] + fo[None, :], acc, mask=m[:, None])
 
-    def _bwd(x_ptr, table_ptr, gout_ptr, gtable_ptr, gx_ptr, scales_ptr, res_ptr, sizes_ptr, offs_ptr, hashed_ptr,
-             n, n_levels, F: tl.constexpr, BLOCK: tl.constexpr, TABLE_GRAD: tl.constexpr, X_GRAD: tl.constexpr):
+    def _bwd(
+        x_ptr,
+        table_ptr,
+        gout_ptr,
+        gtable_ptr,
+        gx_ptr,
+        scales_ptr,
+        res_ptr,
+        sizes_ptr,
+        offs_ptr,
+        hashed_ptr,
+        n,
+        n_levels,
+        F: tl.constexpr,
+        BLOCK: tl.constexpr,
+        TABLE_GRAD: tl.constexpr,
+        X_GRAD: tl.constexpr,
+    ):
         level = tl.program_id(1)
         p = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # int64 offsets: large batches
         m = p < n
@@ -133,8 +164,10 @@ def _launch_args(x: Tensor, layout):
         os.environ["TRITON_INTERPRET"] = "1"
     fwd, bwd, interpreted = _kernels()
     if cpu and not interpreted:
-        raise ValueError("triton_hash.py: the triton backend on CPU tensors needs Triton's interpreter: set "
-                         "TRITON_INTERPRET=1 before triton is imported (or use backend 'torch' on CPU)")
+        raise ValueError(
+            "triton_hash.py: the triton backend on CPU tensors needs Triton's interpreter: set "
+            "TRITON_INTERPRET=1 before triton is imported (or use backend 'torch' on CPU)"
+        )
     block = _BLOCK_INTERPRETER if interpreted else _BLOCK_GPU
     grid = ((x.shape[0] + block - 1) // block, layout.n_levels)
     return (fwd, bwd), block, grid
@@ -150,8 +183,16 @@ class _TritonHashEncode(torch.autograd.Function):
         (fwd, _), block, grid = _launch_args(x, layout)
         if n > 0:
             with _device_guard(x.device):
-                fwd[grid](x, table32, out, *level_tensors(layout, x.device), n, layout.n_levels,
-                          F=layout.n_features, BLOCK=block)
+                fwd[grid](
+                    x,
+                    table32,
+                    out,
+                    *level_tensors(layout, x.device),
+                    n,
+                    layout.n_levels,
+                    F=layout.n_features,
+                    BLOCK=block,
+                )
         ctx.save_for_backward(x, table32)
         ctx.layout, ctx.table_dtype = layout, table.dtype
         return out.to(table.dtype)
@@ -168,8 +209,20 @@ class _TritonHashEncode(torch.autograd.Function):
         (_, bwd), block, grid = _launch_args(x, layout)
         if n > 0 and (need_x or need_table):
             with _device_guard(x.device):
-                bwd[grid](x, table32, g, gtable, gx, *level_tensors(layout, x.device), n, layout.n_levels,
-                          F=layout.n_features, BLOCK=block, TABLE_GRAD=bool(need_table), X_GRAD=bool(need_x))
+                bwd[grid](
+                    x,
+                    table32,
+                    g,
+                    gtable,
+                    gx,
+                    *level_tensors(layout, x.device),
+                    n,
+                    layout.n_levels,
+                    F=layout.n_features,
+                    BLOCK=block,
+                    TABLE_GRAD=bool(need_table),
+                    X_GRAD=bool(need_x),
+                )
         return (gx if need_x else None), (gtable.to(ctx.table_dtype) if need_table else None), None
 
 

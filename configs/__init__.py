@@ -1,0 +1,1 @@
+"""The YAML configs, shipped inside the package as ``neural3d.configs`` (see setup.py)."""

@@ -1,0 +1,137 @@
+"""The method slot: a :class:`Model` = sampler(s) + scene representation + renderer + losses.
+
+Lifecycle (called by the trainer, evaluation and the Python API):
+
+* ``Model(config, scene=SceneInfo)`` builds its modules from its config dataclass.
+* ``forward(rays, context=None) -> dict`` renders a flat [n_rays] :class:`RayBundle`; the dict has at
+  least ``rgb`` [n_rays, 3], ``depth`` [n_rays, 1], ``opacity`` [n_rays, 1].
+* ``loss_dict(outputs, batch)`` and ``metrics_dict(outputs, batch)`` for training.
+* ``param_groups()`` names parameter groups (``"encoding"`` groups get no weight decay).
+* ``training_step_begin(step)`` is a hook for stateful samplers (occupancy grids).
+
+Conditioning hooks (no-ops by default; used by methods rendering from source views, e.g. GNT):
+
+* ``attach_scene(scene)``: the trainer and :func:`neural3d.load` hand over the loaded dataset
+  (``needs_scene = True`` tells :func:`neural3d.load` to load it).
+* ``render_context(cameras, index)``: the ``context`` to render camera ``index`` (None by default);
+  evaluation and ``LoadedScene.render`` pass it to ``forward``/``render_rays``.
+* ``build_loader(scene, batch_size=, device=, seed=)``: a training batch source replacing the default
+  :class:`~neural3d.data.RayLoader` (None keeps it); its batches may carry a ``context``.
+* ``prepare_training()``: called once by the trainer before resuming (e.g. initial weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from neural3d.core.rays import RayBundle
+
+
+@dataclass
+class SceneInfo:
+    """What a model needs to know about its scene.
+
+    Attributes:
+        scene_box: [2, 3] axis-aligned box (min corner, max corner) holding the content, in the
+            coordinates the rays live in (NDC for forward-facing scenes).
+        near, far: default ray bounds.
+        ndc: whether rays are in normalised device coordinates.
+        background: [3] background colour (None: black / learned by the method).
+        ndc_params: (width, height, focal) of the reference camera for :func:`~neural3d.core.rays.ndc_rays`.
+    """
+
+    scene_box: Tensor
+    near: float
+    far: float
+    ndc: bool = False
+    background: Tensor | None = None
+    ndc_params: tuple[float, float, float] | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "scene_box": self.scene_box.tolist(),
+            "near": self.near,
+            "far": self.far,
+            "ndc": self.ndc,
+            "background": None if self.background is None else self.background.tolist(),
+            "ndc_params": None if self.ndc_params is None else list(self.ndc_params),
+        }
+
+    @staticmethod
+    def from_state(d: dict[str, Any]) -> SceneInfo:
+        bg, ndc_p = d.get("background"), d.get("ndc_params")
+        return SceneInfo(
+            torch.tensor(d["scene_box"], dtype=torch.float32),
+            float(d["near"]),
+            float(d["far"]),
+            bool(d["ndc"]),
+            None if bg is None else torch.tensor(bg, dtype=torch.float32),
+            None if ndc_p is None else tuple(float(x) for x in ndc_p),
+        )
+
+    def image_rays(self, cameras, index: int, pixel_center: float = 0.5) -> RayBundle:
+        """[H, W] rays of camera ``index``."""
+        from neural3d.core.rays import apply_ndc, image_rays
+
+        rays = image_rays(cameras, index, self.near, self.far, pixel_center)
+        return apply_ndc(rays, self.ndc_params if self.ndc else None)
+
+
+class Model(nn.Module):
+    """Base class of methods."""
+
+    needs_scene: bool = False  # True: neural3d.load attaches the run's dataset (attach_scene)
+
+    def __init__(self, config: Any, *, scene: SceneInfo) -> None:
+        super().__init__()
+        self.config = config
+        self.scene = scene
+        bg = scene.background if scene.background is not None else torch.zeros(3)
+        self.register_buffer("background", bg.clone().float(), persistent=False)
+
+    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def loss_dict(self, outputs: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
+        """Default: MSE of every ``rgb*`` output against the target colour."""
+        return {f"loss_{k}": torch.mean((v - batch.rgb) ** 2) for k, v in outputs.items() if k.startswith("rgb")}
+
+    def metrics_dict(self, outputs: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
+        mse = torch.mean((outputs["rgb"].detach() - batch.rgb) ** 2)
+        return {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"network": [p for p in self.parameters() if p.requires_grad]}
+
+    def training_step_begin(self, step: int) -> None:
+        """Hook called before every training step."""
+
+    def attach_scene(self, scene: Any) -> None:
+        """Hook: the dataset (:class:`~neural3d.data.SceneData`) this model renders; default ignores it."""
+
+    def render_context(self, cameras: Any, index: int) -> Any:
+        """Hook: conditioning ``context`` for rendering camera ``index`` of ``cameras`` (default None)."""
+        return None
+
+    def build_loader(self, scene: Any, *, batch_size: int, device: Any, seed: int) -> Any:
+        """Hook: a training batch source for ``scene`` (None: the trainer's default RayLoader)."""
+        return None
+
+    def prepare_training(self) -> None:
+        """Hook called once by the trainer before it resumes or starts training."""
+
+    @torch.no_grad()
+    def render_rays(self, rays: RayBundle, chunk: int = 8192, context: Any = None) -> dict[str, Tensor]:
+        """Render any [*batch] bundle in chunks of ``chunk`` rays; returns [*batch, C] tensors."""
+        shape = rays.shape
+        flat = rays.flatten()
+        parts: dict[str, list[Tensor]] = {}
+        for sub in flat.chunks(chunk):
+            out = self(sub, context)
+            for k in ("rgb", "depth", "opacity"):
+                parts.setdefault(k, []).append(out[k].float())
+        return {k: torch.cat(v, 0).reshape(*shape, -1) for k, v in parts.items()}

@@ -1,0 +1,234 @@
+"""GNT (Wang et al., "Is Attention All That NeRF Needs?", ICLR 2023): generalizable rendering.
+
+The method renders a view from nearby posed source images, with no per-scene optimisation needed:
+
+* sampler: GNT's point samples (stratified in depth or inverse depth, :mod:`neural3d.methods.gnt.sampling`);
+* field: :class:`~neural3d.methods.gnt.field.SourceViewField` -- each sample projected into the source views
+  (bilinear RGB + ResUNet features, validity mask, ray-direction difference);
+* renderer: :class:`~neural3d.methods.gnt.field.RayTransformerRenderer` -- the view/ray transformer stack, whose
+  attention also gives depth; optional fine samples drawn from that attention.
+
+Source views: ``attach_scene`` stores the scene's training images and cameras; ``render_context``
+picks the ``n_source_views`` nearest for any pose; training batches (one target image each) carry a
+random subset of a larger pool of nearest views, never the target itself. Cross-scene training draws
+batches from a weighted mixture of scenes (``train_scenes`` / a generated ``family``); the run's
+``data.path`` scene is then only evaluated. ``init_checkpoint`` starts from a neural3d GNT checkpoint or
+an official GNT checkpoint (fine-tuning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neural3d.core.rays import RayBundle
+from neural3d.core.samples import RaySamples
+from neural3d.methods.base import Model, SceneInfo
+from neural3d.methods.gnt.batches import SourceViewBatches
+from neural3d.methods.gnt.field import RayTransformerRenderer, SourceViewField
+from neural3d.methods.gnt.projection import SourceViews
+from neural3d.methods.gnt.resunet import ResUNet
+from neural3d.methods.gnt.sampling import depth_samples, fine_depth_samples
+from neural3d.methods.gnt.selection import METHODS, identical_poses, nearest_views
+from neural3d.methods.registry import register_method
+
+
+@dataclass
+class GNTFamilyConfig:
+    """A generated synthetic scene family for cross-scene training (written to ``root`` when missing)."""
+
+    root: str = ""
+    n_scenes: int = 0
+    layout: str = "blender"  # blender | llff
+    res: int = 48
+    seed: int = 1
+    n_train: int = 16  # blender: training views per scene; llff: images per scene
+    weight: float = 1.0  # sampling weight of the whole family (split evenly over its scenes)
+
+
+@dataclass
+class GNTModelConfig:
+    width: int = 64
+    depth: int = 4  # view/ray block pairs (official: 4 single-scene, 8 cross-scene)
+    n_heads: int = 4
+    feature_dim: int = 32
+    single_net: bool = True  # False: separate fine network and a 2 x feature_dim ResUNet (official option)
+    dropout: float = 0.1
+    n_samples: int = 64  # coarse point samples per ray in training (paper: 64)
+    n_samples_eval: int = 0  # ... when rendering in eval mode (paper evaluation: 192); 0: n_samples
+    n_fine: int = 0  # extra samples drawn from the attention weights
+    lindisp: bool = True  # samples uniform in inverse depth (official inv_uniform)
+    n_source_views: int = 10
+    n_source_views_eval: int = 0  # ... when rendering in eval mode (paper evaluation: 10); 0: n_source_views
+    pool_factor: int = 2  # training: sources drawn from the pool_factor * n_source_views nearest
+    colour_augment: bool = False  # training: one random colour map per batch on target AND sources
+    selection: str = "auto"  # auto (llff: dist, else vector) | dist | vector | matrix
+    init_checkpoint: str = ""  # neural3d checkpoint (.pt) or official GNT checkpoint to start from
+    train_scenes: list[str] = field(default_factory=list)  # cross-scene: training scene folders
+    train_weights: list[float] = field(default_factory=list)  # their sampling weights (default 1 each)
+    train_factor: int = 1  # downscale factor when loading train_scenes
+    family: GNTFamilyConfig = field(default_factory=GNTFamilyConfig)
+
+
+@register_method("gnt", GNTModelConfig)
+class GNTModel(Model):
+    """Generalizable NeRF Transformer; outputs ``rgb``, ``depth`` (attention-expected t), ``opacity`` (1)."""
+
+    needs_scene = True
+
+    def __init__(self, config: GNTModelConfig, *, scene: SceneInfo) -> None:
+        super().__init__(config, scene=scene)
+        if config.selection != "auto" and config.selection not in METHODS:
+            raise ValueError(f"model.selection must be 'auto' or one of {METHODS}, got '{config.selection}'")
+        if config.n_source_views < 1:
+            raise ValueError(f"model.n_source_views must be >= 1, got {config.n_source_views}")
+        if config.n_source_views_eval < 0:
+            raise ValueError(
+                f"model.n_source_views_eval must be >= 0 (0: n_source_views), got {config.n_source_views_eval}"
+            )
+        kw = {
+            "width": config.width,
+            "depth": config.depth,
+            "feature_dim": config.feature_dim,
+            "n_heads": config.n_heads,
+            "dropout": config.dropout,
+        }
+        self.renderer = RayTransformerRenderer(**kw)
+        self.feature_net = ResUNet(out_channels=config.feature_dim * (1 if config.single_net else 2))
+        self.renderer_fine = None if config.single_net else RayTransformerRenderer(**kw)
+        self.field = SourceViewField()
+        self._scene = None  # attached SceneData (not part of the state dict)
+        self._feature_cache: dict[int, Tensor] = {}  # scene image index -> feature map, eval only
+
+    def train(self, mode: bool = True) -> GNTModel:
+        if mode or self.training:  # (leaving) training: weights change, cached features go stale
+            self.clear_feature_cache()
+        return super().train(mode)
+
+    def clear_feature_cache(self) -> None:
+        """Forget the cached feature maps of the attached scene's images (eval mode keeps them across renders)."""
+        self._feature_cache.clear()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.clear_feature_cache()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # ------------------------------------------------------------------ source views
+    def selection_method(self, scene) -> str:
+        """'dist' for forward-facing (LLFF) scenes, 'vector' otherwise, unless ``model.selection`` says."""
+        if self.config.selection != "auto":
+            return self.config.selection
+        return "dist" if getattr(scene, "kind", "") == "llff" else "vector"
+
+    def attach_scene(self, scene) -> None:
+        if scene.ndc:
+            raise ValueError(f"{scene.root}: GNT needs world-space rays; set data.ndc=false for forward-facing scenes")
+        if scene.split_indices("train").numel() < 1:
+            raise ValueError(f"{scene.root}: GNT needs training images as source views")
+        self._scene = scene
+        self.clear_feature_cache()
+
+    def render_context(self, cameras, index: int) -> SourceViews:
+        """The training views of the attached scene nearest camera ``index`` (its own image excluded).
+
+        How many: ``n_source_views`` in training mode, ``n_source_views_eval`` (when > 0) in eval mode.
+        """
+        scene = self._scene
+        if scene is None:
+            raise ValueError(
+                "GNT renders from source views: attach a scene first (model.attach_scene(load_scene(path)))"
+            )
+        train = scene.split_indices("train").to(scene.images.device)
+        src = scene.cameras.camera_to_worlds[train]
+        target = cameras.camera_to_worlds[index][None].to(src.device)
+        same = identical_poses(target, src)
+        k = min(self.n_views, train.numel() - int(same.sum()))
+        idx = nearest_views(
+            target, src, max(k, 1), method=self.selection_method(scene), exclude=same if k >= 1 else None
+        )[0]
+        chosen = train[idx]
+        return SourceViews(scene.images[chosen], scene.cameras[chosen], scene.pixel_center, chosen, attached=True)
+
+    @property
+    def n_views(self) -> int:
+        """Source views per rendered image: ``n_source_views``, or ``n_source_views_eval`` in eval mode."""
+        cfg = self.config
+        return cfg.n_source_views if self.training or cfg.n_source_views_eval <= 0 else cfg.n_source_views_eval
+
+    # ------------------------------------------------------------------ training hooks
+    def build_loader(self, scene, *, batch_size: int, device, seed: int) -> SourceViewBatches:
+        scenes, weights = self._training_scenes(scene)
+        return SourceViewBatches(
+            scenes,
+            weights,
+            batch_size=batch_size,
+            n_views=self.config.n_source_views,
+            pool_factor=self.config.pool_factor,
+            method=self.selection_method,
+            device=device,
+            seed=seed,
+            colour_augment=self.config.colour_augment,
+        )
+
+    def _training_scenes(self, scene) -> tuple[list, list[float]]:
+        from neural3d.methods.gnt.mixture import load_training_scenes
+
+        return load_training_scenes(self.config, scene)
+
+    def prepare_training(self) -> None:
+        path = self.config.init_checkpoint
+        if not path:
+            return
+        from neural3d.methods.gnt.checkpoint import load_weights_into
+
+        load_weights_into(self, path)
+
+    # ------------------------------------------------------------------ rendering
+    def _features(self, context: SourceViews) -> tuple[Tensor, Tensor]:
+        if context.features is not None:
+            return context.features, context.features_fine if context.features_fine is not None else context.features
+        cacheable = (
+            context.attached and context.indices is not None and not self.training and not torch.is_grad_enabled()
+        )
+        keys = context.indices.tolist() if cacheable else []
+        if cacheable and all(k in self._feature_cache for k in keys):  # views of the attached scene seen before
+            feats = torch.stack([self._feature_cache[k] for k in keys])
+        else:
+            feats = self.feature_net(context.images.to(self.background.device).permute(0, 3, 1, 2))
+            if cacheable:
+                self._feature_cache.update(zip(keys, feats))
+        c = self.config.feature_dim
+        coarse, fine = (feats, feats) if self.config.single_net else (feats[:, :c], feats[:, c:])
+        if not torch.is_grad_enabled():  # cache across the chunks of one image
+            context.features, context.features_fine = coarse, fine
+        return coarse, fine
+
+    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
+        if not isinstance(context, SourceViews):
+            raise TypeError(
+                "GNT forward needs a SourceViews context (source images and cameras); "
+                "use model.render_context(cameras, index) or a scene-attached loader"
+            )
+        if context.images.device != rays.device:
+            context = context.to(rays.device)
+        coarse_feats, fine_feats = self._features(context)
+        cfg = self.config
+        n_samples = cfg.n_samples if self.training or cfg.n_samples_eval <= 0 else cfg.n_samples_eval
+        z = depth_samples(rays.nears, rays.fars, n_samples, lindisp=cfg.lindisp, jitter=self.training)
+        samples = RaySamples(rays, z, z)
+        out = self.renderer(self.field(samples, context, coarse_feats), samples)
+        if cfg.n_fine <= 0:
+            return {"rgb": out.rgb, "depth": out.depth, "opacity": out.opacity}
+        z_fine = fine_depth_samples(z, out.weights, cfg.n_fine, lindisp=cfg.lindisp, det=not self.training)
+        fine_samples = RaySamples(rays, z_fine, z_fine)
+        renderer = self.renderer if self.renderer_fine is None else self.renderer_fine
+        fine = renderer(self.field(fine_samples, context, fine_feats), fine_samples)
+        return {"rgb_coarse": out.rgb, "rgb": fine.rgb, "depth": fine.depth, "opacity": fine.opacity}
+
+    @property
+    def attached_scene(self) -> Any | None:
+        """The attached :class:`~neural3d.data.SceneData` (None before ``attach_scene``)."""
+        return self._scene

@@ -1,0 +1,1 @@
+"""Vanilla NeRF (``method: nerf``): coarse + fine MLPs with hierarchical sampling."""

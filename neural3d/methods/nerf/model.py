@@ -1,0 +1,70 @@
+"""Vanilla NeRF (Mildenhall et al. 2020): coarse + fine MLPs with hierarchical sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neural3d.core.rays import RayBundle
+from neural3d.fields.nerf_field import NeRFField
+from neural3d.methods.base import Model, SceneInfo
+from neural3d.methods.registry import register_method
+from neural3d.render import VolumeRenderer
+from neural3d.samplers import PDFSampler, UniformSampler
+
+
+@dataclass
+class NeRFModelConfig:
+    n_coarse: int = 64  # stratified samples per ray for the coarse network
+    n_fine: int = 128  # importance samples per ray for the fine network (merged with the coarse ones)
+    lindisp: bool = False  # sample linearly in inverse depth
+    pos_freqs: int = 10
+    dir_freqs: int = 4
+    width: int = 256
+    depth: int = 8
+    skips: list[int] = field(default_factory=lambda: [4])
+    use_viewdirs: bool = True
+    density_noise: float = 0.0  # std of noise added to raw density in training (original LLFF: 1.0)
+    opaque_far: bool | None = None  # last sample's interval 1e10 long (original NeRF); None: on for NDC scenes
+
+
+@register_method("nerf", NeRFModelConfig)
+class NeRFModel(Model):
+    """Coarse/fine NeRF; outputs ``rgb``/``depth``/``opacity`` (fine) and ``rgb_coarse``."""
+
+    def __init__(self, config: NeRFModelConfig, *, scene: SceneInfo) -> None:
+        super().__init__(config, scene=scene)
+        kw = {
+            "pos_freqs": config.pos_freqs,
+            "dir_freqs": config.dir_freqs,
+            "width": config.width,
+            "depth": config.depth,
+            "skips": list(config.skips),
+            "use_viewdirs": config.use_viewdirs,
+        }
+        self.coarse_field = NeRFField(**kw)
+        self.fine_field = NeRFField(**kw) if config.n_fine > 0 else None
+        self.coarse_sampler = UniformSampler(n_samples=config.n_coarse, lindisp=config.lindisp)
+        self.fine_sampler = PDFSampler(n_samples=config.n_fine, include_input=True)
+        self.renderer = VolumeRenderer(opaque_far=scene.ndc if config.opaque_far is None else bool(config.opaque_far))
+
+    def _render(self, field: NeRFField, samples) -> Any:
+        density, rgb = field.query(samples.positions, samples.viewdirs)
+        if self.training and self.config.density_noise > 0:
+            density = torch.relu(density + torch.randn_like(density) * self.config.density_noise)
+        from neural3d.fields.base import FieldOutputs
+
+        return self.renderer(FieldOutputs(density=density, rgb=rgb), samples, self.background)
+
+    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
+        coarse_samples = self.coarse_sampler(rays)
+        coarse = self._render(self.coarse_field, coarse_samples)
+        out = {"rgb_coarse": coarse.rgb}
+        if self.fine_field is None:
+            return {**out, "rgb": coarse.rgb, "depth": coarse.depth, "opacity": coarse.opacity}
+        fine_samples = self.fine_sampler(coarse_samples, coarse.weights)
+        fine = self._render(self.fine_field, fine_samples)
+        return {**out, "rgb": fine.rgb, "depth": fine.depth, "opacity": fine.opacity}

@@ -1,6 +1,0 @@
-"""Methods (sampler + field + renderer + losses) and their registry."""
-
-from neural3d.models.base import Model, SceneInfo
-from neural3d.models.registry import available_methods, get_method, register_method
-
-__all__ = ["Model", "SceneInfo", "available_methods", "get_method", "register_method"]
