@@ -1,18 +1,31 @@
-"""Typed configuration: dataclasses + OmegaConf YAML files + ``key=value`` overrides.
+"""Typed configuration: dataclasses + OmegaConf YAML files + ``key=value`` overrides. The one config builder.
 
-Why OmegaConf structured configs: the schema is the dataclasses below (typed, documented, with
-defaults), YAML files in ``configs/`` only state what differs, and command-line overrides use the
-same dotted keys. Unknown keys and wrong types are rejected with the list of valid keys. The
-``model`` section is validated against the config dataclass registered for ``method``, so a new
-method is one module (its config dataclass and model class) plus one YAML file.
+Why OmegaConf structured configs: the schema is a dataclass (typed, every field documented by a string
+literal under it, with defaults), YAML files only state what differs, and command-line overrides use the
+same dotted keys. Every config of the package -- the scene-training :class:`TrainConfig` below, the NID
+and point-classification configs, each method's model config -- is built by :func:`build` here:
+
+* unknown keys and wrong types are rejected naming the key and listing the valid keys there;
+* options are ``Literal[...]`` fields, checked when the config is built (:func:`check_choices`, one walk over
+  the dataclass annotations), with an error naming the key, the bad value and the allowed values.
+  OmegaConf >= 2.3 does not know ``Literal``, so the OmegaConf schema stores such fields as ``str``
+  (:func:`omegaconf_schema`);
+* a built config is never changed in place: :func:`replace` returns a new one;
+* components are built from a config section by :func:`instantiate` (no field copied by hand).
+
+The ``model`` section of :class:`TrainConfig` is validated against the config dataclass registered for
+``method``, so a new method is one module (its config dataclass and model class) plus one YAML file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+import functools
+import inspect
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -22,77 +35,135 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid."""
 
 
+# ============================================================================ the scene-training schema
 @dataclass
 class SynthConfig:
     """How to generate the scene when ``data.path`` does not exist (``enabled`` must be true)."""
 
     enabled: bool = False
-    layout: str = "blender"  # blender | llff
+    """Generate the scene into ``data.path`` when that folder does not exist."""
+    layout: Literal["blender", "llff"] = "blender"
+    """Folder layout (and camera rig) of the generated scene: Blender (360°) or LLFF (forward-facing)."""
     seed: int = 0
+    """Seed of the generated scene (shapes, textures, cameras)."""
     res: int = 64
+    """Image width and height (pixels)."""
     n_train: int = 40
+    """Training views."""
     n_val: int = 8
+    """Validation views."""
     n_test: int = 8
+    """Test views."""
 
 
 @dataclass
 class DataConfig:
+    """The scene: where it is, its format, and how its rays are cast."""
+
     path: str = "data/demo"
-    format: str = "auto"  # auto | blender | llff | transforms
-    factor: int = 1  # downscale factor (LLFF: reads images_{factor})
-    background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # RGBA images composited on it
+    """Scene folder (or a marker file inside it: ``transforms_*.json``, ``poses_bounds.npy``)."""
+    format: Literal["auto", "blender", "llff", "transforms"] = "auto"
+    """Dataset format; ``auto`` detects it from the folder's files."""
+    factor: int = 1
+    """Image downscale factor (LLFF: reads ``images_{factor}``)."""
+    background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    """RGB colour RGBA images are composited on (and renderers add behind the scene)."""
     llffhold: int = 8
+    """LLFF: every ``llffhold``-th image is held out for testing (original NeRF split)."""
     spherify: bool = False
-    ndc: bool | None = None  # None: LLFF forward-facing uses NDC unless spherify
-    near: float | None = None  # override the dataset's near/far
+    """LLFF: normalise 360° captures onto the unit sphere (original ``spherify_poses``)."""
+    ndc: bool | None = None
+    """Cast rays in NDC; None: forward-facing LLFF scenes use NDC unless ``spherify``."""
+    near: float | None = None
+    """Override the dataset's near plane (None: the dataset's)."""
     far: float | None = None
-    pixel_center: float = 0.5  # 0.0 reproduces the original NeRF/GNT ray generation
+    """Override the dataset's far plane (None: the dataset's)."""
+    pixel_center: float = 0.5
+    """Offset of a pixel's ray within the pixel; 0.0 reproduces the original NeRF/GNT ray generation."""
     synth: SynthConfig = field(default_factory=SynthConfig)
+    """Generate a synthetic scene at ``path`` when it is missing."""
 
 
 @dataclass
 class OptimConfig:
+    """Adam optimiser and learning-rate schedule."""
+
     lr: float = 1e-2
-    lr_final: float = 1e-3  # reached at the last step (exponential decay)
-    schedule: str = "exp"  # exp | cosine | constant
+    """Initial learning rate (after warm-up)."""
+    lr_final: float = 1e-3
+    """Learning rate reached at the last step (``exp`` and ``cosine`` schedules)."""
+    schedule: Literal["exp", "cosine", "constant"] = "exp"
+    """Learning-rate decay from ``lr`` to ``lr_final`` over the training steps."""
     warmup_steps: int = 0
+    """Linear learning-rate warm-up steps (0: none)."""
     eps: float = 1e-15
+    """Adam epsilon."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    weight_decay: float = 0.0  # applied to network weights only (not encodings)
-    grad_clip: float = 0.0  # 0: off
+    """Adam (beta1, beta2)."""
+    weight_decay: float = 0.0
+    """Weight decay, applied to network weights only (not encodings)."""
+    grad_clip: float = 0.0
+    """Gradient-norm clipping threshold (0: off)."""
 
 
 @dataclass
 class TrainerConfig:
+    """The training loop: length, batch, logging, checkpoints."""
+
     steps: int = 2000
-    batch_size: int = 4096  # rays per step
-    eval_every: int = 0  # 0: only at the end
-    eval_images: int = 2  # images rendered for periodic evaluation
+    """Optimisation steps."""
+    batch_size: int = 4096
+    """Rays per step."""
+    eval_every: int = 0
+    """Steps between periodic evaluations (0: only at the end)."""
+    eval_images: int = 2
+    """Images rendered for each periodic evaluation."""
     checkpoint_every: int = 500
+    """Steps between checkpoints (the last step is always saved)."""
     log_every: int = 50
-    max_seconds: float = 0.0  # stop after this many seconds of training (0: no limit)
-    mixed_precision: str = "auto"  # auto (bf16 on CUDA) | off | bf16 | fp16
+    """Steps between log lines / metric rows."""
+    max_seconds: float = 0.0
+    """Stop after this many seconds of training (0: no limit)."""
+    mixed_precision: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    """Autocast dtype on CUDA (``auto``: bf16); CPU always trains in float32."""
     progress: bool = True
+    """Show a progress bar."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser and learning-rate schedule."""
 
 
 @dataclass
 class EvalConfig:
+    """Evaluation after training (``neural3d eval``): split, chunking, LPIPS weights."""
+
     split: str = "test"
-    chunk: int = 8192  # rays per forward pass when rendering images
-    lpips_backbone: str | None = None  # local path to torchvision VGG16/AlexNet weights
-    lpips_linear: str | None = None  # local path to the lpips package's linear-layer weights
-    lpips_net: str = "vgg"
+    """Dataset split evaluated."""
+    chunk: int = 8192
+    """Rays per forward pass when rendering images."""
+    lpips_backbone: str | None = None
+    """Local path to torchvision VGG16/AlexNet weights (LPIPS needs it and ``lpips_linear``)."""
+    lpips_linear: str | None = None
+    """Local path to the lpips package's linear-layer weights."""
+    lpips_net: Literal["vgg", "alex"] = "vgg"
+    """LPIPS backbone network."""
     save_images: bool = True
+    """Write the rendered images next to the metrics."""
 
 
 @dataclass
 class RenderConfig:
-    path: str = "auto"  # auto | orbit | spiral | interp | test | <camera_path.json>
+    """Rendering a camera path of a trained run (``neural3d render``)."""
+
+    path: str = "auto"
+    """Camera path: ``auto``, ``orbit``, ``spiral``, ``interp``, ``test`` or a ``camera_path.json`` file."""
     n_frames: int = 60
+    """Frames of a generated path."""
     fps: int = 30
+    """Frames per second of the video."""
     outputs: list[str] = field(default_factory=lambda: ["rgb", "depth"])
-    scale: float = 1.0  # resolution scale relative to the dataset's images
+    """Rendered outputs, side by side (``rgb``, ``depth``, ``opacity``)."""
+    scale: float = 1.0
+    """Resolution scale relative to the dataset's images."""
 
 
 @dataclass
@@ -100,57 +171,236 @@ class ViewerConfig:
     """Live browser viewer while training (``viewer.enabled=true``; needs the ``viewer`` extra)."""
 
     enabled: bool = False
-    host: str = "127.0.0.1"  # loopback only; another address prints a warning
+    """Serve the live viewer while training."""
+    host: str = "127.0.0.1"
+    """Address served; loopback only by default (another address prints a warning)."""
     port: int = 7007
-    update_every: int = 25  # training steps between weight pushes to the viewer
-    max_resolution: int = 512  # longest side of still renders (pixels)
-    target_fps: float = 8.0  # frame rate held while the camera moves
-    keep_alive: bool = True  # keep serving after training ends, until Ctrl-C
+    """TCP port."""
+    update_every: int = 25
+    """Training steps between weight pushes to the viewer."""
+    max_resolution: int = 512
+    """Longest side of still renders (pixels)."""
+    target_fps: float = 8.0
+    """Frame rate held while the camera moves."""
+    keep_alive: bool = True
+    """Keep serving after training ends, until Ctrl-C."""
 
 
 @dataclass
 class TrainConfig:
+    """A scene-training run (``neural3d train CONFIG``)."""
+
     method: str = "ngp"
+    """Registered method name (:func:`neural3d.methods.registry.available_methods`)."""
     data: DataConfig = field(default_factory=DataConfig)
-    model: Any = None  # validated against the method's registered config dataclass
+    """The scene."""
+    model: Any = None
+    """The method's model config, validated against the config dataclass registered for ``method``."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """The training loop."""
     eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation settings."""
     render: RenderConfig = field(default_factory=RenderConfig)
+    """Camera-path rendering settings."""
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
+    """Live viewer."""
     output_dir: str = "runs"
-    experiment: str = ""  # run directory name (default: method + scene name)
+    """Folder holding run directories."""
+    experiment: str = ""
+    """Run directory name (default: scene name + method)."""
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    """Seed of every random generator of the run."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
 
 
-def _valid_keys(schema) -> list[str]:
+# ============================================================================ Literal options
+def literal_values(annotation: Any) -> tuple | None:
+    """The allowed values of a ``Literal[...]`` annotation (with ``None`` for ``Literal[...] | None``), else None."""
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and get_origin(args[0]) is Literal:
+            return (*get_args(args[0]), None)
+    return None
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _section_class(annotation: Any) -> type | None:
+    """The dataclass of a nested config section annotation, else None."""
+    return annotation if isinstance(annotation, type) and is_dataclass(annotation) else None
+
+
+def choice_fields(schema_cls: type) -> dict[str, tuple]:
+    """Dotted key -> allowed values of every ``Literal`` field of ``schema_cls`` and of its nested sections."""
+    out: dict[str, tuple] = {}
+    for name, annotation in _type_hints(schema_cls).items():
+        if name not in {f.name for f in fields(schema_cls)}:
+            continue
+        allowed = literal_values(annotation)
+        if allowed is not None:
+            out[name] = allowed
+        elif (section := _section_class(annotation)) is not None:
+            out.update({f"{name}.{key}": values for key, values in choice_fields(section).items()})
+    return out
+
+
+def check_choices(cfg: Any, schema_cls: type, source: str = "config", prefix: str = "") -> None:
+    """Raise ConfigError naming the key, the bad value and the allowed values of the first invalid option."""
+    for key, allowed in choice_fields(schema_cls).items():
+        value = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else _getattr_path(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{source}: '{prefix}{key}' must be one of {list(allowed)}, got {value!r}")
+
+
+def _getattr_path(obj: Any, key: str) -> Any:
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# ============================================================================ the OmegaConf schema
+def _plain_annotation(annotation: Any) -> Any:
+    """``annotation`` as OmegaConf (>= 2.3) accepts it: ``Literal[...]`` -> the values' type, sections recursively."""
+    allowed = literal_values(annotation)
+    if allowed is not None:
+        value_type = type(allowed[0])
+        return value_type | None if None in allowed else value_type
+    section = _section_class(annotation)
+    return omegaconf_schema(section) if section is not None else annotation
+
+
+def _as_schema_instance(obj: Any) -> Any:
+    """A dataclass instance as an instance of its :func:`omegaconf_schema` (same values, sections too)."""
+    if not (is_dataclass(obj) and not isinstance(obj, type)):
+        return obj
+    schema = omegaconf_schema(type(obj))
+    if schema is type(obj):
+        return obj
+    return schema(**{f.name: _as_schema_instance(getattr(obj, f.name)) for f in fields(obj) if f.init})
+
+
+def _schema_field(f: Any) -> Any:
+    """A copy of dataclass field ``f`` whose default (factory) builds :func:`omegaconf_schema` instances."""
+    if f.default_factory is not MISSING:
+        factory = f.default_factory
+        return field(default_factory=lambda: _as_schema_instance(factory()), metadata=f.metadata)
+    return field(default=f.default, metadata=f.metadata)
+
+
+@functools.cache
+def omegaconf_schema(cls: type) -> type:
+    """The dataclass OmegaConf builds ``cls``'s configs from: ``cls`` itself, or a subclass of it (same name)
+    whose ``Literal`` fields (also in nested sections) are stored as their values' type (``str``).
+    The allowed values are checked by :func:`check_choices` against ``cls``'s annotations."""
+    hints = _type_hints(cls)
+    changed = [f for f in fields(cls) if _plain_annotation(hints[f.name]) is not hints[f.name]]
+    if not changed:
+        return cls
+    spec = [(f.name, _plain_annotation(hints[f.name]), _schema_field(f)) for f in changed]
+    namespace = {"__module__": cls.__module__, "__doc__": cls.__doc__, "__config_class__": cls}
+    return make_dataclass(cls.__name__, spec, bases=(cls,), namespace=namespace)
+
+
+def config_class(cfg: Any) -> type | None:
+    """The config dataclass a built config was made from (None for an untyped config)."""
+    schema = OmegaConf.get_type(cfg) if isinstance(cfg, DictConfig) else type(cfg)
+    if schema is None or not is_dataclass(schema):
+        return None
+    return schema.__dict__.get("__config_class__", schema)
+
+
+def structured(schema_cls: type) -> DictConfig:
+    """The defaults of the config dataclass ``schema_cls`` as a typed DictConfig."""
+    return OmegaConf.structured(omegaconf_schema(schema_cls)())
+
+
+# ============================================================================ merging, with explained errors
+def _valid_keys(schema: Any) -> list[str]:
     return sorted(f.name for f in fields(schema)) if is_dataclass(schema) else []
 
 
-def _explain(err: OmegaConfBaseException, source: str, schema, prefix: str = "") -> ConfigError:
+def _explain(err: OmegaConfBaseException, source: str, schema_cls: type, prefix: str = "") -> ConfigError:
+    """A ConfigError naming the source, the dotted key and the valid keys of the section holding it."""
     key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
     msg = str(err).splitlines()[0]
-    node = schema
+    node: Any = schema_cls
     for part in str(key).split(".")[:-1]:
-        sub = {f.name: f for f in fields(node)}.get(part) if is_dataclass(node) else None
-        if sub is None or not is_dataclass(sub.default_factory() if callable(sub.default_factory) else sub.default):
+        section = _section_class(_type_hints(node).get(part)) if is_dataclass(node) else None
+        if section is None:
             break
-        node = type(sub.default_factory()) if callable(sub.default_factory) else type(sub.default)
+        node = section
     valid = ", ".join(_valid_keys(node))
     return ConfigError(f"{source}: invalid config key or value '{prefix}{key}': {msg}. Valid keys here: {valid}")
 
 
-def _merge(schema_obj, parts: Sequence[tuple[str, Any]], schema_cls, prefix: str = "") -> DictConfig:
-    cfg = OmegaConf.structured(schema_obj)
+def _as_omegaconf(part: Any) -> Any:
+    if part is None:
+        return OmegaConf.create({})
+    if is_dataclass(part) and not isinstance(part, type):
+        return OmegaConf.structured(_as_schema_instance(part))
+    return OmegaConf.create(part)
+
+
+def merge(schema_cls: type, parts: Sequence[tuple[str, Any]], *, prefix: str = "") -> DictConfig:
+    """The defaults of ``schema_cls`` with each ``(source, mapping)`` of ``parts`` merged in order.
+
+    Unknown keys, wrong types and options outside their ``Literal`` values raise ConfigError naming the
+    source that brought them and the key (``prefix`` + dotted key).
+    """
+    cfg = structured(schema_cls)
     for source, part in parts:
         try:
-            cfg = OmegaConf.merge(cfg, part)
+            cfg = OmegaConf.merge(cfg, _as_omegaconf(part))
         except OmegaConfBaseException as e:
             raise _explain(e, source, schema_cls, prefix) from None
+        check_choices(cfg, schema_cls, source, prefix)
     return cfg
 
 
+def build(
+    schema_cls: type, yaml_cfg: Any = None, overrides: Sequence[str] = (), source: str = "config", *, prefix: str = ""
+) -> DictConfig:
+    """Build a config of the dataclass ``schema_cls``: its defaults, then ``yaml_cfg``, then ``key=value`` overrides.
+
+    Args:
+        schema_cls: the config dataclass.
+        yaml_cfg: a mapping, DictConfig or ``schema_cls`` instance (None: the defaults).
+        overrides: ``key=value`` strings (dotted keys).
+        source: names ``yaml_cfg`` in error messages (a file path).
+        prefix: prepended to keys in error messages (``model.`` for a method's model section).
+    Returns:
+        a typed DictConfig; every ``Literal`` option checked.
+    Raises:
+        ConfigError: unknown key, wrong type, or an option outside its allowed values.
+    """
+    return merge(schema_cls, [(source, yaml_cfg), ("overrides", parse_overrides(overrides))], prefix=prefix)
+
+
+def load(schema_cls: type, path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """:func:`build` from a YAML file (the file's path names it in error messages)."""
+    return build(schema_cls, load_yaml(path), overrides, source=str(path))
+
+
+def replace(cfg: DictConfig, changes: Mapping[str, Any], *, source: str = "replace") -> DictConfig:
+    """A new config: ``cfg`` with the nested mapping ``changes`` merged and checked; ``cfg`` itself is unchanged."""
+    schema_cls = config_class(cfg)
+    try:
+        new = OmegaConf.merge(cfg, OmegaConf.create(dict(changes)))
+    except OmegaConfBaseException as e:
+        raise _explain(e, source, schema_cls) from None
+    if schema_cls is not None:
+        check_choices(new, schema_cls, source)
+    return new
+
+
 def load_yaml(path: str | Path) -> DictConfig:
+    """Parse a YAML file whose top level is a mapping."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -164,6 +414,7 @@ def load_yaml(path: str | Path) -> DictConfig:
 
 
 def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """``key=value`` strings (dotted keys, YAML values) -> a nested DictConfig."""
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got: {', '.join(bad)}")
@@ -173,10 +424,11 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"cannot parse overrides {list(overrides)}: {e}") from None
 
 
+# ============================================================================ the scene-training config
 def build_config(
     yaml_cfg: DictConfig | dict | None = None, overrides: Sequence[str] = (), source: str = "config"
 ) -> tuple[DictConfig, Any]:
-    """Validate a config against the schema and the method's model config.
+    """Validate a config against :class:`TrainConfig` and the method's model config.
 
     Returns:
         (full config as a DictConfig, the model config as a typed DictConfig of the method's dataclass).
@@ -186,9 +438,9 @@ def build_config(
     user = OmegaConf.create(yaml_cfg or {})
     ov = parse_overrides(overrides)
     model_parts = [(source, user.pop("model", None) or {}), ("overrides", ov.pop("model", None) or {})]
-    cfg = _merge(TrainConfig(), [(source, user), ("overrides", ov)], TrainConfig)
+    cfg = merge(TrainConfig, [(source, user), ("overrides", ov)])
     method = get_method(cfg.method)
-    model_cfg = _merge(method.config_class(), model_parts, method.config_class, prefix="model.")
+    model_cfg = merge(method.config_class, model_parts, prefix="model.")
     cfg.model = model_cfg
     return cfg, model_cfg
 
@@ -199,4 +451,46 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[DictCo
 
 
 def to_yaml(cfg: DictConfig) -> str:
+    """A config as YAML text (what a run directory's ``config.yaml`` holds)."""
     return OmegaConf.to_yaml(cfg)
+
+
+# ============================================================================ builders and documentation
+def instantiate(target: Callable[..., Any], section: Any, /, **explicit: Any) -> Any:
+    """Call ``target`` with the fields of the config ``section`` that name its keyword parameters.
+
+    ``explicit`` keyword arguments are passed as given and win over fields of the same name. Fields that
+    name no parameter are not passed (they configure something else: a sampler, the run). Values are plain
+    Python (a list field arrives as a list).
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Section:
+    ...     width: int = 8
+    ...     n_samples: int = 4
+    >>> instantiate(lambda *, width, depth=1: (width, depth), Section(), depth=3)
+    (8, 3)
+    """
+    values = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else vars(section)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = [n for n, p in inspect.signature(target).parameters.items() if p.kind in kinds]
+    kwargs = {n: values[n] for n in params if n in values and n not in explicit}
+    return target(**kwargs, **explicit)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> the string literal written under it in the class body of dataclass ``cls``."""
+    import ast
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):  # no source (a generated schema class)
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for stmt, nxt in zip(body, body[1:]):
+        is_doc = isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and is_doc:
+            docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
+    return docs
