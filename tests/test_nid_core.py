@@ -191,8 +191,8 @@ def test_encodings_and_bank_shapes_and_siren_init():
 
 
 def test_nid_configs_reject_unknown_keys_naming_them(tmp_path):
-    from neural3d.config import ConfigError
-    from neural3d.methods.nid.config import NIDFitConfig, NIDTrainConfig, load
+    from neural3d.config import ConfigError, load
+    from neural3d.methods.nid.config import NIDFitConfig, NIDTrainConfig
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("gate: {topq: 3}\n")
@@ -210,8 +210,8 @@ def test_nid_configs_reject_unknown_keys_naming_them(tmp_path):
 def test_shipped_nid_configs_validate():
     from pathlib import Path
 
-    from neural3d.config import load_config
-    from neural3d.methods.nid.config import NIDFitConfig, NIDTrainConfig, build, load
+    from neural3d.config import build, load, load_config
+    from neural3d.methods.nid.config import NIDFitConfig, NIDTrainConfig
     from neural3d.methods.nid.family import NIDFamilyConfig
 
     root = Path(__file__).resolve().parents[1] / "configs"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 def _train_dict(args) -> int:
     from neural3d.apps.image_dictionary.run import train_from_config
-    from neural3d.config import load_yaml
-    from neural3d.methods.nid.config import NIDTrainConfig, build
+    from neural3d.config import load
+    from neural3d.methods.nid.config import NIDTrainConfig
 
-    cfg = build(NIDTrainConfig, load_yaml(args.config), args.overrides, source=args.config)
+    cfg = load(NIDTrainConfig, args.config, args.overrides)
     res = train_from_config(cfg, source=args.config, resume=not args.restart)
     m = res.metrics
     print(
@@ -20,11 +20,11 @@ def _train_dict(args) -> int:
 
 def _fit(args) -> int:
     from neural3d.apps.image_dictionary.run import fit_from_config
-    from neural3d.config import load_yaml
-    from neural3d.methods.nid.config import NIDFitConfig, build
+    from neural3d.config import load
+    from neural3d.methods.nid.config import NIDFitConfig
 
     target, *trailing = args.target  # key=value overrides may also follow the target
-    cfg = build(NIDFitConfig, load_yaml(args.config), [*args.overrides, *trailing], source=args.config)
+    cfg = load(NIDFitConfig, args.config, [*args.overrides, *trailing])
     m = fit_from_config(cfg, target, source=args.config)
     hidden = f", hidden-region PSNR {m['psnr_hidden']:.2f} dB" if "psnr_hidden" in m else ""
     print(
@@ -36,11 +36,10 @@ def _fit(args) -> int:
 def _train_scenes(args) -> int:
     from pathlib import Path
 
-    from neural3d.config import load_yaml
-    from neural3d.methods.nid.config import build
+    from neural3d.config import load
     from neural3d.methods.nid.family import NIDFamilyConfig, train_family
 
-    cfg = build(NIDFamilyConfig, load_yaml(args.config), args.overrides, source=args.config)
+    cfg = load(NIDFamilyConfig, args.config, args.overrides)
     train_family(cfg, run_dir=Path(cfg.output_dir))
     print(
         f"[neural3d] scene-family dictionary in {cfg.output_dir}/checkpoints (use it with method: nid, "

@@ -18,8 +18,9 @@ from neural3d.apps.image_dictionary.workflows import (
     fit_image,
     random_pixel_mask,
 )
+from neural3d.config import build
 from neural3d.evaluation.metrics import psnr
-from neural3d.methods.nid.config import FIT_CHOICES, TRAIN_CHOICES, NIDFitConfig, NIDTrainConfig, build, check_choices
+from neural3d.methods.nid.config import NIDFitConfig, NIDTrainConfig
 from neural3d.training.checkpoint import atomic_write_text
 
 
@@ -35,7 +36,6 @@ def _save_png(path: Path, image: torch.Tensor) -> None:
 def train_from_config(cfg, source: str = "config", resume: bool = True):
     """Validate a :class:`NIDTrainConfig` and train; the run directory is ``cfg.output_dir``."""
     cfg = build(NIDTrainConfig, cfg, source=source)
-    check_choices(cfg, TRAIN_CHOICES, source)
     return train_dictionary(cfg, run_dir=Path(cfg.output_dir), device=_device(cfg.device), resume=resume)
 
 
@@ -47,7 +47,6 @@ def fit_from_config(cfg, target, source: str = "config") -> dict:
     ``cfg.output``. Returns the metrics.
     """
     cfg = build(NIDFitConfig, cfg, source=source)
-    check_choices(cfg, FIT_CHOICES, source)
     if not cfg.dictionary:
         raise ValueError(f"{source}: 'dictionary' must name a run directory or checkpoint of `neural3d nid train-dict`")
     dev = _device(cfg.device)

@@ -27,7 +27,8 @@ from torch import Tensor
 from neural3d.apps.image_dictionary.data import collect_images
 from neural3d.apps.image_dictionary.patches import cut_patches_strided, flatten_patches, patch_coords
 from neural3d.apps.image_dictionary.prior import CodePrior, code_prior_from_codes
-from neural3d.methods.nid.config import NIDTrainConfig, build
+from neural3d.config import build, instantiate
+from neural3d.methods.nid.config import NIDTrainConfig
 from neural3d.methods.nid.dictionary import NeuralImplicitDictionary
 from neural3d.methods.nid.experts import ExpertBank
 from neural3d.methods.nid.losses import cv_squared, l1_sparsity, recon_loss, usage_stats
@@ -51,30 +52,17 @@ def build_dictionary(
     cfg, n_signals: int, in_channels: int = 3, out_dim: int = 3, in_dim: int = 2, seed: int = 0
 ) -> NeuralImplicitDictionary:
     """The dictionary described by the ``experts`` and ``gate`` sections of a :class:`NIDTrainConfig`."""
-    e, g = cfg.experts, cfg.gate
-    bank = ExpertBank(
-        in_dim=in_dim,
-        out_dim=out_dim,
-        num_experts=e.num_experts,
-        encoding=e.encoding,
-        n_freqs=e.n_freqs,
-        n_fourier_features=e.n_fourier_features,
-        fourier_scale=e.fourier_scale,
-        hidden_dim=e.hidden_dim,
-        n_layers=e.n_layers,
-        activation=e.activation,
-        w0=e.w0,
-        seed=seed,
-    )
-    return NeuralImplicitDictionary(
+    bank = instantiate(ExpertBank, cfg.experts, in_dim=in_dim, out_dim=out_dim, seed=seed)
+    g = cfg.gate  # the dictionary names the gate's settings gate_*
+    return instantiate(
+        NeuralImplicitDictionary,
+        g,
         bank=bank,
         gate_type=g.type,
-        topk=g.topk,
-        noisy=g.noisy,
-        n_signals=n_signals,
-        in_channels=in_channels,
         gate_hidden=g.hidden,
         gate_layers=g.n_layers,
+        n_signals=n_signals,
+        in_channels=in_channels,
         seed=seed,
     )
 
@@ -168,7 +156,7 @@ def train_dictionary(
         run_dir: where config, checkpoints and metrics go (None: nothing is written).
         resume: continue from the latest checkpoint in ``run_dir``.
     """
-    cfg = build(NIDTrainConfig, OmegaConf.create(cfg) if cfg is not None else None)
+    cfg = build(NIDTrainConfig, cfg)
     dev = torch.device(
         device
         or (

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from neural3d.config import build, replace
 from neural3d.data.loader import RayLoader
-from neural3d.evaluation.metrics import psnr
+from neural3d.evaluation.metrics import mse_to_psnr, psnr
 from neural3d.methods.base import Model
-from neural3d.methods.nid.config import build
 from neural3d.methods.nid.losses import cv_squared
 from neural3d.methods.nid.model import NIDModel, NIDSceneConfig
 from neural3d.training.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -33,23 +33,42 @@ from neural3d.training.setup import scene_info
 
 @dataclass
 class NIDFamilyConfig:
-    family: str = "data/nid_family"  # generated scene family (written when absent)
+    """``neural3d nid train-scenes``: a 3D dictionary trained across a generated scene family."""
+
+    family: str = "data/nid_family"
+    """Folder of the generated scene family (written when it has no ``family.json``)."""
     n_scenes: int = 8
+    """Scenes generated."""
     family_seed: int = 0
+    """Seed of the generated family."""
     res: int = 32
-    n_train: int = 20  # training views per scene
+    """Image width and height of the generated scenes."""
+    n_train: int = 20
+    """Training views per scene."""
     n_test: int = 4
+    """Test views per scene."""
     model: NIDSceneConfig = field(default_factory=NIDSceneConfig)
+    """The radiance dictionary (``n_codes`` is set to the number of scenes)."""
     steps: int = 2000
+    """Optimisation steps."""
     scenes_per_step: int = 4
+    """Scenes drawn per step."""
     rays_per_scene: int = 256
+    """Random training rays per drawn scene and step."""
     lr: float = 5e-3
+    """Initial learning rate."""
     lr_final: float = 5e-4
+    """Learning rate at the last step (exponential decay)."""
     cv: float = 0.01
+    """Weight of the squared coefficient-of-variation balancing of expert load and importance."""
     log_every: int = 100
+    """Steps between log lines."""
     checkpoint_every: int = 500
+    """Steps between checkpoints."""
     output_dir: str = "runs/nid-family"
+    """Run directory."""
     seed: int = 0
+    """Seed of the initialisation, the scene draws and the rays."""
 
 
 def load_family(cfg) -> list:
@@ -90,11 +109,11 @@ def test_psnr(model: Model, scene, context=None, max_images: int = 4, chunk: int
 
 def train_family(cfg=None, *, run_dir=None, log: Callable[[str], None] = print, scenes: list | None = None) -> NIDModel:
     """Train a 3D dictionary with one code per scene of a generated family (see module doc)."""
-    cfg = build(NIDFamilyConfig, OmegaConf.create(cfg) if cfg is not None else None)
+    cfg = build(NIDFamilyConfig, cfg)
     torch.manual_seed(cfg.seed)
     scenes = scenes if scenes is not None else load_family(cfg)
     n = len(scenes)
-    cfg.model.n_codes = n
+    cfg = replace(cfg, {"model": {"n_codes": n}})  # one code per scene
     model = NIDModel(cfg.model, scene=scene_info(scenes[0]))
     loaders = [RayLoader(s, "train", cfg.rays_per_scene, seed=cfg.seed + i) for i, s in enumerate(scenes)]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -131,8 +150,9 @@ def train_family(cfg=None, *, run_dir=None, log: Callable[[str], None] = print, 
         sched.step()
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
+            mse_value = mse.detach()
             log(
-                f"[nid-3d] step {done}/{cfg.steps} mse {float(mse.detach()):.5f} psnr {float(-10 * torch.log10(mse.detach())):.2f} "
+                f"[nid-3d] step {done}/{cfg.steps} mse {float(mse_value):.5f} psnr {float(mse_to_psnr(mse_value)):.2f} "
                 f"({time.perf_counter() - t0:.0f} s)"
             )
         if run_dir is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
@@ -177,8 +197,8 @@ def fit_scene(
     state = load_checkpoint(dictionary)
     if model_cfg is None:
         model_cfg = build(NIDFamilyConfig, state.get("config")).model
-    model_cfg = OmegaConf.merge(OmegaConf.structured(NIDSceneConfig()), model_cfg)
-    model_cfg.n_codes, model_cfg.dictionary, model_cfg.freeze_dictionary = 1, str(dictionary), True
+    model_cfg = build(NIDSceneConfig, model_cfg, source=str(dictionary))
+    model_cfg = replace(model_cfg, {"n_codes": 1, "dictionary": str(dictionary), "freeze_dictionary": True})
     torch.manual_seed(seed)
     model = NIDModel(model_cfg, scene=scene_info(scene))
     loader = RayLoader(scene, "train", rays, seed=seed)

@@ -1,7 +1,7 @@
 """NID method: a scene as a sparse code over a dictionary of radiance-field experts.
 
-``method: nid`` trains (or, with ``model.dictionary`` set, loads) a :class:`~neural3d.methods.nid.field.NIDRadianceField`
-and renders it with the shared samplers (stratified ``UniformSampler``, optional ``PDFSampler``
+``method: nid`` trains (or, with ``model.dictionary`` set, loads) a
+:class:`~neural3d.methods.nid.field.NIDRadianceField` and renders it with the shared samplers (stratified ``UniformSampler``, optional ``PDFSampler``
 importance pass) and ``VolumeRenderer``. With a dictionary trained across a scene family
 (:mod:`neural3d.methods.nid.family`) and ``freeze_dictionary: true``, training a new scene only solves its
 code (``num_experts + 4`` numbers). ``context`` picks the scene code (None: code 0).
@@ -10,11 +10,12 @@ code (``num_experts + 4`` numbers). ``context`` picks the scene code (None: code
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from neural3d.config import instantiate
 from neural3d.core.rays import RayBundle
 from neural3d.fields.base import FieldOutputs
 from neural3d.methods.base import Model, SceneInfo
@@ -27,22 +28,40 @@ from neural3d.samplers import PDFSampler, UniformSampler
 
 @dataclass
 class NIDSceneConfig:
+    """``method: nid``: a radiance field as a sparse code over a bank of radiance-field experts."""
+
     num_experts: int = 64
+    """Experts in the bank."""
     topk: int = 16
-    n_codes: int = 1  # scene codes (a family dictionary has one per scene)
-    encoding: str = "pe"  # pe | fourier | identity
+    """Experts mixed per scene."""
+    n_codes: int = 1
+    """Scene codes (a family dictionary has one per scene)."""
+    encoding: Literal["pe", "fourier", "identity"] = "pe"
+    """Position encoding of the experts: NeRF positional encoding, random Fourier features, or none."""
     n_freqs: int = 6
+    """Frequencies of the ``pe`` encoding."""
     n_fourier_features: int = 256
+    """Features of the ``fourier`` encoding."""
     fourier_scale: float = 4.0
+    """``fourier``: standard deviation of the projection B, for coordinates in [-1, 1]."""
     hidden_dim: int = 128
+    """Hidden width of each expert."""
     n_layers: int = 3
+    """Layers of each expert."""
     density_bias: float = -1.0
-    n_samples: int = 48  # stratified samples per ray
-    n_importance: int = 0  # extra PDF samples from a gradient-free pass (0: off)
+    """Added to the raw density before its activation (a negative value starts the scene nearly empty)."""
+    n_samples: int = 48
+    """Stratified samples per ray."""
+    n_importance: int = 0
+    """Extra PDF samples per ray from a gradient-free pass (0: off)."""
     lindisp: bool = False
-    dictionary: str = ""  # a family dictionary checkpoint (neural3d.methods.nid.family) whose bank is loaded
-    freeze_dictionary: bool = True  # with `dictionary`: train only the scene code
+    """Stratified samples uniform in inverse depth instead of depth."""
+    dictionary: str = ""
+    """A family dictionary checkpoint (:mod:`neural3d.methods.nid.family`) whose expert bank is loaded."""
+    freeze_dictionary: bool = True
+    """With ``dictionary``: train only the scene code."""
     seed: int = 0
+    """Seed of the expert initialisation."""
 
 
 @register_method("nid", NIDSceneConfig)
@@ -53,20 +72,7 @@ class NIDModel(Model):
             box = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
         else:
             box = scene.scene_box
-        self.field = NIDRadianceField(
-            aabb=box,
-            n_codes=config.n_codes,
-            num_experts=config.num_experts,
-            topk=config.topk,
-            encoding=config.encoding,
-            n_freqs=config.n_freqs,
-            n_fourier_features=config.n_fourier_features,
-            fourier_scale=config.fourier_scale,
-            hidden_dim=config.hidden_dim,
-            n_layers=config.n_layers,
-            density_bias=config.density_bias,
-            seed=config.seed,
-        )
+        self.field = instantiate(NIDRadianceField, config, aabb=box)
         self.sampler = UniformSampler(n_samples=config.n_samples, lindisp=config.lindisp)
         self.pdf_sampler = (
             PDFSampler(n_samples=config.n_importance, include_input=True) if config.n_importance else None
