@@ -375,11 +375,15 @@ def build(
         source: names ``yaml_cfg`` in error messages (a file path).
         prefix: prepended to keys in error messages (``model.`` for a method's model section).
     Returns:
-        a typed DictConfig; every ``Literal`` option checked.
+        a typed DictConfig; every ``Literal`` option checked, then ``schema_cls.check(cfg, source)`` when the
+        dataclass defines that classmethod (checks involving several keys).
     Raises:
-        ConfigError: unknown key, wrong type, or an option outside its allowed values.
+        ConfigError: unknown key, wrong type, an option outside its allowed values, or a failed check.
     """
-    return merge(schema_cls, [(source, yaml_cfg), ("overrides", parse_overrides(overrides))], prefix=prefix)
+    cfg = merge(schema_cls, [(source, yaml_cfg), ("overrides", parse_overrides(overrides))], prefix=prefix)
+    if callable(getattr(schema_cls, "check", None)):
+        schema_cls.check(cfg, source)
+    return cfg
 
 
 def load(schema_cls: type, path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:

@@ -25,10 +25,11 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from neural3d.apps.point_classification.metrics import evaluate_set
     from neural3d.apps.point_classification.train import build_datasets, load_pc_run
+    from neural3d.config import replace
 
     model, cfg, state = load_pc_run(args.run_dir, device=args.device)
     if args.split:
-        cfg.data.test_split = args.split
+        cfg = replace(cfg, {"data": {"test_split": args.split}}, source="--split")
     _, test = build_datasets(cfg)
     res = evaluate_set(model, test, cfg.task, batch_size=cfg.eval_batch_size, part_mask=state["meta"].get("part_mask"))
     res = {**res, "step": int(state["step"]), "n_shapes": len(test), "split": cfg.data.test_split}

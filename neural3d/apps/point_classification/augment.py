@@ -13,11 +13,18 @@ from neural3d.pointcloud.synthetic import rotation_about_up
 
 @dataclass
 class AugmentConfig:
-    scale_min: float = 0.8  # isotropic scale range
+    """Training augmentation of point clouds: scale, jitter, rotation about the up axis."""
+
+    scale_min: float = 0.8
+    """Lower end of the random isotropic scale."""
     scale_max: float = 1.25
-    jitter_sigma: float = 0.01  # Gaussian noise on xyz, clipped at jitter_clip
+    """Upper end of the random isotropic scale."""
+    jitter_sigma: float = 0.01
+    """Standard deviation of the Gaussian noise on xyz."""
     jitter_clip: float = 0.05
-    rotate_up: bool = False  # random rotation about the up axis (y)
+    """The noise is clipped to [-jitter_clip, jitter_clip]."""
+    rotate_up: bool = False
+    """Random rotation about the up axis (y)."""
 
 
 def augment(points: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> Tensor:

@@ -19,7 +19,7 @@ from neural3d.apps.point_classification.augment import augment
 from neural3d.apps.point_classification.config import build_pc_config
 from neural3d.apps.point_classification.datasets import PointCloudSet, load_modelnet40, load_shapenetpart, synthetic_set
 from neural3d.apps.point_classification.metrics import evaluate_set, part_mask_from
-from neural3d.config import ConfigError, to_yaml
+from neural3d.config import ConfigError, instantiate, to_yaml
 from neural3d.pointcloud.encoder import PointViT
 from neural3d.training import checkpoint as ckpt
 from neural3d.training.logger import MetricsLogger
@@ -58,16 +58,10 @@ def model_meta(cfg, train: PointCloudSet) -> dict[str, Any]:
 
 
 def build_pc_model(cfg, meta: dict[str, Any]) -> PointViT:
-    m = cfg.model
-    return PointViT(
-        size=m.size,
-        depth=m.depth,
+    return instantiate(
+        PointViT,
+        cfg.model,
         in_dim=meta["in_dim"],
-        tokenizer=m.tokenizer,
-        n_centres=list(m.n_centres),
-        k=m.k,
-        voxel_resolution=m.voxel_resolution,
-        voxel_patch=m.voxel_patch,
         task=cfg.task,
         n_classes=meta["n_classes"],
         n_categories=meta["n_categories"],
