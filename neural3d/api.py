@@ -102,7 +102,12 @@ class LoadedScene:
 
 
 def load(
-    run_dir: str | Path, *, checkpoint: str | Path | None = None, device: str = "auto", data: dict | None = None
+    run_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    device: str = "auto",
+    data: dict | None = None,
+    model: dict | None = None,
 ) -> LoadedScene:
     """Load a trained run (its latest checkpoint unless ``checkpoint`` is given).
 
@@ -110,6 +115,8 @@ def load(
         data: overrides of the run's ``data`` config section (e.g. ``{"path": "scenes/new"}``). Models
             with ``needs_scene`` (GNT) render from that dataset's images: a generalizable run renders
             an unseen scene given only its images and poses.
+        model: overrides of the run's ``model`` section that leave the weights' shapes unchanged (e.g.
+            GNT's ``{"n_samples_eval": 192}``); the model is built with them.
     """
     run_dir = Path(run_dir)
     path = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(run_dir)
@@ -119,22 +126,22 @@ def load(
     dev = select_device(device)
     state = ckpt.load_checkpoint(path, map_location=dev)
     saved = state["config"]
-    model_section = saved.pop("model", {}) or {}
+    model_section = {**(saved.pop("model", {}) or {}), **dict(model or {})}
     if data:
         saved["data"] = {**(saved.get("data") or {}), **dict(data)}
     cfg, model_cfg = build_config({**saved, "model": model_section}, source=str(path))
     info = SceneInfo.from_state(state["scene"])
-    model = build_model(cfg.method, model_cfg, info).to(dev)
-    model.load_state_dict(state["model"])
-    model.eval()
-    if model.needs_scene:
+    net = build_model(cfg.method, model_cfg, info).to(dev)
+    net.load_state_dict(state["model"])
+    net.eval()
+    if net.needs_scene:
         from neural3d.training.setup import load_scene_from_config, scene_info
 
         dataset = load_scene_from_config(cfg.data).to(dev)
-        model.attach_scene(dataset)
+        net.attach_scene(dataset)
         if data:  # ray bounds of the scene actually rendered
             info = scene_info(dataset)
-    return LoadedScene(model, info, cfg, run_dir, int(state["step"]), float(cfg.data.pixel_center))
+    return LoadedScene(net, info, cfg, run_dir, int(state["step"]), float(cfg.data.pixel_center))
 
 
 def run_metadata(run_dir: str | Path) -> dict:

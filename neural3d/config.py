@@ -434,6 +434,9 @@ def build_config(
 ) -> tuple[DictConfig, Any]:
     """Validate a config against :class:`TrainConfig` and the method's model config.
 
+    A model config dataclass may define a classmethod ``resolve(model_cfg, cfg, source)`` returning the model
+    config with values derived from the other sections (or raising ConfigError when they contradict them).
+
     Returns:
         (full config as a DictConfig, the model config as a typed DictConfig of the method's dataclass).
     """
@@ -445,6 +448,8 @@ def build_config(
     cfg = merge(TrainConfig, [(source, user), ("overrides", ov)])
     method = get_method(cfg.method)
     model_cfg = merge(method.config_class, model_parts, prefix="model.")
+    if callable(getattr(method.config_class, "resolve", None)):  # values derived from the other sections
+        model_cfg = method.config_class.resolve(model_cfg, cfg, source)
     cfg.model = model_cfg
     return cfg, model_cfg
 

@@ -51,11 +51,11 @@ def load_for_scene(run_dir, scene_path, overrides=(), device: str = "auto"):
     if not Path(scene_path).exists():
         raise FileNotFoundError(f"scene '{scene_path}' does not exist")
     data.setdefault("ndc", False)  # GNT casts world-space rays, also through forward-facing scenes
-    loaded = load(run_dir, device=device, data={**data, "path": str(scene_path), "synth": {"enabled": False}})
+    loaded = load(
+        run_dir, device=device, data={**data, "path": str(scene_path), "synth": {"enabled": False}}, model=model
+    )
     if not loaded.model.needs_scene:
         raise ValueError(f"{run_dir}: method '{loaded.config.method}' does not render from source views")
-    for k, v in model.items():
-        loaded.model.config[k] = v
     return loaded
 
 

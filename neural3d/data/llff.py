@@ -127,6 +127,76 @@ def _read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return arr[:, :-2].reshape([-1, 3, 5]).transpose([1, 2, 0]), arr[:, -2:].transpose([1, 0])
 
 
+def normalize_llff_poses(
+    poses: np.ndarray,
+    bds: np.ndarray,
+    *,
+    bd_factor: float | None = 0.75,
+    recenter: bool = True,
+    spherify: bool = False,
+    src: Path | str = "poses_bounds.npy",
+):
+    """Steps 2-5 of the module doc: LLFF poses and bounds as read -> the loader's frame.
+
+    Args:
+        poses: [3, 5, n] float64 poses in LLFF axes (the 5th column: H, W, focal).
+        bds: [2, n] near / far bounds.
+        src: names the file in error messages.
+    Returns:
+        poses [n, 3, 5] (float32, float64 after ``spherify``), bds [n, 2], the [4, 4] float64 world transform
+        (loader frame <- ``poses_bounds.npy`` frame) and the circle render path of ``spherify`` (else None).
+    """
+    poses = np.concatenate([poses[:, 1:2, :], -poses[:, 0:1, :], poses[:, 2:, :]], 1)
+    poses = np.moveaxis(poses, -1, 0).astype(np.float32)
+    bds = np.moveaxis(bds, -1, 0).astype(np.float32)
+    validate_poses(poses[:, :3, :4], src)
+    if bd_factor is not None and not bds.min() > 0:
+        raise DatasetError(f"{src}: bounds must be positive, min is {bds.min()}")
+    sc = 1.0 if bd_factor is None else 1.0 / (bds.min() * bd_factor)
+    poses[:, :3, 3] *= sc
+    bds *= sc
+    world = np.diag([sc, sc, sc, 1.0])
+    render = None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if recenter:
+            poses, w = recenter_to_average(poses)
+            world = w @ world
+        if spherify:
+            poses, render, bds, w = spherify_to_unit_sphere(poses, bds)
+            world = w @ world
+    if not np.isfinite(world).all():
+        raise DatasetError(
+            f"{src}: the {'spherified' if spherify else 'average'} pose is degenerate (e.g. viewing directions that "
+            f"cancel out, or parallel optical axes); try recenter=False or spherify={not spherify}"
+        )
+    return poses, bds, world, render
+
+
+def llff_world_transform(
+    root, *, bd_factor: float | None = 0.75, recenter: bool = True, spherify: bool = False
+) -> np.ndarray:
+    """[4, 4] float64 transform (loader frame <- ``poses_bounds.npy`` frame) of an LLFF scene, without its images.
+
+    Equal to ``load_llff(root, ...).metadata["world_transform"]`` for the same arguments.
+    """
+    src = Path(root) / "poses_bounds.npy"
+    poses, bds = _read_poses_bounds(src)
+    return normalize_llff_poses(poses, bds, bd_factor=bd_factor, recenter=recenter, spherify=spherify, src=src)[2]
+
+
+def llff_sparse_points(root, world: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+    """COLMAP ``sparse/0/points3D.bin`` points [n, 3] and colours [n, 3] in [0, 1] moved by ``world``
+    (float32; (None, None) when the file is absent)."""
+    path = Path(root) / "sparse" / "0" / "points3D.bin"
+    if not path.is_file():
+        return None, None
+    from neural3d.data.colmap import read_points3d_bin
+
+    pts = read_points3d_bin(path)
+    xyz = pts.xyz @ world[:3, :3].T + world[:3, 3]
+    return torch.tensor(xyz, dtype=torch.float32), torch.tensor(pts.rgb / 255.0, dtype=torch.float32)
+
+
 def _corner_pixels(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
     """(camera indices [n * 4], pixel coordinates [n * 4, 2]) of the 4 image corners of every camera."""
     n = len(cameras)
@@ -188,18 +258,6 @@ def ndc_frustum_box(
     return torch.stack([lo, hi])
 
 
-def _sparse_points(root: Path, world: np.ndarray):
-    """COLMAP ``sparse/0/points3D.bin`` points moved into the loader's frame (None when absent)."""
-    path = root / "sparse" / "0" / "points3D.bin"
-    if not path.is_file():
-        return None, None
-    from neural3d.data.colmap import read_points3d_bin
-
-    pts = read_points3d_bin(path)
-    xyz = pts.xyz @ world[:3, :3].T + world[:3, 3]
-    return torch.tensor(xyz, dtype=torch.float32), torch.tensor(pts.rgb / 255.0, dtype=torch.float32)
-
-
 def load_llff(
     root,
     *,
@@ -240,28 +298,9 @@ def load_llff(
     poses[:2, 4, :] = np.array(images.shape[1:3]).reshape([2, 1])
     poses[2, 4, :] = poses[2, 4, :] * 1.0 / (factor or 1)
 
-    poses = np.concatenate([poses[:, 1:2, :], -poses[:, 0:1, :], poses[:, 2:, :]], 1)
-    poses = np.moveaxis(poses, -1, 0).astype(np.float32)
-    bds = np.moveaxis(bds, -1, 0).astype(np.float32)
-    validate_poses(poses[:, :3, :4], src)
-    if bd_factor is not None and not bds.min() > 0:
-        raise DatasetError(f"{src}: bounds must be positive, min is {bds.min()}")
-    sc = 1.0 if bd_factor is None else 1.0 / (bds.min() * bd_factor)
-    poses[:, :3, 3] *= sc
-    bds *= sc
-    world = np.diag([sc, sc, sc, 1.0])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if recenter:
-            poses, w = recenter_to_average(poses)
-            world = w @ world
-        if spherify:
-            poses, render, bds, w = spherify_to_unit_sphere(poses, bds)
-            world = w @ world
-    if not np.isfinite(world).all():
-        raise DatasetError(
-            f"{src}: the {'spherified' if spherify else 'average'} pose is degenerate (e.g. viewing directions that "
-            f"cancel out, or parallel optical axes); try recenter=False or spherify={not spherify}"
-        )
+    poses, bds, world, render = normalize_llff_poses(
+        poses, bds, bd_factor=bd_factor, recenter=recenter, spherify=spherify, src=src
+    )
     if not spherify:
         from neural3d.media.paths import llff_spiral_path
 
@@ -282,7 +321,7 @@ def load_llff(
         if ndc
         else frustum_box(cams, far)
     )
-    pts, rgb = _sparse_points(root, world)
+    pts, rgb = llff_sparse_points(root, world)
     return SceneData(
         images=torch.from_numpy(images),
         cameras=cams,

@@ -79,6 +79,7 @@ def state_dict_to_official(state: dict[str, Tensor]) -> dict[str, dict[str, Tens
 
 def config_from_official(ckpt: dict[str, Any], **overrides):
     """A :class:`~neural3d.methods.gnt.model.GNTModelConfig` matching an official checkpoint's shapes."""
+    from neural3d.config import build
     from neural3d.methods.gnt.model import GNTModelConfig
 
     net = _strip_module(ckpt["net_coarse"])
@@ -90,7 +91,7 @@ def config_from_official(ckpt: dict[str, Any], **overrides):
         "feature_dim": int(in_ch) - 3,
         "single_net": ckpt.get("net_fine") is None,
     }
-    return GNTModelConfig(**{**kw, **overrides})
+    return build(GNTModelConfig, {**kw, **overrides}, source="official GNT checkpoint")
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -19,11 +19,12 @@ an official GNT checkpoint (fine-tuning).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from neural3d.config import instantiate
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
 from neural3d.methods.base import Model, SceneInfo
@@ -32,7 +33,7 @@ from neural3d.methods.gnt.field import RayTransformerRenderer, SourceViewField
 from neural3d.methods.gnt.projection import SourceViews
 from neural3d.methods.gnt.resunet import ResUNet
 from neural3d.methods.gnt.sampling import depth_samples, fine_depth_samples
-from neural3d.methods.gnt.selection import METHODS, identical_poses, nearest_views
+from neural3d.methods.gnt.selection import identical_poses, nearest_views
 from neural3d.methods.registry import register_method
 
 
@@ -41,36 +42,65 @@ class GNTFamilyConfig:
     """A generated synthetic scene family for cross-scene training (written to ``root`` when missing)."""
 
     root: str = ""
+    """Folder of the family (required when ``n_scenes`` > 0)."""
     n_scenes: int = 0
-    layout: str = "blender"  # blender | llff
+    """Scenes in the family (0: no family)."""
+    layout: Literal["blender", "llff"] = "blender"
+    """Layout and camera rig of the generated scenes."""
     res: int = 48
+    """Image width and height."""
     seed: int = 1
-    n_train: int = 16  # blender: training views per scene; llff: images per scene
-    weight: float = 1.0  # sampling weight of the whole family (split evenly over its scenes)
+    """Seed of the generated family."""
+    n_train: int = 16
+    """Blender: training views per scene; LLFF: images per scene."""
+    weight: float = 1.0
+    """Sampling weight of the whole family (split evenly over its scenes)."""
 
 
 @dataclass
 class GNTModelConfig:
+    """``method: gnt``: the Generalizable NeRF Transformer and how it samples points and source views."""
+
     width: int = 64
-    depth: int = 4  # view/ray block pairs (official: 4 single-scene, 8 cross-scene)
+    """Width of the view and ray transformers."""
+    depth: int = 4
+    """View/ray transformer block pairs (official: 4 single-scene, 8 cross-scene)."""
     n_heads: int = 4
+    """Attention heads."""
     feature_dim: int = 32
-    single_net: bool = True  # False: separate fine network and a 2 x feature_dim ResUNet (official option)
+    """Channels of the ResUNet image features."""
+    single_net: bool = True
+    """False: a separate fine network and a 2 x ``feature_dim`` ResUNet (official option)."""
     dropout: float = 0.1
-    n_samples: int = 64  # coarse point samples per ray in training (paper: 64)
-    n_samples_eval: int = 0  # ... when rendering in eval mode (paper evaluation: 192); 0: n_samples
-    n_fine: int = 0  # extra samples drawn from the attention weights
-    lindisp: bool = True  # samples uniform in inverse depth (official inv_uniform)
+    """Dropout in the transformers (training)."""
+    n_samples: int = 64
+    """Coarse point samples per ray in training (paper: 64)."""
+    n_samples_eval: int = 0
+    """Coarse point samples per ray when rendering in eval mode (paper evaluation: 192); 0: ``n_samples``."""
+    n_fine: int = 0
+    """Extra samples per ray drawn from the attention weights."""
+    lindisp: bool = True
+    """Samples uniform in inverse depth (official ``inv_uniform``)."""
     n_source_views: int = 10
-    n_source_views_eval: int = 0  # ... when rendering in eval mode (paper evaluation: 10); 0: n_source_views
-    pool_factor: int = 2  # training: sources drawn from the pool_factor * n_source_views nearest
-    colour_augment: bool = False  # training: one random colour map per batch on target AND sources
-    selection: str = "auto"  # auto (llff: dist, else vector) | dist | vector | matrix
-    init_checkpoint: str = ""  # neural3d checkpoint (.pt) or official GNT checkpoint to start from
-    train_scenes: list[str] = field(default_factory=list)  # cross-scene: training scene folders
-    train_weights: list[float] = field(default_factory=list)  # their sampling weights (default 1 each)
-    train_factor: int = 1  # downscale factor when loading train_scenes
+    """Source views per target in training."""
+    n_source_views_eval: int = 0
+    """Source views when rendering in eval mode (paper evaluation: 10); 0: ``n_source_views``."""
+    pool_factor: int = 2
+    """Training: sources drawn from the ``pool_factor * n_source_views`` nearest views."""
+    colour_augment: bool = False
+    """Training: one random colour map per batch, on the target and its sources."""
+    selection: Literal["auto", "dist", "vector", "matrix"] = "auto"
+    """How the nearest source views are chosen (``auto``: ``dist`` for LLFF scenes, else ``vector``)."""
+    init_checkpoint: str = ""
+    """A neural3d checkpoint (.pt) or an official GNT checkpoint to start from."""
+    train_scenes: list[str] = field(default_factory=list)
+    """Cross-scene training: scene folders trained on (the run's ``data.path`` is then only evaluated)."""
+    train_weights: list[float] = field(default_factory=list)
+    """Sampling weights of ``train_scenes`` (default: 1 each)."""
+    train_factor: int = 1
+    """Downscale factor when loading ``train_scenes``."""
     family: GNTFamilyConfig = field(default_factory=GNTFamilyConfig)
+    """A generated scene family trained on as well."""
 
 
 @register_method("gnt", GNTModelConfig)
@@ -81,24 +111,15 @@ class GNTModel(Model):
 
     def __init__(self, config: GNTModelConfig, *, scene: SceneInfo) -> None:
         super().__init__(config, scene=scene)
-        if config.selection != "auto" and config.selection not in METHODS:
-            raise ValueError(f"model.selection must be 'auto' or one of {METHODS}, got '{config.selection}'")
         if config.n_source_views < 1:
             raise ValueError(f"model.n_source_views must be >= 1, got {config.n_source_views}")
         if config.n_source_views_eval < 0:
             raise ValueError(
                 f"model.n_source_views_eval must be >= 0 (0: n_source_views), got {config.n_source_views_eval}"
             )
-        kw = {
-            "width": config.width,
-            "depth": config.depth,
-            "feature_dim": config.feature_dim,
-            "n_heads": config.n_heads,
-            "dropout": config.dropout,
-        }
-        self.renderer = RayTransformerRenderer(**kw)
+        self.renderer = instantiate(RayTransformerRenderer, config)
         self.feature_net = ResUNet(out_channels=config.feature_dim * (1 if config.single_net else 2))
-        self.renderer_fine = None if config.single_net else RayTransformerRenderer(**kw)
+        self.renderer_fine = None if config.single_net else instantiate(RayTransformerRenderer, config)
         self.field = SourceViewField()
         self._scene = None  # attached SceneData (not part of the state dict)
         self._feature_cache: dict[int, Tensor] = {}  # scene image index -> feature map, eval only

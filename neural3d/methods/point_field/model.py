@@ -3,10 +3,11 @@
 A scene's point cloud (LLFF: its COLMAP sparse points in the loader frame; or any point file; or,
 without one, points drawn uniformly in the scene box) is mapped to the ray space (NDC for forward-facing
 scenes, exactly as the rays), subsampled by FPS and stored in the model (so a checkpoint renders without
-the data). :class:`~neural3d.methods.point_field.field.PointConditionedField` encodes it with the point ViT; rays
-are sampled uniformly, then by importance, and composited with the
-shared :class:`~neural3d.render.VolumeRenderer`. The importance pass is guided by point occupancy
-(distance to the nearest point), so only the ``n_samples`` evaluated samples run the field. ``context={"points": [n, 3]}`` conditions on other points.
+the data). :class:`~neural3d.methods.point_field.field.PointConditionedField` encodes it with the point
+ViT; rays are sampled uniformly, then by importance, and composited with the shared
+:class:`~neural3d.render.VolumeRenderer`. The importance pass is guided by point occupancy (distance to
+the nearest point), so only the ``n_samples`` evaluated samples run the field.
+``context={"points": [n, 3]}`` conditions on other points. ``model.spherify`` follows ``data.spherify``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from neural3d.config import ConfigError, instantiate, replace
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
 from neural3d.fields.base import FieldOutputs
@@ -34,24 +36,58 @@ from neural3d.samplers.pdf import sample_pdf
 
 @dataclass
 class PointFieldModelConfig:
-    points_path: str = ""  # LLFF folder (COLMAP sparse points) or point file; "" -> uniform points in the box
-    spherify: bool = False  # LLFF folders: must equal data.spherify (the loader frame depends on it)
-    n_points: int = 2048  # points kept (FPS)
-    size: str = "tiny"  # encoder width (tiny | small | base)
-    depth: int = 2  # encoder blocks
+    """``method: point_field``: a radiance field conditioned on the scene's point cloud."""
+
+    points_path: str = ""
+    """LLFF folder (its COLMAP sparse points) or a point file in the scene frame; "": uniform points in the box."""
+    spherify: bool | None = None
+    """LLFF folders: the loader frame the points are moved into. Follows ``data.spherify`` (set by
+    :func:`neural3d.config.build_config`; a different value is an error); a model built directly: False."""
+    n_points: int = 2048
+    """Points kept (farthest-point sampling)."""
+    size: Literal["tiny", "small", "base"] = "tiny"
+    """Width of the point-ViT encoder (DeiT tiny / small / base)."""
+    depth: int = 2
+    """Encoder blocks."""
     n_centres: list[int] = field(default_factory=lambda: [512, 128])
+    """Set-abstraction centres per encoder stage."""
     feature_dim: int = 32
-    point_codes: bool = True  # learned per-point code added to the encoded features
-    k: int = 8  # neighbours per query
+    """Channels of the encoded point features."""
+    point_codes: bool = True
+    """Add a learned per-point code to the encoded features."""
+    k: int = 8
+    """Encoded points gathered per query."""
     n_freqs: int = 4
+    """Positional-encoding frequencies of the query-neighbour offsets (in units of the point spacing)."""
     hidden_dim: int = 64
+    """Width of the decoder MLP."""
     radius_scale: float = 4.0
-    grid_resolution: int = 32  # neighbour-search grid (cells list their n_candidates nearest points)
+    """Density gate radius in units of the mean nearest-neighbour spacing of the points."""
+    grid_resolution: int = 32
+    """Neighbour-search grid resolution (each cell lists its ``n_candidates`` nearest points)."""
     n_candidates: int = 32
-    n_coarse: int = 64  # uniform samples scored per ray by point occupancy (no field evaluation)
-    guide_density: float = 50.0  # occupancy -> density of the sampling guide
-    n_samples: int = 32  # importance samples evaluated with gradients
-    seed: int = 0  # uniform fallback points
+    """Candidate points listed per grid cell."""
+    n_coarse: int = 64
+    """Uniform samples per ray scored by point occupancy (no field evaluation)."""
+    guide_density: float = 50.0
+    """Occupancy -> density factor of the sampling guide."""
+    n_samples: int = 32
+    """Importance samples per ray evaluated with gradients."""
+    seed: int = 0
+    """Seed of the uniform fallback points."""
+
+    @classmethod
+    def resolve(cls, model_cfg: Any, cfg: Any, source: str = "config") -> Any:
+        """``model_cfg`` with ``spherify`` taken from ``data.spherify`` (ConfigError when set to another value)."""
+        if model_cfg.spherify is None:
+            return replace(model_cfg, {"spherify": bool(cfg.data.spherify)})
+        if model_cfg.spherify != cfg.data.spherify:
+            raise ConfigError(
+                f"{source}: model.spherify={model_cfg.spherify} contradicts data.spherify={cfg.data.spherify}; "
+                "the points must be in the frame the scene is loaded in: leave model.spherify unset (it follows "
+                "data.spherify)"
+            )
+        return model_cfg
 
 
 def _load_points(cfg: PointFieldModelConfig, scene: SceneInfo) -> Tensor:
@@ -67,7 +103,7 @@ def _load_points(cfg: PointFieldModelConfig, scene: SceneInfo) -> Tensor:
             stacklevel=3,
         )
         return box[0] + (box[1] - box[0]) * torch.rand(cfg.n_points, 3, generator=torch.Generator().manual_seed(0))
-    xyz, _ = scene_point_cloud(cfg.points_path, spherify=cfg.spherify)
+    xyz, _ = scene_point_cloud(cfg.points_path, spherify=bool(cfg.spherify))
     return prepare_points(xyz, scene_box=box, ndc_params=scene.ndc_params if scene.ndc else None, n_points=cfg.n_points)
 
 
@@ -76,20 +112,7 @@ class PointFieldModel(Model):
     def __init__(self, config: PointFieldModelConfig, *, scene: SceneInfo) -> None:
         super().__init__(config, scene=scene)
         points = _load_points(config, scene)
-        self.field = PointConditionedField(
-            points=points,
-            size=config.size,
-            depth=config.depth,
-            n_centres=tuple(config.n_centres),
-            feature_dim=config.feature_dim,
-            point_codes=config.point_codes,
-            k=config.k,
-            n_freqs=config.n_freqs,
-            hidden_dim=config.hidden_dim,
-            radius_scale=config.radius_scale,
-            grid_resolution=config.grid_resolution,
-            n_candidates=config.n_candidates,
-        )
+        self.field = instantiate(PointConditionedField, config, points=points)
         self.coarse_sampler = UniformSampler(n_samples=config.n_coarse)
         self.renderer = VolumeRenderer()
 

@@ -1,8 +1,8 @@
 """Point clouds of posed-image scenes, in the coordinates their rays use.
 
 * LLFF folders: COLMAP ``sparse/0/points3D.bin`` moved into the loader's frame (bound scaling,
-  recentering, optional spherify: the same ``world_transform`` as :func:`neural3d.data.llff.load_llff`,
-  computed from ``poses_bounds.npy`` alone, without reading images).
+  recentering, optional spherify: :func:`neural3d.data.llff.llff_world_transform`, the loader's own
+  normalisation computed from ``poses_bounds.npy`` alone, without reading images).
 * Point files (``.ply``, ``points3D.bin``, ``.txt``, ``.npy``): taken as already in the scene frame.
 * NDC scenes: :func:`world_to_ndc` maps world points exactly as :func:`neural3d.core.rays.ndc_rays` maps rays.
 """
@@ -11,35 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from neural3d.data.llff import llff_sparse_points, llff_world_transform
 from neural3d.pointcloud.io import load_points
 from neural3d.pointcloud.ops import farthest_point_sample
 
-
-def llff_world_transform(
-    root, *, bd_factor: float | None = 0.75, recenter: bool = True, spherify: bool = False
-) -> np.ndarray:
-    """[4, 4] float64 transform (loader frame <- ``poses_bounds.npy`` frame) of an LLFF scene."""
-    from neural3d.data.llff import _read_poses_bounds, recenter_to_average, spherify_to_unit_sphere
-
-    poses, bds = _read_poses_bounds(Path(root) / "poses_bounds.npy")
-    poses = np.concatenate([poses[:, 1:2, :], -poses[:, 0:1, :], poses[:, 2:, :]], 1)
-    poses = np.moveaxis(poses, -1, 0).astype(np.float32)
-    bds = np.moveaxis(bds, -1, 0).astype(np.float32)
-    sc = 1.0 if bd_factor is None else 1.0 / (bds.min() * bd_factor)
-    poses[:, :3, 3] *= sc
-    bds *= sc
-    world = np.diag([sc, sc, sc, 1.0])
-    if recenter:
-        poses, w = recenter_to_average(poses)
-        world = w @ world
-    if spherify:
-        _, _, _, w = spherify_to_unit_sphere(poses, bds)
-        world = w @ world
-    return world
+__all__ = ["llff_world_transform", "prepare_points", "scene_point_cloud", "world_to_ndc"]
 
 
 def scene_point_cloud(path, *, spherify: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -52,13 +31,9 @@ def scene_point_cloud(path, *, spherify: bool = False) -> tuple[Tensor, Tensor |
                 f"{path}: expected an LLFF folder with poses_bounds.npy and sparse/0/points3D.bin "
                 "(or give a point file: .ply, .bin, .txt, .npy)"
             )
-        pts = load_points(sparse)
-        world = llff_world_transform(path, spherify=spherify)
-        xyz = pts["xyz"] @ world[:3, :3].T + world[:3, 3]
-    else:
-        pts = load_points(path)
-        xyz = pts["xyz"]
-    rgb = pts.get("rgb")
+        return llff_sparse_points(path, llff_world_transform(path, spherify=spherify))
+    pts = load_points(path)
+    xyz, rgb = pts["xyz"], pts.get("rgb")
     return (torch.tensor(xyz, dtype=torch.float32), None if rgb is None else torch.tensor(rgb, dtype=torch.float32))
 
 
