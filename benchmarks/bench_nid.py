@@ -42,7 +42,7 @@ from neural3d.apps.image_dictionary.workflows import (
     finetune_image,
     holdout_split,
 )
-from neural3d.evaluation.metrics import psnr
+from neural3d.evaluation.metrics import mse_to_psnr, psnr
 from neural3d.methods.nid.experts import scratch_mlp_like
 from neural3d.methods.nid.losses import usage_stats
 
@@ -87,7 +87,7 @@ def scratch_fit(
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
-        if target is not None and loss == "mse" and mask is None and float(-10 * torch.log10(value.detach())) >= target:
+        if target is not None and loss == "mse" and mask is None and float(mse_to_psnr(value.detach())) >= target:
             reached = step
             break
     seconds = time.perf_counter() - t0

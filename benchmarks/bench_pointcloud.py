@@ -115,6 +115,7 @@ def bench_throughput(reps: int, batch: int) -> None:
 
 def bench_fern(out: Path, budget_s: float, eval_every_s: float, n_pixels: int) -> None:
     from neural3d.config import load_config
+    from neural3d.evaluation.metrics import mse_to_psnr
     from neural3d.training.trainer import Trainer
 
     fern = SHARED_DATA / "nerf_llff_data" / "fern"
@@ -159,7 +160,7 @@ def bench_fern(out: Path, budget_s: float, eval_every_s: float, n_pixels: int) -
             if tr.elapsed >= next_eval[name] or tr.elapsed >= budget_s:
                 tr.model.eval()
                 pred = tr.model.render_rays(rays, chunk=4096)["rgb"]
-                psnr = -10 * torch.log10(((pred - target) ** 2).mean())
+                psnr = mse_to_psnr(((pred - target) ** 2).mean())
                 print(f"  {name:11s} t={tr.elapsed:6.1f}s step={tr.step:5d} test PSNR={float(psnr):.2f}", flush=True)
                 next_eval[name] += eval_every_s
     steps = {k: tr.step / tr.elapsed for k, tr in runs.items()}

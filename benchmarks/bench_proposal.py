@@ -12,7 +12,6 @@ before and after. ``bench(...)`` returns the rows for other scripts.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, machine
 
+from neural3d.evaluation.metrics import mse_to_psnr
 from neural3d.fields import NGPField
 from neural3d.losses import distortion_loss, interlevel_loss
 from neural3d.render.volume import accumulate, render_weights_from_density
@@ -95,7 +95,7 @@ def train_steps(method: Method, state, loader, background, n_steps: int) -> None
         loss.backward()
         opt.step()
         method.stats["steps"] += 1
-        method.stats["psnr"].append(-10.0 * math.log10(max(mse.item(), 1e-10)))
+        method.stats["psnr"].append(mse_to_psnr(max(mse.item(), 1e-10)))
     method.stats["seconds"] += time.perf_counter() - start
 
 
@@ -112,7 +112,7 @@ def val_psnr(state, scene, background, n_images: int, chunk: int = 4096) -> floa
         out = torch.cat(
             [render(field_, sampler, rays[k : k + chunk], background)[0] for k in range(0, len(rays), chunk)]
         )
-        psnrs.append(-10.0 * math.log10(torch.mean((out - target) ** 2).item()))
+        psnrs.append(mse_to_psnr(torch.mean((out - target) ** 2).item()))
     return sum(psnrs) / len(psnrs)
 
 

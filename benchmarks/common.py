@@ -37,10 +37,8 @@ def pixel_psnr(model, scene, split: str, n_pixels: int, seed: int = 0, chunk: in
     An unbiased estimate of the split's pooled-MSE PSNR for methods too slow to render whole images on a
     CPU at every curve point (GNT).
     """
-    from neural3d.evaluation.evaluate import split_indices
-
     model.eval()
-    indices = split_indices(scene, split)
+    indices = scene.split_indices(split, nonempty=True)
     gen = torch.Generator().manual_seed(seed)
     per = max(1, n_pixels // len(indices))
     se, count = 0.0, 0
@@ -52,7 +50,9 @@ def pixel_psnr(model, scene, split: str, n_pixels: int, seed: int = 0, chunk: in
         se += float(((out["rgb"].clamp(0, 1) - target) ** 2).sum())
         count += target.numel()
     model.train()
-    return float(-10.0 * torch.log10(torch.tensor(se / count)))
+    from neural3d.evaluation.metrics import mse_to_psnr
+
+    return float(mse_to_psnr(torch.tensor(se / count)))  # float32, as before
 
 
 def psnr_curve(

@@ -116,10 +116,17 @@ class SceneData:
     def device(self) -> torch.device:
         return self.images.device
 
-    def split_indices(self, name: str) -> Tensor:
-        """[n_split] int64 image indices of split ``name`` (DatasetError listing the available splits)."""
-        if name not in self.splits:
-            raise DatasetError(f"{self.root}: no '{name}' split (available: {sorted(self.splits)})")
+    def split_indices(self, name: str, *, nonempty: bool = False) -> Tensor:
+        """[n_split] int64 image indices of split ``name``.
+
+        Raises DatasetError listing the available splits when ``name`` is missing (or, with ``nonempty``,
+        holds no image: then only the splits that hold images are listed).
+        """
+        splits = {k: v for k, v in self.splits.items() if len(v) or not nonempty}
+        if name not in splits:
+            raise DatasetError(
+                f"{self.root}: no '{name}' split{' with images' if nonempty else ''} (available: {sorted(splits)})"
+            )
         return self.splits[name]
 
     def split(self, name: str) -> SceneData:

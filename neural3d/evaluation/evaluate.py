@@ -12,18 +12,6 @@ import torch
 from neural3d.evaluation.metrics import psnr, ssim
 
 
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[H, W, C] float in [0, 1] -> uint8 numpy."""
-    return (img.detach().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-
-
-def split_indices(scene, split: str) -> torch.Tensor:
-    if split not in scene.splits or len(scene.splits[split]) == 0:
-        avail = ", ".join(k for k, v in scene.splits.items() if len(v)) or "none"
-        raise ValueError(f"split '{split}' is not in the dataset at {scene.root} (available: {avail})")
-    return scene.splits[split]
-
-
 @torch.no_grad()
 def render_image(model, scene, index: int, chunk: int = 8192, context: Any = None) -> dict[str, torch.Tensor]:
     """Render dataset image ``index``; returns rgb [H, W, 3], depth [H, W, 1], opacity [H, W, 1].
@@ -55,8 +43,9 @@ def evaluate_split(
         With ``out_dir``, writes ``rgb/``, ``depth/`` PNGs and ``metrics.json`` there.
     """
     from neural3d.media.frames import depth_panel
+    from neural3d.media.video import to_uint8
 
-    indices = split_indices(scene, split)
+    indices = scene.split_indices(split, nonempty=True)
     if max_images is not None:
         indices = indices[:max_images]
     per_image = []

@@ -17,6 +17,8 @@ Metrics are computed in float64 internally and returned in the input's floating 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -33,17 +35,19 @@ def _check_images(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: expected float images in [0, 1], got {pred.dtype} and {target.dtype}")
 
 
-def mse_to_psnr(mse: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB for data range 1: ``-10 * log10(mse)``.
+def mse_to_psnr(mse: torch.Tensor | float) -> torch.Tensor | float:
+    """PSNR in dB for data range 1: ``-10 * log10(mse)``, the one PSNR formula of the package.
 
     Args:
-        mse: mean squared error, any shape [*batch] (tensor or float).
+        mse: mean squared error, a tensor of any shape [*batch], or a Python number.
 
     Returns:
-        psnr: [*batch], +inf where mse == 0.
+        psnr: [*batch] tensor in mse's dtype, +inf where mse == 0; for a Python number, a Python float
+        (computed in double precision with :func:`math.log10`).
     """
-    mse = torch.as_tensor(mse)
-    return -10.0 * torch.log10(mse)
+    if isinstance(mse, (int, float)):
+        return -10.0 * math.log10(mse) if mse > 0 else math.inf
+    return -10.0 * torch.log10(torch.as_tensor(mse))
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from neural3d.core.rays import RayBundle
+from neural3d.evaluation.metrics import mse_to_psnr
 
 
 @dataclass
@@ -102,7 +103,7 @@ class Model(nn.Module):
 
     def metrics_dict(self, outputs: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
         mse = torch.mean((outputs["rgb"].detach() - batch.rgb) ** 2)
-        return {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
+        return {"psnr": mse_to_psnr(mse.clamp_min(1e-10))}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"network": [p for p in self.parameters() if p.requires_grad]}

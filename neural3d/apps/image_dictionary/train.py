@@ -13,7 +13,6 @@ The final checkpoint also stores the Gaussian code prior of the training codes (
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from neural3d.apps.image_dictionary.data import collect_images
 from neural3d.apps.image_dictionary.patches import cut_patches_strided, flatten_patches, patch_coords
 from neural3d.apps.image_dictionary.prior import CodePrior, code_prior_from_codes
 from neural3d.config import build, instantiate
+from neural3d.evaluation.metrics import mse_to_psnr
 from neural3d.methods.nid.config import NIDTrainConfig
 from neural3d.methods.nid.dictionary import NeuralImplicitDictionary
 from neural3d.methods.nid.experts import ExpertBank
@@ -90,7 +90,7 @@ def step_loss(
     mse = torch.mean((out.preds.detach() - targets) ** 2)
     return loss, {
         "loss": float(loss.detach()),
-        "psnr": float(-10 * torch.log10(mse.clamp_min(1e-10))),
+        "psnr": float(mse_to_psnr(mse.clamp_min(1e-10))),
         "balance": float(balance.detach()),
     }
 
@@ -135,7 +135,7 @@ def train_psnr(model: NeuralImplicitDictionary, coords: Tensor, patches: Tensor,
         target = flatten_patches(patches[ids])
         se += float(((pred - target) ** 2).sum())
         count += target.numel()
-    return float(-10.0 * math.log10(max(se / max(count, 1), 1e-12)))
+    return mse_to_psnr(max(se / max(count, 1), 1e-12))
 
 
 def train_dictionary(
