@@ -230,9 +230,8 @@ def evaluate(run: Path, scenes: list[Path], n_views: int) -> dict:
 
     rows, gnt_time, gnt_rays = [], 0.0, 0
     for path in scenes:
-        loaded = neural3d.load(run, data={"path": str(path)}, device="cpu")
+        loaded = neural3d.load(run, data={"path": str(path)}, model={"n_source_views_eval": n_views}, device="cpu")
         model, scene = loaded.model, loaded.model.attached_scene
-        model.config.n_source_views_eval = n_views
         for t in scene.split_indices("test").tolist():
             ctx = model.render_context(scene.cameras, t)
             gt = scene.images[t]

@@ -35,9 +35,9 @@ def bench_synthetic(out: Path, budget_s: float) -> None:
 
     cfg = load_pc_config(
         "configs/pointcloud_synthetic.yaml",
-        [f"output_dir={out}", "progress=false", "steps=100000", "eval_every=0", "checkpoint_every=0"],
+        # cosine schedule over 400 steps; the time budget stops earlier
+        [f"output_dir={out}", "progress=false", "steps=400", "warmup_steps=10", "eval_every=0", "checkpoint_every=0"],
     )
-    cfg.warmup_steps, cfg.steps = 10, 400  # cosine schedule over 400 steps; the time budget stops earlier
     tr = PointCloudTrainer(cfg, overwrite=True)
     print(
         f"[synthetic] {len(tr.train_set)} train / {len(tr.test_set)} test shapes, "

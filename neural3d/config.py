@@ -258,6 +258,25 @@ def check_choices(cfg: Any, schema_cls: type, source: str = "config", prefix: st
             raise ConfigError(f"{source}: '{prefix}{key}' must be one of {list(allowed)}, got {value!r}")
 
 
+# YAML 1.1 reads off / no / on / yes as booleans, which a str field then stores as 'False' / 'True'.
+_YAML_BOOL_WORDS = {"False": ("off", "no", "false"), "True": ("on", "yes", "true")}
+
+
+def _yaml_bool_words(cfg: DictConfig, schema_cls: type) -> dict[str, Any]:
+    """Nested changes restoring options written as a YAML boolean word (``mixed_precision: off``)."""
+    changes: dict[str, Any] = {}
+    for key, allowed in choice_fields(schema_cls).items():
+        value = OmegaConf.select(cfg, key)
+        words = [w for w in _YAML_BOOL_WORDS.get(value, ()) if w in allowed] if isinstance(value, str) else []
+        if words and value not in allowed:
+            node = changes
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = words[0]
+    return changes
+
+
 def _getattr_path(obj: Any, key: str) -> Any:
     for part in key.split("."):
         obj = getattr(obj, part)
@@ -351,7 +370,8 @@ def merge(schema_cls: type, parts: Sequence[tuple[str, Any]], *, prefix: str = "
     """The defaults of ``schema_cls`` with each ``(source, mapping)`` of ``parts`` merged in order.
 
     Unknown keys, wrong types and options outside their ``Literal`` values raise ConfigError naming the
-    source that brought them and the key (``prefix`` + dotted key).
+    source that brought them and the key (``prefix`` + dotted key). An option written as a YAML boolean word
+    (``off``, which YAML reads as false) is taken as that word when the option allows it.
     """
     cfg = structured(schema_cls)
     for source, part in parts:
@@ -359,6 +379,8 @@ def merge(schema_cls: type, parts: Sequence[tuple[str, Any]], *, prefix: str = "
             cfg = OmegaConf.merge(cfg, _as_omegaconf(part))
         except OmegaConfBaseException as e:
             raise _explain(e, source, schema_cls, prefix) from None
+        if words := _yaml_bool_words(cfg, schema_cls):
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(words))
         check_choices(cfg, schema_cls, source, prefix)
     return cfg
 
@@ -465,12 +487,21 @@ def to_yaml(cfg: DictConfig) -> str:
 
 
 # ============================================================================ builders and documentation
+def config_kwargs(target: Callable[..., Any], section: Any, /, **explicit: Any) -> dict[str, Any]:
+    """The keyword arguments :func:`instantiate` passes: ``section``'s fields named like ``target``'s parameters
+    (plain Python values: a list field arrives as a list), then ``explicit`` (which wins)."""
+    values = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else vars(section)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = [n for n, p in inspect.signature(target).parameters.items() if p.kind in kinds]
+    return {**{n: values[n] for n in params if n in values and n not in explicit}, **explicit}
+
+
 def instantiate(target: Callable[..., Any], section: Any, /, **explicit: Any) -> Any:
     """Call ``target`` with the fields of the config ``section`` that name its keyword parameters.
 
     ``explicit`` keyword arguments are passed as given and win over fields of the same name. Fields that
     name no parameter are not passed (they configure something else: a sampler, the run). Values are plain
-    Python (a list field arrives as a list).
+    Python (a list field arrives as a list). A ``**kwargs`` catch-all receives nothing from ``section``.
 
     >>> from dataclasses import dataclass
     >>> @dataclass
@@ -480,11 +511,7 @@ def instantiate(target: Callable[..., Any], section: Any, /, **explicit: Any) ->
     >>> instantiate(lambda *, width, depth=1: (width, depth), Section(), depth=3)
     (8, 3)
     """
-    values = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else vars(section)
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    params = [n for n, p in inspect.signature(target).parameters.items() if p.kind in kinds]
-    kwargs = {n: values[n] for n in params if n in values and n not in explicit}
-    return target(**kwargs, **explicit)
+    return target(**config_kwargs(target, section, **explicit))
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -270,11 +270,16 @@ def test_eval_mode_renders_with_n_source_views_eval(scenes):
     model.eval()
     ctx = model.render_context(scene.cameras, test)
     assert ctx.n_views == 5 and len(set(ctx.indices.tolist())) == 5
+
+    def eval_model(n_source_views_eval: int) -> GNTModel:  # a new model (configs are not changed in place)
+        other = GNTModel(GNTModelConfig(**TINY_MODEL, n_source_views_eval=n_source_views_eval), scene=info)
+        other.attach_scene(scene)
+        return other.eval()
+
     # the 5 are the 3 nearest plus the next two: selection by rank, whatever the count
-    model.config.n_source_views_eval = 0
-    assert ctx.indices[:3].tolist() == model.render_context(scene.cameras, test).indices.tolist()
-    model.config.n_source_views_eval = 50  # more than the scene has: all 6 training views
-    assert sorted(model.render_context(scene.cameras, test).indices.tolist()) == scene.split_indices("train").tolist()
+    assert ctx.indices[:3].tolist() == eval_model(0).render_context(scene.cameras, test).indices.tolist()
+    everything = eval_model(50).render_context(scene.cameras, test)  # more than the scene has: all 6 training views
+    assert sorted(everything.indices.tolist()) == scene.split_indices("train").tolist()
 
 
 def test_imported_official_checkpoint_renders_from_the_cli(tmp_path, scenes):

@@ -105,7 +105,7 @@ def import_official(checkpoint, data_path, out_dir, *, pixel_center: float = 0.0
     from neural3d.training.setup import load_scene_from_config, scene_info
 
     raw = read_checkpoint(checkpoint)
-    model_cfg = OmegaConf.to_container(OmegaConf.structured(config_from_official(raw)))
+    model_cfg = OmegaConf.to_container(config_from_official(raw))
     cfg, _ = build_config(
         {
             "method": "gnt",

@@ -18,7 +18,7 @@ from neural3d.apps.image_dictionary.workflows import (
     fit_image,
     random_pixel_mask,
 )
-from neural3d.config import build
+from neural3d.config import build, config_kwargs
 from neural3d.evaluation.metrics import psnr
 from neural3d.methods.nid.config import NIDFitConfig, NIDTrainConfig
 from neural3d.training.checkpoint import atomic_write_text
@@ -75,29 +75,17 @@ def fit_from_config(cfg, target, source: str = "config") -> dict:
             f"{source}: 'stride' {stride} must be in [1, {trained.patch_size}] and divide "
             f"target_size - patch_size = {size - trained.patch_size}"
         )
-    result = fit_image(
-        trained.model,
-        observed,
-        patch=trained.patch_size,
-        mask=mask,
-        method=cfg.method,
-        init=cfg.init,
-        loss=loss,
-        k=cfg.k or None,
-        steps=cfg.steps,
-        lr=cfg.lr,
-        lam=cfg.lam,
-        lam_dense=cfg.lam_dense,
-        fit_bias=cfg.fit_bias,
-        prior=prior,
-        prior_weight=cfg.prior_weight or None,
-        stride=stride,
-        support=cfg.support,
+    # method, init, steps, lr, lam, lam_dense, fit_bias, support: the config's fields of the same name
+    fit_kwargs = config_kwargs(
+        fit_image, cfg, loss=loss, k=cfg.k or None, prior=prior, prior_weight=cfg.prior_weight or None, stride=stride
     )
+    result = fit_image(trained.model, observed, patch=trained.patch_size, mask=mask, **fit_kwargs)
     finetuned = 0
     if cfg.finetune_steps > 0:
         finetuned = cfg.finetune_steps
         if cfg.finetune_select == "validation":
+            # the same fit (its default steps and lr: lr here is the fine-tune's), with the chosen prior weight
+            select_kwargs = {k: v for k, v in fit_kwargs.items() if k not in ("steps", "lr", "loss")}
             finetuned = choose_finetune_steps(
                 trained.model,
                 observed,
@@ -108,16 +96,7 @@ def fit_from_config(cfg, target, source: str = "config") -> dict:
                 loss=loss,
                 lr=cfg.finetune_lr,
                 code_lr=10 * cfg.finetune_lr,
-                method=cfg.method,
-                init=cfg.init,
-                k=cfg.k or None,
-                lam=cfg.lam,
-                lam_dense=cfg.lam_dense,
-                fit_bias=cfg.fit_bias,
-                prior=prior,
-                prior_weight=result.prior_weight,
-                stride=stride,
-                support=cfg.support,
+                **{**select_kwargs, "prior_weight": result.prior_weight},
             )
         result = finetune_image(
             trained.model,
