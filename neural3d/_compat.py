@@ -43,7 +43,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "neural3d.models.registry": ("neural3d.methods.registry",),
     "neural3d.nid": ("neural3d.apps.image_dictionary", "neural3d.methods.nid"),
     "neural3d.nid.combine": ("neural3d.methods.nid.combine",),
-    "neural3d.nid.config": ("neural3d.methods.nid.config",),
+    "neural3d.nid.config": ("neural3d.methods.nid.config", "neural3d.config"),  # build, load: neural3d.config
     "neural3d.nid.data": ("neural3d.apps.image_dictionary.data",),
     "neural3d.nid.dictionary": ("neural3d.methods.nid.dictionary",),
     "neural3d.nid.encodings": ("neural3d.methods.nid.encodings",),
