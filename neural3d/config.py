@@ -323,7 +323,11 @@ def omegaconf_schema(cls: type) -> type:
         return cls
     spec = [(f.name, _plain_annotation(hints[f.name]), _schema_field(f)) for f in changed]
     namespace = {"__module__": cls.__module__, "__doc__": cls.__doc__, "__config_class__": cls}
-    return make_dataclass(cls.__name__, spec, bases=(cls,), namespace=namespace)
+    schema = make_dataclass(cls.__name__, spec, bases=(cls,), namespace=namespace)
+    # reachable as cls._OmegaConfSchema, so that pickle finds it (built configs stay picklable)
+    schema.__qualname__ = f"{cls.__qualname__}._OmegaConfSchema"
+    cls._OmegaConfSchema = schema
+    return schema
 
 
 def config_class(cfg: Any) -> type | None:

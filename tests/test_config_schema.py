@@ -351,3 +351,15 @@ def test_option_written_as_a_yaml_boolean_word(tmp_path):
     assert load_config(path)[0].trainer.mixed_precision == "off"
     with pytest.raises(ConfigError, match="got 'True'"):
         build_config({"method": "nerf"}, ["trainer.mixed_precision=on"])  # 'on' is not an allowed value
+
+
+def test_built_configs_pickle_and_copy():
+    import copy
+    import pickle
+
+    for schema in (NIDFitConfig, PCTrainConfig, NIDFamilyConfig):
+        cfg = build(schema)
+        assert OmegaConf.to_container(pickle.loads(pickle.dumps(cfg))) == OmegaConf.to_container(cfg)
+        assert config_class(copy.deepcopy(cfg)) is schema
+    cfg, model_cfg = build_config({"method": "gnt"})
+    assert pickle.loads(pickle.dumps(model_cfg)).selection == "auto"
