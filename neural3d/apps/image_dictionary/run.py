@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -20,6 +19,7 @@ from neural3d.apps.image_dictionary.workflows import (
 )
 from neural3d.config import build, config_kwargs
 from neural3d.evaluation.metrics import psnr
+from neural3d.media.video import to_uint8
 from neural3d.methods.nid.config import NIDFitConfig, NIDTrainConfig
 from neural3d.training.checkpoint import atomic_write_text
 
@@ -30,7 +30,7 @@ def _device(name: str) -> str:
 
 def _save_png(path: Path, image: torch.Tensor) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((image.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)).save(path)
+    Image.fromarray(to_uint8(image)).save(path)
 
 
 def train_from_config(cfg, source: str = "config", resume: bool = True):
