@@ -340,7 +340,12 @@ def config_class(cfg: Any) -> type | None:
 
 def structured(schema_cls: type) -> DictConfig:
     """The defaults of the config dataclass ``schema_cls`` as a typed DictConfig."""
-    return OmegaConf.structured(omegaconf_schema(schema_cls)())
+    return _structured(schema_cls())
+
+
+def _structured(obj: Any) -> DictConfig:
+    """A config dataclass instance as a typed DictConfig (through its :func:`omegaconf_schema`)."""
+    return OmegaConf.structured(_as_schema_instance(obj))
 
 
 # ============================================================================ merging, with explained errors
@@ -348,7 +353,7 @@ def _valid_keys(schema: Any) -> list[str]:
     return sorted(f.name for f in fields(schema)) if is_dataclass(schema) else []
 
 
-def _explain(err: OmegaConfBaseException, source: str, schema_cls: type, prefix: str = "") -> ConfigError:
+def _explain(err: OmegaConfBaseException, source: str, schema_cls: type | None, prefix: str = "") -> ConfigError:
     """A ConfigError naming the source, the dotted key and the valid keys of the section holding it."""
     key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
     msg = str(err).splitlines()[0]
@@ -366,8 +371,16 @@ def _as_omegaconf(part: Any) -> Any:
     if part is None:
         return OmegaConf.create({})
     if is_dataclass(part) and not isinstance(part, type):
-        return OmegaConf.structured(_as_schema_instance(part))
+        return _structured(part)
     return OmegaConf.create(part)
+
+
+def _merged(cfg: DictConfig, part: Any, source: str, schema_cls: type | None, prefix: str = "") -> DictConfig:
+    """A new config: ``part`` merged into ``cfg``; OmegaConf errors explained (source, key, valid keys)."""
+    try:
+        return OmegaConf.merge(cfg, _as_omegaconf(part))
+    except OmegaConfBaseException as e:
+        raise _explain(e, source, schema_cls, prefix) from None
 
 
 def merge(schema_cls: type, parts: Sequence[tuple[str, Any]], *, prefix: str = "") -> DictConfig:
@@ -379,12 +392,9 @@ def merge(schema_cls: type, parts: Sequence[tuple[str, Any]], *, prefix: str = "
     """
     cfg = structured(schema_cls)
     for source, part in parts:
-        try:
-            cfg = OmegaConf.merge(cfg, _as_omegaconf(part))
-        except OmegaConfBaseException as e:
-            raise _explain(e, source, schema_cls, prefix) from None
+        cfg = _merged(cfg, part, source, schema_cls, prefix)
         if words := _yaml_bool_words(cfg, schema_cls):
-            cfg = OmegaConf.merge(cfg, OmegaConf.create(words))
+            cfg = _merged(cfg, words, source, schema_cls, prefix)
         check_choices(cfg, schema_cls, source, prefix)
     return cfg
 
@@ -420,10 +430,7 @@ def load(schema_cls: type, path: str | Path, overrides: Sequence[str] = ()) -> D
 def replace(cfg: DictConfig, changes: Mapping[str, Any], *, source: str = "replace") -> DictConfig:
     """A new config: ``cfg`` with the nested mapping ``changes`` merged and checked; ``cfg`` itself is unchanged."""
     schema_cls = config_class(cfg)
-    try:
-        new = OmegaConf.merge(cfg, OmegaConf.create(dict(changes)))
-    except OmegaConfBaseException as e:
-        raise _explain(e, source, schema_cls) from None
+    new = _merged(cfg, dict(changes), source, schema_cls)
     if schema_cls is not None:
         check_choices(new, schema_cls, source)
     return new
