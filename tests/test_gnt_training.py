@@ -13,7 +13,7 @@ from gnt_reference import random_official_checkpoint
 
 import neural3d
 from neural3d.cli.main import main
-from neural3d.config import build_config
+from neural3d.config import ConfigError, build_config
 from neural3d.data import load_scene
 
 TINY_MODEL = {"depth": 2, "n_samples": 8, "n_source_views": 3, "pool_factor": 2, "dropout": 0.0}
@@ -321,6 +321,14 @@ def test_imported_official_checkpoint_renders_from_the_cli(tmp_path, scenes):
         == 0
     )
     assert main(["gnt", "eval", str(run), str(scenes["other"]), "model.depth=3"]) == 2  # not a render-time key
+    # render-time model keys build the loaded model with them (no config is changed after loading)
+    from neural3d.cli.gnt import load_for_scene
+
+    other = load_for_scene(run, scenes["other"], ["model.n_samples=6", "model.selection=dist"])
+    assert (other.model.config.n_samples, other.config.model.n_samples, other.model.config.selection) == (6, 6, "dist")
+    assert neural3d.load(run).model.config.n_samples == 8
+    with pytest.raises(ConfigError, match="'model.selection'"):
+        load_for_scene(run, scenes["other"], ["model.selection=random"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
