@@ -22,7 +22,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "neural3d.distortion": ("neural3d.core.lens_distortion",),
     "neural3d.gnt": ("neural3d.methods.gnt",),
     "neural3d.gnt.batches": ("neural3d.methods.gnt.batches",),
-    "neural3d.gnt.checkpoint": ("neural3d.methods.gnt.checkpoint",),
+    "neural3d.gnt.checkpoint": ("neural3d.methods.gnt.checkpoint", "neural3d.methods.gnt.official"),
     "neural3d.gnt.colour": ("neural3d.methods.gnt.colour",),
     "neural3d.gnt.field": ("neural3d.methods.gnt.field",),
     "neural3d.gnt.mixture": ("neural3d.methods.gnt.mixture",),
