@@ -30,6 +30,17 @@ def _public_names(module: types.ModuleType) -> list[str]:
     ]
 
 
+def _assert_new_modules_intact() -> None:
+    """Importing an old path changes no new module: its ``__spec__`` and the package attributes that lead to it."""
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("neural3d.") or name in MOVED or not isinstance(module, types.ModuleType):
+            continue
+        assert module.__spec__ is not None and module.__spec__.name == name, f"{name}.__spec__ is {module.__spec__}"
+        parent, leaf = name.rsplit(".", 1)
+        attr = getattr(sys.modules.get(parent), leaf, None)
+        assert not isinstance(attr, types.ModuleType) or attr is module, f"{parent}.{leaf} is {attr}, not {name}"
+
+
 @pytest.fixture
 def fresh_old_path():
     """Forget old module names imported by a test, so the next import runs the alias (and warns) again."""
@@ -53,7 +64,8 @@ def test_old_path_imports_warns_and_exposes_the_new_objects(old, fresh_old_path)
         mod = importlib.import_module(old)
     assert sys.modules[old] is mod
     parts = [importlib.import_module(n) for n in new]
-    if len(parts) == 1:
+    _assert_new_modules_intact()
+    if len(parts) == 1 and not any(name.startswith(old + ".") for name in MOVED):
         assert mod is parts[0]
         return
     exposed = set()
@@ -66,6 +78,19 @@ def test_old_path_imports_warns_and_exposes_the_new_objects(old, fresh_old_path)
     assert exposed, f"{old}: its successors define no public names"
     with pytest.raises(AttributeError, match="no attribute"):
         mod.no_such_name  # noqa: B018
+
+
+def test_old_child_import_leaves_the_new_package_alone(fresh_old_path):
+    """``neural3d.models.gnt`` is ``neural3d.methods.gnt.model``: importing it must not rebind
+    ``neural3d.methods.gnt``."""
+    with pytest.warns(DeprecationWarning):
+        import neural3d.models.gnt as old_gnt
+    import neural3d.methods
+    import neural3d.methods.gnt.model as new_gnt
+
+    assert old_gnt is new_gnt and neural3d.methods.gnt is sys.modules["neural3d.methods.gnt"]
+    assert new_gnt.__spec__.name == "neural3d.methods.gnt.model"
+    _assert_new_modules_intact()
 
 
 def test_split_successors_do_not_shadow_each_other():
