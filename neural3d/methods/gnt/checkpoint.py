@@ -98,6 +98,7 @@ def official_config_fields(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file (official or neural3d) as a dict on the CPU, read with ``weights_only`` (no code runs)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GNT checkpoint not found: {path}")
