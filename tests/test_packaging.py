@@ -75,6 +75,12 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
+def test_wheel_metadata(wheel):
+    meta = zipfile.ZipFile(wheel).read("neural3d-0.1.0.dist-info/METADATA").decode()
+    assert "License-Expression: Apache-2.0" in meta and "Requires-Dist: torch>=2.1" in meta
+    assert "Requires-Python: >=3.10" in meta
+
+
 @pytest.fixture(scope="module")
 def installed(wheel, tmp_path_factory) -> dict:
     """A fresh venv (outside the repository) holding the wheel; dependencies through a .pth file."""
