@@ -322,7 +322,7 @@ def test_imported_official_checkpoint_renders_from_the_cli(tmp_path, scenes):
     )
     assert main(["gnt", "eval", str(run), str(scenes["other"]), "model.depth=3"]) == 2  # not a render-time key
     # render-time model keys build the loaded model with them (no config is changed after loading)
-    from neural3d.cli.gnt import load_for_scene
+    from neural3d.api import load_for_scene
 
     other = load_for_scene(run, scenes["other"], ["model.n_samples=6", "model.selection=dist"])
     assert (other.model.config.n_samples, other.config.model.n_samples, other.model.config.selection) == (6, 6, "dist")
