@@ -9,7 +9,8 @@ method is one module (its config dataclass and model class) plus one YAML file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,70 @@ def _merge(schema_obj, parts: Sequence[tuple[str, Any]], schema_cls, prefix: str
     return cfg
 
 
+# -- tagged unions: a section whose ``type`` key picks its dataclass ------------------------------------------
+
+
+def variant_field(variants: Mapping[str, Any], default: str) -> Any:
+    """A config field holding one of several section dataclasses, chosen by the section's ``type`` key.
+
+    Args:
+        variants: ``type`` name -> default instance of its section dataclass (whose ``type`` field is that name).
+        default: the ``type`` used when the user writes no section.
+
+    :func:`build_config` resolves such fields (see :func:`_merge_variants`); give the field the annotation ``Any``.
+    """
+    return field(default_factory=lambda: copy.deepcopy(variants[default]), metadata={"variants": dict(variants)})
+
+
+def _pop_sections(name: str, parts: Sequence[tuple[str, Any]], prefix: str) -> list[tuple[str, DictConfig]]:
+    """Remove key ``name`` from every part; its values, which must be mappings (sections)."""
+    sections = []
+    for source, part in parts:
+        if not isinstance(part, DictConfig) or name not in part:
+            continue
+        value = part.pop(name)
+        if not isinstance(value, DictConfig):
+            raise ConfigError(
+                f"{source}: '{prefix}{name}' is a section now, got {value!r}: write {prefix}{name}.type={value} "
+                f"(YAML: {name}: {{type: {value}, ...}})"
+            )
+        sections.append((source, value))
+    return sections
+
+
+def _merge_variants(schema_cls, parts: Sequence[tuple[str, Any]], prefix: str) -> dict[str, DictConfig]:
+    """Resolve the :func:`variant_field` fields of ``schema_cls``: pop their sections out of ``parts`` (in place).
+
+    Sections merge in order; one that names a different ``type`` than the current one starts again from that
+    type's defaults (a section belongs to its type). Returns field name -> typed section.
+    """
+    resolved = {}
+    for f in fields(schema_cls):
+        variants = f.metadata.get("variants")
+        if not variants:
+            continue
+        current = f.default_factory()
+        chosen: list[tuple[str, Any]] = []
+        for source, section in _pop_sections(f.name, parts, prefix):
+            kind = section.get("type", current.type)
+            if kind not in variants:
+                raise ConfigError(f"{source}: {prefix}{f.name}.type must be one of {', '.join(variants)}, got {kind!r}")
+            if kind != current.type:
+                current, chosen = copy.deepcopy(variants[kind]), []
+            chosen.append((source, section))
+        resolved[f.name] = _merge(current, chosen, type(current), prefix=f"{prefix}{f.name}.")
+    return resolved
+
+
+def _check_renamed(schema_cls, parts: Sequence[tuple[str, Any]], prefix: str) -> None:
+    """ConfigError for keys a schema removed: its ``RENAMED_KEYS`` class attribute maps old key -> new key."""
+    renamed = getattr(schema_cls, "RENAMED_KEYS", {})
+    for source, part in parts:
+        for key in part if isinstance(part, DictConfig) else ():
+            if key in renamed:
+                raise ConfigError(f"{source}: '{prefix}{key}' was removed: use '{prefix}{renamed[key]}'")
+
+
 def load_yaml(path: str | Path) -> DictConfig:
     path = Path(path)
     if not path.is_file():
@@ -188,7 +253,11 @@ def build_config(
     model_parts = [(source, user.pop("model", None) or {}), ("overrides", ov.pop("model", None) or {})]
     cfg = _merge(TrainConfig(), [(source, user), ("overrides", ov)], TrainConfig)
     method = get_method(cfg.method)
+    _check_renamed(method.config_class, model_parts, "model.")
+    sections = _merge_variants(method.config_class, model_parts, "model.")
     model_cfg = _merge(method.config_class(), model_parts, method.config_class, prefix="model.")
+    for name, section in sections.items():
+        model_cfg[name] = section
     cfg.model = model_cfg
     return cfg, model_cfg
 

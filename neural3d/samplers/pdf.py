@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
+from neural3d.render.volume import render_weights_from_density
+from neural3d.samplers.base import DensityFn, Sampler, WeightedSamples, require
+from neural3d.samplers.uniform import UniformSampler
 
 
 def sample_pdf(
@@ -19,8 +23,8 @@ def sample_pdf(
 ) -> Tensor:
     """Draw sorted samples from the piecewise-constant PDF given by ``weights`` over ``bins``.
 
-    The PDF on bin i is proportional to ``weights[i] + padding`` (1e-5 as the original NeRF; a ray with zero weight samples
-    uniformly), the CDF is piecewise linear, and it is inverted with ``searchsorted``. Deterministic
+    The PDF on bin i is proportional to ``weights[i] + padding`` (1e-5 as the original NeRF; a ray with zero
+    weight samples uniformly), the CDF is piecewise linear, and it is inverted with ``searchsorted``. Deterministic
     mode uses ``u = linspace(0, 1, n_samples)``; jitter mode stratifies u in ``n_samples`` strata.
 
     Args:
@@ -53,14 +57,25 @@ def sample_pdf(
     return (bin_lo + frac * (bin_hi - bin_lo)).detach()
 
 
-class PDFSampler(nn.Module):
-    """Resample rays where coarse compositing weights are large (NeRF's hierarchical sampling)."""
+class PDFSampler(Sampler):
+    """Resample rays where coarse compositing weights are large (NeRF's hierarchical sampling).
+
+    ``sample(rays, prior=WeightedSamples(coarse, weights)) -> RaySamples``; ``sampler(coarse, weights)`` is
+    the same call.
+    """
 
     def __init__(self, *, n_samples: int, include_input: bool = True, padding: float = 1e-5) -> None:
         super().__init__()
         self.n_samples = n_samples
         self.include_input = include_input
         self.padding = padding
+
+    def sample(
+        self, rays: RayBundle, *, density_fn: DensityFn | None = None, prior: WeightedSamples | None = None
+    ) -> RaySamples:
+        """Draw from ``prior`` (coarse samples of ``rays`` and their weights); see :meth:`forward`."""
+        prior = require(prior, "prior (coarse samples and weights)", "PDFSampler")
+        return self(prior.samples, prior.weights)
 
     def forward(self, samples: RaySamples, weights: Tensor) -> RaySamples:
         """Coarse samples [n_rays, n] and their weights [n_rays, n] -> fine samples.
@@ -73,3 +88,31 @@ class PDFSampler(nn.Module):
         if self.include_input:
             edges, _ = torch.sort(torch.cat([bins, edges], dim=-1), dim=-1)
         return RaySamples.from_edges(samples.rays, edges)
+
+
+class ImportanceSampler(Sampler):
+    """Stratified samples, scored by a gradient-free pass of the density, then resampled by their weights.
+
+    NeRF's hierarchical sampling with one field: ``n_coarse`` stratified intervals, the compositing weights
+    of ``density_fn`` on them (no gradient), and ``n_samples`` intervals drawn from those weights, merged
+    with the coarse edges when ``include_coarse`` (``n_coarse + n_samples + 1`` intervals).
+
+    ``sample(rays, density_fn=field.density) -> RaySamples``.
+    """
+
+    def __init__(self, *, n_coarse: int, n_samples: int, include_coarse: bool = False, lindisp: bool = False):
+        super().__init__()
+        self.coarse = UniformSampler(n_samples=n_coarse, lindisp=lindisp)
+        self.fine = PDFSampler(n_samples=n_samples, include_input=include_coarse)
+
+    def sample(
+        self, rays: RayBundle, *, density_fn: DensityFn | None = None, prior: WeightedSamples | None = None
+    ) -> RaySamples:
+        coarse = self.coarse.sample(rays)
+        return self.fine(coarse, density_weights(coarse, require(density_fn, "density_fn", "ImportanceSampler")))
+
+
+@torch.no_grad()
+def density_weights(samples: RaySamples, density_fn: DensityFn) -> Tensor:
+    """[n_rays, n_samples] compositing weights of ``density_fn`` on ``samples`` (gradient-free)."""
+    return render_weights_from_density(density_fn(samples.positions)[..., 0], samples.distances)

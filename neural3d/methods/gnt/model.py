@@ -18,7 +18,7 @@ an official GNT checkpoint (fine-tuning).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
-from neural3d.methods.base import Model, SceneInfo
+from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.gnt.batches import SourceViewBatches
 from neural3d.methods.gnt.field import RayTransformerRenderer, SourceViewField
 from neural3d.methods.gnt.projection import SourceViews
@@ -206,7 +206,7 @@ class GNTModel(Model):
             context.features, context.features_fine = coarse, fine
         return coarse, fine
 
-    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
+    def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
         if not isinstance(context, SourceViews):
             raise TypeError(
                 "GNT forward needs a SourceViews context (source images and cameras); "
@@ -219,14 +219,16 @@ class GNTModel(Model):
         n_samples = cfg.n_samples if self.training or cfg.n_samples_eval <= 0 else cfg.n_samples_eval
         z = depth_samples(rays.nears, rays.fars, n_samples, lindisp=cfg.lindisp, jitter=self.training)
         samples = RaySamples(rays, z, z)
-        out = self.renderer(self.field(samples, context, coarse_feats), samples)
+        out = self.renderer(self.field(samples, replace(context, features=coarse_feats)), samples)
         if cfg.n_fine <= 0:
-            return {"rgb": out.rgb, "depth": out.depth, "opacity": out.opacity}
+            return ModelOutputs(out.rgb, out.depth, out.opacity, samples=samples, weights=out.weights)
         z_fine = fine_depth_samples(z, out.weights, cfg.n_fine, lindisp=cfg.lindisp, det=not self.training)
         fine_samples = RaySamples(rays, z_fine, z_fine)
         renderer = self.renderer if self.renderer_fine is None else self.renderer_fine
-        fine = renderer(self.field(fine_samples, context, fine_feats), fine_samples)
-        return {"rgb_coarse": out.rgb, "rgb": fine.rgb, "depth": fine.depth, "opacity": fine.opacity}
+        fine = renderer(self.field(fine_samples, replace(context, features=fine_feats)), fine_samples)
+        return ModelOutputs(
+            fine.rgb, fine.depth, fine.opacity, rgb_coarse=out.rgb, samples=fine_samples, weights=fine.weights
+        )
 
     @property
     def attached_scene(self) -> Any | None:

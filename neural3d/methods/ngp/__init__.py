@@ -1,1 +1,1 @@
-"""Instant-NGP-style hash-grid method (``method: ngp``) with grid, occupancy, proposal, importance and uniform sampling."""
+"""Instant-NGP-style hash-grid method (``method: ngp``): grid, occupancy, proposal, importance, uniform sampling."""

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neural3d.core.samples import RaySamples
-from neural3d.fields.base import Field, FieldOutputs
+from neural3d.fields.base import Field
 from neural3d.fields.ngp_field import trunc_exp
 from neural3d.methods.nid.combine import mix_sparse
 from neural3d.methods.nid.experts import ExpertBank
@@ -101,7 +100,7 @@ class NIDRadianceField(Field):
         return x, inside
 
     def raw_outputs(self, positions: Tensor, gates: Gates) -> tuple[Tensor, Tensor]:
-        """[n_scenes, n_points, 3] positions (one row per scene of ``gates``) -> (raw [n_scenes, n_points, 4], inside)."""
+        """[n_scenes, n_points, 3] positions (a row per scene of ``gates``) -> (raw [n_scenes, n_points, 4], inside)."""
         x, inside = self.unit(positions)
         expert_out = self.bank(x)  # [S, N, E, 4]
         return mix_sparse(expert_out, gates.indices, gates.values, gates.bias), inside
@@ -133,7 +132,3 @@ class NIDRadianceField(Field):
     def density(self, positions: Tensor, context: Any = None) -> Tensor:
         """[*batch, 3] -> [*batch, 1]."""
         return self.query(positions, None, context)[0]
-
-    def forward(self, samples: RaySamples, context: Any = None) -> FieldOutputs:
-        density, rgb = self.query(samples.positions, None, context)
-        return FieldOutputs(density=density, rgb=rgb)
