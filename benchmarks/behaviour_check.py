@@ -58,26 +58,29 @@ TRAINER = [
     "trainer.checkpoint_every=0",
     "trainer.mixed_precision=off",
 ]
-TINY_NGP = [
-    "model.n_levels=4",
-    "model.log2_hashmap_size=10",
-    "model.max_resolution=32",
-    "model.n_samples=8",
-    "model.n_coarse=8",
-    "model.grid_resolution=16",
-    "model.grid_update_every=4",
-    "model.step_size=0.08",
-    "model.marching_backend=torch",
-    "trainer.batch_size=128",
-]
-PROPOSAL = [
-    "model.proposal_samples=[16]",
-    "model.proposal_max_resolutions=[32]",
-    "model.proposal_log2_hashmap_size=10",
-    "model.proposal_update_warmup=8",
-    "model.proposal_update_every=2",
-    "model.distortion_loss_mult=0.002",
-]
+TINY_NGP = ["model.n_levels=4", "model.log2_hashmap_size=10", "model.max_resolution=32", "trainer.batch_size=128"]
+# the sampler settings of the baseline's flat keys (n_samples=8, n_coarse=8, grid_resolution=16, grid_update_every=4,
+# step_size=0.08, marching_backend=torch, proposal_*), in the typed section of each sampler type (model.sampler.*)
+TINY_SAMPLER = {
+    "grid": ["n_samples=8", "n_coarse=8", "resolution=16", "update_every=4"],
+    "importance": ["n_samples=8", "n_coarse=8"],
+    "uniform": ["n_samples=8"],
+    "occupancy": ["resolution=16", "update_every=4", "step_size=0.08", "backend=torch"],
+    "proposal": [
+        "n_samples=8",
+        "round_samples=[16]",
+        "max_resolutions=[32]",
+        "log2_hashmap_size=10",
+        "update_warmup=8",
+        "update_every=2",
+    ],
+}
+PROPOSAL = ["model.distortion_loss_mult=0.002"]
+
+
+def tiny_sampler(kind: str) -> list[str]:
+    """``model.sampler.type=KIND`` and the tiny settings of that sampler type."""
+    return [f"model.sampler.type={kind}", *(f"model.sampler.{kv}" for kv in TINY_SAMPLER[kind])]
 TINY_GNT = ["model.depth=2", "model.n_samples=8", "model.n_source_views=3", "trainer.batch_size=64", "eval.chunk=256"]
 NID_MODEL = ["model.num_experts=8", "model.topk=4", "model.hidden_dim=32", "model.n_layers=2", "model.n_samples=16"]
 NID_SCENE_SYNTH = ["data.synth.res=16", "data.synth.n_train=6", "data.synth.n_val=1", "data.synth.n_test=1"]
@@ -134,7 +137,7 @@ def _ngp(sampler: str, backend: str = "torch", extra: tuple[str, ...] = ()) -> C
             "blender_ngp.yaml",
             name,
             f"data.path={ctx.scenes / 'blender'}",
-            f"model.sampler={sampler}",
+            *tiny_sampler(sampler),
             f"model.hashgrid_backend={backend}",
             *TINY_NGP,
             *extra,
@@ -169,6 +172,7 @@ def _ngp_llff(ctx: Ctx) -> list[str]:
         "data.factor=1",
         "model.hashgrid_backend=torch",
         *TINY_NGP,
+        *(f"model.sampler.{kv}" for kv in TINY_SAMPLER["importance"]),  # llff_ngp.yaml: sampler type importance
     )
 
 
