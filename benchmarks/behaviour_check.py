@@ -81,6 +81,8 @@ PROPOSAL = ["model.distortion_loss_mult=0.002"]
 def tiny_sampler(kind: str) -> list[str]:
     """``model.sampler.type=KIND`` and the tiny settings of that sampler type."""
     return [f"model.sampler.type={kind}", *(f"model.sampler.{kv}" for kv in TINY_SAMPLER[kind])]
+
+
 TINY_GNT = ["model.depth=2", "model.n_samples=8", "model.n_source_views=3", "trainer.batch_size=64", "eval.chunk=256"]
 NID_MODEL = ["model.num_experts=8", "model.topk=4", "model.hidden_dim=32", "model.n_layers=2", "model.n_samples=16"]
 NID_SCENE_SYNTH = ["data.synth.res=16", "data.synth.n_train=6", "data.synth.n_val=1", "data.synth.n_test=1"]

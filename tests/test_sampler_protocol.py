@@ -41,7 +41,7 @@ def _slab(p: torch.Tensor) -> torch.Tensor:
 
 
 class _SlabField(torch.nn.Module):
-    """A field with the density hooks the stateful samplers read (``density`` and, on the unit cube, ``unit_density``)."""
+    """The density hooks stateful samplers read: ``density`` and, on the unit cube, ``unit_density``."""
 
     def density(self, p):
         return _slab(p)
