@@ -126,3 +126,51 @@ def test_checkpoints_with_the_old_sampler_names_load(kind, old_prefix, new_prefi
     b.load_state_dict(old)
     for k, v in b.state_dict().items():
         assert torch.equal(v, state[k]), k
+
+
+def test_upgrade_legacy_maps_a_stored_flat_section_to_the_sampler_sections():
+    from neural3d.methods.ngp.config import _LEGACY_SECTIONS, upgrade_legacy
+
+    assert {k for table in _LEGACY_SECTIONS.values() for k in table} | {"eval_n_coarse", "eval_n_fine"} == set(
+        RENAMED_KEYS
+    )
+    old = {
+        "sampler": "occupancy",
+        "occ_levels": 2,
+        "grid_resolution": 32,
+        "marching_backend": "torch",
+        "n_coarse": 64,  # another sampler's setting: dropped
+        "proposal_samples": [8],
+        "eval_sampler": "importance",
+        "eval_n_coarse": 16,
+        "eval_n_fine": 8,
+        "n_levels": 4,
+    }
+    m = _model(yaml_model=upgrade_legacy(old))
+    assert (m.sampler.type, m.sampler.levels, m.sampler.resolution, m.sampler.backend) == ("occupancy", 2, 32, "torch")
+    assert (m.eval_sampler.n_coarse, m.eval_sampler.n_samples, m.eval_sampler.include_coarse) == (16, 8, True)
+    assert m.n_levels == 4
+    assert upgrade_legacy({"sampler": {"type": "grid"}}) == {"sampler": {"type": "grid"}}  # today's shape: unchanged
+
+
+def test_a_run_saved_before_the_sampler_sections_loads(tmp_path, tiny_blender_scene):
+    import neural3d
+    from neural3d.training import checkpoint as ckpt
+    from neural3d.training.trainer import Trainer
+
+    cfg, _ = build_config(
+        {"method": "ngp", "data": {"path": str(tiny_blender_scene)}, "output_dir": str(tmp_path), "experiment": "old"},
+        ["model.n_levels=2", "model.log2_hashmap_size=8", "model.max_resolution=16", "model.sampler.type=occupancy"]
+        + ["model.sampler.resolution=8", "trainer.steps=2", "trainer.batch_size=32", "trainer.progress=false"],
+    )
+    tr = Trainer(cfg, overwrite=True)
+    tr.train()
+    path = ckpt.latest_checkpoint(tr.run_dir)
+    state = torch.load(path, weights_only=True)
+    section = {k: v for k, v in state["config"]["model"].items() if k not in ("sampler", "eval_sampler")}
+    state["config"]["model"] = {**section, "sampler": "occupancy", "grid_resolution": 8, "eval_sampler": "train"}
+    state["model"] = {("occupancy." + k[8:] if k.startswith("sampler.") else k): v for k, v in state["model"].items()}
+    torch.save(state, path)
+    loaded = neural3d.load(tr.run_dir, device="cpu")
+    assert loaded.model.sampler.grid.resolution == 8
+    assert torch.equal(loaded.model.sampler.grid.binaries, tr.model.sampler.grid.binaries)

@@ -58,12 +58,66 @@ RENAMED_KEYS: dict[str, str] = {
 }
 """Flat keys of earlier versions -> their place now (``model.`` omitted)."""
 
+_GRID_STATE = {"grid_update_every": "update_every", "grid_decay": "decay", "grid_warmup_updates": "warmup_updates"}
+_LEGACY_SECTIONS: dict[str, dict[str, str]] = {  # old sampler name -> {old flat key: key in its section}
+    "grid": {
+        **{k: k for k in ("n_samples", "n_coarse", "n_uniform", "lindisp")},
+        **_GRID_STATE,
+        "grid_resolution": "resolution",
+        "grid_threshold": "threshold",
+        "grid_weighting": "weighting",
+    },
+    "importance": {k: k for k in ("n_samples", "n_coarse", "lindisp")},
+    "uniform": {k: k for k in ("n_samples", "lindisp")},
+    "occupancy": {
+        **{k: k for k in ("step_size", "cone_angle", "early_stop_eps", "alpha_thre", "target_samples")},
+        **_GRID_STATE,
+        "grid_resolution": "resolution",
+        "occ_levels": "levels",
+        "occ_threshold": "threshold",
+        "marching_backend": "backend",
+    },
+    "proposal": {
+        "n_samples": "n_samples",
+        "proposal_samples": "round_samples",
+        "proposal_max_resolutions": "max_resolutions",
+        **{f"proposal_{k}": k for k in ("n_levels", "log2_hashmap_size", "hidden_dim", "spacing", "spacing_pivot")},
+        **{f"proposal_{k}": k for k in ("histogram_padding", "anneal_steps", "anneal_slope")},
+        **{f"proposal_{k}": k for k in ("update_every", "update_warmup")},
+        "interlevel_loss_mult": "interlevel_loss_mult",
+    },
+}
+
+
+def upgrade_legacy(section: dict[str, Any]) -> dict[str, Any]:
+    """A stored ``model`` section of an earlier version (flat keys, ``sampler: occupancy``) in today's shape.
+
+    Used when loading a checkpoint written before the sampler sections (:func:`neural3d.load`); the settings of
+    the sampler that run did not use are dropped. Sections already in today's shape are returned unchanged.
+    """
+    section = dict(section)
+    kind = section.get("sampler")
+    if not isinstance(kind, str):
+        return section
+    legacy = {k: section.pop(k) for k in list(section) if k in RENAMED_KEYS}
+    section["sampler"] = {
+        "type": kind,
+        **{new: legacy[old] for old, new in _LEGACY_SECTIONS[kind].items() if old in legacy},
+    }
+    if section.get("eval_sampler") == "importance":
+        eval_keys = {"n_coarse": legacy.get("eval_n_coarse", 64), "n_samples": legacy.get("eval_n_fine", 64)}
+        section["eval_sampler"] = {"type": "importance", "include_coarse": True, **eval_keys}
+    elif isinstance(section.get("eval_sampler"), str):
+        section["eval_sampler"] = {"type": "train"}
+    return section
+
 
 @dataclass
 class NGPModelConfig:
     """Instant-NGP-style method: hash-grid field, a sampler strategy, losses."""
 
     RENAMED_KEYS: ClassVar[dict[str, str]] = RENAMED_KEYS
+    upgrade_legacy: ClassVar = staticmethod(upgrade_legacy)
 
     sampler: Any = variant_field(SAMPLER_VARIANTS, default="grid")  # grid | importance | uniform | occupancy | proposal
     eval_sampler: Any = variant_field(EVAL_SAMPLER_VARIANTS, default="train")  # train | importance (rendering)
