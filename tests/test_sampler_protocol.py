@@ -218,3 +218,17 @@ def test_every_method_runs_its_fields_through_forward(method, monkeypatch):
     assert isinstance(out, ModelOutputs) and out["rgb"].shape == (6, 3) and list(out) == list(out.keys())
     assert calls and all(isinstance(c, FieldOutputs) for c in calls)
     assert set(model.loss_dict(out, type("B", (), {"rgb": torch.rand(6, 3)})())) >= {"loss_rgb"}
+
+
+def test_one_spacing_map_for_every_sampler():
+    from neural3d.samplers import proposal, uniform
+    from neural3d.samplers.spacing import spacing_to_t
+
+    assert uniform.spacing_to_t is spacing_to_t and proposal.spacing_to_t is spacing_to_t
+    s = torch.rand(3, 5, dtype=torch.float64)
+    n, f = torch.full((3,), 2.0, dtype=torch.float64), torch.full((3,), 6.0, dtype=torch.float64)
+    assert torch.equal(spacing_to_t(s, n, f), n[:, None] * (1.0 - s) + f[:, None] * s)  # NeRF's lerp, bit for bit
+    lindisp = 1.0 / (1.0 / n[:, None] * (1.0 - s) + 1.0 / f[:, None] * s)
+    assert torch.equal(spacing_to_t(s, n, f, "lindisp"), lindisp)
+    with pytest.warns(DeprecationWarning, match="lindisp: bool"):
+        assert torch.equal(spacing_to_t(s, n, f, True), lindisp)  # the old uniform.py signature

@@ -11,15 +11,25 @@ Samplers draw intervals in ``s`` and map them to ``t`` through a spacing functio
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
 SPACINGS = ("uniform", "lindisp", "contracted")
 
 
-def _check(kind: str) -> None:
+def _check(kind: str) -> str:
+    if isinstance(kind, bool):  # spacing_to_t(s, nears, fars, lindisp) of samplers/uniform.py before
+        warnings.warn(
+            "spacing_to_t(..., lindisp: bool) is deprecated: pass kind='lindisp' or 'uniform'",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return "lindisp" if kind else "uniform"
     if kind not in SPACINGS:
         raise ValueError(f"spacing must be one of {SPACINGS}, got {kind!r}")
+    return kind
 
 
 def _g(t: Tensor, kind: str, pivot: float) -> Tensor:
@@ -49,7 +59,7 @@ def spacing_to_t(s: Tensor, nears: Tensor, fars: Tensor, kind: str = "uniform", 
     Returns:
         [n_rays, k] values of ``t`` (``near`` at ``s = 0``, ``far`` at ``s = 1``).
     """
-    _check(kind)
+    kind = _check(kind)
     g0, g1 = _g(nears[:, None], kind, pivot), _g(fars[:, None], kind, pivot)
     return _g_inv(g0 * (1.0 - s) + g1 * s, kind, pivot)
 
@@ -59,7 +69,7 @@ def t_to_spacing(t: Tensor, nears: Tensor, fars: Tensor, kind: str = "uniform", 
 
     For ``uniform`` the denominator ``far - near`` is clamped to 1e-10 (a ray with ``far == near`` maps to 0).
     """
-    _check(kind)
+    kind = _check(kind)
     g0, g1 = _g(nears[:, None], kind, pivot), _g(fars[:, None], kind, pivot)
     denom = g1 - g0
     if kind == "uniform":
