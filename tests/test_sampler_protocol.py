@@ -232,3 +232,28 @@ def test_one_spacing_map_for_every_sampler():
     assert torch.equal(spacing_to_t(s, n, f, "lindisp"), lindisp)
     with pytest.warns(DeprecationWarning, match="lindisp: bool"):
         assert torch.equal(spacing_to_t(s, n, f, True), lindisp)  # the old uniform.py signature
+
+
+def test_gnt_point_samplers_follow_the_protocol():
+    from neural3d.methods.gnt.sampling import FinePointSampler, PointSampler, depth_samples, fine_depth_samples
+
+    rays = _rays(5)
+    coarse = PointSampler(n_samples=6, n_samples_eval=9)
+    assert isinstance(coarse, Sampler) and coarse.train().sample(rays).n_samples == 6
+    s = coarse.eval().sample(rays)
+    assert s.n_samples == 9 and torch.equal(s.starts, s.ends)
+    assert torch.equal(s.starts, depth_samples(rays.nears, rays.fars, 9, lindisp=True, jitter=False))
+    w = torch.rand(5, 9, generator=torch.Generator().manual_seed(0))
+    fine = FinePointSampler(n_fine=4).eval().sample(rays, prior=WeightedSamples(s, w))
+    assert torch.equal(fine.starts, fine_depth_samples(s.starts, w, 4, lindisp=True, det=True)) and fine.n_samples == 13
+    with pytest.raises(ValueError, match="needs prior"):
+        FinePointSampler(n_fine=4).sample(rays)
+
+
+def test_pdf_sampler_eval_seed_jitters_deterministically():
+    coarse = UniformSampler(n_samples=8).eval().sample(_rays(4))
+    prior = WeightedSamples(coarse, torch.rand(4, 8, generator=torch.Generator().manual_seed(3)))
+    seeded = PDFSampler(n_samples=6, include_input=False, eval_seed=0).eval()
+    a, b = seeded.sample(coarse.rays, prior=prior), seeded.sample(coarse.rays, prior=prior)
+    det = PDFSampler(n_samples=6, include_input=False).eval().sample(coarse.rays, prior=prior)
+    assert torch.equal(a.starts, b.starts) and not torch.equal(a.starts, det.starts)

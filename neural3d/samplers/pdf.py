@@ -62,13 +62,24 @@ class PDFSampler(Sampler):
 
     ``sample(rays, prior=WeightedSamples(coarse, weights)) -> RaySamples``; ``sampler(coarse, weights)`` is
     the same call.
+
+    Args:
+        n_samples: intervals drawn per ray (``n_samples + 1`` edges).
+        include_input: merge the drawn edges with the prior's edges.
+        padding: added to the weights before normalising (a ray with zero weight samples uniformly).
+        eval_seed: None: deterministic ``u = linspace(0, 1)`` in eval mode (NeRF). An int: stratified jitter
+            in eval mode too, from a generator seeded with it on every call (deterministic renders with the
+            training distribution of samples; the point field uses it).
     """
 
-    def __init__(self, *, n_samples: int, include_input: bool = True, padding: float = 1e-5) -> None:
+    def __init__(
+        self, *, n_samples: int, include_input: bool = True, padding: float = 1e-5, eval_seed: int | None = None
+    ) -> None:
         super().__init__()
         self.n_samples = n_samples
         self.include_input = include_input
         self.padding = padding
+        self.eval_seed = eval_seed
 
     def sample(
         self, rays: RayBundle, *, density_fn: DensityFn | None = None, prior: WeightedSamples | None = None
@@ -84,7 +95,10 @@ class PDFSampler(Sampler):
         when ``include_input`` (``n + n_samples + 1`` intervals).
         """
         bins = samples.edges
-        edges = sample_pdf(bins, weights, self.n_samples + 1, jitter=self.training, padding=self.padding)
+        jitter, generator = self.training, None
+        if not self.training and self.eval_seed is not None:
+            jitter, generator = True, torch.Generator(device=weights.device).manual_seed(self.eval_seed)
+        edges = sample_pdf(bins, weights, self.n_samples + 1, jitter=jitter, padding=self.padding, generator=generator)
         if self.include_input:
             edges, _ = torch.sort(torch.cat([bins, edges], dim=-1), dim=-1)
         return RaySamples.from_edges(samples.rays, edges)

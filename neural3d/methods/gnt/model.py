@@ -2,7 +2,8 @@
 
 The method renders a view from nearby posed source images, with no per-scene optimisation needed:
 
-* sampler: GNT's point samples (stratified in depth or inverse depth, :mod:`neural3d.methods.gnt.sampling`);
+* sampler: GNT's point samples (stratified in depth or inverse depth; fine points from the attention weights),
+  :class:`~neural3d.methods.gnt.sampling.PointSampler` / ``FinePointSampler`` behind the sampler protocol;
 * field: :class:`~neural3d.methods.gnt.field.SourceViewField` -- each sample projected into the source views
   (bilinear RGB + ResUNet features, validity mask, ray-direction difference);
 * renderer: :class:`~neural3d.methods.gnt.field.RayTransformerRenderer` -- the view/ray transformer stack, whose
@@ -25,15 +26,15 @@ import torch
 from torch import Tensor
 
 from neural3d.core.rays import RayBundle
-from neural3d.core.samples import RaySamples
 from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.gnt.batches import SourceViewBatches
 from neural3d.methods.gnt.field import RayTransformerRenderer, SourceViewField
 from neural3d.methods.gnt.projection import SourceViews
 from neural3d.methods.gnt.resunet import ResUNet
-from neural3d.methods.gnt.sampling import depth_samples, fine_depth_samples
+from neural3d.methods.gnt.sampling import FinePointSampler, PointSampler
 from neural3d.methods.gnt.selection import METHODS, identical_poses, nearest_views
 from neural3d.methods.registry import register_method
+from neural3d.samplers.base import WeightedSamples
 
 
 @dataclass
@@ -100,6 +101,10 @@ class GNTModel(Model):
         self.feature_net = ResUNet(out_channels=config.feature_dim * (1 if config.single_net else 2))
         self.renderer_fine = None if config.single_net else RayTransformerRenderer(**kw)
         self.field = SourceViewField()
+        self.sampler = PointSampler(
+            n_samples=config.n_samples, n_samples_eval=config.n_samples_eval, lindisp=config.lindisp
+        )
+        self.fine_sampler = FinePointSampler(n_fine=config.n_fine, lindisp=config.lindisp)
         self._scene = None  # attached SceneData (not part of the state dict)
         self._feature_cache: dict[int, Tensor] = {}  # scene image index -> feature map, eval only
 
@@ -215,15 +220,11 @@ class GNTModel(Model):
         if context.images.device != rays.device:
             context = context.to(rays.device)
         coarse_feats, fine_feats = self._features(context)
-        cfg = self.config
-        n_samples = cfg.n_samples if self.training or cfg.n_samples_eval <= 0 else cfg.n_samples_eval
-        z = depth_samples(rays.nears, rays.fars, n_samples, lindisp=cfg.lindisp, jitter=self.training)
-        samples = RaySamples(rays, z, z)
+        samples = self.sampler.sample(rays)
         out = self.renderer(self.field(samples, replace(context, features=coarse_feats)), samples)
-        if cfg.n_fine <= 0:
+        if self.config.n_fine <= 0:
             return ModelOutputs(out.rgb, out.depth, out.opacity, samples=samples, weights=out.weights)
-        z_fine = fine_depth_samples(z, out.weights, cfg.n_fine, lindisp=cfg.lindisp, det=not self.training)
-        fine_samples = RaySamples(rays, z_fine, z_fine)
+        fine_samples = self.fine_sampler.sample(rays, prior=WeightedSamples(samples, out.weights))
         renderer = self.renderer if self.renderer_fine is None else self.renderer_fine
         fine = renderer(self.field(fine_samples, replace(context, features=fine_feats)), fine_samples)
         return ModelOutputs(

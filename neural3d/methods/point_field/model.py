@@ -27,8 +27,9 @@ from neural3d.methods.point_field.field import PointConditionedField
 from neural3d.methods.point_field.scene_points import prepare_points, scene_point_cloud
 from neural3d.methods.registry import register_method
 from neural3d.render import VolumeRenderer
-from neural3d.samplers import UniformSampler
-from neural3d.samplers.pdf import density_weights, sample_pdf
+from neural3d.samplers import PDFSampler, UniformSampler
+from neural3d.samplers.base import WeightedSamples
+from neural3d.samplers.pdf import density_weights
 
 
 @dataclass
@@ -90,6 +91,11 @@ class PointFieldModel(Model):
             n_candidates=config.n_candidates,
         )
         self.coarse_sampler = UniformSampler(n_samples=config.n_coarse)
+        # Always stratified-jittered (as in training): the deterministic inverse CDF (u = linspace(0, 1)) stretches
+        # the outer intervals to the near/far planes, and the narrow point-gated density then renders 3 dB worse
+        # than with the training distribution. Eval draws from a generator seeded 0 on every call, so renders are
+        # deterministic (for a given chunk size).
+        self.pdf_sampler = PDFSampler(n_samples=config.n_samples, include_input=False, eval_seed=0)
         self.renderer = VolumeRenderer()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -103,16 +109,8 @@ class PointFieldModel(Model):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def importance(self, samples: RaySamples, weights: Tensor) -> RaySamples:
-        """[n_rays, n_coarse] samples and guide weights -> [n_rays, n_samples] importance samples.
-
-        Always stratified-jittered (as in training): the deterministic inverse CDF (``u = linspace(0, 1)``)
-        stretches the outer intervals to the near/far planes, and the narrow point-gated density then
-        renders 3 dB worse than with the training distribution. Eval uses fixed random numbers, so renders
-        are deterministic (for a given chunk size).
-        """
-        g = None if self.training else torch.Generator(device=weights.device).manual_seed(0)
-        edges = sample_pdf(samples.edges, weights, self.config.n_samples + 1, jitter=True, generator=g)
-        return RaySamples.from_edges(samples.rays, edges)
+        """[n_rays, n_coarse] samples and guide weights -> [n_rays, n_samples] importance samples."""
+        return self.pdf_sampler.sample(samples.rays, prior=WeightedSamples(samples, weights))
 
     def guide_density(self, positions: Tensor, points: Tensor | None = None) -> Tensor:
         """Sampling guide: [*batch, 3] -> [*batch, 1] ``guide_density`` times the nearest point's occupancy."""
