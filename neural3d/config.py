@@ -183,7 +183,9 @@ def _pop_sections(name: str, parts: Sequence[tuple[str, Any]], prefix: str) -> l
 
 
 def _merge_variants(schema_cls, parts: Sequence[tuple[str, Any]], prefix: str) -> dict[str, DictConfig]:
-    """Resolve the :func:`variant_field` fields of ``schema_cls``: pop their sections out of ``parts`` (in place).
+    """Resolve the :func:`variant_field` fields of ``schema_cls`` (its top level): pop their sections out of
+    ``parts`` (in place). A section given as a plain value (``model.sampler=occupancy``) is a ConfigError naming
+    ``model.sampler.type``.
 
     Sections merge in order; one that names a different ``type`` than the current one starts again from that
     type's defaults (a section belongs to its type). Returns field name -> typed section.
