@@ -92,8 +92,10 @@ def frame_matrices(frames, path, skip: int = 1) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- intrinsics
 def _frame_intrinsics(meta: dict, frame: dict, path, where: str, size: tuple[int, int]) -> list[float]:
     """[fx, fy, cx, cy, k1, k2, p1, p2] of one frame at full resolution; ``size`` = file (H, W)."""
+
     def get(k, d=None):
         return frame.get(k, meta.get(k, d))
+
     model = str(get("camera_model", "OPENCV")).upper()
     if model not in SUPPORTED_CAMERA_MODELS:
         raise DatasetError(

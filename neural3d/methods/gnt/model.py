@@ -28,6 +28,7 @@ from torch import Tensor
 from neural3d.core.rays import RayBundle
 from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.gnt.batches import SourceViewBatches
+from neural3d.methods.gnt.checkpoint import load_weights_into
 from neural3d.methods.gnt.field import RayTransformerRenderer, SourceViewField
 from neural3d.methods.gnt.projection import SourceViews
 from neural3d.methods.gnt.resunet import ResUNet
@@ -187,8 +188,6 @@ class GNTModel(Model):
         path = self.config.init_checkpoint
         if not path:
             return
-        from neural3d.methods.gnt.checkpoint import load_weights_into
-
         load_weights_into(self, path)
 
     # ------------------------------------------------------------------ rendering

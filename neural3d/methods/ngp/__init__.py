@@ -1,1 +1,4 @@
-"""Instant-NGP-style hash-grid method (``method: ngp``): grid, occupancy, proposal, importance, uniform sampling."""
+"""Instant-NGP-style hash-grid method (``method: ngp``).
+
+Samplers: grid, occupancy, proposal, importance and uniform.
+"""
