@@ -209,12 +209,14 @@ def _merge_variants(schema_cls, parts: Sequence[tuple[str, Any]], prefix: str) -
 
 
 def _check_renamed(schema_cls, parts: Sequence[tuple[str, Any]], prefix: str) -> None:
-    """ConfigError for keys a schema removed: its ``RENAMED_KEYS`` class attribute maps old key -> new key."""
+    """ConfigError for keys a schema removed: its ``RENAMED_KEYS`` class attribute maps old key -> new key
+    (optionally followed by a space and a hint, e.g. ``"sampler.levels (sampler.type: occupancy)"``)."""
     renamed = getattr(schema_cls, "RENAMED_KEYS", {})
     for source, part in parts:
         for key in part if isinstance(part, DictConfig) else ():
             if key in renamed:
-                raise ConfigError(f"{source}: '{prefix}{key}' was removed: use '{prefix}{renamed[key]}'")
+                new, _, hint = renamed[key].partition(" ")
+                raise ConfigError(f"{source}: '{prefix}{key}' was removed: use '{prefix}{new}' {hint}".rstrip())
 
 
 def load_yaml(path: str | Path) -> DictConfig:

@@ -63,7 +63,7 @@ def test_eval_sampler_importance_keeps_the_old_eval_defaults():
 
 @pytest.mark.parametrize("old, new", sorted(RENAMED_KEYS.items()))
 def test_every_old_flat_key_fails_naming_its_new_key(old, new):
-    with pytest.raises(ConfigError, match=rf"'model\.{old}' was removed: use 'model\.{new.split()[0]}"):
+    with pytest.raises(ConfigError, match=rf"'model\.{old}' was removed: use 'model\.{new.split()[0]}'"):
         _model(f"model.{old}=1")
 
 
