@@ -174,3 +174,15 @@ def test_a_run_saved_before_the_sampler_sections_loads(tmp_path, tiny_blender_sc
     loaded = neural3d.load(tr.run_dir, device="cpu")
     assert loaded.model.sampler.grid.resolution == 8
     assert torch.equal(loaded.model.sampler.grid.binaries, tr.model.sampler.grid.binaries)
+
+
+def test_every_sampler_section_has_a_builder():
+    from neural3d.samplers.base import Sampler
+    from neural3d.samplers.config import _BUILDERS, SAMPLER_VARIANTS, build_sampler
+
+    assert set(_BUILDERS) == set(SAMPLER_VARIANTS)
+    for kind, section in SAMPLER_VARIANTS.items():
+        assert section.type == kind
+        assert isinstance(build_sampler(section, aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), Sampler)
+    with pytest.raises(ValueError, match="unknown sampler type"):
+        build_sampler(OmegaConf.create({"type": "train"}), aabb=torch.zeros(2, 3))

@@ -123,27 +123,27 @@ def build_sampler(cfg: Any, *, aabb: Tensor, contraction: str = "aabb", hashgrid
     ``contraction`` and ``hashgrid_backend`` are the field's (the grid sampler lives in the field's unit cube;
     proposal networks use the same contraction and hash-grid backend).
     """
-    kind = cfg.type
-    if kind == "uniform":
-        from neural3d.samplers.uniform import UniformSampler
-
-        return UniformSampler(n_samples=cfg.n_samples, lindisp=cfg.lindisp)
-    if kind == "importance":
-        from neural3d.samplers.pdf import ImportanceSampler
-
-        return ImportanceSampler(
-            n_coarse=cfg.n_coarse, n_samples=cfg.n_samples, include_coarse=cfg.include_coarse, lindisp=cfg.lindisp
-        )
-    if kind == "grid":
-        return _grid(cfg, aabb, contraction)
-    if kind == "occupancy":
-        return _occupancy(cfg, aabb)
-    if kind == "proposal":
-        return _proposal(cfg, aabb, contraction, hashgrid_backend)
-    raise ValueError(f"unknown sampler type {kind!r}; one of {sorted(SAMPLER_VARIANTS)}")
+    builder = _BUILDERS.get(cfg.type)
+    if builder is None:
+        raise ValueError(f"unknown sampler type {cfg.type!r}; one of {sorted(_BUILDERS)}")
+    return builder(cfg, aabb=aabb, contraction=contraction, backend=hashgrid_backend)
 
 
-def _grid(cfg: GridSamplerConfig, aabb: Tensor, contraction: str) -> Sampler:
+def _uniform(cfg: UniformSamplerConfig, **_) -> Sampler:
+    from neural3d.samplers.uniform import UniformSampler
+
+    return UniformSampler(n_samples=cfg.n_samples, lindisp=cfg.lindisp)
+
+
+def _importance(cfg: ImportanceSamplerConfig, **_) -> Sampler:
+    from neural3d.samplers.pdf import ImportanceSampler
+
+    return ImportanceSampler(
+        n_coarse=cfg.n_coarse, n_samples=cfg.n_samples, include_coarse=cfg.include_coarse, lindisp=cfg.lindisp
+    )
+
+
+def _grid(cfg: GridSamplerConfig, *, aabb: Tensor, contraction: str, **_) -> Sampler:
     from neural3d.samplers.density_grid import GridSampler
 
     return GridSampler(
@@ -162,7 +162,7 @@ def _grid(cfg: GridSamplerConfig, aabb: Tensor, contraction: str) -> Sampler:
     )
 
 
-def _occupancy(cfg: OccupancySamplerConfig, aabb: Tensor) -> Sampler:
+def _occupancy(cfg: OccupancySamplerConfig, *, aabb: Tensor, **_) -> Sampler:
     from neural3d.samplers.occupancy import OccupancySampler
 
     return OccupancySampler(
@@ -182,7 +182,7 @@ def _occupancy(cfg: OccupancySamplerConfig, aabb: Tensor) -> Sampler:
     )
 
 
-def _proposal(cfg: ProposalSamplerConfig, aabb: Tensor, contraction: str, backend: str) -> Sampler:
+def _proposal(cfg: ProposalSamplerConfig, *, aabb: Tensor, contraction: str, backend: str) -> Sampler:
     from neural3d.samplers.proposal import ProposalSampler
 
     if len(cfg.max_resolutions) != len(cfg.round_samples):
@@ -209,3 +209,13 @@ def _proposal(cfg: ProposalSamplerConfig, aabb: Tensor, contraction: str, backen
         backend=backend,
         interlevel_loss_mult=cfg.interlevel_loss_mult,
     )
+
+
+# one builder per section type (the strategies); a new sampler is its section dataclass, a builder and an entry
+_BUILDERS = {
+    "uniform": _uniform,
+    "importance": _importance,
+    "grid": _grid,
+    "occupancy": _occupancy,
+    "proposal": _proposal,
+}
