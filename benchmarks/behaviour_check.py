@@ -57,16 +57,26 @@ TRAIN = (
     " trainer.progress=false trainer.log_every=5 trainer.eval_every=0 trainer.checkpoint_every=0"
     " trainer.mixed_precision=off"
 )
-TINY_NGP = (
-    "model.n_levels=4 model.log2_hashmap_size=10 model.max_resolution=32 model.n_samples=8 model.n_coarse=8"
-    " model.grid_resolution=16 model.grid_update_every=4 model.step_size=0.08 model.marching_backend=torch"
-    " trainer.batch_size=128"
-)
-NGP = "data.path={scenes}/blender model.sampler={sampler} model.hashgrid_backend={backend} " + TINY_NGP
-PROPOSAL = (
-    "model.proposal_samples=[16] model.proposal_max_resolutions=[32] model.proposal_log2_hashmap_size=10"
-    " model.proposal_update_warmup=8 model.proposal_update_every=2 model.distortion_loss_mult=0.002"
-)
+TINY_NGP = "model.n_levels=4 model.log2_hashmap_size=10 model.max_resolution=32 trainer.batch_size=128"
+# The baseline's flat sampler keys (n_samples=8 n_coarse=8 grid_resolution=16 grid_update_every=4 step_size=0.08
+# marching_backend=torch proposal_*) in the typed section of each sampler type (model.sampler.*), same values.
+TINY_SAMPLER = {
+    "grid": "n_samples=8 n_coarse=8 resolution=16 update_every=4",
+    "importance": "n_samples=8 n_coarse=8",
+    "uniform": "n_samples=8",
+    "occupancy": "resolution=16 update_every=4 step_size=0.08 backend=torch",
+    "proposal": "n_samples=8 round_samples=[16] max_resolutions=[32] log2_hashmap_size=10 update_warmup=8"
+    " update_every=2",
+}
+
+
+def tiny_sampler(kind: str) -> str:
+    """``model.sampler.type=KIND`` and the tiny settings of that sampler type."""
+    return " ".join([f"model.sampler.type={kind}", *(f"model.sampler.{kv}" for kv in TINY_SAMPLER[kind].split())])
+
+
+NGP = "data.path={scenes}/blender model.hashgrid_backend={backend} " + TINY_NGP
+PROPOSAL = "model.distortion_loss_mult=0.002"
 TINY_GNT = "model.depth=2 model.n_samples=8 model.n_source_views=3 trainer.batch_size=64 eval.chunk=256"
 NID_MODEL = "model.num_experts=8 model.topk=4 model.hidden_dim=32 model.n_layers=2 model.n_samples=16"
 NID_SCENE = (
@@ -79,7 +89,9 @@ POINT_FIELD = (
 ARGS = {
     "nerf": "data.path={scenes}/blender model.width=32 model.depth=3 model.skips=[1] model.n_coarse=8 model.n_fine=8"
     " trainer.batch_size=128",
-    "ngp_llff": "data.path={scenes}/llff data.factor=1 model.hashgrid_backend=torch " + TINY_NGP,
+    "ngp_llff": "data.path={scenes}/llff data.factor=1 model.hashgrid_backend=torch "
+    + TINY_NGP
+    + " model.sampler.n_samples=8 model.sampler.n_coarse=8",  # llff_ngp.yaml's sampler: {type: importance}
     "gnt": "data.path={scenes}/blender " + TINY_GNT,
     "gnt_generalizable": "data.path={scenes}/gnt_unseen data.synth.res=24 data.synth.n_train=6 data.synth.n_val=1"
     " data.synth.n_test=1 model.family.root={scenes}/gnt_family model.family.n_scenes=2 model.family.res=24"
@@ -179,7 +191,7 @@ def _no_fern(ctx: Ctx) -> str:
 
 def _ngp(sampler: str, backend: str = "torch") -> Case:
     name = f"ngp_{sampler}" + ("" if backend == "torch" else f"_{backend}")
-    args = NGP + (" " + PROPOSAL if sampler == "proposal" else "")
+    args = NGP + " " + tiny_sampler(sampler) + (" " + PROPOSAL if sampler == "proposal" else "")
     case = Case(name, args, "blender_ngp.yaml", extra={"sampler": sampler, "backend": backend})
     if backend == "cpu":
         case.skip = _no_compiler

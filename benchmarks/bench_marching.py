@@ -32,26 +32,29 @@ NGP = "configs/blender_ngp.yaml"
 CPU_GRID = ["model.n_levels=12", "model.log2_hashmap_size=15", "model.max_resolution=256"]
 METHODS = {
     "a nerf 64+128": ("configs/blender_nerf.yaml", ["trainer.batch_size=1024"]),
-    "b ngp dense 64": (NGP, [*CPU_GRID, "model.sampler=uniform", "model.n_samples=64", "trainer.batch_size=2048"]),
+    "b ngp dense 64": (
+        NGP,
+        [*CPU_GRID, "model.sampler.type=uniform", "model.sampler.n_samples=64", "trainer.batch_size=2048"],
+    ),
     # step ~ one pixel footprint at the object's distance (100 px, focal 139, distance 4 -> 0.03)
     "c ngp occupancy": (
         NGP,
         [
             *CPU_GRID,
-            "model.sampler=occupancy",
-            "model.grid_resolution=32",
-            "model.step_size=0.03",
+            "model.sampler.type=occupancy",
+            "model.sampler.resolution=32",
+            "model.sampler.step_size=0.03",
             "trainer.batch_size=2048",
-            "model.target_samples=65536",
+            "model.sampler.target_samples=65536",
         ],
     ),
     "d ngp proposal": (
         NGP,
         [
             *CPU_GRID,
-            "model.sampler=proposal",
-            "model.proposal_samples=[64]",
-            "model.proposal_max_resolutions=[128]",
+            "model.sampler.type=proposal",
+            "model.sampler.round_samples=[64]",
+            "model.sampler.max_resolutions=[128]",
             "trainer.batch_size=2048",
         ],
     ),
@@ -87,7 +90,7 @@ def samples_per_ray(trainer, metrics) -> float:
     c = trainer.model.config
     if hasattr(c, "n_fine"):
         return c.n_coarse + (c.n_coarse + c.n_fine + 1 if c.n_fine else 0)
-    return c.n_samples
+    return c.sampler.n_samples  # ngp: the sampler section's field samples
 
 
 def throughput(args, tmp) -> dict:

@@ -341,6 +341,7 @@ def part_3d(args) -> dict:
     from neural3d.data.synthetic import write_blender_scene
     from neural3d.methods.ngp.model import NGPModel, NGPModelConfig
     from neural3d.methods.nid.family import fit_scene, test_psnr, train_family
+    from neural3d.samplers.config import GridSamplerConfig
     from neural3d.training.checkpoint import latest_checkpoint
     from neural3d.training.setup import scene_info
 
@@ -368,10 +369,7 @@ def part_3d(args) -> dict:
     scene = load_scene(new)
     ckpt = str(latest_checkpoint(run))
     ngp_cfg = NGPModelConfig(
-        sampler="grid",
-        n_samples=24,
-        n_coarse=64,
-        grid_resolution=32,
+        sampler=GridSamplerConfig(n_samples=24, n_coarse=64, resolution=32),
         n_levels=8,
         log2_hashmap_size=14,
         max_resolution=128,

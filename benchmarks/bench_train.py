@@ -24,7 +24,7 @@ METHODS = {
     "ngp grid 32 (default)": ("configs/blender_ngp.yaml", ["trainer.batch_size=4096"]),
     "ngp uniform 64": (
         "configs/blender_ngp.yaml",
-        ["model.sampler=uniform", "model.n_samples=64", "trainer.batch_size=2048"],
+        ["model.sampler.type=uniform", "model.sampler.n_samples=64", "trainer.batch_size=2048"],
     ),
 }
 
@@ -33,7 +33,7 @@ def samples_per_ray(model) -> int:
     c = model.config
     if hasattr(c, "n_fine"):
         return c.n_coarse + (c.n_coarse + c.n_fine + 1 if c.n_fine else 0)
-    return c.n_samples
+    return c.sampler.n_samples  # ngp: the sampler section's field samples
 
 
 def measure(config: str, overrides: list[str], scene: Path, seconds: float, out: Path) -> tuple[float, float]:

@@ -21,6 +21,7 @@ from torch import Tensor
 from neural3d.config import ConfigError, build_config
 from neural3d.core.cameras import Cameras
 from neural3d.methods.base import Model, SceneInfo
+from neural3d.methods.registry import get_method
 from neural3d.training import checkpoint as ckpt
 from neural3d.training.setup import build_model, select_device
 
@@ -127,7 +128,11 @@ def load(
     dev = select_device(device)
     state = ckpt.load_checkpoint(path, map_location=dev)
     saved = state["config"]
-    model_section = {**(saved.pop("model", {}) or {}), **dict(model or {})}
+    model_section = saved.pop("model", {}) or {}
+    upgrade = getattr(get_method(saved.get("method", "ngp")).config_class, "upgrade_legacy", None)
+    if upgrade is not None:  # a checkpoint of an earlier version (e.g. ngp's flat sampler keys)
+        model_section = upgrade(model_section)
+    model_section = {**model_section, **dict(model or {})}
     if data:
         saved["data"] = {**(saved.get("data") or {}), **dict(data)}
     cfg, model_cfg = build_config({**saved, "model": model_section}, source=str(path))

@@ -19,6 +19,7 @@ The ``model`` section of :class:`TrainConfig` is validated against the config da
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import types
@@ -383,14 +384,15 @@ def _merged(cfg: DictConfig, part: Any, source: str, schema_cls: type | None, pr
         raise _explain(e, source, schema_cls, prefix) from None
 
 
-def merge(schema_cls: type, parts: Sequence[tuple[str, Any]], *, prefix: str = "") -> DictConfig:
-    """The defaults of ``schema_cls`` with each ``(source, mapping)`` of ``parts`` merged in order.
+def merge(schema_cls: type, parts: Sequence[tuple[str, Any]], *, prefix: str = "", base: Any = None) -> DictConfig:
+    """The defaults of ``schema_cls`` (or the instance ``base`` of it) with each ``(source, mapping)`` of ``parts``
+    merged in order.
 
     Unknown keys, wrong types and options outside their ``Literal`` values raise ConfigError naming the
     source that brought them and the key (``prefix`` + dotted key). An option written as a YAML boolean word
     (``off``, which YAML reads as false) is taken as that word when the option allows it.
     """
-    cfg = structured(schema_cls)
+    cfg = structured(schema_cls) if base is None else _structured(base)
     for source, part in parts:
         cfg = _merged(cfg, part, source, schema_cls, prefix)
         if words := _yaml_bool_words(cfg, schema_cls):
@@ -434,6 +436,74 @@ def replace(cfg: DictConfig, changes: Mapping[str, Any], *, source: str = "repla
     if schema_cls is not None:
         check_choices(new, schema_cls, source)
     return new
+
+
+# -- tagged unions: a section whose ``type`` key picks its dataclass ------------------------------------------
+
+
+def variant_field(variants: Mapping[str, Any], default: str) -> Any:
+    """A config field holding one of several section dataclasses, chosen by the section's ``type`` key.
+
+    Args:
+        variants: ``type`` name -> default instance of its section dataclass (whose ``type`` field is that name).
+        default: the ``type`` used when the user writes no section.
+
+    :func:`build_config` resolves such fields (see :func:`_merge_variants`); give the field the annotation ``Any``.
+    """
+    return field(default_factory=lambda: copy.deepcopy(variants[default]), metadata={"variants": dict(variants)})
+
+
+def _pop_sections(name: str, parts: Sequence[tuple[str, Any]], prefix: str) -> list[tuple[str, DictConfig]]:
+    """Remove key ``name`` from every part; its values, which must be mappings (sections)."""
+    sections = []
+    for source, part in parts:
+        if not isinstance(part, DictConfig) or name not in part:
+            continue
+        value = part.pop(name)
+        if not isinstance(value, DictConfig):
+            raise ConfigError(
+                f"{source}: '{prefix}{name}' is a section now, got {value!r}: write {prefix}{name}.type={value} "
+                f"(YAML: {name}: {{type: {value}, ...}})"
+            )
+        sections.append((source, value))
+    return sections
+
+
+def _merge_variants(schema_cls, parts: Sequence[tuple[str, Any]], prefix: str) -> dict[str, DictConfig]:
+    """Resolve the :func:`variant_field` fields of ``schema_cls`` (its top level): pop their sections out of
+    ``parts`` (in place). A section given as a plain value (``model.sampler=occupancy``) is a ConfigError naming
+    ``model.sampler.type``.
+
+    Sections merge in order; one that names a different ``type`` than the current one starts again from that
+    type's defaults (a section belongs to its type). Returns field name -> typed section.
+    """
+    resolved = {}
+    for f in fields(schema_cls):
+        variants = f.metadata.get("variants")
+        if not variants:
+            continue
+        current = f.default_factory()
+        chosen: list[tuple[str, Any]] = []
+        for source, section in _pop_sections(f.name, parts, prefix):
+            kind = section.get("type", current.type)
+            if kind not in variants:
+                raise ConfigError(f"{source}: {prefix}{f.name}.type must be one of {', '.join(variants)}, got {kind!r}")
+            if kind != current.type:
+                current, chosen = copy.deepcopy(variants[kind]), []
+            chosen.append((source, section))
+        resolved[f.name] = merge(type(current), chosen, prefix=f"{prefix}{f.name}.", base=current)
+    return resolved
+
+
+def _check_renamed(schema_cls, parts: Sequence[tuple[str, Any]], prefix: str) -> None:
+    """ConfigError for keys a schema removed: its ``RENAMED_KEYS`` class attribute maps old key -> new key
+    (optionally followed by a space and a hint, e.g. ``"sampler.levels (sampler.type: occupancy)"``)."""
+    renamed = getattr(schema_cls, "RENAMED_KEYS", {})
+    for source, part in parts:
+        for key in part if isinstance(part, DictConfig) else ():
+            if key in renamed:
+                new, _, hint = renamed[key].partition(" ")
+                raise ConfigError(f"{source}: '{prefix}{key}' was removed: use '{prefix}{new}' {hint}".rstrip())
 
 
 def load_yaml(path: str | Path) -> DictConfig:
@@ -480,7 +550,11 @@ def build_config(
     model_parts = [(source, user.pop("model", None) or {}), ("overrides", ov.pop("model", None) or {})]
     cfg = merge(TrainConfig, [(source, user), ("overrides", ov)])
     method = get_method(cfg.method)
+    _check_renamed(method.config_class, model_parts, "model.")
+    sections = _merge_variants(method.config_class, model_parts, "model.")
     model_cfg = merge(method.config_class, model_parts, prefix="model.")
+    for name, section in sections.items():
+        model_cfg[name] = section
     if callable(getattr(method.config_class, "resolve", None)):  # values derived from the other sections
         model_cfg = method.config_class.resolve(model_cfg, cfg, source)
     cfg.model = model_cfg

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from neural3d.render.scan import exclusive_cumsum  # noqa: F401 (was defined here as cumsum(x) - x)
+
 
 def _check_edges(edges: Tensor, weights: Tensor, name: str) -> None:
     if edges.ndim != 2 or weights.ndim != 2 or edges.shape != (weights.shape[0], weights.shape[1] + 1):
@@ -27,11 +29,6 @@ def _check_edges(edges: Tensor, weights: Tensor, name: str) -> None:
             f"losses.py: {name} needs edges [n_rays, n_samples + 1] and weights [n_rays, n_samples], "
             f"got {tuple(edges.shape)} and {tuple(weights.shape)}"
         )
-
-
-def exclusive_cumsum(x: Tensor) -> Tensor:
-    """[n_rays, n] -> [n_rays, n] with entry i = ``sum_{j<i} x_j``."""
-    return torch.cumsum(x, dim=-1) - x
 
 
 def outer_measure(edges: Tensor, env_edges: Tensor, env_weights: Tensor) -> Tensor:

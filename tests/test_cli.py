@@ -14,9 +14,9 @@ TINY = [
     "model.n_levels=4",
     "model.log2_hashmap_size=10",
     "model.max_resolution=32",
-    "model.n_samples=8",
-    "model.n_coarse=16",
-    "model.grid_resolution=16",
+    "model.sampler.n_samples=8",
+    "model.sampler.n_coarse=16",
+    "model.sampler.resolution=16",
     "trainer.batch_size=256",
     "trainer.progress=false",
 ]

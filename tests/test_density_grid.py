@@ -101,15 +101,13 @@ def test_ngp_model_with_an_empty_grid_warns_and_trains_on_all_rays():
 
     from neural3d.methods.base import SceneInfo
     from neural3d.methods.ngp.model import NGPModel, NGPModelConfig
+    from neural3d.samplers.config import GridSamplerConfig
 
     cfg = NGPModelConfig(
         n_levels=2,
         log2_hashmap_size=8,
         max_resolution=16,
-        n_samples=4,
-        n_coarse=8,
-        grid_resolution=4,
-        grid_threshold=1e9,
+        sampler=GridSamplerConfig(n_samples=4, n_coarse=8, resolution=4, threshold=1e9),
     )  # nothing can be occupied
     model = NGPModel(cfg, scene=SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 0.5, 3.0, False, torch.ones(3)))
     model.training_step_begin(0)

@@ -98,7 +98,7 @@ def test_colour_augmentation_maps_target_and_sources_through_one_map(scenes):
 
 
 def test_eval_sample_count_applies_in_eval_mode_only(scenes, monkeypatch):
-    import neural3d.methods.gnt.model as gnt_module
+    import neural3d.methods.gnt.sampling as gnt_module  # the PointSampler draws its depths here
     from neural3d.methods.base import SceneInfo
     from neural3d.methods.gnt.model import GNTModel, GNTModelConfig
 

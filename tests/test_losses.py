@@ -143,3 +143,34 @@ def test_bad_shapes():
         distortion_loss(torch.rand(3, 4), torch.rand(3, 4))
     with pytest.raises(ValueError, match="losses.py"):
         interlevel_loss([], torch.rand(3, 5), torch.rand(2, 4))
+
+
+def test_exclusive_cumsum_is_exact_next_to_a_1e10_optical_depth():
+    # An NDC ray's opaque last interval has optical depth ~1e10 (VolumeRenderer(opaque_far=True)). The old form
+    # cumsum(x) - x recovers the sum before it by cancellation and loses it to rounding; the shifted cumsum adds
+    # only the earlier entries, so it is exact whatever follows.
+    from neural3d.render.scan import exclusive_cumsum
+    from neural3d.render.volume import transmittance_from_density
+
+    tau = torch.tensor([[0.1, 0.2, 0.3, 1e10], [1e10, 0.5, 0.25, 0.125]], dtype=torch.float64)
+    exact = torch.tensor(  # Python floats are float64 and add in the same order
+        [[0.0, 0.1, 0.1 + 0.2, 0.1 + 0.2 + 0.3], [0.0, 1e10, 1e10 + 0.5, 1e10 + 0.5 + 0.25]], dtype=torch.float64
+    )
+    old = torch.cumsum(tau, dim=-1) - tau
+    assert (old[0, 3] - exact[0, 3]).abs() > 1e-8  # the old form's error: ~1e-7, from the ulp of 1e10 (1.9e-6)
+    new = exclusive_cumsum(tau)
+    assert torch.equal(new, exact)
+    assert torch.equal(exclusive_cumsum(tau.T, dim=0), exact.T)  # any axis
+    # in float32 the old form loses the whole sum (ulp(1e10) = 1024): the last sample would see T = 1, not exp(-0.6)
+    tau32 = tau.float()
+    assert float((torch.cumsum(tau32, -1) - tau32)[0, 3]) == 0.0
+    torch.testing.assert_close(exclusive_cumsum(tau32)[0, 3], torch.tensor(0.6))
+    trans = transmittance_from_density(tau32, torch.ones_like(tau32))
+    torch.testing.assert_close(trans[0, 3], torch.exp(torch.tensor(-0.6)))
+    # the distortion loss uses it: a 1e10-long last interval does not perturb the earlier terms
+    w = torch.tensor([[0.2, 0.3, 0.1, 0.4]], dtype=torch.float64)
+    edges = torch.tensor([[0.0, 0.1, 0.3, 0.6, 1e10]], dtype=torch.float64)
+    mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
+    brute = (w[:, :, None] * w[:, None, :] * (mids[:, :, None] - mids[:, None, :]).abs()).sum((-1, -2))
+    brute = brute + (w**2 * (edges[:, 1:] - edges[:, :-1])).sum(-1) / 3
+    torch.testing.assert_close(distortion_loss(w, edges, reduce=False), brute, rtol=1e-12, atol=0)

@@ -66,7 +66,7 @@ def test_spacing_values():
     n0, f0 = torch.tensor([0.0], dtype=torch.float64), torch.tensor([1e12], dtype=torch.float64)
     assert spacing_to_t(torch.tensor([[0.25]], dtype=torch.float64), n0, f0, "contracted").item() == pytest.approx(0.5)
     assert spacing_to_t(torch.tensor([[0.75]], dtype=torch.float64), n0, f0, "contracted").item() == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="proposal.py"):
+    with pytest.raises(ValueError, match="spacing must be one of"):
         spacing_to_t(half, n, f, "log")
 
 

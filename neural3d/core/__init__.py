@@ -1,7 +1,8 @@
 """Core geometry: cameras, lens distortion, poses, rays and ray samples (padded and packed).
 
 ``Cameras`` (:mod:`~neural3d.core.cameras`) -> ``RayBundle`` (:mod:`~neural3d.core.rays`) -> samplers ->
-``RaySamples`` / ``PackedRaySamples`` (:mod:`~neural3d.core.samples`). Conventions: ARCHITECTURE.md.
+``RaySamples`` / ``PackedRaySamples`` (:mod:`~neural3d.core.samples`; the packed layout helpers in
+:mod:`~neural3d.core.packing`). Conventions: ARCHITECTURE.md.
 """
 
 from neural3d.core.cameras import Cameras

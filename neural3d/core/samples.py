@@ -1,7 +1,12 @@
-"""Samples along rays: the :class:`RaySamples` container.
+"""Samples along rays: the :class:`RaySamples` (padded) and :class:`PackedRaySamples` containers.
 
 Samples are intervals ``[starts, ends]`` in units of the ray parameter ``t``; fields are evaluated at
-interval midpoints, renderers use interval lengths. Layout is batched (padded): [n_rays, n_samples].
+interval midpoints, renderers use interval lengths in world units (:attr:`distances`, both layouts).
+:class:`RaySamples` is batched (padded): [n_rays, n_samples]; :class:`PackedRaySamples` is flat with
+``ray_indices`` / ``packed_info`` (:mod:`neural3d.core.packing`).
+
+A sampler that skips rays (no occupied space on them, or a per-step sample budget) returns samples of the
+rays it kept and records which they were in ``ray_subset`` ([k] int64 rows of the bundle it was given).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from neural3d.core.packing import packed_info_from_ray_indices, pad_packed
 from neural3d.core.rays import RayBundle
 
 
@@ -39,15 +45,23 @@ class RaySamples(_Intervals):
         rays: [n_rays] RayBundle.
         starts: [n_rays, n_samples] interval starts (sorted along the last axis).
         ends: [n_rays, n_samples] interval ends (``ends >= starts``).
+        ray_subset: optional [n_rays] int64: row ``i`` samples ray ``ray_subset[i]`` of the bundle the sampler
+            was given (set by samplers that skip rays; None: row ``i`` is ray ``i``).
     """
 
     rays: RayBundle
     starts: Tensor
     ends: Tensor
+    ray_subset: Tensor | None = None
 
     @property
     def n_rays(self) -> int:
         return self.starts.shape[0]
+
+    @property
+    def distances(self) -> Tensor:
+        """[n_rays, n_samples] interval lengths in world units (``t`` lengths times ``|direction|``)."""
+        return self.deltas * torch.linalg.norm(self.rays.directions, dim=-1, keepdim=True)
 
     @property
     def n_samples(self) -> int:
@@ -69,7 +83,7 @@ class RaySamples(_Intervals):
         return torch.cat([self.starts, self.ends[:, -1:]], dim=-1)
 
     def select(self, index: Tensor) -> RaySamples:
-        """The samples of a subset of rays (``index``: [k] int64 or [n_rays] bool)."""
+        """The samples of a subset of rays (``index``: [k] int64 or [n_rays] bool); ``ray_subset`` is not set."""
         return RaySamples(self.rays[index], self.starts[index], self.ends[index])
 
     @staticmethod
@@ -88,6 +102,8 @@ class PackedRaySamples(_Intervals):
         ends: [n_samples] interval ends.
         ray_indices: [n_samples] int64 ray of each sample (non-decreasing).
         packed_info: [n_rays, 2] int64 ``(start, count)`` of each ray's run (count 0: no samples).
+        ray_subset: optional [n_rays] int64: ray ``i`` here is ray ``ray_subset[i]`` of the bundle the sampler
+            was given (set by samplers that skip rays; None: all rays, in order).
     """
 
     rays: RayBundle
@@ -95,6 +111,7 @@ class PackedRaySamples(_Intervals):
     ends: Tensor
     ray_indices: Tensor
     packed_info: Tensor
+    ray_subset: Tensor | None = None
 
     @property
     def n_rays(self) -> int:
@@ -123,11 +140,29 @@ class PackedRaySamples(_Intervals):
 
     def mask(self, keep: Tensor) -> PackedRaySamples:
         """Keep the samples where ``keep`` [n_samples] bool is true (rays are kept, counts shrink)."""
-        from neural3d.render.scan import packed_info_from_ray_indices
-
         ri = self.ray_indices[keep]
         return PackedRaySamples(
-            self.rays, self.starts[keep], self.ends[keep], ri, packed_info_from_ray_indices(ri, self.n_rays)
+            self.rays,
+            self.starts[keep],
+            self.ends[keep],
+            ri,
+            packed_info_from_ray_indices(ri, self.n_rays),
+            self.ray_subset,
+        )
+
+    def select_rays(self, index: Tensor) -> PackedRaySamples:
+        """The samples of rays ``index`` ([k] sorted int64), re-indexed to ``0..k-1``, with ``ray_subset = index``."""
+        remap = torch.full((self.n_rays,), -1, dtype=torch.long, device=index.device)
+        remap[index] = torch.arange(len(index), device=index.device)
+        keep = remap[self.ray_indices] >= 0
+        ri = remap[self.ray_indices[keep]]
+        return PackedRaySamples(
+            self.rays[index],
+            self.starts[keep],
+            self.ends[keep],
+            ri,
+            packed_info_from_ray_indices(ri, len(index)),
+            index,
         )
 
     def to_padded(self, fill_value: float | None = None) -> tuple[RaySamples, Tensor]:
@@ -135,8 +170,6 @@ class PackedRaySamples(_Intervals):
 
         Padding intervals are empty (``start = end``) at the ray's last end (or ``fill_value``).
         """
-        from neural3d.render.scan import pad_packed
-
         valid = pad_packed(torch.ones_like(self.starts, dtype=torch.bool), self.ray_indices, self.packed_info, False)
         ends = pad_packed(self.ends, self.ray_indices, self.packed_info, 0.0)
         last = ends.max(dim=-1, keepdim=True).values if fill_value is None else torch.full_like(ends[:, :1], fill_value)
@@ -147,8 +180,6 @@ class PackedRaySamples(_Intervals):
     @staticmethod
     def from_padded(samples: RaySamples, valid: Tensor | None = None) -> PackedRaySamples:
         """Pack batched samples (optionally only where ``valid`` [n_rays, n_samples] is true)."""
-        from neural3d.render.scan import packed_info_from_ray_indices
-
         if valid is None:
             valid = torch.ones_like(samples.starts, dtype=torch.bool)
         ray_idx = torch.arange(samples.n_rays, device=valid.device)[:, None].expand_as(valid)[valid]

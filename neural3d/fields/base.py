@@ -4,10 +4,15 @@ A field is an ``nn.Module`` with two entry points:
 
 * ``density(positions)``: [*batch, 3] -> [*batch, 1] non-negative volume density, for samplers that
   need it (occupancy grids, proposal networks) and for mesh export.
-* ``forward(samples, context=None)``: :class:`~neural3d.core.samples.RaySamples` -> :class:`FieldOutputs`
-  with per-sample ``density`` [n_rays, n_samples, 1] and ``rgb`` [n_rays, n_samples, 3] (or
-  ``features`` for learned renderers). ``context`` carries conditioning: source views (GNT), a
-  point-cloud encoding, a per-scene code (dictionaries); plain per-scene fields ignore it.
+* ``forward(samples, context=None)``: :class:`~neural3d.core.samples.RaySamples` [n_rays, n_samples] or
+  :class:`~neural3d.core.samples.PackedRaySamples` [n_samples] -> :class:`FieldOutputs` with per-sample
+  ``density`` [..., 1] and ``rgb`` [..., 3] (or ``features`` for learned renderers). ``context`` carries
+  conditioning: source views (GNT), other points (point fields), a scene code index (dictionaries);
+  plain per-scene fields ignore it.
+
+This is the one contract models use: ``renderer(field(samples, context), samples, background)``. Fields of
+density and colour implement the per-point hook ``query(positions, viewdirs, context=None)`` and inherit
+``forward``; fields of other outputs (GNT's source-view features) override ``forward``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neural3d.core.samples import RaySamples
+from neural3d.core.samples import PackedRaySamples, RaySamples
 
 
 def broadcast_inputs(positions: Tensor, viewdirs: Tensor, owner: str) -> tuple[Tensor, Tensor]:
@@ -55,10 +60,11 @@ class Field(nn.Module):
         """[*batch, 3] world (or NDC) positions -> [*batch, 1] density."""
         raise NotImplementedError
 
-    def query(self, positions: Tensor, viewdirs: Tensor) -> tuple[Tensor, Tensor]:
-        """[*batch, 3] positions and unit directions -> (density [*batch, 1], rgb [*batch, 3])."""
+    def query(self, positions: Tensor, viewdirs: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        """[*batch, 3] positions and unit directions (+ conditioning) -> (density [*batch, 1], rgb [*batch, 3])."""
         raise NotImplementedError
 
-    def forward(self, samples: RaySamples, context: Any = None) -> FieldOutputs:
-        density, rgb = self.query(samples.positions, samples.viewdirs)
+    def forward(self, samples: RaySamples | PackedRaySamples, context: Any = None) -> FieldOutputs:
+        """Density and colour at the samples' midpoints: [n_rays, n_samples, 1 | 3] (packed: [n_samples, 1 | 3])."""
+        density, rgb = self.query(samples.positions, samples.viewdirs, context)
         return FieldOutputs(density=density, rgb=rgb)

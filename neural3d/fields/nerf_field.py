@@ -9,6 +9,7 @@ The encodings have no parameters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -100,7 +101,7 @@ class NeRFField(Field):
         """[*batch, 3] -> [*batch, 1] density ``relu(raw)``."""
         return F.relu(self.raw_density(positions))
 
-    def query(self, positions: Tensor, viewdirs: Tensor) -> tuple[Tensor, Tensor]:
+    def query(self, positions: Tensor, viewdirs: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         """[*batch, 3] positions and unit directions -> (density [*batch, 1] >= 0, rgb [*batch, 3] in (0, 1))."""
         raw = self.raw(positions, viewdirs)
         return F.relu(raw[..., 3:4]), torch.sigmoid(raw[..., :3])

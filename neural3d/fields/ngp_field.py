@@ -8,6 +8,8 @@ positions -> unit cube (:func:`~neural3d.fields.contraction.normalize_positions`
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -150,7 +152,7 @@ class NGPField(Field):
         """[*batch, 3] -> [*batch, 1] density (0 outside the box)."""
         return self.density_and_features(positions)[0]
 
-    def query(self, positions: Tensor, viewdirs: Tensor) -> tuple[Tensor, Tensor]:
+    def query(self, positions: Tensor, viewdirs: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         """[*batch, 3] positions, [*batch, 3] unit directions -> (density [*batch, 1], rgb [*batch, 3])."""
         positions, viewdirs = broadcast_inputs(positions, viewdirs, "ngp_field.py")
         density, geo = self.density_and_features(positions)

@@ -3,11 +3,18 @@
 Lifecycle (called by the trainer, evaluation and the Python API):
 
 * ``Model(config, scene=SceneInfo)`` builds its modules from its config dataclass.
-* ``forward(rays, context=None) -> dict`` renders a flat [n_rays] :class:`RayBundle`; the dict has at
-  least ``rgb`` [n_rays, 3], ``depth`` [n_rays, 1], ``opacity`` [n_rays, 1].
-* ``loss_dict(outputs, batch)`` and ``metrics_dict(outputs, batch)`` for training.
+* ``forward(rays, context=None) -> ModelOutputs`` renders a flat [n_rays] :class:`RayBundle`: ``rgb``
+  [n_rays, 3], ``depth`` [n_rays, 1], ``opacity`` [n_rays, 1] (readable as ``outputs["rgb"]`` too), plus
+  what the losses need (weights, samples, a loss mask) as typed fields, never as ``loss_*`` entries.
+* ``loss_dict(outputs, batch)`` and ``metrics_dict(outputs, batch)`` for training: every loss is computed
+  here from the typed outputs.
 * ``param_groups()`` names parameter groups (``"encoding"`` groups get no weight decay).
-* ``training_step_begin(step)`` is a hook for stateful samplers (occupancy grids).
+* ``training_step_begin(step)`` is a hook for stateful samplers (occupancy grids): models call their
+  samplers' ``step_begin(step, field)`` (:mod:`neural3d.samplers.base`).
+
+Inside ``forward`` every method composes the same three contracts: ``samples = sampler.sample(rays, ...)``
+(:class:`~neural3d.samplers.base.Sampler`), ``field(samples, context) -> FieldOutputs``
+(:class:`~neural3d.fields.base.Field`) and ``renderer(field_outputs, samples, background) -> RenderOutputs``.
 
 Conditioning hooks (no-ops by default; used by methods rendering from source views, e.g. GNT):
 
@@ -22,14 +29,65 @@ Conditioning hooks (no-ops by default; used by methods rendering from source vie
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from neural3d.core.rays import RayBundle
+from neural3d.core.samples import PackedRaySamples, RaySamples
 from neural3d.evaluation.metrics import mse_to_psnr
+
+RAY_OUTPUTS = ("rgb_coarse", "rgb", "depth", "opacity")  # the per-ray tensors of ModelOutputs, in key order
+
+
+@dataclass
+class ModelOutputs:
+    """What :meth:`Model.forward` returns: per-ray renders and the typed inputs of the losses.
+
+    Attributes:
+        rgb: [n_rays, 3] colour of every ray of the bundle.
+        depth: [n_rays, 1] expected ``t``.
+        opacity: [n_rays, 1] accumulated opacity.
+        rgb_coarse: optional [n_rays, 3] colour of a coarse pass (hierarchical sampling; gets its own loss).
+        samples: the samples the field ran on (their ``ray_subset`` says which rays, when not all).
+        weights: compositing weights on ``samples`` ([k, n_samples] padded or [n_samples] packed).
+        loss_mask: optional [n_rays] bool: the rays that count in the colour loss (None: all).
+        extras: method-specific values (e.g. attention maps).
+
+    ``outputs["rgb"]``, ``keys()``, ``items()`` and ``get`` read the per-ray tensors that are set, in the order
+    ``rgb_coarse, rgb, depth, opacity`` (the dict form earlier versions returned).
+    """
+
+    rgb: Tensor
+    depth: Tensor
+    opacity: Tensor
+    rgb_coarse: Tensor | None = None
+    samples: RaySamples | PackedRaySamples | None = None
+    weights: Tensor | None = None
+    loss_mask: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def keys(self) -> list[str]:
+        return [k for k in RAY_OUTPUTS if getattr(self, k) is not None]
+
+    def items(self) -> list[tuple[str, Tensor]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
 
 
 @dataclass
@@ -94,14 +152,14 @@ class Model(nn.Module):
         bg = scene.background if scene.background is not None else torch.zeros(3)
         self.register_buffer("background", bg.clone().float(), persistent=False)
 
-    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
+    def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
         raise NotImplementedError
 
-    def loss_dict(self, outputs: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
-        """Default: MSE of every ``rgb*`` output against the target colour."""
+    def loss_dict(self, outputs: ModelOutputs, batch: Any) -> dict[str, Tensor]:
+        """Default: MSE of every ``rgb*`` output (``rgb_coarse``, ``rgb``) against the target colour."""
         return {f"loss_{k}": torch.mean((v - batch.rgb) ** 2) for k, v in outputs.items() if k.startswith("rgb")}
 
-    def metrics_dict(self, outputs: dict[str, Tensor], batch: Any) -> dict[str, Tensor]:
+    def metrics_dict(self, outputs: ModelOutputs, batch: Any) -> dict[str, Tensor]:
         mse = torch.mean((outputs["rgb"].detach() - batch.rgb) ** 2)
         return {"psnr": mse_to_psnr(mse.clamp_min(1e-10))}
 

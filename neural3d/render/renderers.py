@@ -85,7 +85,7 @@ class VolumeRenderer(nn.Module):
         """
         if isinstance(samples, PackedRaySamples):
             return self._packed(outputs, samples, background)
-        distances = samples.deltas * torch.linalg.norm(samples.rays.directions, dim=-1, keepdim=True)
+        distances = samples.distances
         if self.opaque_far:
             distances = torch.cat([distances[:, :-1], torch.full_like(distances[:, -1:], OPAQUE_FAR_DISTANCE)], -1)
         weights = render_weights_from_density(outputs.density[..., 0], distances)

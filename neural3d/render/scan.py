@@ -1,14 +1,10 @@
-"""Packed sample layout and segmented scans along rays.
+"""Cumulative sums and products along rays: the one exclusive cumsum, and segmented scans of packed samples.
 
-A *packed* set of samples stores every sample of every ray in one flat tensor, ray after ray, with
-
-* ``ray_indices`` [n_samples] int64: the ray each sample belongs to (non-decreasing), and
-* ``packed_info`` [n_rays, 2] int64: ``(start, count)`` of each ray's run in the flat tensor,
-
-as nerfacc does. Scans (cumulative sums / products restricted to each ray) are computed by scattering
-the flat values into a padded [n_rays, max_count] block, scanning along the last axis and gathering
-back: the arithmetic is exactly the batched one, so packed and batched rendering agree to the last
-bit, and autograd flows through the scatter/gather. Memory is ``n_rays * max_count`` values.
+The packed layout (``ray_indices``, ``packed_info``, padding) is defined in :mod:`neural3d.core.packing`.
+Scans (cumulative sums / products restricted to each ray) are computed by scattering the flat values into a
+padded [n_rays, max_count] block, scanning along the last axis and gathering back: the arithmetic is exactly
+the batched one, so packed and batched rendering agree to the last bit, and autograd flows through the
+scatter/gather. Memory is ``n_rays * max_count`` values.
 """
 
 from __future__ import annotations
@@ -18,52 +14,32 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-
-def packed_info_from_ray_indices(ray_indices: Tensor, n_rays: int) -> Tensor:
-    """[n_samples] sorted ray indices -> [n_rays, 2] int64 ``(start, count)``."""
-    counts = torch.bincount(ray_indices, minlength=n_rays)[:n_rays]
-    starts = torch.cumsum(counts, 0) - counts
-    return torch.stack([starts, counts], dim=-1)
-
-
-def ray_indices_from_packed_info(packed_info: Tensor) -> Tensor:
-    """[n_rays, 2] ``(start, count)`` -> [n_samples] ray index of every sample."""
-    counts = packed_info[:, 1]
-    return torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+from neural3d.core.packing import (  # noqa: F401 (re-exported: the layout helpers moved to core)
+    packed_info_from_ray_indices,
+    pad_packed,
+    positions_in_ray,
+    ray_indices_from_packed_info,
+    unpad_packed,
+)
 
 
-def positions_in_ray(ray_indices: Tensor, packed_info: Tensor) -> Tensor:
-    """[n_samples] index of each sample within its ray (0 for the first sample of every ray)."""
-    return torch.arange(len(ray_indices), device=ray_indices.device) - packed_info[ray_indices, 0]
+def exclusive_cumsum(x: Tensor, dim: int = -1) -> Tensor:
+    r"""Exclusive cumulative sum along ``dim``: entry ``i`` is :math:`\sum_{j<i} x_j` (0 first).
 
-
-def _flat_slots(ray_indices: Tensor, packed_info: Tensor) -> tuple[Tensor, int]:
-    width = int(packed_info[:, 1].max()) if len(packed_info) and len(ray_indices) else 0
-    return ray_indices * width + positions_in_ray(ray_indices, packed_info), width
-
-
-def pad_packed(values: Tensor, ray_indices: Tensor, packed_info: Tensor, fill: float = 0.0) -> Tensor:
-    """Scatter packed values into a padded block.
+    The sum of the first ``i`` entries is computed directly (a shifted ``cumsum`` of all but the last entry),
+    never as ``cumsum(x) - x``: that difference cancels catastrophically when one entry dwarfs the others, e.g.
+    the 1e10-long optical depth of an NDC ray's opaque last interval (``VolumeRenderer(opaque_far=True)``)
+    wipes out every earlier partial sum.
 
     Args:
-        values: [n_samples, *rest] packed values.
-        ray_indices: [n_samples] sorted ray index of each value.
-        packed_info: [n_rays, 2] ``(start, count)``.
-        fill: value of the padding slots.
+        x: [*batch, n] values (any dim may be scanned).
+        dim: the axis to scan.
     Returns:
-        [n_rays, max_count, *rest] with each ray's values first and ``fill`` after them.
+        [*batch, n] exclusive sums, same dtype and shape as ``x``.
     """
-    slots, width = _flat_slots(ray_indices, packed_info)
-    rest = values.shape[1:]
-    out = values.new_full((len(packed_info) * width, *rest), fill)
-    out = out.index_put((slots,), values)
-    return out.view(len(packed_info), width, *rest)
-
-
-def unpad_packed(padded: Tensor, ray_indices: Tensor, packed_info: Tensor) -> Tensor:
-    """Inverse of :func:`pad_packed`: [n_rays, max_count, *rest] -> [n_samples, *rest]."""
-    slots, width = _flat_slots(ray_indices, packed_info)
-    return padded.reshape(len(packed_info) * width, *padded.shape[2:])[slots]
+    x = x.movedim(dim, -1)
+    out = torch.cat([torch.zeros_like(x[..., :1]), torch.cumsum(x[..., :-1], dim=-1)], dim=-1)
+    return out.movedim(-1, dim)
 
 
 def _segmented(scan: Callable[[Tensor], Tensor], fill: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
@@ -93,7 +69,7 @@ def _cumprod(x: Tensor) -> Tensor:
 
 inclusive_sum = _segmented(_cumsum, 0.0)
 inclusive_sum.__doc__ = "[n_samples] packed values -> per-ray inclusive cumulative sum [n_samples]."
-exclusive_sum = _segmented(_exclusive(_cumsum, 0.0), 0.0)
+exclusive_sum = _segmented(lambda x: exclusive_cumsum(x, dim=1), 0.0)
 exclusive_sum.__doc__ = "[n_samples] packed values -> per-ray exclusive cumulative sum (0 at each ray's first sample)."
 inclusive_prod = _segmented(_cumprod, 1.0)
 inclusive_prod.__doc__ = "[n_samples] packed values -> per-ray inclusive cumulative product [n_samples]."

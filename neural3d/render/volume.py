@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from neural3d.render.scan import exclusive_cumsum
+
 
 def alphas_from_density(density: Tensor, distances: Tensor) -> Tensor:
     """Opacity of each interval.
@@ -32,12 +34,11 @@ def alphas_from_density(density: Tensor, distances: Tensor) -> Tensor:
 def transmittance_from_density(density: Tensor, distances: Tensor) -> Tensor:
     """[n_rays, n_samples] transmittance ``exp(-sum_{j<i} sigma_j delta_j)`` (exclusive cumsum in log space).
 
-    The exclusive sum is a shifted cumsum, not ``cumsum - tau``: that difference cancels catastrophically
-    when one optical depth is huge (the 1e10 last interval of ``VolumeRenderer(opaque_far=True)``).
+    The exclusive sum is :func:`~neural3d.render.scan.exclusive_cumsum` (a shifted cumsum, not ``cumsum - tau``,
+    which cancels catastrophically when one optical depth is huge: the 1e10 last interval of
+    ``VolumeRenderer(opaque_far=True)``).
     """
-    tau = density * distances
-    cum = torch.cumsum(tau[..., :-1], dim=-1)
-    return torch.exp(-torch.cat([torch.zeros_like(tau[..., :1]), cum], dim=-1))
+    return torch.exp(-exclusive_cumsum(density * distances))
 
 
 def transmittance_from_alpha(alphas: Tensor) -> Tensor:

@@ -1,16 +1,31 @@
-"""Samplers: rays (+ optional coarse weights or a density field) -> RaySamples or PackedRaySamples."""
+"""Samplers: rays -> RaySamples or PackedRaySamples, all through one protocol (:mod:`neural3d.samplers.base`).
 
-from neural3d.samplers.pdf import PDFSampler, sample_pdf
-from neural3d.samplers.uniform import UniformSampler, spacing_to_t, stratified_spacing
+``sample(rays, *, density_fn=None, prior=None)``, ``step_begin(step, field)``, ``loss_dict(samples, weights)``:
+:class:`UniformSampler`, :class:`PDFSampler` (resamples a ``prior``), :class:`ImportanceSampler` (a
+gradient-free pass of the density), :class:`GridSampler` (a cached density grid), :class:`OccupancySampler`
+(occupancy-grid marching, packed) and :class:`ProposalSampler` (proposal networks). Typed config sections and
+:func:`build_sampler` are in :mod:`neural3d.samplers.config`.
+"""
+
+from neural3d.samplers.base import DensityFn, Sampler, WeightedSamples
+from neural3d.samplers.pdf import ImportanceSampler, PDFSampler, sample_pdf
+from neural3d.samplers.spacing import spacing_to_t, stratified_spacing, t_to_spacing
+from neural3d.samplers.uniform import UniformSampler
 
 __all__ = [
+    "DensityFn",
+    "GridSampler",
+    "ImportanceSampler",
     "OccupancySampler",
     "PDFSampler",
     "ProposalSampler",
+    "Sampler",
     "UniformSampler",
+    "WeightedSamples",
     "sample_pdf",
     "spacing_to_t",
     "stratified_spacing",
+    "t_to_spacing",
 ]
 
 
@@ -24,4 +39,8 @@ def __getattr__(name: str):
         from neural3d.samplers.proposal import ProposalSampler
 
         return ProposalSampler
+    if name == "GridSampler":
+        from neural3d.samplers.density_grid import GridSampler
+
+        return GridSampler
     raise AttributeError(f"module 'neural3d.samplers' has no attribute '{name}'")

@@ -6,10 +6,13 @@ occupancy grid). :class:`GridImportanceSampler` evaluates that grid (trilinear l
 ``n_coarse`` stratified samples per ray, composites weights from it and draws the ``n_samples``
 intervals where the field is evaluated with gradients. Occupancy-grid *marching* with packed samples
 lives in the ray-marching module; this sampler keeps the batched [n_rays, n_samples] layout.
+:class:`GridSampler` is the two behind the sampler protocol (:mod:`neural3d.samplers.base`), with the
+refresh schedule and the empty-grid fallback.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -18,7 +21,10 @@ from torch import Tensor, nn
 
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
+from neural3d.fields.contraction import normalize_positions
 from neural3d.render.volume import render_weights_from_density
+from neural3d.samplers.base import DensityFn, Sampler, WeightedSamples
+from neural3d.samplers.grid_update import ema_max_update_, select_cells
 from neural3d.samplers.pdf import PDFSampler
 from neural3d.samplers.uniform import UniformSampler
 
@@ -50,27 +56,19 @@ class DensityGrid(nn.Module):
         """Re-evaluate cells at a random point inside each.
 
         During warm-up every cell is evaluated and replaced; afterwards a random ``update_fraction`` of
-        the cells is evaluated and ``values = max(decay * values, new)`` (instant-ngp's rule).
+        the cells is evaluated and ``values = max(decay * values, new)``, every cell decaying (instant-ngp's
+        rule, :mod:`neural3d.samplers.grid_update`).
 
         Args:
             unit_density: [n, 3] unit-cube coordinates -> [n, 1] density.
         """
-        R, dev = self.resolution, self.values.device
-        n_cells = R**3
+        R = self.resolution
         warmup = int(self.n_updates) < max(self.warmup_updates, 1)
-        if warmup or self.update_fraction >= 1.0:
-            cells = torch.arange(n_cells, device=dev)
-        else:
-            cells = torch.randint(0, n_cells, (max(1, int(n_cells * self.update_fraction)),), device=dev)
+        cells = select_cells(R**3, warmup=warmup, fraction=self.update_fraction, device=self.values.device)
         ijk = torch.stack([cells // (R * R), (cells // R) % R, cells % R], dim=-1).float()  # (z, y, x) order
         x = (ijk.flip(-1) + torch.rand_like(ijk)) / R  # [n, 3] as (x, y, z)
         new = torch.cat([unit_density(c)[:, 0] for c in x.split(chunk)]).to(self.values.dtype)
-        if warmup:
-            self.values.copy_(new.view(R, R, R))
-        else:
-            flat = self.values.view(-1) * self.decay
-            flat[cells] = torch.maximum(flat[cells], new)
-            self.values.copy_(flat.view(R, R, R))
+        ema_max_update_(self.values, cells, new, replace=warmup, decay=self.decay, decay_all=True)
         self.n_updates += 1
 
     def lookup(self, x: Tensor) -> Tensor:
@@ -141,8 +139,7 @@ class GridImportanceSampler(nn.Module):
             density = grid.lookup(to_unit(coarse.positions))  # [n_rays, n_coarse]
             occupied = density > self.threshold
             if self.weighting == "density":
-                dist = coarse.deltas * torch.linalg.norm(rays.directions, dim=-1, keepdim=True)
-                weights = render_weights_from_density(density * occupied, dist)
+                weights = render_weights_from_density(density * occupied, coarse.distances)
             else:
                 weights = occupied.to(coarse.starts.dtype) * coarse.deltas
         samples = self.pdf(coarse, weights)
@@ -150,3 +147,78 @@ class GridImportanceSampler(nn.Module):
             edges, _ = torch.sort(torch.cat([samples.edges, self.extra(rays).edges], dim=-1), dim=-1)
             samples = RaySamples.from_edges(rays, edges)
         return samples, occupied.any(dim=-1)
+
+
+class GridSampler(Sampler):
+    """The density-grid strategy: a :class:`DensityGrid` over the field's unit cube + :class:`GridImportanceSampler`.
+
+    ``step_begin(step, field)`` refreshes the grid from ``field.unit_density`` every ``update_every`` steps.
+    ``sample(rays) -> RaySamples`` of the rays that meet occupied space, with ``ray_subset`` their indices
+    (the others show the background and still count in the colour loss). If the grid marks a whole
+    *training* batch empty (bad box, threshold too high, density collapsed) it warns once and samples every
+    ray, so the field keeps receiving gradients.
+
+    Args:
+        aabb, contraction: the field's box and contraction (the grid lives in its unit cube).
+        resolution, decay, warmup_updates: the :class:`DensityGrid`.
+        update_every: training steps between grid refreshes.
+        n_coarse, n_samples, n_uniform, threshold, lindisp, weighting: the :class:`GridImportanceSampler`.
+    """
+
+    def __init__(
+        self,
+        *,
+        aabb: Tensor,
+        contraction: str = "aabb",
+        resolution: int = 64,
+        update_every: int = 16,
+        decay: float = 0.9,
+        warmup_updates: int = 16,
+        n_coarse: int = 128,
+        n_samples: int = 32,
+        n_uniform: int = 8,
+        threshold: float = 0.01,
+        lindisp: bool = False,
+        weighting: str = "occupancy",
+    ) -> None:
+        super().__init__()
+        self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3), persistent=False)
+        self.contraction, self.update_every = contraction, update_every
+        self.grid = DensityGrid(resolution=resolution, decay=decay, warmup_updates=warmup_updates)
+        self.importance = GridImportanceSampler(
+            n_coarse=n_coarse,
+            n_samples=n_samples,
+            n_uniform=n_uniform,
+            threshold=threshold,
+            lindisp=lindisp,
+            weighting=weighting,
+        )
+        self._warned_empty = False
+
+    def step_begin(self, step: int, field: nn.Module | None = None) -> None:
+        if step % self.update_every == 0 and field is not None:
+            self.grid.update(field.unit_density)
+
+    def to_unit(self, positions: Tensor) -> Tensor:
+        """[*batch, 3] world positions -> [*batch, 3] the grid's unit-cube coordinates."""
+        return normalize_positions(positions, self.aabb, self.contraction)
+
+    def sample(
+        self, rays: RayBundle, *, density_fn: DensityFn | None = None, prior: WeightedSamples | None = None
+    ) -> RaySamples:
+        """[n_rays] rays -> [k, n_samples'] samples of the k rays meeting occupied space (``ray_subset`` [k])."""
+        samples, hit = self.importance(rays, self.grid, self.to_unit)
+        active = hit.nonzero()[:, 0]
+        if active.numel() == 0 and self.training:
+            if not self._warned_empty:
+                warnings.warn(
+                    f"density grid marks every ray of the batch empty (model.sampler.threshold="
+                    f"{self.importance.threshold}, max cached density {float(self.grid.values.max()):.3g});"
+                    " training on all rays instead. Check the scene box / model.sampler.threshold.",
+                    stacklevel=2,
+                )
+                self._warned_empty = True
+            active = torch.arange(len(rays), device=rays.device)
+        subset = samples.select(active)
+        subset.ray_subset = active
+        return subset

@@ -20,10 +20,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from neural3d.core.packing import packed_info_from_ray_indices
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import PackedRaySamples
 from neural3d.render.packed import visibility_packed
-from neural3d.render.scan import packed_info_from_ray_indices
 from neural3d.samplers.aabb import ray_aabb_intersect
 from neural3d.samplers.occupancy_grid import OccupancyGrid
 

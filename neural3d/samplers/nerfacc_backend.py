@@ -13,9 +13,9 @@ import logging
 import torch
 from torch import Tensor
 
+from neural3d.core.packing import packed_info_from_ray_indices
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import PackedRaySamples
-from neural3d.render.scan import packed_info_from_ray_indices
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
 """The occupancy-grid sampler: grid state + marching + pruning, with a backend choice (torch | nerfacc).
 
-Usage inside a method (see ``neural3d.methods.ngp.model``, sampler ``occupancy``)::
+Usage inside a method (see ``neural3d.methods.ngp.model``, sampler ``occupancy``), through the sampler
+protocol (:mod:`neural3d.samplers.base`)::
 
-    sampler = OccupancySampler(aabb=scene_box, resolution=128, step_size=0.005)
-    sampler.update_grid(field.density)                 # every n training steps
-    samples = sampler(rays, field.density, training=True)   # PackedRaySamples
+    sampler = OccupancySampler(aabb=scene_box, resolution=128, step_size=0.005, update_every=16)
+    sampler.step_begin(step, field)                    # refreshes the grid every update_every steps
+    samples = sampler.sample(rays, density_fn=field.density)   # PackedRaySamples
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from neural3d.core.packing import packed_info_from_ray_indices
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import PackedRaySamples
-from neural3d.render.scan import packed_info_from_ray_indices
 from neural3d.samplers import nerfacc_backend
+from neural3d.samplers.base import DensityFn, Sampler, WeightedSamples, require
 from neural3d.samplers.marching import march_rays, prune_samples
 from neural3d.samplers.occupancy_grid import OccupancyGrid
 
@@ -27,8 +29,13 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "nerfacc")
 
 
-class OccupancySampler(nn.Module):
+class OccupancySampler(Sampler):
     """Occupancy-grid marching into packed samples.
+
+    Protocol: ``step_begin(step, field)`` refreshes the grid from ``field.density`` every ``update_every``
+    steps; ``sample(rays, density_fn=field.density) -> PackedRaySamples`` marches (stratified in training),
+    prunes, and in training keeps at most ``target_samples`` samples: the rays left out are not in
+    ``ray_subset`` and do not count in the colour loss (``supervise_skipped_rays = False``).
 
     Args:
         aabb: [2, 3] or [6] scene box (ray coordinates).
@@ -39,7 +46,11 @@ class OccupancySampler(nn.Module):
         early_stop_eps, alpha_thre: pruning of marched samples by a gradient-free density pass.
         backend: ``auto`` (nerfacc's CUDA traversal on CUDA tensors when it is installed and builds,
             else torch), ``torch`` or ``nerfacc`` (error if unavailable).
+        update_every: training steps between grid refreshes (``step_begin``).
+        target_samples: training sample budget of ``sample`` (0: off), see :meth:`forward`.
     """
+
+    supervise_skipped_rays = False
 
     def __init__(
         self,
@@ -55,6 +66,8 @@ class OccupancySampler(nn.Module):
         early_stop_eps: float = 1e-4,
         alpha_thre: float = 0.0,
         backend: str = "auto",
+        update_every: int = 16,
+        target_samples: int = 0,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -65,6 +78,7 @@ class OccupancySampler(nn.Module):
         self.cone_angle, self.threshold, self.decay = cone_angle, threshold, decay
         self.early_stop_eps, self.alpha_thre = early_stop_eps, alpha_thre
         self.backend = backend
+        self.update_every, self.target_samples = update_every, target_samples
         self._resolved: dict[str, str] = {}
         self._warned_empty = False
 
@@ -86,6 +100,19 @@ class OccupancySampler(nn.Module):
     def update_grid(self, density_fn: Callable[[Tensor], Tensor]) -> None:
         """Refresh the grid from ``density_fn`` ([n, 3] positions -> [n, 1]); occupancy = density * step."""
         self.grid.update(lambda x: density_fn(x) * self.step_size, threshold=self.threshold, decay=self.decay)
+
+    def step_begin(self, step: int, field=None) -> None:
+        if step % self.update_every == 0 and field is not None:
+            self.update_grid(field.density)
+
+    def sample(
+        self, rays: RayBundle, *, density_fn: DensityFn | None = None, prior: WeightedSamples | None = None
+    ) -> PackedRaySamples:
+        """[n_rays] rays -> packed samples of the rays kept (``ray_subset`` set when the budget dropped some)."""
+        budget = self.target_samples if self.training else 0
+        density_fn = require(density_fn, "density_fn (pruning)", "OccupancySampler")
+        samples, keep = self(rays, density_fn, training=self.training, budget=budget)
+        return samples if keep is None else samples.select_rays(keep.nonzero()[:, 0])
 
     def march(self, rays: RayBundle, *, stratified: bool, use_grid: bool = True) -> PackedRaySamples:
         grid = self.grid if use_grid else None

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from neural3d.samplers.grid_update import ema_max_update_, select_cells
+
 
 def cascaded_aabbs(aabb: Tensor, levels: int) -> Tensor:
     """[6] base box -> [levels, 6] boxes scaled by 2**i about its centre."""
@@ -66,16 +68,12 @@ class OccupancyGrid(nn.Module):
         return level, torch.stack([rem // (R * R), (rem // R) % R, rem % R], dim=-1)
 
     def _cells_to_update(self) -> tuple[Tensor, bool]:
-        dev = self.occs.device
         warmup = int(self.n_updates) < self.warmup_updates
-        if warmup or self.update_fraction >= 1.0:
-            return torch.arange(self.n_cells, device=dev), warmup
-        n = max(1, int(self.n_cells * self.update_fraction))
-        uniform = torch.randint(0, self.n_cells, (n,), device=dev)
-        occupied = self.binaries.view(-1).nonzero()[:, 0]
-        if len(occupied) > n:
-            occupied = occupied[torch.randint(0, len(occupied), (n,), device=dev)]
-        return torch.cat([uniform, occupied]), False
+        occupied = None if warmup else self.binaries.view(-1).nonzero()[:, 0]
+        cells = select_cells(
+            self.n_cells, warmup=warmup, fraction=self.update_fraction, device=self.occs.device, occupied=occupied
+        )
+        return cells, warmup
 
     @torch.no_grad()
     def update(
@@ -101,13 +99,8 @@ class OccupancyGrid(nn.Module):
         lo, hi = self.aabbs[level, :3], self.aabbs[level, 3:]
         pts = lo + x * (hi - lo)
         new = torch.cat([occ_eval_fn(p).reshape(-1) for p in pts.split(chunk)]).to(self.occs.dtype)
-        flat = self.occs.view(-1)
-        if replace:
-            flat[cells] = new
-        else:
-            # duplicates in ``cells`` are harmless: each writes max(decay * old, its own new value)
-            flat[cells] = torch.maximum(flat[cells] * decay, new)
-        thre = min(threshold, float(flat.mean()))
+        ema_max_update_(self.occs, cells, new, replace=replace, decay=decay, decay_all=False)
+        thre = min(threshold, float(self.occs.view(-1).mean()))
         self.binaries.copy_(self.occs > thre)
         self.n_updates += 1
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
+from neural3d.render.volume import render_weights_from_density
+from neural3d.samplers.base import DensityFn, Sampler, WeightedSamples, require
+from neural3d.samplers.uniform import UniformSampler
 
 
 def sample_pdf(
@@ -53,14 +57,36 @@ def sample_pdf(
     return (bin_lo + frac * (bin_hi - bin_lo)).detach()
 
 
-class PDFSampler(nn.Module):
-    """Resample rays where coarse compositing weights are large (NeRF's hierarchical sampling)."""
+class PDFSampler(Sampler):
+    """Resample rays where coarse compositing weights are large (NeRF's hierarchical sampling).
 
-    def __init__(self, *, n_samples: int, include_input: bool = True, padding: float = 1e-5) -> None:
+    ``sample(rays, prior=WeightedSamples(coarse, weights)) -> RaySamples``; ``sampler(coarse, weights)`` is
+    the same call.
+
+    Args:
+        n_samples: intervals drawn per ray (``n_samples + 1`` edges).
+        include_input: merge the drawn edges with the prior's edges.
+        padding: added to the weights before normalising (a ray with zero weight samples uniformly).
+        eval_seed: None: deterministic ``u = linspace(0, 1)`` in eval mode (NeRF). An int: stratified jitter
+            in eval mode too, from a generator seeded with it on every call (deterministic renders with the
+            training distribution of samples; the point field uses it).
+    """
+
+    def __init__(
+        self, *, n_samples: int, include_input: bool = True, padding: float = 1e-5, eval_seed: int | None = None
+    ) -> None:
         super().__init__()
         self.n_samples = n_samples
         self.include_input = include_input
         self.padding = padding
+        self.eval_seed = eval_seed
+
+    def sample(
+        self, rays: RayBundle, *, density_fn: DensityFn | None = None, prior: WeightedSamples | None = None
+    ) -> RaySamples:
+        """Draw from ``prior`` (coarse samples of ``rays`` and their weights); see :meth:`forward`."""
+        prior = require(prior, "prior (coarse samples and weights)", "PDFSampler")
+        return self(prior.samples, prior.weights)
 
     def forward(self, samples: RaySamples, weights: Tensor) -> RaySamples:
         """Coarse samples [n_rays, n] and their weights [n_rays, n] -> fine samples.
@@ -69,7 +95,38 @@ class PDFSampler(nn.Module):
         when ``include_input`` (``n + n_samples + 1`` intervals).
         """
         bins = samples.edges
-        edges = sample_pdf(bins, weights, self.n_samples + 1, jitter=self.training, padding=self.padding)
+        jitter, generator = self.training, None
+        if not self.training and self.eval_seed is not None:
+            jitter, generator = True, torch.Generator(device=weights.device).manual_seed(self.eval_seed)
+        edges = sample_pdf(bins, weights, self.n_samples + 1, jitter=jitter, padding=self.padding, generator=generator)
         if self.include_input:
             edges, _ = torch.sort(torch.cat([bins, edges], dim=-1), dim=-1)
         return RaySamples.from_edges(samples.rays, edges)
+
+
+class ImportanceSampler(Sampler):
+    """Stratified samples, scored by a gradient-free pass of the density, then resampled by their weights.
+
+    NeRF's hierarchical sampling with one field: ``n_coarse`` stratified intervals, the compositing weights
+    of ``density_fn`` on them (no gradient), and ``n_samples`` intervals drawn from those weights, merged
+    with the coarse edges when ``include_coarse`` (``n_coarse + n_samples + 1`` intervals).
+
+    ``sample(rays, density_fn=field.density) -> RaySamples``.
+    """
+
+    def __init__(self, *, n_coarse: int, n_samples: int, include_coarse: bool = False, lindisp: bool = False):
+        super().__init__()
+        self.coarse = UniformSampler(n_samples=n_coarse, lindisp=lindisp)
+        self.fine = PDFSampler(n_samples=n_samples, include_input=include_coarse)
+
+    def sample(
+        self, rays: RayBundle, *, density_fn: DensityFn | None = None, prior: WeightedSamples | None = None
+    ) -> RaySamples:
+        coarse = self.coarse.sample(rays)
+        return self.fine(coarse, density_weights(coarse, require(density_fn, "density_fn", "ImportanceSampler")))
+
+
+@torch.no_grad()
+def density_weights(samples: RaySamples, density_fn: DensityFn) -> Tensor:
+    """[n_rays, n_samples] compositing weights of ``density_fn`` on ``samples`` (gradient-free)."""
+    return render_weights_from_density(density_fn(samples.positions)[..., 0], samples.distances)

@@ -7,12 +7,7 @@ round's weights give the intervals of the main (NeRF) field. The proposal fields
 interlevel loss (:func:`neural3d.losses.interlevel_loss`), which asks their weights to bound the NeRF weights.
 
 All resampling happens in the normalised spacing ``s`` in [0, 1] of a spacing function ``g``
-(``s = (g(t) - g(near)) / (g(far) - g(near))``):
-
-* ``uniform``: ``g(t) = t``;
-* ``lindisp``: ``g(t) = 1 / t`` (uniform in disparity; needs ``near > 0``);
-* ``contracted``: ``g(t) = t / (2p)`` for ``t < p`` and ``1 - p / (2t)`` beyond (nerfstudio's
-  ``UniformLinDispPiecewiseSampler``; ``p = spacing_pivot``): linear inside, disparity outside, for unbounded scenes.
+(``uniform``, ``lindisp``, ``contracted``: :mod:`neural3d.samplers.spacing`).
 
 Layout: batched ``[n_rays, n_samples]`` :class:`~neural3d.core.samples.RaySamples` (contiguous intervals).
 """
@@ -31,11 +26,13 @@ from neural3d.fields.contraction import CONTRACTIONS, SceneBox, normalize_positi
 from neural3d.fields.hashgrid import HashGridEncoding
 from neural3d.fields.mlp import MLP
 from neural3d.fields.ngp_field import trunc_exp
+from neural3d.losses import interlevel_loss
 from neural3d.render.volume import render_weights_from_density
+from neural3d.samplers.base import DensityFn, Sampler, WeightedSamples
 from neural3d.samplers.pdf import sample_pdf
-from neural3d.samplers.uniform import stratified_spacing
+from neural3d.samplers.spacing import SPACINGS, spacing_to_t, stratified_spacing, t_to_spacing
 
-SPACINGS = ("uniform", "lindisp", "contracted")
+__all__ = ["ProposalDensityField", "ProposalRound", "ProposalSampler", "anneal_power", "spacing_to_t", "t_to_spacing"]
 
 
 @dataclass
@@ -52,38 +49,6 @@ class ProposalRound:
     spacing: Tensor
     edges: Tensor
     weights: Tensor
-
-
-def _g(t: Tensor, kind: str, pivot: float) -> Tensor:
-    if kind == "uniform":
-        return t
-    if kind == "lindisp":
-        return 1.0 / t
-    return torch.where(t < pivot, t / (2.0 * pivot), 1.0 - pivot / (2.0 * t.clamp_min(pivot)))
-
-
-def _g_inv(y: Tensor, kind: str, pivot: float) -> Tensor:
-    if kind == "uniform":
-        return y
-    if kind == "lindisp":
-        return 1.0 / y
-    return torch.where(y < 0.5, 2.0 * pivot * y, pivot / (2.0 * (1.0 - y).clamp_min(1e-12)))
-
-
-def spacing_to_t(s: Tensor, nears: Tensor, fars: Tensor, kind: str = "uniform", pivot: float = 1.0) -> Tensor:
-    """[n_rays, k] normalised spacing, [n_rays] nears/fars -> [n_rays, k] ray parameters ``t``."""
-    if kind not in SPACINGS:
-        raise ValueError(f"proposal.py: spacing must be one of {SPACINGS}, got {kind!r}")
-    g0, g1 = _g(nears[:, None], kind, pivot), _g(fars[:, None], kind, pivot)
-    return _g_inv(g0 + s * (g1 - g0), kind, pivot)
-
-
-def t_to_spacing(t: Tensor, nears: Tensor, fars: Tensor, kind: str = "uniform", pivot: float = 1.0) -> Tensor:
-    """Inverse of :func:`spacing_to_t`: [n_rays, k] ``t`` -> [n_rays, k] ``s`` (0 at near, 1 at far)."""
-    if kind not in SPACINGS:
-        raise ValueError(f"proposal.py: spacing must be one of {SPACINGS}, got {kind!r}")
-    g0, g1 = _g(nears[:, None], kind, pivot), _g(fars[:, None], kind, pivot)
-    return (_g(t, kind, pivot) - g0) / (g1 - g0)
 
 
 def anneal_power(step: int, *, anneal_steps: int, slope: float) -> float:
@@ -154,7 +119,7 @@ class ProposalDensityField(nn.Module):
         return self(positions)
 
 
-class ProposalSampler(nn.Module):
+class ProposalSampler(Sampler):
     """Rays -> NeRF samples via rounds of proposal density fields and PDF resampling.
 
     Args:
@@ -171,9 +136,13 @@ class ProposalSampler(nn.Module):
         update_every, update_warmup: proposal fields get gradients every step at first, then on every
             ``update_every``-th step once ``update_warmup`` steps passed (nerfstudio 5, 5000; 1 = always).
         backend: hash-grid backend of the proposal fields ("auto" | "torch" | "tcnn" | "triton").
+        interlevel_loss_mult: weight of the interlevel loss in :meth:`loss_dict`.
 
     Call: ``samples, rounds = sampler(rays)`` with ``samples`` [n_rays, n_samples] and one
     :class:`ProposalRound` per proposal round. Jittered in ``train()``, deterministic in ``eval()``.
+    Protocol (:mod:`neural3d.samplers.base`): ``step_begin(step)`` sets the schedule; ``sample(rays)`` returns
+    the samples and, in training, keeps the rounds for ``loss_dict(samples, weights)`` (the interlevel loss
+    on steps that train the proposals), as nerfacc's ``PropNetEstimator`` keeps its ``prop_cache``.
     """
 
     def __init__(
@@ -195,6 +164,7 @@ class ProposalSampler(nn.Module):
         update_every: int = 5,
         update_warmup: int = 5000,
         backend: str = "auto",
+        interlevel_loss_mult: float = 1.0,
     ) -> None:
         super().__init__()
         n_proposal_samples = [int(k) for k in n_proposal_samples]
@@ -232,12 +202,17 @@ class ProposalSampler(nn.Module):
         )
         self.anneal = anneal_power(0, anneal_steps=self.anneal_steps, slope=self.anneal_slope)
         self.update_proposals = True
+        self.interlevel_loss_mult = float(interlevel_loss_mult)
+        self._rounds: list[ProposalRound] | None = None  # the last training call's rounds (for loss_dict)
 
     # -- schedule --------------------------------------------------------------------------------------
     def training_step_begin(self, step: int) -> None:
         """Set the anneal exponent and whether this step trains the proposal fields (call once per step)."""
         self.anneal = anneal_power(step, anneal_steps=self.anneal_steps, slope=self.anneal_slope)
         self.update_proposals = step < self.update_warmup or step % self.update_every == 0
+
+    def step_begin(self, step: int, field=None) -> None:
+        self.training_step_begin(step)
 
     def encoding_parameters(self) -> list:
         """The proposal hash-grid tables (for the optimiser group without weight decay)."""
@@ -251,6 +226,9 @@ class ProposalSampler(nn.Module):
     def spacing(self, samples: RaySamples) -> Tensor:
         """[n_rays, n_samples + 1] normalised spacing of contiguous samples' edges (for the distortion loss)."""
         return t_to_spacing(samples.edges, samples.rays.nears, samples.rays.fars, self.spacing_kind, self.spacing_pivot)
+
+    def spacing_edges(self, samples: RaySamples) -> Tensor:
+        return self.spacing(samples)
 
     def resample(self, spacing: Tensor, weights: Tensor, n_intervals: int) -> Tensor:
         """[n_rays, k + 1] edges in ``s``, [n_rays, k] weights -> [n_rays, n_intervals + 1] new sorted edges.
@@ -275,7 +253,6 @@ class ProposalSampler(nn.Module):
         if self.spacing_kind == "lindisp" and bool((rays.nears <= 0).any()):
             raise ValueError("proposal.py: spacing 'lindisp' needs rays with near > 0")
         n_rays = len(rays)
-        dir_norm = torch.linalg.vector_norm(rays.directions, dim=-1, keepdim=True)  # [n_rays, 1]
         grad = torch.is_grad_enabled() and self.training and self.update_proposals
         rounds: list[ProposalRound] = []
         s = None
@@ -285,11 +262,30 @@ class ProposalSampler(nn.Module):
             else:
                 s = self.resample(s, rounds[-1].weights, k)
             t = self.to_t(s, rays)
+            intervals = RaySamples.from_edges(rays, t)
             with torch.set_grad_enabled(grad):
-                mids = 0.5 * (t[:, 1:] + t[:, :-1])
-                positions = rays.origins[:, None, :] + mids[..., None] * rays.directions[:, None, :]
-                density = fn(positions)[..., 0]
-                weights = render_weights_from_density(density, (t[:, 1:] - t[:, :-1]) * dir_norm)
+                density = fn(intervals.positions)[..., 0]
+                weights = render_weights_from_density(density, intervals.distances)
             rounds.append(ProposalRound(spacing=s, edges=t, weights=weights))
         s = self.resample(s, rounds[-1].weights, self.n_samples)
         return RaySamples.from_edges(rays, self.to_t(s, rays)), rounds
+
+    def sample(
+        self, rays: RayBundle, *, density_fn: DensityFn | None = None, prior: WeightedSamples | None = None
+    ) -> RaySamples:
+        """[n_rays] rays -> [n_rays, n_samples] samples for the main field (own proposal fields)."""
+        samples, rounds = self(rays)
+        self._rounds = rounds if self.training else None
+        return samples
+
+    def loss_dict(self, samples: RaySamples, weights: Tensor) -> dict[str, Tensor]:
+        """``{"loss_interlevel"}`` when the last :meth:`sample` trained the proposals (else empty).
+
+        Args:
+            samples: [n_rays, n_samples] the samples :meth:`sample` returned.
+            weights: [n_rays, n_samples] the main field's compositing weights on them.
+        """
+        rounds = self._rounds
+        if not self.training or not rounds or not rounds[0].weights.requires_grad:
+            return {}
+        return {"loss_interlevel": self.interlevel_loss_mult * interlevel_loss(rounds, samples.edges, weights)}

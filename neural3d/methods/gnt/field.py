@@ -23,17 +23,18 @@ from neural3d.render.renderers import RenderOutputs
 
 
 class SourceViewField(Field):
-    """Per-sample source-view observations. ``context`` must be a :class:`SourceViews` with ``features``.
+    """Per-sample source-view observations. ``context`` must be a :class:`SourceViews` with ``features`` (the
+    feature maps of the network being run: the model passes ``replace(context, features=...)``).
 
     ``forward(samples [n_rays, n_samples], context) -> FieldOutputs(features [n_rays, n_samples, n_views, 3 + C],
     extras={"ray_diff": [..., n_views, 4], "mask": [..., n_views, 1]})``. Sample positions are the
     interval midpoints (GNT's point samples have ``starts == ends``).
     """
 
-    def forward(self, samples: RaySamples, context: Any = None, features: Tensor | None = None) -> FieldOutputs:
+    def forward(self, samples: RaySamples, context: Any = None) -> FieldOutputs:
         if not isinstance(context, SourceViews):
             raise TypeError("SourceViewField needs a SourceViews context (posed source images)")
-        feats = features if features is not None else context.features
+        feats = context.features
         if feats is None:
             raise ValueError("SourceViewField: the SourceViews context carries no feature maps")
         proj = project_samples(samples.positions, samples.rays.origins, context, feats)

@@ -2,7 +2,8 @@
 
 The method renders a view from nearby posed source images, with no per-scene optimisation needed:
 
-* sampler: GNT's point samples (stratified in depth or inverse depth, :mod:`neural3d.methods.gnt.sampling`);
+* sampler: GNT's point samples (stratified in depth or inverse depth; fine points from the attention weights),
+  :class:`~neural3d.methods.gnt.sampling.PointSampler` / ``FinePointSampler`` behind the sampler protocol;
 * field: :class:`~neural3d.methods.gnt.field.SourceViewField` -- each sample projected into the source views
   (bilinear RGB + ResUNet features, validity mask, ray-direction difference);
 * renderer: :class:`~neural3d.methods.gnt.field.RayTransformerRenderer` -- the view/ray transformer stack, whose
@@ -18,7 +19,7 @@ an official GNT checkpoint (fine-tuning).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -26,16 +27,16 @@ from torch import Tensor
 
 from neural3d.config import instantiate
 from neural3d.core.rays import RayBundle
-from neural3d.core.samples import RaySamples
-from neural3d.methods.base import Model, SceneInfo
+from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.gnt.batches import SourceViewBatches
 from neural3d.methods.gnt.checkpoint import load_weights_into
 from neural3d.methods.gnt.field import RayTransformerRenderer, SourceViewField
 from neural3d.methods.gnt.projection import SourceViews
 from neural3d.methods.gnt.resunet import ResUNet
-from neural3d.methods.gnt.sampling import depth_samples, fine_depth_samples
+from neural3d.methods.gnt.sampling import FinePointSampler, PointSampler
 from neural3d.methods.gnt.selection import identical_poses, nearest_views
 from neural3d.methods.registry import register_method
+from neural3d.samplers.base import WeightedSamples
 
 
 @dataclass
@@ -122,6 +123,8 @@ class GNTModel(Model):
         self.feature_net = ResUNet(out_channels=config.feature_dim * (1 if config.single_net else 2))
         self.renderer_fine = None if config.single_net else instantiate(RayTransformerRenderer, config)
         self.field = SourceViewField()
+        self.sampler = instantiate(PointSampler, config)
+        self.fine_sampler = instantiate(FinePointSampler, config)
         self._scene = None  # attached SceneData (not part of the state dict)
         self._feature_cache: dict[int, Tensor] = {}  # scene image index -> feature map, eval only
 
@@ -226,7 +229,7 @@ class GNTModel(Model):
             context.features, context.features_fine = coarse, fine
         return coarse, fine
 
-    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
+    def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
         if not isinstance(context, SourceViews):
             raise TypeError(
                 "GNT forward needs a SourceViews context (source images and cameras); "
@@ -235,18 +238,16 @@ class GNTModel(Model):
         if context.images.device != rays.device:
             context = context.to(rays.device)
         coarse_feats, fine_feats = self._features(context)
-        cfg = self.config
-        n_samples = cfg.n_samples if self.training or cfg.n_samples_eval <= 0 else cfg.n_samples_eval
-        z = depth_samples(rays.nears, rays.fars, n_samples, lindisp=cfg.lindisp, jitter=self.training)
-        samples = RaySamples(rays, z, z)
-        out = self.renderer(self.field(samples, context, coarse_feats), samples)
-        if cfg.n_fine <= 0:
-            return {"rgb": out.rgb, "depth": out.depth, "opacity": out.opacity}
-        z_fine = fine_depth_samples(z, out.weights, cfg.n_fine, lindisp=cfg.lindisp, det=not self.training)
-        fine_samples = RaySamples(rays, z_fine, z_fine)
+        samples = self.sampler.sample(rays)
+        out = self.renderer(self.field(samples, replace(context, features=coarse_feats)), samples)
+        if self.config.n_fine <= 0:
+            return ModelOutputs(out.rgb, out.depth, out.opacity, samples=samples, weights=out.weights)
+        fine_samples = self.fine_sampler.sample(rays, prior=WeightedSamples(samples, out.weights))
         renderer = self.renderer if self.renderer_fine is None else self.renderer_fine
-        fine = renderer(self.field(fine_samples, context, fine_feats), fine_samples)
-        return {"rgb_coarse": out.rgb, "rgb": fine.rgb, "depth": fine.depth, "opacity": fine.opacity}
+        fine = renderer(self.field(fine_samples, replace(context, features=fine_feats)), fine_samples)
+        return ModelOutputs(
+            fine.rgb, fine.depth, fine.opacity, rgb_coarse=out.rgb, samples=fine_samples, weights=fine.weights
+        )
 
     @property
     def attached_scene(self) -> Any | None:

@@ -12,6 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from neural3d.core.rays import RayBundle
+from neural3d.core.samples import RaySamples
+from neural3d.samplers.base import DensityFn, Sampler, WeightedSamples, require
+
 
 def depth_samples(
     nears: Tensor,
@@ -84,3 +88,42 @@ def fine_depth_samples(
         mids = 0.5 * (z[:, 1:] + z[:, :-1])
         extra = sample_pdf_points(mids, weights, n_fine, det=det, generator=generator)
     return torch.sort(torch.cat([z, extra.detach()], -1), -1).values
+
+
+class PointSampler(Sampler):
+    """GNT's coarse point samples behind the sampler protocol: ``sample(rays) -> RaySamples`` with ``starts == ends``.
+
+    Args:
+        n_samples: points per ray in training (and in eval unless ``n_samples_eval`` > 0).
+        n_samples_eval: points per ray in eval mode (0: ``n_samples``).
+        lindisp: even in inverse depth (official ``inv_uniform``).
+    """
+
+    def __init__(self, *, n_samples: int, n_samples_eval: int = 0, lindisp: bool = True) -> None:
+        super().__init__()
+        self.n_samples, self.n_samples_eval, self.lindisp = n_samples, n_samples_eval, lindisp
+
+    def sample(
+        self, rays: RayBundle, *, density_fn: DensityFn | None = None, prior: WeightedSamples | None = None
+    ) -> RaySamples:
+        n = self.n_samples if self.training or self.n_samples_eval <= 0 else self.n_samples_eval
+        z = depth_samples(rays.nears, rays.fars, n, lindisp=self.lindisp, jitter=self.training)
+        return RaySamples(rays, z, z)
+
+
+class FinePointSampler(Sampler):
+    """GNT's fine points: ``sample(rays, prior=WeightedSamples(coarse points, attention weights))`` -> the coarse
+    points and ``n_fine`` more drawn from the weights, sorted (``starts == ends``). Random in training only."""
+
+    def __init__(self, *, n_fine: int, lindisp: bool = True) -> None:
+        super().__init__()
+        self.n_fine, self.lindisp = n_fine, lindisp
+
+    def sample(
+        self, rays: RayBundle, *, density_fn: DensityFn | None = None, prior: WeightedSamples | None = None
+    ) -> RaySamples:
+        prior = require(prior, "prior (coarse points and weights)", "FinePointSampler")
+        z = fine_depth_samples(
+            prior.samples.starts, prior.weights, self.n_fine, lindisp=self.lindisp, det=not self.training
+        )
+        return RaySamples(rays, z, z)

@@ -1,4 +1,8 @@
-"""Vanilla NeRF (Mildenhall et al. 2020): coarse + fine MLPs with hierarchical sampling."""
+"""Vanilla NeRF (Mildenhall et al. 2020): coarse + fine MLPs with hierarchical sampling.
+
+Both passes go through the sampler protocol: ``UniformSampler.sample(rays)`` for the coarse field, then
+``PDFSampler.sample(rays, prior=WeightedSamples(coarse samples, coarse weights))`` for the fine field.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from neural3d.core.rays import RayBundle
+from neural3d.core.samples import RaySamples
 from neural3d.fields.nerf_field import NeRFField
-from neural3d.methods.base import Model, SceneInfo
+from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.registry import register_method
 from neural3d.render import VolumeRenderer
+from neural3d.render.renderers import RenderOutputs
 from neural3d.samplers import PDFSampler, UniformSampler
+from neural3d.samplers.base import WeightedSamples
 
 
 @dataclass
@@ -51,20 +57,28 @@ class NeRFModel(Model):
         self.fine_sampler = PDFSampler(n_samples=config.n_fine, include_input=True)
         self.renderer = VolumeRenderer(opaque_far=scene.ndc if config.opaque_far is None else bool(config.opaque_far))
 
-    def _render(self, field: NeRFField, samples) -> Any:
-        density, rgb = field.query(samples.positions, samples.viewdirs)
+    def _render(self, field: NeRFField, samples: RaySamples) -> RenderOutputs:
+        outputs = field(samples)
         if self.training and self.config.density_noise > 0:
-            density = torch.relu(density + torch.randn_like(density) * self.config.density_noise)
-        from neural3d.fields.base import FieldOutputs
+            outputs.density = torch.relu(
+                outputs.density + torch.randn_like(outputs.density) * self.config.density_noise
+            )
+        return self.renderer(outputs, samples, self.background)
 
-        return self.renderer(FieldOutputs(density=density, rgb=rgb), samples, self.background)
-
-    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
-        coarse_samples = self.coarse_sampler(rays)
+    def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
+        coarse_samples = self.coarse_sampler.sample(rays)
         coarse = self._render(self.coarse_field, coarse_samples)
-        out = {"rgb_coarse": coarse.rgb}
         if self.fine_field is None:
-            return {**out, "rgb": coarse.rgb, "depth": coarse.depth, "opacity": coarse.opacity}
-        fine_samples = self.fine_sampler(coarse_samples, coarse.weights)
+            return ModelOutputs(
+                coarse.rgb,
+                coarse.depth,
+                coarse.opacity,
+                rgb_coarse=coarse.rgb,
+                samples=coarse_samples,
+                weights=coarse.weights,
+            )
+        fine_samples = self.fine_sampler.sample(rays, prior=WeightedSamples(coarse_samples, coarse.weights))
         fine = self._render(self.fine_field, fine_samples)
-        return {**out, "rgb": fine.rgb, "depth": fine.depth, "opacity": fine.opacity}
+        return ModelOutputs(
+            fine.rgb, fine.depth, fine.opacity, rgb_coarse=coarse.rgb, samples=fine_samples, weights=fine.weights
+        )

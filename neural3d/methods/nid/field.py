@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neural3d.core.samples import RaySamples
-from neural3d.fields.base import Field, FieldOutputs
+from neural3d.fields.base import Field
 from neural3d.fields.ngp_field import trunc_exp
 from neural3d.methods.nid.combine import mix_sparse
 from neural3d.methods.nid.experts import ExpertBank
@@ -134,7 +133,3 @@ class NIDRadianceField(Field):
     def density(self, positions: Tensor, context: Any = None) -> Tensor:
         """[*batch, 3] -> [*batch, 1]."""
         return self.query(positions, None, context)[0]
-
-    def forward(self, samples: RaySamples, context: Any = None) -> FieldOutputs:
-        density, rgb = self.query(samples.positions, None, context)
-        return FieldOutputs(density=density, rgb=rgb)

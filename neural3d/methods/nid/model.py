@@ -1,11 +1,11 @@
 """NID method: a scene as a sparse code over a dictionary of radiance-field experts.
 
 ``method: nid`` trains (or, with ``model.dictionary`` set, loads) a
-:class:`~neural3d.methods.nid.field.NIDRadianceField` and renders it with the shared samplers (stratified
-``UniformSampler``, optional ``PDFSampler`` importance pass) and ``VolumeRenderer``. With a dictionary
-trained across a scene family (:mod:`neural3d.methods.nid.family`) and ``freeze_dictionary: true``,
-training a new scene only solves its code (``num_experts + 4`` numbers). ``context`` picks the scene
-code (None: code 0).
+:class:`~neural3d.methods.nid.field.NIDRadianceField` and renders it through the shared contracts:
+``UniformSampler.sample``, an optional ``PDFSampler`` pass on the field's gradient-free weights, the field's
+``forward(samples, code)`` and ``VolumeRenderer``. With a dictionary trained across a scene family
+(:mod:`neural3d.methods.nid.family`) and ``freeze_dictionary: true``, training a new scene only solves its
+code (``num_experts + 4`` numbers). ``context`` picks the scene code (None: code 0).
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from torch import Tensor
 
 from neural3d.config import instantiate
 from neural3d.core.rays import RayBundle
+from neural3d.core.samples import RaySamples
 from neural3d.fields.base import FieldOutputs
-from neural3d.methods.base import Model, SceneInfo
+from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.nid.field import NIDRadianceField
 from neural3d.methods.registry import register_method
 from neural3d.render import VolumeRenderer
-from neural3d.render.volume import render_weights_from_density
 from neural3d.samplers import PDFSampler, UniformSampler
+from neural3d.samplers.base import WeightedSamples
+from neural3d.samplers.pdf import density_weights
 
 
 @dataclass
@@ -104,24 +106,20 @@ class NIDModel(Model):
         for p in self.field.bank.parameters():
             p.requires_grad_(not freeze)
 
-    def sample(self, rays: RayBundle, code_ids: Tensor):
-        """[n_rays] rays of one scene -> [n_rays, n_samples (+ n_importance)] samples."""
-        samples = self.sampler(rays)
+    def sample(self, rays: RayBundle, code_ids: Tensor) -> RaySamples:
+        """[n_rays] rays of one scene -> [n_rays, n_samples (+ n_importance + 1)] samples."""
+        samples = self.sampler.sample(rays)
         if self.pdf_sampler is None:
             return samples
-        with torch.no_grad():
-            density = self.field.density(samples.positions, code_ids)[..., 0]
-            dist = samples.deltas * torch.linalg.norm(rays.directions, dim=-1, keepdim=True)
-            weights = render_weights_from_density(density, dist)
-        return self.pdf_sampler(samples, weights)
+        weights = density_weights(samples, lambda x: self.field.density(x, code_ids))
+        return self.pdf_sampler.sample(rays, prior=WeightedSamples(samples, weights))
 
-    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
+    def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
         """[n_rays] rays of the scene whose code ``context`` selects -> rgb [n_rays, 3], depth, opacity [n_rays, 1]."""
         code = self.field.code_ids(context, rays.device)
         samples = self.sample(rays, code)
-        density, rgb = self.field.query(samples.positions, None, code)
-        out = self.renderer(FieldOutputs(density=density, rgb=rgb), samples, self.background)
-        return {"rgb": out.rgb, "depth": out.depth, "opacity": out.opacity}
+        out = self.renderer(self.field(samples, code), samples, self.background)
+        return ModelOutputs(out.rgb, out.depth, out.opacity, samples=samples, weights=out.weights)
 
     def forward_scenes(self, rays: RayBundle, code_ids: Tensor) -> tuple[Tensor, Any]:
         """Several scenes at once (multi-scene dictionary training).
@@ -133,7 +131,7 @@ class NIDModel(Model):
             rgb [n_scenes, n_rays, 3] and the scenes' :class:`~neural3d.methods.nid.gating.Gates`.
         """
         S, R = rays.shape
-        samples = self.sampler(rays.flatten())
+        samples = self.sampler.sample(rays.flatten())
         n = samples.n_samples
         gates = self.field.gates(code_ids)
         raw, inside = self.field.raw_outputs(samples.positions.reshape(S, R * n, 3), gates)

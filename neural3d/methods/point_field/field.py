@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from neural3d.core.samples import RaySamples
-from neural3d.fields.base import Field, FieldOutputs, broadcast_inputs
+from neural3d.fields.base import Field, broadcast_inputs
 from neural3d.fields.encodings import PositionalEncoding, SHEncoding
 from neural3d.fields.mlp import MLP
 from neural3d.fields.ngp_field import trunc_exp
@@ -163,7 +162,3 @@ class PointConditionedField(Field):
         positions, viewdirs = broadcast_inputs(positions, viewdirs, "PointConditionedField")
         points = context.get("points") if isinstance(context, dict) else None
         return self.query_encoded(positions, viewdirs, self.encode(points))
-
-    def forward(self, samples: RaySamples, context=None) -> FieldOutputs:
-        density, rgb = self.query(samples.positions, samples.viewdirs, context)
-        return FieldOutputs(density=density, rgb=rgb)

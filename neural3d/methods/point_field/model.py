@@ -3,10 +3,10 @@
 A scene's point cloud (LLFF: its COLMAP sparse points in the loader frame; or any point file; or,
 without one, points drawn uniformly in the scene box) is mapped to the ray space (NDC for forward-facing
 scenes, exactly as the rays), subsampled by FPS and stored in the model (so a checkpoint renders without
-the data). :class:`~neural3d.methods.point_field.field.PointConditionedField` encodes it with the point
-ViT; rays are sampled uniformly, then by importance, and composited with the shared
-:class:`~neural3d.render.VolumeRenderer`. The importance pass is guided by point occupancy (distance to
-the nearest point), so only the ``n_samples`` evaluated samples run the field.
+the data). :class:`~neural3d.methods.point_field.field.PointConditionedField` encodes it with the point ViT;
+rays are sampled uniformly, then by importance, and composited with the shared
+:class:`~neural3d.render.VolumeRenderer`. The importance pass is guided by point occupancy (distance to the
+nearest point), so only the ``n_samples`` evaluated samples run the field.
 ``context={"points": [n, 3]}`` conditions on other points. ``model.spherify`` follows ``data.spherify``.
 """
 
@@ -23,15 +23,14 @@ from torch import Tensor
 from neural3d.config import ConfigError, instantiate, replace
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
-from neural3d.fields.base import FieldOutputs
-from neural3d.methods.base import Model, SceneInfo
+from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.point_field.field import PointConditionedField
 from neural3d.methods.point_field.scene_points import prepare_points, scene_point_cloud
 from neural3d.methods.registry import register_method
 from neural3d.render import VolumeRenderer
-from neural3d.render.volume import render_weights_from_density
-from neural3d.samplers import UniformSampler
-from neural3d.samplers.pdf import sample_pdf
+from neural3d.samplers import PDFSampler, UniformSampler
+from neural3d.samplers.base import WeightedSamples
+from neural3d.samplers.pdf import density_weights
 
 
 @dataclass
@@ -114,6 +113,11 @@ class PointFieldModel(Model):
         points = _load_points(config, scene)
         self.field = instantiate(PointConditionedField, config, points=points)
         self.coarse_sampler = UniformSampler(n_samples=config.n_coarse)
+        # Always stratified-jittered (as in training): the deterministic inverse CDF (u = linspace(0, 1)) stretches
+        # the outer intervals to the near/far planes, and the narrow point-gated density then renders 3 dB worse
+        # than with the training distribution. Eval draws from a generator seeded 0 on every call, so renders are
+        # deterministic (for a given chunk size).
+        self.pdf_sampler = PDFSampler(n_samples=config.n_samples, include_input=False, eval_seed=0)
         self.renderer = VolumeRenderer()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -127,27 +131,18 @@ class PointFieldModel(Model):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def importance(self, samples: RaySamples, weights: Tensor) -> RaySamples:
-        """[n_rays, n_coarse] samples and guide weights -> [n_rays, n_samples] importance samples.
+        """[n_rays, n_coarse] samples and guide weights -> [n_rays, n_samples] importance samples."""
+        return self.pdf_sampler.sample(samples.rays, prior=WeightedSamples(samples, weights))
 
-        Always stratified-jittered (as in training): the deterministic inverse CDF (``u = linspace(0, 1)``)
-        stretches the outer intervals to the near/far planes, and the narrow point-gated density then
-        renders 3 dB worse than with the training distribution. Eval uses fixed random numbers, so renders
-        are deterministic (for a given chunk size).
-        """
-        g = None if self.training else torch.Generator(device=weights.device).manual_seed(0)
-        edges = sample_pdf(samples.edges, weights, self.config.n_samples + 1, jitter=True, generator=g)
-        return RaySamples.from_edges(samples.rays, edges)
+    def guide_density(self, positions: Tensor, points: Tensor | None = None) -> Tensor:
+        """Sampling guide: [*batch, 3] -> [*batch, 1] ``guide_density`` times the nearest point's occupancy."""
+        return (self.field.point_occupancy(positions, points) * self.config.guide_density)[..., None]
 
-    def forward(self, rays: RayBundle, context: Any = None) -> dict[str, Tensor]:
-        f = self.field
+    def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
         points = context.get("points") if isinstance(context, dict) else None
-        encoded = f.encode(points)
-        samples = self.coarse_sampler(rays)
-        with torch.no_grad():  # sampling guide: occupancy of the nearest point (no MLP)
-            occ = f.point_occupancy(samples.positions, points) * self.config.guide_density
-            dist = samples.deltas * torch.linalg.norm(rays.directions, dim=-1, keepdim=True)
-            weights = render_weights_from_density(occ, dist) + 1e-3 / samples.deltas.shape[-1]
-        samples = self.importance(samples, weights)
-        density, rgb = f.query_encoded(samples.positions, samples.viewdirs, encoded)
-        out = self.renderer(FieldOutputs(density=density, rgb=rgb), samples, self.background)
-        return {"rgb": out.rgb, "depth": out.depth, "opacity": out.opacity}
+        coarse = self.coarse_sampler.sample(rays)
+        # the guide is the nearest point's occupancy (no MLP), floored so every interval can be drawn
+        weights = density_weights(coarse, lambda x: self.guide_density(x, points)) + 1e-3 / coarse.n_samples
+        samples = self.importance(coarse, weights)
+        out = self.renderer(self.field(samples, context), samples, self.background)
+        return ModelOutputs(out.rgb, out.depth, out.opacity, samples=samples, weights=out.weights)
