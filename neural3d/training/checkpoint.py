@@ -1,16 +1,18 @@
-"""Checkpoints: written atomically (temporary file, fsync, rename), loaded with ``weights_only=True``."""
+"""Checkpoint files: written atomically (temporary file, fsync, rename), loaded with ``weights_only=True``.
+
+Where checkpoints live in a run (``checkpoints/step_*.pt``) is :mod:`neural3d.training.run_dir`'s business;
+``checkpoint_path``, ``list_checkpoints``, ``latest_checkpoint`` and ``save_checkpoint`` are re-exported here
+from it for older imports.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-
-_PATTERN = re.compile(r"step_(\d+)\.pt$")
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -37,33 +39,6 @@ def atomic_write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"step_{step:07d}.pt"
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    d = Path(run_dir) / "checkpoints"
-    if not d.is_dir():
-        return []
-    return sorted(
-        (p for p in d.iterdir() if _PATTERN.search(p.name)), key=lambda p: int(_PATTERN.search(p.name).group(1))
-    )
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = list_checkpoints(run_dir)
-    return ckpts[-1] if ckpts else None
-
-
-def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
-    """Save ``state`` as ``checkpoints/step_XXXXXXX.pt`` and keep only the ``keep`` newest."""
-    path = checkpoint_path(run_dir, step)
-    atomic_save(state, path)
-    for old in list_checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
-    return path
-
-
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -72,3 +47,14 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise ValueError(f"{path}: cannot read checkpoint (corrupt or not a neural3d checkpoint): {e}") from None
+
+
+_RUN_DIR_NAMES = ("checkpoint_path", "list_checkpoints", "latest_checkpoint", "save_checkpoint")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RUN_DIR_NAMES:
+        from neural3d.training import run_dir
+
+        return getattr(run_dir, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
