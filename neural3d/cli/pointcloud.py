@@ -9,9 +9,11 @@ from pathlib import Path
 def _cmd_train(args) -> int:
     from neural3d.apps.point_classification.config import load_pc_config
     from neural3d.apps.point_classification.train import PointCloudTrainer
+    from neural3d.cli.run_flags import run_mode
 
     cfg = load_pc_config(args.config, args.overrides)
-    trainer = PointCloudTrainer(cfg, resume=args.resume, overwrite=args.overwrite)
+    resume, overwrite = run_mode(args)
+    trainer = PointCloudTrainer(cfg, resume=resume, overwrite=overwrite)
     print(
         f"[neural3d] run directory: {trainer.run_dir}  (device: {trainer.device}, task: {cfg.task}, "
         f"{len(trainer.train_set)} train / {len(trainer.test_set)} test shapes)"
@@ -42,13 +44,14 @@ def _cmd_eval(args) -> int:
 
 
 def add_parser(subparsers) -> None:
+    from neural3d.cli.run_flags import add_run_flags
+
     p = subparsers.add_parser("pointcloud", help="point-cloud ViT encoders: classification / part segmentation")
     sub = p.add_subparsers(dest="pointcloud_command", required=True)
     t = sub.add_parser("train", help="train from a YAML config (configs/pointcloud_*.yaml)")
     t.add_argument("config")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 model.size=small")
-    t.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="discard checkpoints already in the run directory")
+    add_run_flags(t)
     t.set_defaults(fn=_cmd_train)
     e = sub.add_parser("eval", help="evaluate a run on its test split; writes RUN_DIR/eval/metrics.json")
     e.add_argument("run_dir")

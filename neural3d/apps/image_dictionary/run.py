@@ -32,11 +32,15 @@ def _save_png(path: Path, image: torch.Tensor) -> None:
     Image.fromarray((image.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)).save(path)
 
 
-def train_from_config(cfg, source: str = "config", resume: bool = True):
-    """Validate a :class:`NIDTrainConfig` and train; the run directory is ``cfg.output_dir``."""
+def train_from_config(cfg, source: str = "config", *, resume: bool = False, overwrite: bool = False):
+    """Validate a :class:`NIDTrainConfig` and train; the run directory is ``cfg.output_dir``.
+
+    ``resume`` / ``overwrite``: the common rule for an existing run (:meth:`RunDir.prepare`).
+    """
     cfg = build(NIDTrainConfig, cfg, source=source)
     check_choices(cfg, TRAIN_CHOICES, source)
-    return train_dictionary(cfg, run_dir=Path(cfg.output_dir), device=_device(cfg.device), resume=resume)
+    run_dir = Path(cfg.output_dir)
+    return train_dictionary(cfg, run_dir=run_dir, device=_device(cfg.device), resume=resume, overwrite=overwrite)
 
 
 def fit_from_config(cfg, target, source: str = "config") -> dict:
