@@ -58,6 +58,8 @@ class LoopConfig:
     keep_checkpoints: int = 3
 
     def __post_init__(self) -> None:
+        # YAML 1.1 reads a bare `off` / `on` as a boolean, which a str config field then holds as "False" / "True"
+        self.mixed_precision = {"False": "off", "True": "auto"}.get(str(self.mixed_precision), self.mixed_precision)
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         if self.mixed_precision not in ("off", "auto", "bf16", "fp16"):
