@@ -43,7 +43,7 @@ def _cmd_train(args) -> int:
         if live is not None:
             live.close()
         raise
-    ckpts = trainer.run_dir / "checkpoints"
+    ckpts = trainer.run.checkpoints_dir
     print(f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; checkpoint in {ckpts}")
     if live is not None:
         live.finish()
@@ -53,11 +53,12 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from neural3d.api import load
     from neural3d.evaluation.evaluate import evaluate_split, maybe_lpips
+    from neural3d.training.run_dir import RunDir
 
     loaded = load(args.run_dir, device=args.device)
     scene = loaded.dataset().to(loaded.device)
     split = args.split or loaded.config.eval.split
-    out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / split
+    out_dir = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir(split)
     ecfg = loaded.config.eval
     for key in ("lpips_backbone", "lpips_linear", "lpips_net"):
         if getattr(args, key) is not None:

@@ -27,6 +27,7 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from neural3d.apps.point_classification.metrics import evaluate_set
     from neural3d.apps.point_classification.train import build_datasets, load_pc_run
+    from neural3d.training.run_dir import RunDir
 
     model, cfg, state = load_pc_run(args.run_dir, device=args.device)
     if args.split:
@@ -34,7 +35,7 @@ def _cmd_eval(args) -> int:
     _, test = build_datasets(cfg)
     res = evaluate_set(model, test, cfg.task, batch_size=cfg.eval_batch_size, part_mask=state["meta"].get("part_mask"))
     res = {**res, "step": int(state["step"]), "n_shapes": len(test), "split": cfg.data.test_split}
-    out = Path(args.out) if args.out else Path(args.run_dir) / "eval" / "metrics.json"
+    out = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir() / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     shown = "  ".join(f"{k} {v:.4f}" for k, v in res.items() if isinstance(v, float))

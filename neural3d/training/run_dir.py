@@ -114,6 +114,10 @@ class RunDir:
         return self.path / "eval" / name if name else self.path / "eval"
 
     @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
     def renders_dir(self) -> Path:
         return self.path / "renders"
 
