@@ -13,11 +13,18 @@ Tasks of this package:
 :class:`neural3d.apps.point_classification.task.PointCloudTask`  point-cloud ViT (``neural3d pointcloud train``)
 ======================================================  ===============================================
 
-Distributed data parallel (not implemented yet; the seams): a DDP wrapper replaces ``task.module`` in the
-loop's forward and gradient step only (the methods never see it); :meth:`TrainTask.set_rank` tells the
-batch source which shard to draw (each task's sampler is seeded from the run seed, so ``seed + rank``
-streams or rank-strided indices need no method change); only
-:func:`neural3d.training.run_dir.is_main_process` writes.
+Distributed data parallel (not implemented yet; the seams, none of them in a method):
+
+* gradients: the loop owns ``backward`` → ``optimizer.step``, so it can average the gradients of
+  ``task.module``'s parameters across ranks in between (``all_reduce`` per bucket), for every task
+  alike; wrapping ``task.module`` in ``DistributedDataParallel`` for overlapped communication would also
+  need the tasks' training forward to call the wrapper (today ``SceneFamilyTask`` calls
+  ``forward_scenes`` and the point-cloud retention loss a second forward, which DDP does not see).
+* data: :meth:`TrainTask.set_rank` tells the batch source its shard; every source is seeded from the run
+  seed (``RayLoader(seed=...)``, per-step generators re-seeded from ``seed`` and the step), so
+  ``seed + rank`` streams need no method change.
+* files: only :func:`neural3d.training.run_dir.is_main_process` writes (checkpoints, logs, config);
+  checkpoints would also need each rank's RNG and loader state (a list per rank).
 """
 
 from __future__ import annotations
