@@ -10,6 +10,7 @@ Layout (every training command and every loader uses it)::
       metrics.json            end-of-training summary (where a task writes one)
       eval/                   evaluation outputs (``neural3d eval``: eval/SPLIT/metrics.json + images)
       renders/                videos and frames
+      export/                 point clouds, meshes, cameras (``neural3d export``)
 
 A checkpoint is a flat dict: the loop's keys (``step``, ``elapsed``, ``optimizer``, ``scheduler``,
 ``rng_cpu``, ``rng_cuda``) next to the task's (``model``, ``config``, ...), so checkpoints written before
@@ -120,6 +121,10 @@ class RunDir:
     @property
     def renders_dir(self) -> Path:
         return self.path / "renders"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / "export"
 
     # ------------------------------------------------------------------ lifecycle
     def prepare(self, *, resume: bool = False, overwrite: bool = False) -> None:
