@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler
 
 from neural3d.config import ConfigError
 from neural3d.training.loop import LoopConfig
@@ -69,7 +70,7 @@ class SceneTask(TaskBase):
     def module(self) -> torch.nn.Module:
         return self.model
 
-    def configure_optimizers(self, total_steps: int):
+    def configure_optimizers(self, total_steps: int) -> tuple[torch.optim.Optimizer, LRScheduler]:
         optim = self.cfg.trainer.optim
         optimizer = build_optimizer(self.model.param_groups(), optim)
         return optimizer, build_scheduler(optimizer, total_steps, optim)

@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
 
 
 @runtime_checkable
@@ -52,7 +53,7 @@ class TrainTask(Protocol):
     throughput_key: str | None
     items_per_step: int
 
-    def configure_optimizers(self, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    def configure_optimizers(self, total_steps: int) -> tuple[torch.optim.Optimizer, LRScheduler]:
         """(optimizer, LR scheduler stepped once per step) over :attr:`module`'s trainable parameters."""
         ...
 

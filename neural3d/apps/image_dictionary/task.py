@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler
 
 from neural3d.apps.image_dictionary.data import collect_images
 from neural3d.apps.image_dictionary.objective import (
@@ -101,7 +102,7 @@ class DictionaryTask(TaskBase):
     def module(self) -> torch.nn.Module:
         return self.model
 
-    def configure_optimizers(self, total_steps: int):
+    def configure_optimizers(self, total_steps: int) -> tuple[torch.optim.Optimizer, LRScheduler]:
         c = self.cfg
         optimizer = torch.optim.Adam(
             [

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler
 
 from neural3d.apps.point_classification.augment import augment
 from neural3d.apps.point_classification.build import build_datasets, build_pc_model, model_meta
@@ -86,7 +87,7 @@ class PointCloudTask(TaskBase):
         self.distill_images = load_image_folder(d.images, d.image_size).to(self.device)
         return RetentionLoss(teacher=teacher, temperature=d.temperature).to(self.device)
 
-    def configure_optimizers(self, total_steps: int):
+    def configure_optimizers(self, total_steps: int) -> tuple[torch.optim.Optimizer, LRScheduler]:
         c = self.cfg
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(c))

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler
 
 from neural3d.core.rays import RayBundle
 from neural3d.data.loader import RayLoader
@@ -59,7 +60,7 @@ class SceneFamilyTask(TaskBase):
     def module(self) -> torch.nn.Module:
         return self.model
 
-    def configure_optimizers(self, total_steps: int):
+    def configure_optimizers(self, total_steps: int) -> tuple[torch.optim.Optimizer, LRScheduler]:
         c = self.cfg
         optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
         gamma = (c.lr_final / c.lr) ** (1.0 / max(c.steps, 1))
