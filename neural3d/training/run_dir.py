@@ -27,14 +27,15 @@ config); every process reads.
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from neural3d.config import ConfigError
-from neural3d.training.checkpoint import atomic_save, atomic_write_text, load_checkpoint
 
 _CKPT = re.compile(r"step_(\d+)\.pt$")
 
@@ -43,6 +44,44 @@ class RunExistsError(ConfigError):
     """The run directory already holds a run and neither ``--resume`` nor ``--overwrite`` was given."""
 
 
+# ---------------------------------------------------------------------------------------------- files
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` with ``torch.save`` so that ``path`` is either the old or the complete new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint file loaded with ``weights_only=True``; FileNotFoundError / ValueError say what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read checkpoint (corrupt or not a neural3d checkpoint): {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------- layout
 def is_main_process() -> bool:
     """True unless torch.distributed is initialised and this is not rank 0: the single writer predicate."""
     dist = torch.distributed

@@ -20,7 +20,7 @@ from neural3d.apps.image_dictionary.workflows import (
 )
 from neural3d.evaluation.metrics import psnr
 from neural3d.methods.nid.config import FIT_CHOICES, TRAIN_CHOICES, NIDFitConfig, NIDTrainConfig, build, check_choices
-from neural3d.training.checkpoint import atomic_write_text
+from neural3d.training.run_dir import atomic_write_text
 
 
 def _device(name: str) -> str:

@@ -12,11 +12,9 @@ fine-tune of everything, and records test PSNR against seconds.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -25,12 +23,14 @@ from neural3d.data.loader import RayLoader
 from neural3d.evaluation.metrics import psnr
 from neural3d.methods.base import Model
 from neural3d.methods.nid.config import build
+from neural3d.methods.nid.family_task import SceneFamilyTask, family_loop_config, load_family
 from neural3d.methods.nid.model import NIDModel, NIDSceneConfig
 from neural3d.training.callbacks import standard_callbacks
-from neural3d.training.checkpoint import load_checkpoint
 from neural3d.training.loop import Loop
-from neural3d.training.run_dir import RunDir
+from neural3d.training.run_dir import RunDir, load_checkpoint
 from neural3d.training.setup import scene_info
+
+__all__ = ["NIDFamilyConfig", "fit_scene", "load_family", "test_psnr", "train_family"]
 
 
 @dataclass
@@ -52,27 +52,6 @@ class NIDFamilyConfig:
     checkpoint_every: int = 500
     output_dir: str = "runs/nid-family"
     seed: int = 0
-
-
-def load_family(cfg) -> list:
-    """The family's scenes (generated first when ``cfg.family`` has no ``family.json``) as SceneData."""
-    from neural3d.data import load_scene
-    from neural3d.data.synthetic import write_scene_family
-
-    root = Path(cfg.family)
-    if not (root / "family.json").is_file():
-        write_scene_family(
-            root,
-            n_scenes=cfg.n_scenes,
-            seed=cfg.family_seed,
-            res=cfg.res,
-            n_train=cfg.n_train,
-            n_val=1,
-            n_test=cfg.n_test,
-            supersample=1,
-        )
-    meta = json.loads((root / "family.json").read_text())
-    return [load_scene(root / s["path"]) for s in meta["scenes"]]
 
 
 @torch.no_grad()
@@ -107,8 +86,6 @@ def train_family(
         scenes: the family's SceneData (default: :func:`load_family`).
         resume / overwrite: the common resume rule of an existing run (``--resume`` / ``--overwrite``).
     """
-    from neural3d.methods.nid.family_task import SceneFamilyTask, family_loop_config
-
     cfg = build(NIDFamilyConfig, OmegaConf.create(cfg) if cfg is not None else None)
     run = None if run_dir is None else RunDir(run_dir)
     if run is not None:

@@ -11,6 +11,8 @@ expert load and importance. Adam, exponential decay from ``lr`` to ``lr_final``.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,18 +36,37 @@ def family_loop_config(cfg, *, progress: bool = True) -> LoopConfig:
     )
 
 
+def load_family(cfg) -> list:
+    """The family's scenes (generated first when ``cfg.family`` has no ``family.json``) as SceneData."""
+    from neural3d.data import load_scene
+    from neural3d.data.synthetic import write_scene_family
+
+    root = Path(cfg.family)
+    if not (root / "family.json").is_file():
+        write_scene_family(
+            root,
+            n_scenes=cfg.n_scenes,
+            seed=cfg.family_seed,
+            res=cfg.res,
+            n_train=cfg.n_train,
+            n_val=1,
+            n_test=cfg.n_test,
+            supersample=1,
+        )
+    meta = json.loads((root / "family.json").read_text())
+    return [load_scene(root / s["path"]) for s in meta["scenes"]]
+
+
 class SceneFamilyTask(TaskBase):
     """Train an :class:`NIDModel` with ``len(scenes)`` codes on a family of scenes (CPU).
 
     Args:
         cfg: a validated ``NIDFamilyConfig``; the model section gets ``n_codes = len(scenes)`` in a copy.
-        scenes: the family's SceneData (default: :func:`~neural3d.methods.nid.family.load_family`,
+        scenes: the family's SceneData (default: :func:`load_family`,
             generated first when absent).
     """
 
     def __init__(self, cfg, scenes: list | None = None) -> None:
-        from neural3d.methods.nid.family import load_family
-
         torch.manual_seed(cfg.seed)
         self.scenes = scenes if scenes is not None else load_family(cfg)
         n = len(self.scenes)
