@@ -12,7 +12,6 @@ fine-tune of everything, and records test PSNR against seconds.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,11 +21,12 @@ from omegaconf import OmegaConf
 from neural3d.data.loader import RayLoader
 from neural3d.evaluation.metrics import psnr
 from neural3d.methods.base import Model
+from neural3d.methods.nid.code_fit_task import CodeFitTask
 from neural3d.methods.nid.config import build
 from neural3d.methods.nid.family_task import SceneFamilyTask, family_loop_config, load_family
 from neural3d.methods.nid.model import NIDModel, NIDSceneConfig
-from neural3d.training.callbacks import standard_callbacks
-from neural3d.training.loop import Loop
+from neural3d.training.callbacks import StepHook, standard_callbacks
+from neural3d.training.loop import Loop, LoopConfig
 from neural3d.training.run_dir import RunDir, load_checkpoint
 from neural3d.training.setup import scene_info
 
@@ -133,25 +133,20 @@ def fit_scene(
     model = NIDModel(model_cfg, scene=scene_info(scene))
     loader = RayLoader(scene, "train", rays, seed=seed)
     history = [{"step": 0, "seconds": 0.0, "psnr": test_psnr(model, scene)}]
-    elapsed = 0.0
+
+    def record(loop: Loop, step: int) -> None:
+        if step % eval_every == 0:
+            history.append({"step": step, "seconds": loop.elapsed, "psnr": test_psnr(model, scene)})
+            log(f"[nid-3d fit] step {step} {loop.elapsed:.1f} s test psnr {history[-1]['psnr']:.2f}")
+
     phases = [(steps, [model.field.codes], lr), (finetune_steps, list(model.parameters()), finetune_lr)]
-    step = 0
+    done, elapsed = 0, 0.0
     for n_steps, params, phase_lr in phases:
         if n_steps <= 0:
             continue
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=phase_lr)
-        for _ in range(n_steps):
-            t = time.perf_counter()
-            batch = next(loader)
-            mse = torch.mean((model(batch.rays)["rgb"] - batch.rgb) ** 2)
-            opt.zero_grad(set_to_none=True)
-            mse.backward()
-            opt.step()
-            elapsed += time.perf_counter() - t
-            step += 1
-            if step % eval_every == 0:
-                history.append({"step": step, "seconds": elapsed, "psnr": test_psnr(model, scene)})
-                log(f"[nid-3d fit] step {step} {elapsed:.1f} s test psnr {history[-1]['psnr']:.2f}")
+        loop = Loop(CodeFitTask(model, loader, params, phase_lr), LoopConfig(steps=done + n_steps, progress=False))
+        loop.step, loop.elapsed = done, elapsed  # the step count and fitting time run on across phases
+        loop.callbacks.append(StepHook(lambda step, loop=loop: record(loop, step)))
+        loop.run()
+        done, elapsed = loop.step, loop.elapsed
     return model, history
