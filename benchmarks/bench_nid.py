@@ -361,7 +361,7 @@ def part_3d(args) -> dict:
     }
     t0 = time.perf_counter()
     run = work / "family-run"
-    train_family(fam_cfg, run_dir=run)
+    train_family(fam_cfg, run_dir=run, resume=True)  # a re-run continues (or reuses) the family run
     family_s = time.perf_counter() - t0
     new = work / "new-scene"
     if not (new / "transforms_test.json").is_file():

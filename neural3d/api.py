@@ -9,7 +9,6 @@ torch.Size([1, 200, 200, 3])
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from neural3d.config import ConfigError, build_config
 from neural3d.core.cameras import Cameras
 from neural3d.methods.base import Model, SceneInfo
 from neural3d.methods.registry import get_method
-from neural3d.training import checkpoint as ckpt
+from neural3d.training.run_dir import RunDir
 from neural3d.training.setup import build_model, select_device
 
 
@@ -121,12 +120,11 @@ def load(
             GNT's ``{"n_samples_eval": 192}``); the model is built with them.
     """
     run_dir = Path(run_dir)
-    path = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(run_dir)
-    if path is None:
-        what = "is not a directory" if not run_dir.is_dir() else "holds no checkpoints/step_*.pt"
-        raise FileNotFoundError(f"cannot load run: {run_dir} {what}")
     dev = select_device(device)
-    state = ckpt.load_checkpoint(path, map_location=dev)
+    try:
+        path, state = RunDir(run_dir).load_checkpoint(checkpoint, map_location=dev)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"cannot load run: {e}") from None
     saved = state["config"]
     model_section = saved.pop("model", {}) or {}
     upgrade = getattr(get_method(saved.get("method", "ngp")).config_class, "upgrade_legacy", None)
@@ -151,8 +149,8 @@ def load(
 
 
 def run_metadata(run_dir: str | Path) -> dict:
-    p = Path(run_dir) / "run.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
+    """The run's ``run.json`` ({} when absent)."""
+    return RunDir(run_dir).read_meta()
 
 
 # model settings that may change at render time on another scene (sampling, source-view choice; no shapes)

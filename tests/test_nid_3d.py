@@ -157,3 +157,41 @@ def test_cli_train_scenes(tmp_path, capsys):
     assert (tmp_path / "run" / "checkpoints" / "step_0000003.pt").is_file()
     assert main(["nid", "train-scenes", str(cfg), "model.topq=1"]) == 2
     assert "model.topq" in capsys.readouterr().err
+
+
+def test_fit_scene_in_the_shared_loop_equals_the_plain_two_phase_adam_loop(tmp_path, tiny_blender_scene):
+    """fit_scene runs its code and fine-tune phases in the shared Loop: same weights as two bare Adam loops."""
+    from omegaconf import OmegaConf
+
+    from neural3d.data import load_scene
+    from neural3d.data.loader import RayLoader
+    from neural3d.methods.nid.family import fit_scene
+    from neural3d.training.run_dir import atomic_save
+    from neural3d.training.setup import scene_info
+
+    donor = NIDModel(NIDSceneConfig(n_codes=2, **SMALL), scene=_info())
+    atomic_save({"model": donor.state_dict()}, tmp_path / "dict.pt")
+    scene = load_scene(tiny_blender_scene)
+    fitted, history = fit_scene(
+        str(tmp_path / "dict.pt"), scene, SMALL, steps=4, finetune_steps=3, rays=32, eval_every=3, log=lambda s: None
+    )
+    assert [h["step"] for h in history] == [0, 3, 6]
+
+    cfg = OmegaConf.merge(OmegaConf.structured(NIDSceneConfig()), SMALL)
+    cfg.n_codes, cfg.dictionary, cfg.freeze_dictionary = 1, str(tmp_path / "dict.pt"), True
+    torch.manual_seed(0)
+    model = NIDModel(cfg, scene=scene_info(scene))
+    loader = RayLoader(scene, "train", 32, seed=0)
+    # fit_scene also renders the test views (eval mode, no random numbers) at steps 0, 3 and 6
+    for n, params, lr in [(4, [model.field.codes], 2e-2), (3, list(model.parameters()), 1e-3)]:
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params, lr=lr)
+        for _ in range(n):
+            batch = next(loader)
+            mse = torch.mean((model(batch.rays)["rgb"] - batch.rgb) ** 2)
+            opt.zero_grad(set_to_none=True)
+            mse.backward()
+            opt.step()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, fitted.state_dict()[k]), k

@@ -18,6 +18,7 @@ from neural3d.apps.image_dictionary import (
 )
 from neural3d.apps.image_dictionary.patches import cut_patches, flatten_patches, fold_patches
 from neural3d.evaluation.metrics import psnr
+from neural3d.training.run_dir import RunExistsError
 
 TINY = {
     "data": {"patch_size": 8, "holdout": 0},
@@ -200,9 +201,11 @@ def test_checkpoints_resume_and_load(tmp_path):
     del state["code_prior"]
     torch.save(state, tmp_path / "old.pt")
     assert torch.allclose(load_dictionary(tmp_path / "old.pt").prior.cov, a.prior.cov)
-    # resuming from step 10 reproduces the uninterrupted run
+    # resuming from step 10 reproduces the uninterrupted run (the common rule: an existing run needs resume=True)
     (tmp_path / "run" / "checkpoints" / "step_0000020.pt").unlink()
-    b = train_dictionary(cfg, images=images, run_dir=tmp_path / "run", log=lambda s: None)
+    with pytest.raises(RunExistsError, match="--resume"):
+        train_dictionary(cfg, images=images, run_dir=tmp_path / "run", log=lambda s: None)
+    b = train_dictionary(cfg, images=images, run_dir=tmp_path / "run", log=lambda s: None, resume=True)
     assert torch.allclose(b.model.bank(x), a.model.bank(x), atol=1e-6)
 
 

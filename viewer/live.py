@@ -40,7 +40,7 @@ class LiveTraining:
             port=int(cfg.port),
             max_side=int(cfg.max_resolution),
             target_fps=float(cfg.target_fps),
-            out_dir=trainer.run_dir / "renders",
+            out_dir=trainer.run.renders_dir,
             live=self,
             verbose=verbose,
         )

@@ -29,9 +29,9 @@ def run_demo(config: str | None = None, overrides: Sequence[str] = ()) -> int:
     trainer.train()
     loaded = load(trainer.run_dir, device=str(trainer.device))
     scene = trainer.scene
-    eval_dir = trainer.run_dir / "eval" / cfg.eval.split
+    eval_dir = trainer.run.eval_dir(cfg.eval.split)
     res = evaluate_split(loaded.model, scene, cfg.eval.split, chunk=cfg.eval.chunk, out_dir=eval_dir)
-    video = trainer.run_dir / "renders" / "orbit.mp4"
+    video = trainer.run.renders_dir / "orbit.mp4"
     cams = path_cameras(scene, cfg.render.path, n_frames=cfg.render.n_frames, scale=cfg.render.scale)
     write_frames(render_frames(loaded, cams, list(cfg.render.outputs), chunk=cfg.eval.chunk), video, fps=cfg.render.fps)
     m = res["mean"]

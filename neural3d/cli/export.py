@@ -59,9 +59,10 @@ def _views(scene, split: str, scale: float, max_views):
 
 def _cmd_export(args) -> int:
     from neural3d.api import load
+    from neural3d.training.run_dir import RunDir
 
     loaded = load(args.run_dir, device=args.device)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "export" / _DEFAULT_NAMES[args.what]
+    out = Path(args.out) if args.out else RunDir(args.run_dir).export_dir / _DEFAULT_NAMES[args.what]
     start = time.perf_counter()
     if args.what == "cameras":
         summary = _export_cameras(loaded, args, out)

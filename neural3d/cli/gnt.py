@@ -40,10 +40,11 @@ class _IntermixedParser(argparse.ArgumentParser):
 def _cmd_eval(args) -> int:
     from neural3d.api import load_for_scene
     from neural3d.evaluation.evaluate import evaluate_split
+    from neural3d.training.run_dir import RunDir
 
     loaded = load_for_scene(args.run_dir, args.scene, args.overrides, args.device)
     scene = loaded.model.attached_scene
-    out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / f"{Path(args.scene).name}-{args.split}"
+    out_dir = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir(f"{Path(args.scene).name}-{args.split}")
     res = evaluate_split(
         loaded.model,
         scene,

@@ -24,11 +24,13 @@ _COMMAND_MODULES: tuple[str, ...] = (
 
 
 def _cmd_train(args) -> int:
+    from neural3d.cli.run_flags import run_mode
     from neural3d.config import load_config
     from neural3d.training.trainer import Trainer
 
     cfg, _ = load_config(args.config, args.overrides)
-    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
+    resume, overwrite = run_mode(args)
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
     print(f"[neural3d] run directory: {trainer.run_dir}  (device: {trainer.device}, method: {cfg.method})")
     live = None
     if cfg.viewer.enabled:  # live browser viewer: a model copy refreshed from Trainer.on_step, pause button
@@ -41,10 +43,8 @@ def _cmd_train(args) -> int:
         if live is not None:
             live.close()
         raise
-    print(
-        f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; "
-        f"checkpoint in {trainer.run_dir / 'checkpoints'}"
-    )
+    ckpts = trainer.run.checkpoints_dir
+    print(f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; checkpoint in {ckpts}")
     if live is not None:
         live.finish()
     return 0
@@ -53,11 +53,12 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from neural3d.api import load
     from neural3d.evaluation.evaluate import evaluate_split, maybe_lpips
+    from neural3d.training.run_dir import RunDir
 
     loaded = load(args.run_dir, device=args.device)
     scene = loaded.dataset().to(loaded.device)
     split = args.split or loaded.config.eval.split
-    out_dir = Path(args.out) if args.out else Path(args.run_dir) / "eval" / split
+    out_dir = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir(split)
     ecfg = loaded.config.eval
     for key in ("lpips_backbone", "lpips_linear", "lpips_net"):
         if getattr(args, key) is not None:
@@ -111,16 +112,15 @@ def _cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from neural3d.cli.run_flags import add_run_flags
+
     p = argparse.ArgumentParser(prog="neural3d", description="Neural rendering and 3D scenes in PyTorch.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a method on a scene from a YAML config")
     t.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.steps=500 data.path=data/lego")
-    t.add_argument(
-        "--resume", action="store_true", help="continue the run in the run directory from its latest checkpoint"
-    )
-    t.add_argument("--overwrite", action="store_true", help="discard checkpoints already in the run directory")
+    add_run_flags(t)
     t.set_defaults(fn=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run: metrics JSON + rendered images")

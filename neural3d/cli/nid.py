@@ -5,11 +5,13 @@ from __future__ import annotations
 
 def _train_dict(args) -> int:
     from neural3d.apps.image_dictionary.run import train_from_config
+    from neural3d.cli.run_flags import run_mode
     from neural3d.config import load
     from neural3d.methods.nid.config import NIDTrainConfig
 
     cfg = load(NIDTrainConfig, args.config, args.overrides)
-    res = train_from_config(cfg, source=args.config, resume=not args.restart)
+    resume, overwrite = run_mode(args)
+    res = train_from_config(cfg, source=args.config, resume=resume, overwrite=overwrite)
     m = res.metrics
     print(
         f"[neural3d] dictionary: {m['num_experts']} experts, train PSNR {m['train_psnr']:.2f} dB, "
@@ -36,11 +38,13 @@ def _fit(args) -> int:
 def _train_scenes(args) -> int:
     from pathlib import Path
 
+    from neural3d.cli.run_flags import run_mode
     from neural3d.config import load
     from neural3d.methods.nid.family import NIDFamilyConfig, train_family
 
     cfg = load(NIDFamilyConfig, args.config, args.overrides)
-    train_family(cfg, run_dir=Path(cfg.output_dir))
+    resume, overwrite = run_mode(args)
+    train_family(cfg, run_dir=Path(cfg.output_dir), resume=resume, overwrite=overwrite)
     print(
         f"[neural3d] scene-family dictionary in {cfg.output_dir}/checkpoints (use it with method: nid, "
         f"model.dictionary=<checkpoint>)"
@@ -49,12 +53,14 @@ def _train_scenes(args) -> int:
 
 
 def add_parser(subparsers) -> None:
+    from neural3d.cli.run_flags import add_run_flags
+
     p = subparsers.add_parser("nid", help="neural implicit dictionaries (train, fit images, 3D scene families)")
     sub = p.add_subparsers(dest="nid_command", required=True)
     t = sub.add_parser("train-dict", help="train a dictionary on image patches (configs/nid_*.yaml)")
     t.add_argument("config")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=500 gate.topk=8")
-    t.add_argument("--restart", action="store_true", help="ignore checkpoints already in the run directory")
+    add_run_flags(t, restart_alias=True)
     t.set_defaults(fn=_train_dict)
     f = sub.add_parser("fit", help="fit an unseen image with a frozen dictionary")
     f.add_argument("config")
@@ -69,5 +75,6 @@ def add_parser(subparsers) -> None:
     f.set_defaults(fn=_fit)
     s = sub.add_parser("train-scenes", help="train a 3D dictionary across a generated scene family")
     s.add_argument("config")
-    s.add_argument("overrides", nargs="*")
+    s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=500 n_scenes=4")
+    add_run_flags(s)
     s.set_defaults(fn=_train_scenes)

@@ -9,9 +9,11 @@ from pathlib import Path
 def _cmd_train(args) -> int:
     from neural3d.apps.point_classification.config import load_pc_config
     from neural3d.apps.point_classification.train import PointCloudTrainer
+    from neural3d.cli.run_flags import run_mode
 
     cfg = load_pc_config(args.config, args.overrides)
-    trainer = PointCloudTrainer(cfg, resume=args.resume, overwrite=args.overwrite)
+    resume, overwrite = run_mode(args)
+    trainer = PointCloudTrainer(cfg, resume=resume, overwrite=overwrite)
     print(
         f"[neural3d] run directory: {trainer.run_dir}  (device: {trainer.device}, task: {cfg.task}, "
         f"{len(trainer.train_set)} train / {len(trainer.test_set)} test shapes)"
@@ -26,6 +28,7 @@ def _cmd_eval(args) -> int:
     from neural3d.apps.point_classification.metrics import evaluate_set
     from neural3d.apps.point_classification.train import build_datasets, load_pc_run
     from neural3d.config import replace
+    from neural3d.training.run_dir import RunDir
 
     model, cfg, state = load_pc_run(args.run_dir, device=args.device)
     if args.split:
@@ -33,7 +36,7 @@ def _cmd_eval(args) -> int:
     _, test = build_datasets(cfg)
     res = evaluate_set(model, test, cfg.task, batch_size=cfg.eval_batch_size, part_mask=state["meta"].get("part_mask"))
     res = {**res, "step": int(state["step"]), "n_shapes": len(test), "split": cfg.data.test_split}
-    out = Path(args.out) if args.out else Path(args.run_dir) / "eval" / "metrics.json"
+    out = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir() / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     shown = "  ".join(f"{k} {v:.4f}" for k, v in res.items() if isinstance(v, float))
@@ -43,13 +46,14 @@ def _cmd_eval(args) -> int:
 
 
 def add_parser(subparsers) -> None:
+    from neural3d.cli.run_flags import add_run_flags
+
     p = subparsers.add_parser("pointcloud", help="point-cloud ViT encoders: classification / part segmentation")
     sub = p.add_subparsers(dest="pointcloud_command", required=True)
     t = sub.add_parser("train", help="train from a YAML config (configs/pointcloud_*.yaml)")
     t.add_argument("config")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 model.size=small")
-    t.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="discard checkpoints already in the run directory")
+    add_run_flags(t)
     t.set_defaults(fn=_cmd_train)
     e = sub.add_parser("eval", help="evaluate a run on its test split; writes RUN_DIR/eval/metrics.json")
     e.add_argument("run_dir")

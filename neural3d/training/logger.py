@@ -47,5 +47,7 @@ class MetricsLogger:
         self._rows = [r for r in self._rows if int(float(r["step"])) <= step]
 
     def close(self) -> None:
+        """Close the TensorBoard writer (the CSV stays writable)."""
         if self._tb is not None:
             self._tb.close()
+            self._tb = None

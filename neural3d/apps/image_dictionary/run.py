@@ -21,7 +21,7 @@ from neural3d.config import build, config_kwargs
 from neural3d.evaluation.metrics import psnr
 from neural3d.media.video import to_uint8
 from neural3d.methods.nid.config import NIDFitConfig, NIDTrainConfig
-from neural3d.training.checkpoint import atomic_write_text
+from neural3d.training.run_dir import atomic_write_text
 
 
 def _device(name: str) -> str:
@@ -33,10 +33,15 @@ def _save_png(path: Path, image: torch.Tensor) -> None:
     Image.fromarray(to_uint8(image)).save(path)
 
 
-def train_from_config(cfg, source: str = "config", resume: bool = True):
-    """Validate a :class:`NIDTrainConfig` and train; the run directory is ``cfg.output_dir``."""
+def train_from_config(cfg, source: str = "config", *, resume: bool = False, overwrite: bool = False):
+    """Validate a :class:`NIDTrainConfig` and train; the run directory is ``cfg.output_dir``.
+
+    ``resume`` / ``overwrite``: the common rule for an existing run (:meth:`RunDir.prepare`).
+    """
     cfg = build(NIDTrainConfig, cfg, source=source)
-    return train_dictionary(cfg, run_dir=Path(cfg.output_dir), device=_device(cfg.device), resume=resume)
+    return train_dictionary(
+        cfg, run_dir=Path(cfg.output_dir), device=_device(cfg.device), resume=resume, overwrite=overwrite
+    )
 
 
 def fit_from_config(cfg, target, source: str = "config") -> dict:

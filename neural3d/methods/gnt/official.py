@@ -8,7 +8,6 @@ it to use: :func:`config_from_official` (a :class:`GNTModelConfig` of the checkp
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,7 @@ def import_official(
 
 
 def _write_run(out: Path, cfg, info: SceneInfo, model_state: dict[str, torch.Tensor], meta: dict[str, str]) -> Path:
-    """A step-0 run directory holding ``model_state``, written with the trainer's run-directory functions.
+    """A step-0 run directory holding ``model_state``, written through :class:`~neural3d.training.run_dir.RunDir`.
 
     The checkpoint has the trainer's keys except the optimizer / scheduler / loader / RNG states (nothing was
     trained); ``run.json`` has the trainer's keys plus ``meta``.
@@ -98,7 +97,7 @@ def _write_run(out: Path, cfg, info: SceneInfo, model_state: dict[str, torch.Ten
     from omegaconf import OmegaConf
 
     from neural3d.config import to_yaml
-    from neural3d.training import checkpoint as ckpt_io
+    from neural3d.training.run_dir import RunDir
 
     state = {
         "step": 0,
@@ -108,8 +107,8 @@ def _write_run(out: Path, cfg, info: SceneInfo, model_state: dict[str, torch.Ten
         "scene": info.state(),
         "model": model_state,
     }
-    ckpt_io.save_checkpoint(out, 0, state)
-    ckpt_io.atomic_write_text(to_yaml(cfg), out / "config.yaml")
-    run = {"method": cfg.method, "scene": info.state(), **meta}
-    ckpt_io.atomic_write_text(json.dumps(run, indent=2), out / "run.json")
+    run = RunDir(out)
+    run.save_checkpoint(0, state)
+    run.write_config(to_yaml(cfg))
+    run.write_meta({"method": cfg.method, "scene": info.state(), **meta})
     return out

@@ -1,10 +1,10 @@
 """Training a 3D dictionary across a generated scene family, and fitting a new scene by its code.
 
-:func:`train_family` runs its own small loop (the shared Trainer is single-scene): each step draws
-``scenes_per_step`` scenes and ``rays_per_scene`` random rays of each, renders them with their codes
-through :meth:`~neural3d.methods.nid.model.NIDModel.forward_scenes` (shared samplers and VolumeRenderer) and
-minimises MSE + ``cv`` * cv^2 balancing of expert load and importance. Checkpoints (atomic) hold a
-``model`` state whose ``field.bank.*`` a single-scene ``nid`` model loads via ``model.dictionary``.
+:func:`train_family` runs a :class:`~neural3d.methods.nid.family_task.SceneFamilyTask` in the shared
+:class:`~neural3d.training.loop.Loop`: each step draws ``scenes_per_step`` scenes and ``rays_per_scene``
+random rays of each, renders them with their codes and minimises MSE + ``cv`` * cv^2 balancing.
+Checkpoints (atomic) hold a ``model`` state whose ``field.bank.*`` a single-scene ``nid`` model loads via
+``model.dictionary``.
 
 :func:`fit_scene` solves a new scene's code with the bank frozen, optionally followed by a short
 fine-tune of everything, and records test PSNR against seconds.
@@ -12,23 +12,25 @@ fine-tune of everything, and records test PSNR against seconds.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
 from neural3d.config import build, replace
 from neural3d.data.loader import RayLoader
-from neural3d.evaluation.metrics import mse_to_psnr, psnr
+from neural3d.evaluation.metrics import psnr
 from neural3d.methods.base import Model
-from neural3d.methods.nid.losses import cv_squared
+from neural3d.methods.nid.code_fit_task import CodeFitTask
+from neural3d.methods.nid.family_task import SceneFamilyTask, family_loop_config, load_family
 from neural3d.methods.nid.model import NIDModel, NIDSceneConfig
-from neural3d.training.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
+from neural3d.training.callbacks import StepHook, standard_callbacks
+from neural3d.training.loop import Loop, LoopConfig
+from neural3d.training.run_dir import RunDir, load_checkpoint
 from neural3d.training.setup import scene_info
+
+__all__ = ["NIDFamilyConfig", "fit_scene", "load_family", "test_psnr", "train_family"]
 
 
 @dataclass
@@ -71,27 +73,6 @@ class NIDFamilyConfig:
     """Seed of the initialisation, the scene draws and the rays."""
 
 
-def load_family(cfg) -> list:
-    """The family's scenes (generated first when ``cfg.family`` has no ``family.json``) as SceneData."""
-    from neural3d.data import load_scene
-    from neural3d.data.synthetic import write_scene_family
-
-    root = Path(cfg.family)
-    if not (root / "family.json").is_file():
-        write_scene_family(
-            root,
-            n_scenes=cfg.n_scenes,
-            seed=cfg.family_seed,
-            res=cfg.res,
-            n_train=cfg.n_train,
-            n_val=1,
-            n_test=cfg.n_test,
-            supersample=1,
-        )
-    meta = json.loads((root / "family.json").read_text())
-    return [load_scene(root / s["path"]) for s in meta["scenes"]]
-
-
 @torch.no_grad()
 def test_psnr(model: Model, scene, context=None, max_images: int = 4, chunk: int = 4096) -> float:
     """Mean PSNR of the model's renders of the scene's test views (context selects the code)."""
@@ -107,68 +88,36 @@ def test_psnr(model: Model, scene, context=None, max_images: int = 4, chunk: int
     return sum(values) / len(values)
 
 
-def train_family(cfg=None, *, run_dir=None, log: Callable[[str], None] = print, scenes: list | None = None) -> NIDModel:
-    """Train a 3D dictionary with one code per scene of a generated family (see module doc)."""
-    cfg = build(NIDFamilyConfig, cfg)
-    torch.manual_seed(cfg.seed)
-    scenes = scenes if scenes is not None else load_family(cfg)
-    n = len(scenes)
-    cfg = replace(cfg, {"model": {"n_codes": n}})  # one code per scene
-    model = NIDModel(cfg.model, scene=scene_info(scenes[0]))
-    loaders = [RayLoader(s, "train", cfg.rays_per_scene, seed=cfg.seed + i) for i, s in enumerate(scenes)]
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, (cfg.lr_final / cfg.lr) ** (1.0 / max(cfg.steps, 1)))
-    start, run_dir = 0, None if run_dir is None else Path(run_dir)
-    if run_dir is not None:
-        atomic_write_text(OmegaConf.to_yaml(cfg), run_dir / "config.yaml")
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is not None:
-            state = load_checkpoint(ckpt)
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            start = int(state["step"])
-            for ld, s in zip(loaders, state["loaders"]):
-                ld.load_state_dict(s)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    model.train()
-    for step in range(start, cfg.steps):
-        gen.manual_seed(cfg.seed * 7919 + step)
-        ids = torch.randperm(n, generator=gen)[: min(cfg.scenes_per_step, n)]
-        batches = [next(loaders[i]) for i in ids.tolist()]
-        from neural3d.core.rays import RayBundle
+def train_family(
+    cfg=None,
+    *,
+    run_dir=None,
+    log: Callable[[str], None] = print,
+    scenes: list | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> NIDModel:
+    """Train a 3D dictionary with one code per scene of a generated family (see module doc).
 
-        rays = RayBundle.cat([b.rays for b in batches]).reshape(len(batches), cfg.rays_per_scene)
-        target = torch.stack([b.rgb for b in batches])
-        rgb, gates = model.forward_scenes(rays, ids)
-        mse = torch.mean((rgb - target) ** 2)
-        loss = mse + cfg.cv * (cv_squared(gates.importance) + cv_squared(gates.load))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            mse_value = mse.detach()
-            log(
-                f"[nid-3d] step {done}/{cfg.steps} mse {float(mse_value):.5f} psnr {float(mse_to_psnr(mse_value)):.2f} "
-                f"({time.perf_counter() - t0:.0f} s)"
-            )
-        if run_dir is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(
-                run_dir,
-                done,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "step": done,
-                    "config": OmegaConf.to_container(cfg),
-                    "loaders": [ld.state_dict() for ld in loaders],
-                },
-            )
-    return model
+    Args:
+        run_dir: where config, checkpoints and the metrics log go (None: nothing is written).
+        log: receives one line per logged step.
+        scenes: the family's SceneData (default: :func:`load_family`).
+        resume / overwrite: the common resume rule of an existing run (``--resume`` / ``--overwrite``).
+    """
+    cfg = build(NIDFamilyConfig, cfg)
+    run = None if run_dir is None else RunDir(run_dir)
+    if run is not None:
+        run.prepare(resume=resume, overwrite=overwrite)
+    task = SceneFamilyTask(cfg, scenes)
+    callbacks = standard_callbacks(run, eval_every=0, checkpoint_every=cfg.checkpoint_every, progress=True, log=log)
+    loop = Loop(task, family_loop_config(cfg), run_dir=run, callbacks=[*callbacks])
+    if run is not None:
+        run.write_config(OmegaConf.to_yaml(task.cfg))
+        if resume and (path := loop.resume()) is not None:
+            log(f"[nid-3d] resumed from {path} (step {loop.step})")
+    loop.run()
+    return task.model
 
 
 def fit_scene(
@@ -203,25 +152,20 @@ def fit_scene(
     model = NIDModel(model_cfg, scene=scene_info(scene))
     loader = RayLoader(scene, "train", rays, seed=seed)
     history = [{"step": 0, "seconds": 0.0, "psnr": test_psnr(model, scene)}]
-    elapsed = 0.0
+
+    def record(loop: Loop, step: int) -> None:
+        if step % eval_every == 0:
+            history.append({"step": step, "seconds": loop.elapsed, "psnr": test_psnr(model, scene)})
+            log(f"[nid-3d fit] step {step} {loop.elapsed:.1f} s test psnr {history[-1]['psnr']:.2f}")
+
     phases = [(steps, [model.field.codes], lr), (finetune_steps, list(model.parameters()), finetune_lr)]
-    step = 0
+    done, elapsed = 0, 0.0
     for n_steps, params, phase_lr in phases:
         if n_steps <= 0:
             continue
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=phase_lr)
-        for _ in range(n_steps):
-            t = time.perf_counter()
-            batch = next(loader)
-            mse = torch.mean((model(batch.rays)["rgb"] - batch.rgb) ** 2)
-            opt.zero_grad(set_to_none=True)
-            mse.backward()
-            opt.step()
-            elapsed += time.perf_counter() - t
-            step += 1
-            if step % eval_every == 0:
-                history.append({"step": step, "seconds": elapsed, "psnr": test_psnr(model, scene)})
-                log(f"[nid-3d fit] step {step} {elapsed:.1f} s test psnr {history[-1]['psnr']:.2f}")
+        loop = Loop(CodeFitTask(model, loader, params, phase_lr), LoopConfig(steps=done + n_steps, progress=False))
+        loop.step, loop.elapsed = done, elapsed  # the step count and fitting time run on across phases
+        loop.callbacks.append(StepHook(lambda step, loop=loop: record(loop, step)))
+        loop.run()
+        done, elapsed = loop.step, loop.elapsed
     return model, history

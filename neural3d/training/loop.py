@@ -1,0 +1,215 @@
+"""The training loop shared by every task: steps, time limit, cadences, pause, autocast, gradient clipping.
+
+One step of :class:`Loop` (``task`` is a :class:`~neural3d.training.task.TrainTask`)::
+
+    task.module.train(); task.step_begin(step); batch = task.next_batch(step)
+    with autocast: loss, metrics = task.loss_and_metrics(batch, step)
+    optimizer.zero_grad(set_to_none=True); loss.backward(); clip_grad_norm_(module, grad_clip)
+    optimizer.step(); scheduler.step(); step += 1
+
+Metrics stay on the device until a log step (``step % log_every == 0`` or the last step): the only host
+synchronisation of the loop. After each step the callbacks run in order (periodic evaluation, checkpoints,
+user hooks such as the live viewer); at the end the loop saves a checkpoint and runs the task's final
+evaluation. Checkpoints hold the loop's keys (``step``, ``elapsed``, ``optimizer``, ``scheduler``,
+``rng_cpu``, ``rng_cuda``) next to the task's, and :meth:`Loop.resume` restores all of them, so N steps
+equal N/2 + resume + N/2 bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neural3d.training.run_dir import RunDir
+from neural3d.training.task import TrainTask
+
+
+@dataclass
+class LoopConfig:
+    """Cadences and numerics of a training run (built from each command's config section).
+
+    Attributes:
+        steps: optimisation steps in total (a resumed run continues up to it).
+        max_seconds: stop after this many seconds of training, carried across resumes (0: no limit).
+        log_every: log (and synchronise with the device) every this many steps, and at the last.
+        eval_every: periodic ``task.evaluate`` every this many steps, not at the last (0: off).
+        checkpoint_every: save every this many steps (0: only at the end).
+        grad_clip: clip the global gradient norm of ``task.module`` to this (0: off).
+        mixed_precision: ``off`` | ``auto`` | ``bf16`` | ``fp16`` (autocast on CUDA only; auto = bf16).
+        progress: show a progress bar (or log lines, see :class:`~neural3d.training.callbacks.Progress`).
+        keep_checkpoints: how many of the newest checkpoints to keep.
+    """
+
+    steps: int
+    max_seconds: float = 0.0
+    log_every: int = 50
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    grad_clip: float = 0.0
+    mixed_precision: str = "off"
+    progress: bool = True
+    keep_checkpoints: int = 3
+
+    def __post_init__(self) -> None:
+        # YAML 1.1 reads a bare `off` / `on` as a boolean, which a str config field then holds as "False" / "True"
+        self.mixed_precision = {"False": "off", "True": "auto"}.get(str(self.mixed_precision), self.mixed_precision)
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.mixed_precision not in ("off", "auto", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be off, auto, bf16 or fp16, got '{self.mixed_precision}'")
+
+
+class Loop:
+    """Train ``task`` for ``config.steps`` steps, writing to ``run_dir`` (None: nothing is written).
+
+    Attributes:
+        step: optimisation steps done. ``elapsed``: training seconds (carried across resumes).
+        paused: set by a viewer's pause button; the loop idles until it is cleared.
+        last_metrics: the train metrics of the latest log step, as floats.
+    """
+
+    def __init__(
+        self,
+        task: TrainTask,
+        config: LoopConfig,
+        *,
+        run_dir: RunDir | None = None,
+        callbacks: Sequence[Any] = (),
+    ) -> None:
+        self.task, self.config, self.run_dir = task, config, run_dir
+        self.callbacks = list(callbacks)
+        self.optimizer, self.scheduler = task.configure_optimizers(config.steps)
+        self.step, self.elapsed, self.paused = 0, 0.0, False
+        self.last_metrics: dict[str, float] = {}
+        self._window = (time.perf_counter(), 0)  # throughput window: (start, steps)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint: the loop's keys and the task's (flat, see the module docstring)."""
+        state: dict[str, Any] = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            **self.task.state_dict(self.step),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+        }
+        if self.task.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.task.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint; keys missing from older checkpoints (``elapsed``, RNG) are left as they are."""
+        self.task.load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if "rng_cpu" in state:
+            torch.set_rng_state(state["rng_cpu"].cpu())
+        if "rng_cuda" in state and self.task.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.task.device)
+        self.step, self.elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
+
+    def save(self) -> Path | None:
+        """Write ``checkpoints/step_XXXXXXX.pt`` of the current step (None without a run directory)."""
+        if self.run_dir is None:
+            return None
+        return self.run_dir.save_checkpoint(self.step, self.state_dict(), keep=self.config.keep_checkpoints)
+
+    def resume(self) -> Path | None:
+        """Continue from the run directory's latest checkpoint (None: there is none, start at step 0)."""
+        if self.run_dir is None or self.run_dir.latest_checkpoint() is None:
+            return None
+        path, state = self.run_dir.load_checkpoint(map_location=self.task.device)
+        self.load_state_dict(state)
+        for cb in self.callbacks:
+            if hasattr(cb, "on_resume"):
+                cb.on_resume(self, path)
+        return path
+
+    # ------------------------------------------------------------------ one step
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 / fp16 autocast on CUDA as ``mixed_precision`` says; a no-op elsewhere."""
+        mp = self.config.mixed_precision
+        if self.task.device.type != "cuda" or mp == "off":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if mp == "fp16" else torch.bfloat16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+
+    def train_step(self) -> dict[str, Tensor]:
+        """One optimisation step; returns detached scalar tensors (no host sync here)."""
+        task = self.task
+        task.module.train()
+        task.step_begin(self.step)
+        batch = task.next_batch(self.step)
+        with self.autocast():
+            loss, metrics = task.loss_and_metrics(batch, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(task.module.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {"loss": loss.detach(), **metrics}
+
+    # ------------------------------------------------------------------ the run
+    def log(self, step: int, values: dict[str, float], prefix: str) -> None:
+        """Hand a row of scalars (``train`` / ``eval``) to every callback with ``on_log``."""
+        for cb in self.callbacks:
+            if hasattr(cb, "on_log"):
+                cb.on_log(self, step, values, prefix)
+
+    def _is_log_step(self) -> bool:
+        return self.step % self.config.log_every == 0 or self.step == self.config.steps
+
+    def _log_train(self, out: dict[str, Tensor]) -> None:
+        start, n = self._window
+        now = time.perf_counter()
+        self.last_metrics = {k: float(v) for k, v in out.items()}  # the host sync
+        row = dict(self.last_metrics)
+        if self.task.throughput_key:
+            row[self.task.throughput_key] = n * self.task.items_per_step / max(now - start, 1e-9)
+        row.update(lr=self.scheduler.get_last_lr()[0], elapsed_s=self.elapsed)
+        self._window = (time.perf_counter(), 0)
+        self.log(self.step, row, "train")
+
+    def _time_is_up(self) -> bool:
+        return bool(self.config.max_seconds) and self.elapsed >= self.config.max_seconds
+
+    def run(self) -> dict[str, float]:
+        """Train up to ``config.steps`` (or ``max_seconds``); returns the final evaluation, else the last train log."""
+        for cb in self.callbacks:
+            if hasattr(cb, "on_train_begin"):
+                cb.on_train_begin(self)
+        self._window = (time.perf_counter(), 0)
+        try:
+            while self.step < self.config.steps and not self._time_is_up():
+                if self.paused:
+                    time.sleep(0.05)
+                    self._window = (time.perf_counter(), 0)
+                    continue
+                start = time.perf_counter()
+                out = self.train_step()
+                self.elapsed += time.perf_counter() - start
+                self._window = (self._window[0], self._window[1] + 1)
+                if self._is_log_step():
+                    self._log_train(out)
+                for cb in self.callbacks:
+                    if hasattr(cb, "on_step_end"):
+                        cb.on_step_end(self, self.step)
+        finally:
+            for cb in self.callbacks:
+                if hasattr(cb, "on_train_end"):
+                    cb.on_train_end(self)
+        self.save()
+        final = self.task.evaluate(self.step, final=True)
+        if final:
+            self.log(self.step, {**final, "elapsed_s": self.elapsed}, "eval")
+        return final or self.last_metrics

@@ -1,0 +1,133 @@
+"""The per-scene task: any registered method on one scene, and GNT across scenes (``neural3d train``).
+
+Batches come from ``model.build_loader`` (GNT: target rays plus source views, single or cross-scene) or a
+:class:`~neural3d.data.RayLoader` of the train split; the loss is ``sum(model.loss_dict(...))``;
+evaluation renders ``trainer.eval_images`` images of ``eval.split``. The checkpoint keys (``method``,
+``config``, ``scene``, ``model``, ``loader``) are those of the trainer before the single loop.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler
+
+from neural3d.config import ConfigError
+from neural3d.training.loop import LoopConfig
+from neural3d.training.optim import build_optimizer, build_scheduler
+from neural3d.training.setup import build_model, load_scene_from_config, scene_info, seed_everything, select_device
+from neural3d.training.task import TaskBase
+
+
+def scene_loop_config(cfg) -> LoopConfig:
+    """The loop settings of a scene config's ``trainer`` section."""
+    t = cfg.trainer
+    return LoopConfig(
+        steps=t.steps,
+        max_seconds=t.max_seconds,
+        log_every=t.log_every,
+        eval_every=t.eval_every,
+        checkpoint_every=t.checkpoint_every,
+        grad_clip=t.optim.grad_clip,
+        mixed_precision=t.mixed_precision,
+        progress=t.progress,
+    )
+
+
+class SceneTask(TaskBase):
+    """Train ``cfg.method`` on the scene of ``cfg.data`` (see the module docstring).
+
+    Seeds everything with ``cfg.seed`` first, then loads the scene and builds the model and the loader,
+    in the order of the trainer before the single loop (same random numbers).
+    """
+
+    throughput_key = "rays_per_s"
+
+    def __init__(self, cfg) -> None:
+        from neural3d.data import RayLoader
+
+        self.cfg = cfg
+        self.device = select_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.scene = load_scene_from_config(cfg.data).to(self.device)
+        self.info = scene_info(self.scene)
+        self.model = build_model(cfg.method, cfg.model, self.info).to(self.device)
+        self.model.attach_scene(self.scene)
+        self.model.prepare_training()
+        t = cfg.trainer
+        self.items_per_step = int(t.batch_size)
+        self.loader = self.model.build_loader(self.scene, batch_size=t.batch_size, device=self.device, seed=cfg.seed)
+        if self.loader is None:
+            self.loader = RayLoader(
+                self.scene, split="train", batch_size=t.batch_size, device=self.device, seed=cfg.seed
+            )
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
+
+    def configure_optimizers(self, total_steps: int) -> tuple[torch.optim.Optimizer, LRScheduler]:
+        optim = self.cfg.trainer.optim
+        optimizer = build_optimizer(self.model.param_groups(), optim)
+        return optimizer, build_scheduler(optimizer, total_steps, optim)
+
+    def step_begin(self, step: int) -> None:
+        self.model.training_step_begin(step)
+
+    def next_batch(self, step: int) -> Any:
+        return next(self.loader)
+
+    def loss_and_metrics(self, batch: Any, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        outputs = self.model(batch.rays, getattr(batch, "context", None))
+        loss = sum(self.model.loss_dict(outputs, batch).values())
+        metrics = {k: v.detach() for k, v in self.model.metrics_dict(outputs, batch).items()}
+        return loss, metrics
+
+    def evaluate(self, step: int, *, final: bool) -> dict[str, float]:
+        """Mean PSNR/SSIM of ``trainer.eval_images`` renders of ``eval.split`` (periodic only; {} at the end)."""
+        if final:
+            return {}
+        from neural3d.evaluation.evaluate import evaluate_split
+
+        res = evaluate_split(
+            self.model,
+            self.scene,
+            self.cfg.eval.split,
+            chunk=self.cfg.eval.chunk,
+            max_images=self.cfg.trainer.eval_images,
+        )
+        return res["mean"]
+
+    # ------------------------------------------------------------------ checkpoint keys
+    def state_dict(self, step: int) -> dict[str, Any]:
+        return {
+            "method": self.cfg.method,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "scene": self.info.state(),
+            "model": self.model.state_dict(),
+            "loader": self.loader.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("method") != self.cfg.method:
+            raise ConfigError(f"checkpoint is for method '{state.get('method')}', config says '{self.cfg.method}'")
+        self.model.load_state_dict(state["model"])
+        self.loader.load_state_dict(state["loader"])
+        self._warn_ignored_optim_changes(state.get("config", {}).get("trainer", {}).get("optim", {}))
+
+    def _warn_ignored_optim_changes(self, saved: dict) -> None:
+        """Resuming restores the optimizer's learning rates and moments: a changed ``trainer.optim`` is not applied."""
+        now = OmegaConf.to_container(self.cfg.trainer.optim, resolve=True)
+        changed = sorted(k for k in ("lr", "betas", "eps", "weight_decay") if k in saved and saved[k] != now.get(k))
+        if changed:
+            warnings.warn(
+                "resuming keeps the checkpoint's optimizer state; trainer.optim."
+                + ", trainer.optim.".join(f"{k} ({saved[k]} -> {now.get(k)})" for k in changed)
+                + " not applied. To restart optimisation from these weights with new settings, start a new "
+                "run with model.init_checkpoint (where the method supports it)",
+                stacklevel=4,
+            )
