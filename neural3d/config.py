@@ -48,6 +48,9 @@ class DataConfig:
     far: float | None = None
     pixel_center: float = 0.5  # 0.0 reproduces the original NeRF/GNT ray generation
     synth: SynthConfig = field(default_factory=SynthConfig)
+    allow_external_paths: bool = False
+    """Read frame ``file_path`` entries of Blender / transforms.json scenes that lead outside the scene folder
+    (``..``, absolute paths, symlinks out of it); by default such a scene is refused, naming the frame."""
 
 
 @dataclass
