@@ -160,5 +160,5 @@ def load_blender(
         root=root,
         image_paths=all_paths,
         render_poses=blender_orbit(),
-        metadata={"camera_angle_x": angle, "focal": float(focal)},
+        metadata={"camera_angle_x": angle, "focal": float(focal), "default_bounds": (float(near), float(far))},
     )

@@ -11,7 +11,8 @@ numpy where it is float32, float64 where it promotes), so poses, bounds and rend
 5. ``spherify``: poses moved and rescaled to a unit sphere, with a 120-frame circle render path;
    otherwise the 120-frame spiral of :func:`neural3d.media.paths.llff_spiral_path`.
 6. Splits as ``run_nerf.py`` with ``llffhold``: test = val = ``arange(n)[::llffhold]``, train = the rest.
-   Bounds: in NDC near 0 / far 1; otherwise ``0.9 * min(bds)`` and ``max(bds)``.
+   Bounds: in NDC near 0 / far 1; otherwise ``0.9 * min(bds)`` and ``max(bds)`` (GNT runs use GNT's own
+   ``0.9 * min`` and ``1.6 * max``: :mod:`neural3d.methods.gnt.bounds`).
 
 LLFF images have no alpha (an alpha channel is dropped, as the original's ``[..., :3]``);
 ``SceneData.background`` is black, the original's rendering background for LLFF (no ``--white_bkgd``).
@@ -307,5 +308,6 @@ def load_llff(
             "world_transform": world,
             "hwf": poses[0, :3, 4].copy(),
             "render_poses_hwf": render,
+            "default_bounds": (near, far),  # what this loader set (a method may apply its own convention)
         },
     )
