@@ -189,3 +189,11 @@ def test_large_frame_list_with_missing_images_fails_before_decoding(tmp_path, la
     assert f"{n - 1} of {n} frame images not found" in msg and "frames[1].file_path" in msg
     assert "frames[99999]" not in msg  # the first few are named, not all
     assert no_decoding == []
+
+
+def test_colmap_points_with_a_corrupt_count_fail_without_allocating_it(tmp_path):
+    from neural3d.data import read_points3d_bin
+
+    (tmp_path / "points3D.bin").write_bytes(struct.pack("<Q", 2**62) + b"\x00" * 60)
+    with pytest.raises(DatasetError, match=r"truncated COLMAP file \(point 1 of 4611686018427387904"):
+        read_points3d_bin(tmp_path / "points3D.bin")

@@ -334,7 +334,11 @@ def load_image_stack(
         raw = read_image(p)
         if not keep_alpha and raw.shape[-1] in (2, 4):
             raw = raw[..., :-1]
-        return raw.shape[:2], composite(resize_area(raw, factor), background)
+        try:
+            small = resize_area(raw, factor)
+        except ValueError as e:
+            raise DatasetError(f"{p}: {e}") from None
+        return raw.shape[:2], composite(small, background)
 
     images = alphas = first_shape = None
     workers = min(8, os.cpu_count() or 1, len(paths))

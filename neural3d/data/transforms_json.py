@@ -109,9 +109,10 @@ def _frame_intrinsics(meta: dict, frame: dict, path, where: str, size: tuple[int
     def get(k, d=None):
         return frame.get(k, meta.get(k, d))
 
-    def num(k, d=None, positive=False):
-        v = get(k, d)
-        return None if v is None else number(v, path, f"{where}.{k}" if k in frame else k, positive=positive)
+    def num(k, d=None, positive=False):  # a key that is present must hold a number (null included)
+        if k not in frame and k not in meta:
+            return d
+        return number(get(k), path, f"{where}.{k}" if k in frame else k, positive=positive)
 
     model = str(get("camera_model", "OPENCV")).upper()
     if model not in SUPPORTED_CAMERA_MODELS:
@@ -165,14 +166,14 @@ def box_near_far(cameras: Cameras, box: torch.Tensor) -> tuple[float, float]:
 
 def aabb_box(meta: dict, path) -> torch.Tensor:
     """[2, 3] scene box from instant-ngp ``aabb_scale``/``scale``/``offset`` (see the module docstring)."""
+    a = number(meta.get("aabb_scale", 1.0), path, "aabb_scale", positive=True)
+    s = number(meta.get("scale", 0.33), path, "scale", positive=True)
     try:
-        a = float(meta.get("aabb_scale", 1.0))
-        s = float(meta.get("scale", 0.33))
         off = np.asarray(meta.get("offset", [0.5, 0.5, 0.5]), dtype=np.float64).reshape(3)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{path}: 'aabb_scale', 'scale' and 'offset' must be numbers (offset: 3 of them)") from None
-    if a <= 0 or s <= 0:
-        raise DatasetError(f"{path}: 'aabb_scale' ({a}) and 'scale' ({s}) must be positive")
+    except (TypeError, ValueError, OverflowError):
+        off = np.full(3, np.nan)
+    if not np.isfinite(off).all():
+        raise DatasetError(f"{path}: 'offset' must be 3 finite numbers, got {meta.get('offset')!r}")
     centre, half = (0.5 - off) / s, 0.5 * a / s
     return torch.tensor(np.stack([centre - half, centre + half]), dtype=torch.float32)
 
