@@ -166,7 +166,8 @@ _CASE_SENSITIVE_FS = sys.platform.startswith("linux")
 
 
 def _is_inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+    """Whether ``path`` lies strictly inside folder ``root`` (both absolute and normalised)."""
+    return path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def locate_frame_images(
@@ -251,6 +252,9 @@ def locate_frame_images(
             if not _is_inside(real, root_real):
                 raise DatasetError(
                     f"{source}: {where} {fp!r} resolves to {real}, outside the scene folder {root} (a symlink); "
+                    "set data.allow_external_paths=true to read it anyway"
+                    if os.path.islink(hit) or real_dirs[parent] != parent
+                    else f"{source}: {where} {fp!r} points outside the scene folder {root}; "
                     "set data.allow_external_paths=true to read it anyway"
                 )
         found.append(root / os.path.relpath(hit, root_abs) if not os.path.isabs(fp) else Path(hit))
