@@ -44,7 +44,10 @@ system-deps:
 demo: install
 	$(BIN)/neural3d demo
 
+# lint and format check first (ruff is pinned in constraints.txt, installed by the test extra); any finding fails
 test: install-extras system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 clean-demo:

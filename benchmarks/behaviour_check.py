@@ -18,7 +18,9 @@ Run it against a checkout (the package is imported from ``--repo``, default: the
     ... --compare benchmarks/results/behaviour_before.json     # run, then compare with an earlier result
     python benchmarks/behaviour_check.py --from-json A.json --compare B.json   # compare two results, no run
 
-``--work DIR`` keeps scenes and runs (default: a fresh temporary folder, deleted afterwards).
+``--work DIR`` keeps scenes and runs (default: a fresh temporary folder, deleted afterwards). Compare only
+results made with the same ``--threads`` (default 1): with 2 threads the GNT, point-field and point-cloud
+weights differ in the last bits. Two runs with the same settings give bit-identical hashes.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomllib
@@ -48,39 +50,64 @@ STEPS = 40  # optimisation steps of every case (NID fit: its own small counts)
 SEED = 0
 TIME_KEYS = re.compile(r"(elapsed|seconds|rays_per_s|time)", re.I)  # logged values that are not behaviour
 
-# ---------------------------------------------------------------------------------------------- case settings
-TRAINER = [
-    "device=cpu",
-    f"seed={SEED}",
-    "trainer.progress=false",
-    "trainer.log_every=5",
-    "trainer.eval_every=0",
-    "trainer.checkpoint_every=0",
-    "trainer.mixed_precision=off",
-]
-TINY_NGP = [
-    "model.n_levels=4",
-    "model.log2_hashmap_size=10",
-    "model.max_resolution=32",
-    "model.n_samples=8",
-    "model.n_coarse=8",
-    "model.grid_resolution=16",
-    "model.grid_update_every=4",
-    "model.step_size=0.08",
-    "model.marching_backend=torch",
-    "trainer.batch_size=128",
-]
-PROPOSAL = [
-    "model.proposal_samples=[16]",
-    "model.proposal_max_resolutions=[32]",
-    "model.proposal_log2_hashmap_size=10",
-    "model.proposal_update_warmup=8",
-    "model.proposal_update_every=2",
-    "model.distortion_loss_mult=0.002",
-]
-TINY_GNT = ["model.depth=2", "model.n_samples=8", "model.n_source_views=3", "trainer.batch_size=64", "eval.chunk=256"]
-NID_MODEL = ["model.num_experts=8", "model.topk=4", "model.hidden_dim=32", "model.n_layers=2", "model.n_samples=16"]
-NID_SCENE_SYNTH = ["data.synth.res=16", "data.synth.n_train=6", "data.synth.n_val=1", "data.synth.n_test=1"]
+# ---------------------------------------------------------------------------------------------- cases
+# Arguments after `neural3d`, whitespace-separated; each word is then filled from Ctx.values() ({runs}, {steps}, ...).
+TRAIN = (
+    "train {configs}/{config} output_dir={runs} experiment={name} trainer.steps={steps} device=cpu seed={seed}"
+    " trainer.progress=false trainer.log_every=5 trainer.eval_every=0 trainer.checkpoint_every=0"
+    " trainer.mixed_precision=off"
+)
+TINY_NGP = (
+    "model.n_levels=4 model.log2_hashmap_size=10 model.max_resolution=32 model.n_samples=8 model.n_coarse=8"
+    " model.grid_resolution=16 model.grid_update_every=4 model.step_size=0.08 model.marching_backend=torch"
+    " trainer.batch_size=128"
+)
+NGP = "data.path={scenes}/blender model.sampler={sampler} model.hashgrid_backend={backend} " + TINY_NGP
+PROPOSAL = (
+    "model.proposal_samples=[16] model.proposal_max_resolutions=[32] model.proposal_log2_hashmap_size=10"
+    " model.proposal_update_warmup=8 model.proposal_update_every=2 model.distortion_loss_mult=0.002"
+)
+TINY_GNT = "model.depth=2 model.n_samples=8 model.n_source_views=3 trainer.batch_size=64 eval.chunk=256"
+NID_MODEL = "model.num_experts=8 model.topk=4 model.hidden_dim=32 model.n_layers=2 model.n_samples=16"
+NID_SCENE = (
+    "data.synth.res=16 data.synth.n_train=6 data.synth.n_val=1 data.synth.n_test=1 trainer.batch_size=128 " + NID_MODEL
+)
+POINT_FIELD = (
+    "model.n_points=256 model.n_centres=[32,16] model.depth=1 model.n_coarse=16 model.n_samples=8"
+    " model.grid_resolution=8 model.n_candidates=8 trainer.batch_size=128"
+)
+ARGS = {
+    "nerf": "data.path={scenes}/blender model.width=32 model.depth=3 model.skips=[1] model.n_coarse=8 model.n_fine=8"
+    " trainer.batch_size=128",
+    "ngp_llff": "data.path={scenes}/llff data.factor=1 model.hashgrid_backend=torch " + TINY_NGP,
+    "gnt": "data.path={scenes}/blender " + TINY_GNT,
+    "gnt_generalizable": "data.path={scenes}/gnt_unseen data.synth.res=24 data.synth.n_train=6 data.synth.n_val=1"
+    " data.synth.n_test=1 model.family.root={scenes}/gnt_family model.family.n_scenes=2 model.family.res=24"
+    " model.family.n_train=6 " + TINY_GNT,
+    "nid_scene": "data.path={scenes}/nid_new_scene " + NID_SCENE,
+    "nid_scene_dict": "data.path={scenes}/nid_new_scene_dict model.dictionary={family_checkpoint} " + NID_SCENE,
+    "point_field": "data.path={scenes}/llff data.factor=1 model.points_path='' " + POINT_FIELD,
+    "point_field_fern": "data.path={fern} model.points_path={fern} " + POINT_FIELD,
+    "nid_family": "nid train-scenes {configs}/nid_family.yaml family={scenes}/nid_family n_scenes=2 res=12 n_train=4"
+    " n_test=1 steps={steps} scenes_per_step=2 rays_per_scene=64 log_every=5 checkpoint_every={steps} seed={seed}"
+    " output_dir={runs}/nid_family " + NID_MODEL,
+    "nid_dict": "nid train-dict {configs}/nid_lego.yaml data.folders=[{scenes}/blender/train]"
+    " data.max_images_per_folder=8 data.synth_scenes=0 data.image_size=16 data.patch_size=8 experts.num_experts=16"
+    " experts.hidden_dim=32 experts.n_layers=2 experts.n_fourier_features=32 gate.topk=4 steps={steps}"
+    " warmup_steps=5 batch_size=16 log_every=5 checkpoint_every={steps} seed={seed} device=cpu"
+    " output_dir={runs}/nid_dict --restart",
+    "nid_fit": "nid fit {configs}/nid_fit.yaml dictionary={runs}/nid_dict output={runs}/nid_fit method=gradient"
+    " steps=10 finetune_steps=5 finetune_select=fixed observed_fraction=0.5 seed={seed} device=cpu"
+    " --target {fit_target}",
+    "pointcloud": "pointcloud train {configs}/pointcloud_synthetic.yaml output_dir={runs} experiment=pointcloud"
+    " steps={steps} data.n_points=128 model.n_centres=[32,16] model.depth=1 data.synth_train_per_class=8"
+    " data.synth_test_per_class=4 batch_size=16 progress=false log_every=5 eval_every=0 checkpoint_every=0"
+    " seed={seed} device=cpu --overwrite",
+}
+SCENES = {  # generated once per work folder with `neural3d data synth`
+    "blender": "--layout blender --res 24 --seed 1 --views 8",
+    "llff": "--layout llff --res 32 --seed 2 --views 9",
+}
 
 
 @dataclass
@@ -99,252 +126,47 @@ class Ctx:
     def runs(self) -> Path:
         return self.work / "runs"
 
-    def cfg(self, name: str) -> str:
-        """A config file of the checkout: ``configs/NAME``, or ``neural3d/configs/NAME`` where they moved."""
-        top = self.repo / "configs" / name
-        return str(top if top.is_file() else self.repo / "neural3d" / "configs" / name)
+    @property
+    def fern(self) -> Path:
+        return self.repo.parent / "shared" / "data" / "nerf_llff_data" / "fern"
 
-    def train(self, config: str, name: str, *overrides: str) -> list[str]:
-        """``neural3d train`` of a per-scene config with the common deterministic settings."""
-        return [
-            "train",
-            self.cfg(config),
-            f"output_dir={self.runs}",
-            f"experiment={name}",
-            f"trainer.steps={self.steps}",
-            *TRAINER,
-            *overrides,
-        ]
+    def values(self) -> dict[str, object]:
+        """What the argument templates refer to (configs/, or neural3d/configs/ where they moved)."""
+        configs = self.repo / "configs"
+        fit_targets = sorted((self.scenes / "blender" / "val").glob("*.png"))
+        return {
+            "configs": configs if configs.is_dir() else self.repo / "neural3d" / "configs",
+            "scenes": self.scenes,
+            "runs": self.runs,
+            "steps": self.steps,
+            "seed": SEED,
+            "fern": self.fern,
+            "family_checkpoint": find_checkpoint(self.runs / "nid_family"),
+            "fit_target": fit_targets[0] if fit_targets else None,
+        }
+
+
+def fill(template: str, values: dict[str, object]) -> list[str]:
+    """Split a template into words, then fill each word's {placeholders} (so paths with spaces stay one word)."""
+    return [word.format(**values) for word in template.split()]
 
 
 @dataclass
 class Case:
     name: str
-    argv: Callable[[Ctx], list[str]]  # CLI arguments after `neural3d`
-    run_dir: Callable[[Ctx], Path]
+    args: str  # argument template (after `neural3d`); `neural3d train` cases: the overrides only
+    config: str = ""  # `neural3d train` cases: the config file
     needs: tuple[str, ...] = ()  # cases whose outputs this one reads
-    skip: Callable[[Ctx], str] = lambda ctx: ""  # non-empty: why the case cannot run here
+    skip: Callable[[Ctx], str] = lambda ctx: ""  # why the case cannot run here ("": it can)
     artifact: str = ""  # no checkpoint: hash the pixels of this output image instead
+    extra: dict[str, str] = field(default_factory=dict)  # further template values
 
+    def argv(self, ctx: Ctx) -> list[str]:
+        template = f"{TRAIN} {self.args}" if self.config else self.args
+        return fill(template, {**ctx.values(), "config": self.config, "name": self.name, **self.extra})
 
-def _ngp(sampler: str, backend: str = "torch", extra: tuple[str, ...] = ()) -> Callable[[Ctx], list[str]]:
-    def argv(ctx: Ctx) -> list[str]:
-        name = f"ngp_{sampler}" + ("" if backend == "torch" else f"_{backend}")
-        return ctx.train(
-            "blender_ngp.yaml",
-            name,
-            f"data.path={ctx.scenes / 'blender'}",
-            f"model.sampler={sampler}",
-            f"model.hashgrid_backend={backend}",
-            *TINY_NGP,
-            *extra,
-        )
-
-    return argv
-
-
-def _run(name: str) -> Callable[[Ctx], Path]:
-    return lambda ctx: ctx.runs / name
-
-
-def _nerf(ctx: Ctx) -> list[str]:
-    return ctx.train(
-        "blender_nerf.yaml",
-        "nerf",
-        f"data.path={ctx.scenes / 'blender'}",
-        "model.width=32",
-        "model.depth=3",
-        "model.skips=[1]",
-        "model.n_coarse=8",
-        "model.n_fine=8",
-        "trainer.batch_size=128",
-    )
-
-
-def _ngp_llff(ctx: Ctx) -> list[str]:
-    return ctx.train(
-        "llff_ngp.yaml",
-        "ngp_llff",
-        f"data.path={ctx.scenes / 'llff'}",
-        "data.factor=1",
-        "model.hashgrid_backend=torch",
-        *TINY_NGP,
-    )
-
-
-def _gnt(ctx: Ctx) -> list[str]:
-    return ctx.train("gnt_blender.yaml", "gnt", f"data.path={ctx.scenes / 'blender'}", *TINY_GNT)
-
-
-def _gnt_xscene(ctx: Ctx) -> list[str]:
-    fam = ctx.scenes / "gnt_family"
-    return ctx.train(
-        "gnt_generalizable.yaml",
-        "gnt_generalizable",
-        f"data.path={ctx.scenes / 'gnt_unseen'}",
-        "data.synth.res=24",
-        "data.synth.n_train=6",
-        "data.synth.n_val=1",
-        "data.synth.n_test=1",
-        f"model.family.root={fam}",
-        "model.family.n_scenes=2",
-        "model.family.res=24",
-        "model.family.n_train=6",
-        *TINY_GNT,
-    )
-
-
-def _nid_scene(ctx: Ctx) -> list[str]:
-    return ctx.train(
-        "nid_scene.yaml",
-        "nid_scene",
-        f"data.path={ctx.scenes / 'nid_new_scene'}",
-        *NID_SCENE_SYNTH,
-        *NID_MODEL,
-        "trainer.batch_size=128",
-    )
-
-
-def _nid_family(ctx: Ctx) -> list[str]:
-    return [
-        "nid",
-        "train-scenes",
-        ctx.cfg("nid_family.yaml"),
-        f"family={ctx.scenes / 'nid_family'}",
-        "n_scenes=2",
-        "res=12",
-        "n_train=4",
-        "n_test=1",
-        *NID_MODEL,
-        f"steps={ctx.steps}",
-        "scenes_per_step=2",
-        "rays_per_scene=64",
-        "log_every=5",
-        f"checkpoint_every={ctx.steps}",
-        f"seed={SEED}",
-        f"output_dir={ctx.runs / 'nid_family'}",
-    ]
-
-
-def _nid_scene_dict(ctx: Ctx) -> list[str]:
-    ckpt = find_checkpoint(ctx.runs / "nid_family")
-    return ctx.train(
-        "nid_scene.yaml",
-        "nid_scene_dict",
-        f"data.path={ctx.scenes / 'nid_new_scene_dict'}",
-        *NID_SCENE_SYNTH,
-        *NID_MODEL,
-        f"model.dictionary={ckpt}",
-        "trainer.batch_size=128",
-    )
-
-
-def _nid_dict(ctx: Ctx) -> list[str]:
-    return [
-        "nid",
-        "train-dict",
-        ctx.cfg("nid_lego.yaml"),
-        f"data.folders=[{ctx.scenes / 'blender' / 'train'}]",
-        "data.max_images_per_folder=8",
-        "data.synth_scenes=0",
-        "data.image_size=16",
-        "data.patch_size=8",
-        "experts.num_experts=16",
-        "experts.hidden_dim=32",
-        "experts.n_layers=2",
-        "experts.n_fourier_features=32",
-        "gate.topk=4",
-        f"steps={ctx.steps}",
-        "warmup_steps=5",
-        "batch_size=16",
-        "log_every=5",
-        f"checkpoint_every={ctx.steps}",
-        f"seed={SEED}",
-        "device=cpu",
-        f"output_dir={ctx.runs / 'nid_dict'}",
-        "--restart",
-    ]
-
-
-def _nid_fit(ctx: Ctx) -> list[str]:
-    target = sorted((ctx.scenes / "blender" / "val").glob("*.png"))[0]
-    return [
-        "nid",
-        "fit",
-        ctx.cfg("nid_fit.yaml"),
-        f"dictionary={ctx.runs / 'nid_dict'}",
-        f"output={ctx.runs / 'nid_fit'}",
-        "method=gradient",
-        "steps=10",
-        "finetune_steps=5",
-        "finetune_select=fixed",
-        "observed_fraction=0.5",
-        f"seed={SEED}",
-        "device=cpu",
-        "--target",
-        str(target),
-    ]
-
-
-POINT_FIELD = [
-    "model.n_points=256",
-    "model.n_centres=[32,16]",
-    "model.depth=1",
-    "model.n_coarse=16",
-    "model.n_samples=8",
-    "model.grid_resolution=8",
-    "model.n_candidates=8",
-    "trainer.batch_size=128",
-]
-
-
-def _point_field(ctx: Ctx) -> list[str]:
-    return ctx.train(
-        "llff_pointfield.yaml",
-        "point_field",
-        f"data.path={ctx.scenes / 'llff'}",
-        "data.factor=1",
-        "model.points_path=''",
-        *POINT_FIELD,
-    )
-
-
-def _fern(ctx: Ctx) -> Path:
-    return ctx.repo.parent / "shared" / "data" / "nerf_llff_data" / "fern"
-
-
-def _point_field_fern(ctx: Ctx) -> list[str]:
-    return ctx.train(
-        "llff_pointfield.yaml",
-        "point_field_fern",
-        f"data.path={_fern(ctx)}",
-        f"model.points_path={_fern(ctx)}",
-        *POINT_FIELD,
-    )
-
-
-def _pointcloud(ctx: Ctx) -> list[str]:
-    return [
-        "pointcloud",
-        "train",
-        ctx.cfg("pointcloud_synthetic.yaml"),
-        f"output_dir={ctx.runs}",
-        "experiment=pointcloud",
-        f"steps={ctx.steps}",
-        "data.n_points=128",
-        "model.n_centres=[32,16]",
-        "model.depth=1",
-        "data.synth_train_per_class=8",
-        "data.synth_test_per_class=4",
-        "batch_size=16",
-        "progress=false",
-        "log_every=5",
-        "eval_every=0",
-        "checkpoint_every=0",
-        f"seed={SEED}",
-        "device=cpu",
-        "--overwrite",
-    ]
+    def run_dir(self, ctx: Ctx) -> Path:
+        return ctx.runs / self.name
 
 
 def _no_compiler(ctx: Ctx) -> str:
@@ -352,33 +174,34 @@ def _no_compiler(ctx: Ctx) -> str:
 
 
 def _no_fern(ctx: Ctx) -> str:
-    return "" if (_fern(ctx) / "poses_bounds.npy").is_file() else f"no shared fern data at {_fern(ctx)}"
+    return "" if (ctx.fern / "poses_bounds.npy").is_file() else f"no shared fern data at {ctx.fern}"
+
+
+def _ngp(sampler: str, backend: str = "torch") -> Case:
+    name = f"ngp_{sampler}" + ("" if backend == "torch" else f"_{backend}")
+    args = NGP + (" " + PROPOSAL if sampler == "proposal" else "")
+    case = Case(name, args, "blender_ngp.yaml", extra={"sampler": sampler, "backend": backend})
+    if backend == "cpu":
+        case.skip = _no_compiler
+    return case
 
 
 CASES: list[Case] = [
-    Case("nerf", _nerf, _run("nerf")),
-    *[
-        Case(f"ngp_{s}", _ngp(s, extra=tuple(PROPOSAL) if s == "proposal" else ()), _run(f"ngp_{s}"))
-        for s in ("grid", "importance", "uniform", "occupancy", "proposal")
-    ],
-    Case("ngp_grid_cpu", _ngp("grid", "cpu"), _run("ngp_grid_cpu"), skip=_no_compiler),
-    Case("ngp_llff", _ngp_llff, _run("ngp_llff")),
-    Case("gnt", _gnt, _run("gnt")),
-    Case("gnt_generalizable", _gnt_xscene, _run("gnt_generalizable")),
-    Case("nid_scene", _nid_scene, _run("nid_scene")),
-    Case("nid_family", _nid_family, _run("nid_family")),
-    Case("nid_scene_dict", _nid_scene_dict, _run("nid_scene_dict"), needs=("nid_family",)),
-    Case("nid_dict", _nid_dict, _run("nid_dict")),
-    Case("nid_fit", _nid_fit, _run("nid_fit"), needs=("nid_dict",), artifact="fit.png"),
-    Case("point_field", _point_field, _run("point_field")),
-    Case("point_field_fern", _point_field_fern, _run("point_field_fern"), skip=_no_fern),
-    Case("pointcloud", _pointcloud, _run("pointcloud")),
+    Case("nerf", ARGS["nerf"], "blender_nerf.yaml"),
+    *[_ngp(s) for s in ("grid", "importance", "uniform", "occupancy", "proposal")],
+    _ngp("grid", "cpu"),
+    Case("ngp_llff", ARGS["ngp_llff"], "llff_ngp.yaml"),
+    Case("gnt", ARGS["gnt"], "gnt_blender.yaml"),
+    Case("gnt_generalizable", ARGS["gnt_generalizable"], "gnt_generalizable.yaml"),
+    Case("nid_scene", ARGS["nid_scene"], "nid_scene.yaml"),
+    Case("nid_family", ARGS["nid_family"]),
+    Case("nid_scene_dict", ARGS["nid_scene_dict"], "nid_scene.yaml", needs=("nid_family",)),
+    Case("nid_dict", ARGS["nid_dict"]),
+    Case("nid_fit", ARGS["nid_fit"], needs=("nid_dict",), artifact="fit.png"),
+    Case("point_field", ARGS["point_field"], "llff_pointfield.yaml"),
+    Case("point_field_fern", ARGS["point_field_fern"], "llff_pointfield.yaml", skip=_no_fern),
+    Case("pointcloud", ARGS["pointcloud"]),
 ]
-
-SCENES = {  # generated once per work folder with `neural3d data synth`
-    "blender": ["--layout", "blender", "--res", "24", "--seed", "1", "--views", "8"],
-    "llff": ["--layout", "llff", "--res", "32", "--seed", "2", "--views", "9"],
-}
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -414,7 +237,7 @@ def make_scenes(ctx: Ctx, runner: list[str], env: dict[str, str]) -> dict[str, s
     for name, args in SCENES.items():
         out = ctx.scenes / name
         if not out.exists():
-            rc, log, _ = run_cli(runner, ["data", "synth", "--out", str(out), *args], ctx.repo, env)
+            rc, log, _ = run_cli(runner, ["data", "synth", "--out", str(out), *args.split()], ctx.repo, env)
             if rc:
                 raise RuntimeError(f"data synth {name} failed:\n{log[-3000:]}")
         hashes[name] = tree_hash(out)

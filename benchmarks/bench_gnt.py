@@ -415,7 +415,8 @@ def main() -> None:
     for name, r in result["speed"].items():
         base = base or r["rays_per_s"]
         print(
-            f"  {name}: {r['rays_per_s']:8.0f} rays/s (x{r['rays_per_s'] / base:.2f}), {r['flops_per_ray'] / 1e6:.2f} MFLOP/ray, "
+            f"  {name}: {r['rays_per_s']:8.0f} rays/s (x{r['rays_per_s'] / base:.2f}), "
+            f"{r['flops_per_ray'] / 1e6:.2f} MFLOP/ray, "
             f"feature net {r['feature_flops_per_source_pixel'] / 1e3:.0f} kFLOP per source pixel"
         )
     print(f"load average at end: {result['loadavg_end']}")

@@ -64,7 +64,7 @@ def build_model(scene, checkpoint: str, device: str):
 
     info = SceneInfo(scene.scene_box, scene.near, scene.far)
     if checkpoint:
-        from neural3d.methods.gnt.checkpoint import load_official_gnt_checkpoint
+        from neural3d.methods.gnt.official import load_official_gnt_checkpoint
 
         model = load_official_gnt_checkpoint(
             checkpoint, scene=info, device=device, n_samples_eval=192, n_source_views=10, selection="dist"

@@ -161,7 +161,8 @@ def part_2d(args) -> dict:
         )
         print(
             f"[2d] image {i}: NID lstsq {rows[-1]['nid_lstsq_psnr']:.2f} dB in {ls.seconds:.3f} s | NID codes "
-            f"{gd_psnr:.2f} dB after {len(gd.codes.history)} steps {gd.seconds:.2f} s | scratch (B x{sc_best['factor']:.0f}) "
+            f"{gd_psnr:.2f} dB after {len(gd.codes.history)} steps {gd.seconds:.2f} s | "
+            f"scratch (B x{sc_best['factor']:.0f}) "
             f"reached {args.target} dB: {sc_best['steps']} steps {sc_best['seconds']:.2f} s",
             flush=True,
         )
@@ -255,10 +256,12 @@ def part_2d(args) -> dict:
             flush=True,
         )
         print(
-            f"[2d] {100 * frac:.0f}% validated lengths (<= {args.finetune_max_steps} steps, chosen on held-out observed "
+            f"[2d] {100 * frac:.0f}% validated lengths (<= {args.finetune_max_steps} steps, "
+            "chosen on held-out observed "
             f"pixels): NID prior + fine-tune {r['nid_prior_ftv']:.2f} (steps {vals['ft_steps']}, "
             f"{r['nid_ftv_s']:.1f} s) | scratch {r['scratch_v']:.2f} (steps {vals['scratch_v_steps']}, Fourier scale "
-            f"picked with the clean image) | NID - best scratch {r['nid_prior_ftv'] - max(r['scratch'], r['scratch_v']):+.2f} dB",
+            f"picked with the clean image) | "
+            f"NID - best scratch {r['nid_prior_ftv'] - max(r['scratch'], r['scratch_v']):+.2f} dB",
             flush=True,
         )
         print(

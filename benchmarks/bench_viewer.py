@@ -88,7 +88,8 @@ def bench_viewer(run: Path, max_res: int, target_fps: float, move_s: float, hide
         inst = np.array(stats.low_res_fps[fps0:])
         print(
             f"while moving ({moving:.1f} s, target {target_fps:g} fps): {low} low-res frames = {low / moving:.2f} "
-            f"frames/s delivered at {stats.low_size[1]}x{stats.low_size[0]} (last); render-only {np.median(inst):.1f} frames/s (median); "
+            f"frames/s delivered at {stats.low_size[1]}x{stats.low_size[0]} (last); "
+            f"render-only {np.median(inst):.1f} frames/s (median); "
             f"{stats.interrupted} stale full renders interrupted; {session.worker.rate.rays_per_s:,.0f} rays/s"
         )
         print(

@@ -22,7 +22,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "neural3d.distortion": ("neural3d.core.lens_distortion",),
     "neural3d.gnt": ("neural3d.methods.gnt",),
     "neural3d.gnt.batches": ("neural3d.methods.gnt.batches",),
-    "neural3d.gnt.checkpoint": ("neural3d.methods.gnt.checkpoint",),
+    "neural3d.gnt.checkpoint": ("neural3d.methods.gnt.checkpoint", "neural3d.methods.gnt.official"),
     "neural3d.gnt.colour": ("neural3d.methods.gnt.colour",),
     "neural3d.gnt.field": ("neural3d.methods.gnt.field",),
     "neural3d.gnt.mixture": ("neural3d.methods.gnt.mixture",),
@@ -84,16 +84,26 @@ class _MovedModuleLoader(importlib.abc.Loader):
             DeprecationWarning,
             stacklevel=3,
         )
-        if len(self.new) == 1:
-            return importlib.import_module(self.new[0])
-        return _SplitModule(self.old, [importlib.import_module(n) for n in self.new])
+        parts = [importlib.import_module(n) for n in self.new]
+        if len(parts) == 1 and not _has_moved_children(self.old):
+            self._real_spec = parts[0].__spec__  # the import system sets module.__spec__ = (the alias) spec
+            return parts[0]
+        # a view, not the new module itself: importing an old child (neural3d.models.gnt) sets the child as an
+        # attribute of its parent, which must not overwrite the new package's own (neural3d.methods.gnt)
+        return _SplitModule(self.old, parts)
 
     def exec_module(self, module) -> None:
+        if not isinstance(module, _SplitModule):
+            module.__spec__ = self._real_spec  # the new module keeps its own name, origin and loader
         sys.modules[self.old] = module
 
 
+def _has_moved_children(old: str) -> bool:
+    return any(name.startswith(old + ".") for name in MOVED)
+
+
 class _SplitModule(types.ModuleType):
-    """A module that was split: attribute lookups search its successors in order."""
+    """A module that was split, or an old package: attribute lookups search its successors in order."""
 
     def __init__(self, name: str, parts: list[types.ModuleType]) -> None:
         super().__init__(name)

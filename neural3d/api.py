@@ -10,6 +10,7 @@ torch.Size([1, 200, 200, 3])
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neural3d.config import build_config
+from neural3d.config import ConfigError, build_config
 from neural3d.core.cameras import Cameras
 from neural3d.methods.base import Model, SceneInfo
 from neural3d.training import checkpoint as ckpt
@@ -143,3 +144,63 @@ def load(
 def run_metadata(run_dir: str | Path) -> dict:
     p = Path(run_dir) / "run.json"
     return json.loads(p.read_text()) if p.is_file() else {}
+
+
+# model settings that may change at render time on another scene (sampling, source-view choice; no shapes)
+RENDER_TIME_MODEL_KEYS = (
+    "n_samples",
+    "n_samples_eval",
+    "n_fine",
+    "n_source_views",
+    "n_source_views_eval",
+    "lindisp",
+    "selection",
+)
+
+
+def split_scene_overrides(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``data.KEY=VALUE`` / ``model.KEY=VALUE`` strings -> (data dict, model dict) with YAML-typed values.
+
+    Raises:
+        ConfigError: an item of another form, or a ``model.`` key not in :data:`RENDER_TIME_MODEL_KEYS`.
+    """
+    from omegaconf import OmegaConf
+
+    data, model = {}, {}
+    for item in items:
+        if "=" not in item or not item.startswith(("data.", "model.")):
+            raise ConfigError(f"override '{item}' must look like data.KEY=VALUE or model.KEY=VALUE")
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))["v"]
+        if section == "model" and name not in RENDER_TIME_MODEL_KEYS:
+            raise ConfigError(
+                f"model.{name} cannot change at render time; allowed: {', '.join(RENDER_TIME_MODEL_KEYS)}"
+            )
+        (data if section == "data" else model)[name] = parsed
+    return data, model
+
+
+def load_for_scene(
+    run_dir: str | Path, scene_path: str | Path, overrides: Sequence[str] = (), device: str = "auto"
+) -> LoadedScene:
+    """:func:`load` of a run of a source-view method (GNT) rendering from the scene at ``scene_path``.
+
+    The scene is unseen by the run: only its images and poses are used, its ``train`` split as source views.
+
+    Args:
+        run_dir: a run whose model ``needs_scene``.
+        scene_path: the scene folder; world-space rays (``data.ndc=false``) unless ``overrides`` say otherwise.
+        overrides: ``data.KEY=VALUE`` and ``model.KEY=VALUE`` strings (model: :data:`RENDER_TIME_MODEL_KEYS`).
+        device: ``auto``, ``cpu``, ``cuda``...
+    """
+    data, model = split_scene_overrides(overrides)
+    if not Path(scene_path).exists():
+        raise FileNotFoundError(f"scene '{scene_path}' does not exist")
+    data.setdefault("ndc", False)  # GNT casts world-space rays, also through forward-facing scenes
+    loaded = load(run_dir, device=device, data={**data, "path": str(scene_path), "synth": {"enabled": False}})
+    if not loaded.model.needs_scene:
+        raise ValueError(f"{run_dir}: method '{loaded.config.method}' does not render from source views")
+    for k, v in model.items():
+        loaded.model.config[k] = v
+    return loaded

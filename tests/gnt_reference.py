@@ -164,8 +164,10 @@ def _posenc(x):
 
 def ref_gnt(P, rgb_feat, ray_diff, mask, pts, ray_d, depth):
     """Official GNT.forward with ret_alpha; P: net parameters by official name (no 'net_coarse.')."""
+
     def ln(name, x, eps):
         return F.layer_norm(x, x.shape[-1:], P[name + ".weight"], P[name + ".bias"], eps)
+
     vd = ray_d / ray_d.norm(dim=-1, keepdim=True)
     pe = _posenc(pts)
     ve = _posenc(vd)[:, None].expand(*pts.shape[:2], -1)

@@ -20,11 +20,12 @@ HAS_TCNN = importlib.util.find_spec("tinycudann") is not None
 if HAS_TRITON and not HAS_CUDA and "triton" not in sys.modules:
     os.environ["TRITON_INTERPRET"] = "1"
 
-from neural3d.fields import NGPField
-from neural3d.fields.backends import candidates, cpu_kernel_available, pick_fastest, resolve_backend
-from neural3d.fields.backends.cpu_hash import CpuKernelUnavailable, cpu_hash_encode
-from neural3d.fields.backends.tcnn import copy_params_from_tcnn, copy_params_to_tcnn
-from neural3d.fields.hashgrid import HashGridEncoding, grid_layout, hash_encode, per_level_scale_for
+# imported after TRITON_INTERPRET is set, should they import triton (which reads it when kernels are defined)
+from neural3d.fields import NGPField  # noqa: E402
+from neural3d.fields.backends import candidates, cpu_kernel_available, pick_fastest, resolve_backend  # noqa: E402
+from neural3d.fields.backends.cpu_hash import CpuKernelUnavailable, cpu_hash_encode  # noqa: E402
+from neural3d.fields.backends.tcnn import copy_params_from_tcnn, copy_params_to_tcnn  # noqa: E402
+from neural3d.fields.hashgrid import HashGridEncoding, grid_layout, hash_encode, per_level_scale_for  # noqa: E402
 
 DEVICE = torch.device("cuda" if HAS_CUDA else "cpu")
 

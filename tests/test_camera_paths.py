@@ -1,5 +1,5 @@
-"""Tests for neural3d.core.poses, neural3d.media.paths and neural3d.media.camera_path_json: original NeRF paths (reference arrays), orbits, quaternions,
-pose interpolation and nerfstudio camera_path.json I/O."""
+"""Tests for neural3d.core.poses, neural3d.media.paths and neural3d.media.camera_path_json: original NeRF paths
+(reference arrays), orbits, quaternions, pose interpolation and nerfstudio camera_path.json I/O."""
 
 import json
 import math

@@ -1,4 +1,5 @@
-"""Export: exact geometry on an analytic sphere, NDC inversion, and the CLI on a tiny trained run read back with open3d."""
+"""Export: exact geometry on an analytic sphere, NDC inversion, and the CLI on a tiny trained run read back with
+open3d."""
 
 from __future__ import annotations
 

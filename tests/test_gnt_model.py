@@ -262,8 +262,8 @@ def test_resunet_equals_float64_reference():
 
 def load_official_gnt_checkpoint_from_dict(ckpt):
     from neural3d.methods.base import SceneInfo
-    from neural3d.methods.gnt.checkpoint import config_from_official
     from neural3d.methods.gnt.model import GNTModel
+    from neural3d.methods.gnt.official import config_from_official
 
     model = GNTModel(config_from_official(ckpt, n_samples=24), scene=SceneInfo(torch.zeros(2, 3), 0.1, 10.0))
     model.load_state_dict(official_to_state_dict(ckpt), strict=True)

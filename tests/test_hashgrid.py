@@ -111,7 +111,13 @@ def test_per_level_scale_formula():
             "per_level_scale": per_level_scale_for(16, 2048, 16),
         },
         {"n_levels": 16, "F": 2, "log2_hashmap_size": 19, "base_resolution": 16, "per_level_scale": 1.4472692012786865},
-        {"n_levels": 6, "F": 4, "log2_hashmap_size": 12, "base_resolution": 4, "per_level_scale": per_level_scale_for(4, 64, 6)},
+        {
+            "n_levels": 6,
+            "F": 4,
+            "log2_hashmap_size": 12,
+            "base_resolution": 4,
+            "per_level_scale": per_level_scale_for(4, 64, 6),
+        },
     ],
 )
 def test_layout_matches_tcnn_constructor(cfg):

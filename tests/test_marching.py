@@ -306,8 +306,10 @@ def test_prune_drops_samples_behind_an_opaque_slab():
     grid = OccupancyGrid(aabb=torch.tensor([-1.0, -1, -1, 1, 1, 1]), resolution=4)
     rays = _bundle([[0.0, 0.0, 3.0]], [[0.0, 0.0, -1.0]], near=0.0, far=6.0)
     packed = march_rays(rays, grid, step_size=0.05)
+
     def slab(x):
         return (torch.abs(x[:, 2]) < 0.2).float()[:, None] * 100.0
+
     pruned = prune_samples(packed, slab, early_stop_eps=1e-4)
     assert pruned.n_samples < packed.n_samples
     assert pruned.mids.max() < 3.0 + 0.2 + 0.05  # nothing far behind the slab

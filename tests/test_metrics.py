@@ -12,8 +12,10 @@ C1, C2 = 0.01**2, 0.03**2
 
 def _ssim_scipy(a: np.ndarray, b: np.ndarray) -> float:
     """skimage-style SSIM (gaussian_weights, sigma 1.5, population covariance), float64, [H, W, C]."""
+
     def blur(z):
         return scipy.ndimage.gaussian_filter(z, sigma=1.5, truncate=3.5, mode="reflect")[5:-5, 5:-5]
+
     vals = []
     for c in range(a.shape[-1]):
         x, y = a[..., c].astype(np.float64), b[..., c].astype(np.float64)

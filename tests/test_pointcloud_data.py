@@ -1,4 +1,5 @@
-"""Point-cloud data: PLY / COLMAP / text readers, ModelNet40 and ShapeNetPart layouts, synthetic shapes, augmentation."""
+"""Point-cloud data: PLY / COLMAP / text readers, ModelNet40 and ShapeNetPart layouts, synthetic shapes,
+augmentation."""
 
 import json
 import math

@@ -133,8 +133,10 @@ def test_grid_sampler_distortion_loss_and_field_importance_eval(tmp_path, tiny_b
     sum(losses.values()).backward()
     # evaluation places samples by the field's own weights: with an analytic slab density they gather there
     rays = batch.rays[:64]
+
     def slab(p):
         return ((p[..., 2:] - 0.2).abs() < 0.1).float() * 100.0
+
     monkeypatch.setattr(tr.model.field, "density", slab)
     tr.model.eval()
     s = tr.model.field_importance_samples(rays)

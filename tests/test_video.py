@@ -54,8 +54,10 @@ def test_gray_and_clamping():
 def test_colorize_depth_range_mask_and_inverse():
     depth = torch.tensor([[2.0, 3.0], [4.0, 6.0]])
     rgb = colorize_depth(depth, near=2.0, far=6.0)
+
     def turbo(x):
         return apply_colormap(torch.tensor(x))
+
     torch.testing.assert_close(rgb[0, 0], turbo(0.0))
     torch.testing.assert_close(rgb[1, 1], turbo(1.0))
     torch.testing.assert_close(rgb[0, 1], turbo(0.25))

@@ -75,8 +75,10 @@ def test_browser_tabs_get_frames_and_closed_tabs_free_their_workers(trained_run,
     browser = HeadlessChromium(CHROMIUM)
     try:
         assert server.url.startswith("http://127.0.0.1:")
+
         def full(n):
             return sum(c["full"] >= 1 and c["low"] >= 1 for c in server.frames_by_client.values()) >= n
+
         tab1, s1 = browser.open(server.url)
         wait_until(lambda: full(1), 90, "a low-res and a full-res frame for the first tab")
         tab2, s2 = browser.open(server.url)  # a second tab at the same time

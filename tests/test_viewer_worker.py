@@ -1,4 +1,5 @@
-"""Viewer internals without a browser: camera conventions, resolution control, progressive and interruptible rendering."""
+"""Viewer internals without a browser: camera conventions, resolution control, progressive and interruptible
+rendering."""
 
 from __future__ import annotations
 

@@ -83,8 +83,10 @@ def test_renderer_gradients_match_float64_finite_differences():
     dens = (torch.rand(3, 8, 1, dtype=torch.float64) * 2).requires_grad_()
     rgb = torch.rand(3, 8, 3, dtype=torch.float64).requires_grad_()
     bg = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+
     def fn(d, c):
         return VolumeRenderer()(FieldOutputs(density=d, rgb=c), samples, bg).rgb
+
     assert torch.autograd.gradcheck(fn, (dens, rgb))
 
 

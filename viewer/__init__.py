@@ -2,7 +2,8 @@
 
 Modules (one concept each):
 
-* :mod:`viewer.camera` -- browser (viser, OpenCV axes) camera <-> OpenGL ``c2w`` and :class:`~neural3d.core.cameras.Cameras`.
+* :mod:`viewer.camera` -- browser (viser, OpenCV axes) camera <-> OpenGL ``c2w`` and
+  :class:`~neural3d.core.cameras.Cameras`.
 * :mod:`viewer.resolution` -- measured rays/s -> the resolution that holds a target frame rate while moving.
 * :mod:`viewer.frames` -- a render dict -> the uint8 image shown (rgb with background swap, depth, opacity).
 * :mod:`viewer.scene_handle` -- the model shared by all tabs, locked for live weight updates.

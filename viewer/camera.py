@@ -35,7 +35,8 @@ class CameraState:
     aspect: float
 
     def cameras(self, height: int) -> Cameras:
-        """A one-camera :class:`Cameras` of ``height`` rows and ``round(height * aspect)`` columns (centred principal point)."""
+        """A one-camera :class:`Cameras` of ``height`` rows and ``round(height * aspect)`` columns (centred principal
+        point)."""
         if height < 1:
             raise ValueError(f"render height must be >= 1, got {height}")
         width = max(1, round(height * self.aspect))

@@ -35,7 +35,8 @@ class Keyframes:
         self.c2w, self.fov_deg, self.aspect = [], [], []
 
     def path(self, n_frames: int, height: int, fps: float) -> tuple[CameraPath, CameraPath]:
-        """(camera path of ``n_frames`` interpolated poses, the keyframes) at ``height`` rows and the first key's aspect.
+        """(camera path of ``n_frames`` interpolated poses, the keyframes) at ``height`` rows and the first key's
+        aspect.
 
         Poses follow :func:`neural3d.media.paths.interpolate_poses` (slerp + Catmull-Rom); the fov is linear.
         """
@@ -137,7 +138,8 @@ class PathEditor:
         self.status.content = f"previewed {cp.n_frames} frames"
 
     def render(self, video: Path | None = None) -> Path:
-        """Save camera_path.json and render it to an mp4 with :mod:`neural3d.media.frames` (rgb of this tab's output)."""
+        """Save camera_path.json and render it to an mp4 with :mod:`neural3d.media.frames` (rgb of this tab's
+        output)."""
         from neural3d.media.frames import render_frames, write_frames
         from neural3d.media.paths import path_cameras
 

@@ -34,7 +34,8 @@ class SceneHandle:
         return None if bg is None else bg.float().cpu()
 
     def render(self, cameras: Cameras, chunk: int = 8192, context: Any = None) -> dict[str, torch.Tensor]:
-        """``LoadedScene.render`` of one camera under the lock -> ``rgb`` [H, W, 3], ``depth``/``opacity`` [H, W] (CPU)."""
+        """``LoadedScene.render`` of one camera under the lock -> ``rgb`` [H, W, 3], ``depth``/``opacity`` [H, W]
+        (CPU)."""
         with self.lock:
             out = self.loaded.render(cameras, chunk=chunk, context=context)
         return {k: v[0].float().cpu() for k, v in out.items() if k in ("rgb", "depth", "opacity")}

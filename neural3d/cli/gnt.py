@@ -4,62 +4,41 @@
   scene given only its images and poses -- source views come from its ``train`` split, targets from
   ``--split`` (default test). No optimisation.
 * ``neural3d gnt render RUN SCENE --path orbit --out video.mp4``: render a camera path of that scene.
-* ``neural3d gnt import CKPT --data SCENE --out RUN``: wrap an official GNT checkpoint as a neural3d run
-  (then ``neural3d eval RUN`` / ``neural3d render RUN`` / ``neural3d.load(RUN)`` work).
+* ``neural3d gnt import CKPT --data SCENE --out RUN [model.KEY=V ...]``: wrap an official GNT checkpoint as a
+  neural3d run (then ``neural3d eval RUN`` / ``neural3d render RUN`` / ``neural3d.load(RUN)`` work).
+
+Options and overrides may come in any order. The work is done by :func:`neural3d.api.load_for_scene` and
+:func:`neural3d.methods.gnt.official.import_official`; this module only parses arguments.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
-from neural3d.config import ConfigError
 
-_RUNTIME_MODEL_KEYS = (
-    "n_samples",
-    "n_samples_eval",
-    "n_fine",
-    "n_source_views",
-    "n_source_views_eval",
-    "lindisp",
-    "selection",
-)
+class _IntermixedParser(argparse.ArgumentParser):
+    """A sub-command parser that takes options and ``key=value`` overrides in any order.
 
+    Plain argparse fills the ``overrides`` positional (``nargs="*"``) with the positionals before the first option,
+    so ``import CKPT --data S --out R model.x=y`` would reject ``model.x=y``; intermixed parsing collects them all.
+    """
 
-def _split_overrides(items) -> tuple[dict, dict]:
-    """``data.KEY=VALUE`` / ``model.KEY=VALUE`` strings -> (data dict, model dict) with YAML-typed values."""
-    from omegaconf import OmegaConf
+    _intermixing = False
 
-    data, model = {}, {}
-    for item in items:
-        if "=" not in item or not item.startswith(("data.", "model.")):
-            raise ConfigError(f"override '{item}' must look like data.KEY=VALUE or model.KEY=VALUE")
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1)
-        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))["v"]
-        if section == "model" and name not in _RUNTIME_MODEL_KEYS:
-            raise ConfigError(f"model.{name} cannot change at render time; allowed: {', '.join(_RUNTIME_MODEL_KEYS)}")
-        (data if section == "data" else model)[name] = parsed
-    return data, model
-
-
-def load_for_scene(run_dir, scene_path, overrides=(), device: str = "auto"):
-    """:func:`neural3d.load` of ``run_dir`` rendering from the scene at ``scene_path``."""
-    from neural3d.api import load
-
-    data, model = _split_overrides(overrides)
-    if not Path(scene_path).exists():
-        raise FileNotFoundError(f"scene '{scene_path}' does not exist")
-    data.setdefault("ndc", False)  # GNT casts world-space rays, also through forward-facing scenes
-    loaded = load(run_dir, device=device, data={**data, "path": str(scene_path), "synth": {"enabled": False}})
-    if not loaded.model.needs_scene:
-        raise ValueError(f"{run_dir}: method '{loaded.config.method}' does not render from source views")
-    for k, v in model.items():
-        loaded.model.config[k] = v
-    return loaded
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _cmd_eval(args) -> int:
+    from neural3d.api import load_for_scene
     from neural3d.evaluation.evaluate import evaluate_split
 
     loaded = load_for_scene(args.run_dir, args.scene, args.overrides, args.device)
@@ -82,6 +61,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_render(args) -> int:
+    from neural3d.api import load_for_scene
     from neural3d.media.frames import render_frames, write_frames
     from neural3d.media.paths import path_cameras
 
@@ -95,54 +75,9 @@ def _cmd_render(args) -> int:
     return 0
 
 
-def import_official(checkpoint, data_path, out_dir, *, pixel_center: float = 0.0, overrides=()) -> Path:
-    """Write a neural3d run directory around an official GNT checkpoint; returns the run directory."""
-    from omegaconf import OmegaConf
-
-    from neural3d.config import build_config, to_yaml
-    from neural3d.methods.gnt.checkpoint import config_from_official, official_to_state_dict, read_checkpoint
-    from neural3d.training import checkpoint as ckpt_io
-    from neural3d.training.setup import load_scene_from_config, scene_info
-
-    raw = read_checkpoint(checkpoint)
-    model_cfg = OmegaConf.to_container(OmegaConf.structured(config_from_official(raw)))
-    cfg, _ = build_config(
-        {
-            "method": "gnt",
-            "model": model_cfg,
-            "data": {"path": str(data_path), "ndc": False, "pixel_center": pixel_center},
-        },
-        overrides,
-        source=str(checkpoint),
-    )
-    info = scene_info(load_scene_from_config(cfg.data))
-    out = Path(out_dir)
-    state = {
-        "step": 0,
-        "elapsed": 0.0,
-        "method": "gnt",
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "scene": info.state(),
-        "model": official_to_state_dict(raw),
-    }
-    ckpt_io.save_checkpoint(out, 0, state)
-    ckpt_io.atomic_write_text(to_yaml(cfg), out / "config.yaml")
-    ckpt_io.atomic_write_text(
-        json.dumps(
-            {
-                "method": "gnt",
-                "scene": info.state(),
-                "data_path": str(Path(data_path).resolve()),
-                "imported_from": str(Path(checkpoint).resolve()),
-            },
-            indent=2,
-        ),
-        out / "run.json",
-    )
-    return out
-
-
 def _cmd_import(args) -> int:
+    from neural3d.methods.gnt.official import import_official
+
     out = import_official(
         args.checkpoint, args.data, args.out, pixel_center=args.pixel_center, overrides=args.overrides
     )
@@ -152,7 +87,7 @@ def _cmd_import(args) -> int:
 
 def add_parser(subparsers) -> None:
     g = subparsers.add_parser("gnt", help="generalizable rendering (GNT): unseen scenes, official checkpoints")
-    gsub = g.add_subparsers(dest="gnt_command", required=True)
+    gsub = g.add_subparsers(dest="gnt_command", required=True, parser_class=_IntermixedParser)
 
     e = gsub.add_parser("eval", help="evaluate a GNT run on a scene given only its images and poses")
     e.add_argument("run_dir")

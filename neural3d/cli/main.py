@@ -42,7 +42,8 @@ def _cmd_train(args) -> int:
             live.close()
         raise
     print(
-        f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; checkpoint in {trainer.run_dir / 'checkpoints'}"
+        f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; "
+        f"checkpoint in {trainer.run_dir / 'checkpoints'}"
     )
     if live is not None:
         live.finish()

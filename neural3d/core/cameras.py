@@ -280,5 +280,6 @@ def check_poses(c2w: Tensor, source: str = "poses", atol: float = 1e-3) -> None:
     if bad.any():
         i = int(bad.nonzero()[0])
         raise ValueError(
-            f"{source}: pose {i} is not a rigid transform (|R^T R - I| = {float(err[i]):.3g}, det R = {float(det[i]):.4g})"
+            f"{source}: pose {i} is not a rigid transform "
+            f"(|R^T R - I| = {float(err[i]):.3g}, det R = {float(det[i]):.4g})"
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ __all__ = [
     "write_video",
 ]
 
-Frame = Union[torch.Tensor, np.ndarray]
+Frame = torch.Tensor | np.ndarray
 
 # Turbo polynomial coefficients, c0 + c1 x + ... + c5 x^5, rows R, G, B.
 _TURBO_COEFFS = (

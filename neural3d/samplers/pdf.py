@@ -19,8 +19,8 @@ def sample_pdf(
 ) -> Tensor:
     """Draw sorted samples from the piecewise-constant PDF given by ``weights`` over ``bins``.
 
-    The PDF on bin i is proportional to ``weights[i] + padding`` (1e-5 as the original NeRF; a ray with zero weight samples
-    uniformly), the CDF is piecewise linear, and it is inverted with ``searchsorted``. Deterministic
+    The PDF on bin i is proportional to ``weights[i] + padding`` (1e-5 as the original NeRF; a ray with zero weight
+    samples uniformly), the CDF is piecewise linear, and it is inverted with ``searchsorted``. Deterministic
     mode uses ``u = linspace(0, 1, n_samples)``; jitter mode stratifies u in ``n_samples`` strata.
 
     Args:

@@ -6,9 +6,10 @@ and a signal's prediction ``y[p, d] = sum_e c_e X[p, e, d] + b_d`` is *linear* i
 ridge-regularised) least-squares problem in closed form; all signals are solved at once with batched
 normal equations in float64. Masks [n_signals, n_points] select the observed pixels; ``loss="l1"``
 runs iteratively reweighted least squares (weights ``1 / max(|r|, delta)``), which converges to the
-L1 fit used for inpainting / occlusion removal. With a :class:`~neural3d.apps.image_dictionary.prior.CodePrior` the solves
-are MAP estimates under the Gaussian prior of the dictionary's training codes (``(c - mu)^T Sigma^-1
-(c - mu)`` instead of ``|c|^2``), which is what makes fits from few observed pixels well posed.
+L1 fit used for inpainting / occlusion removal. With a
+:class:`~neural3d.apps.image_dictionary.prior.CodePrior` the solves are MAP estimates under the Gaussian prior
+of the dictionary's training codes (``(c - mu)^T Sigma^-1 (c - mu)`` instead of ``|c|^2``), which is what makes
+fits from few observed pixels well posed.
 
 :func:`fit_gradient` is the iterative alternative (Adam on the logits and bias, top-k re-selected every
 step, as the official fine-tuning of codes with a frozen dictionary), with MSE or L1.

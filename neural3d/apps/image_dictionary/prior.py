@@ -83,7 +83,8 @@ class CodePrior:
 
 
 def code_prior_from_codes(logits: Tensor, bias: Tensor, topk: int) -> CodePrior:
-    """Prior from training codes: signed top-k of ``logits`` [N, E] (as the dictionary uses them) and ``bias`` [N, D]."""
+    """Prior from training codes: signed top-k of ``logits`` [N, E] (as the dictionary uses them) and ``bias``
+    [N, D]."""
     if logits.ndim != 2 or bias.ndim != 2 or logits.shape[0] != bias.shape[0]:
         raise ValueError(
             f"nid/prior.py: need logits [N, E] and bias [N, D], got {tuple(logits.shape)}, {tuple(bias.shape)}"

@@ -30,7 +30,8 @@ CORRUPTIONS = ("none", "stripes", "saltpepper")
 
 @dataclass
 class ImageFit:
-    """image [H, W, C] reconstruction, the per-patch :class:`~neural3d.apps.image_dictionary.fit.CodeFit`, and fit seconds.
+    """image [H, W, C] reconstruction, the per-patch :class:`~neural3d.apps.image_dictionary.fit.CodeFit`, and fit
+    seconds.
 
     ``snapshots``: [(step, image [H, W, C])] along a fine-tune (:func:`finetune_image`), else empty;
     ``prior_weight``: the code-prior weight used (given or chosen by validation), None without a prior.

@@ -5,11 +5,13 @@ Modules: :mod:`~neural3d.methods.gnt.resunet` (feature extractor), :mod:`~neural
 (nearest source views), :mod:`~neural3d.methods.gnt.sampling` (point samples, fine samples),
 :mod:`~neural3d.methods.gnt.transformer` (blocks, network), :mod:`~neural3d.methods.gnt.field` (field and renderer
 slots), :mod:`~neural3d.methods.gnt.batches` (one-target-image training batches), :mod:`~neural3d.methods.gnt.mixture`
-(cross-scene training sets), :mod:`~neural3d.methods.gnt.checkpoint` (official checkpoints). The method is
+(cross-scene training sets), :mod:`~neural3d.methods.gnt.checkpoint` (official checkpoints <-> state dicts),
+:mod:`~neural3d.methods.gnt.official` (models and runs from official checkpoints). The method is
 ``neural3d.methods.gnt.model`` (``method: gnt``).
 """
 
-from neural3d.methods.gnt.checkpoint import load_official_gnt_checkpoint, official_to_state_dict, state_dict_to_official
+from neural3d.methods.gnt.checkpoint import official_to_state_dict, state_dict_to_official
+from neural3d.methods.gnt.official import load_official_gnt_checkpoint
 from neural3d.methods.gnt.projection import (
     ProjectedSamples,
     SourceViews,

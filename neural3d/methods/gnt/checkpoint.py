@@ -16,6 +16,9 @@ official (net_*)       neural3d (renderer*)
 
 ``feature_net.*`` keeps its names. Official cameras use OpenCV c2w and pixel centres at integer
 coordinates: render with ``data.pixel_center=0.0`` to reproduce them exactly.
+
+This module is pure state-dict work and imports no model; :mod:`neural3d.methods.gnt.official` builds models and
+run directories from official checkpoints.
 """
 
 from __future__ import annotations
@@ -77,23 +80,25 @@ def state_dict_to_official(state: dict[str, Tensor]) -> dict[str, dict[str, Tens
     return out
 
 
-def config_from_official(ckpt: dict[str, Any], **overrides):
-    """A :class:`~neural3d.methods.gnt.model.GNTModelConfig` matching an official checkpoint's shapes."""
-    from neural3d.methods.gnt.model import GNTModelConfig
+def official_config_fields(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`~neural3d.methods.gnt.model.GNTModelConfig` fields that an official checkpoint's shapes fix.
 
+    ``width``, ``depth`` (view-transformer blocks), ``feature_dim`` (ResUNet channels) and ``single_net`` (no
+    ``net_fine``). :func:`neural3d.methods.gnt.official.config_from_official` builds the config from them.
+    """
     net = _strip_module(ckpt["net_coarse"])
     depth = len({m.group(1) for k in net for m in [re.match(r"view_crosstrans\.(\d+)\.", k)] if m})
     width, in_ch = net["rgbfeat_fc.0.weight"].shape
-    kw = {
+    return {
         "width": int(width),
         "depth": depth,
         "feature_dim": int(in_ch) - 3,
         "single_net": ckpt.get("net_fine") is None,
     }
-    return GNTModelConfig(**{**kw, **overrides})
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file (official or neural3d) as a dict on the CPU, read with ``weights_only`` (no code runs)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GNT checkpoint not found: {path}")
@@ -101,30 +106,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:  # restricted pickle, truncated file
         raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
-
-
-def load_official_gnt_checkpoint(path: str | Path, *, scene=None, device: str = "cpu", **overrides):
-    """Build a neural3d ``GNTModel`` from a checkpoint saved by the official GNT code.
-
-    Args:
-        path: the ``.pth`` file (``net_coarse``, ``feature_net``[, ``net_fine``]).
-        scene: optional :class:`SceneInfo` (bounds); default near 0.1 / far 100 (rays carry their own).
-        device: where the model goes.
-        **overrides: further :class:`GNTModelConfig` fields (``n_samples=192``, ``n_fine``...).
-    Returns:
-        the model in eval mode (attach a scene, or pass ``SourceViews`` contexts, to render).
-    """
-    from neural3d.methods.base import SceneInfo
-    from neural3d.methods.gnt.model import GNTModel
-
-    ckpt = read_checkpoint(path)
-    cfg = config_from_official(ckpt, **overrides)
-    info = (
-        scene if scene is not None else SceneInfo(scene_box=torch.tensor([[-1.0] * 3, [1.0] * 3]), near=0.1, far=100.0)
-    )
-    model = GNTModel(cfg, scene=info)
-    model.load_state_dict(official_to_state_dict(ckpt), strict=True)
-    return model.to(device).eval()
 
 
 def load_weights_into(model, path: str | Path, strict: bool = True) -> str | None:

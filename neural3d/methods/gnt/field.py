@@ -46,9 +46,9 @@ class SourceViewField(Field):
 class RayTransformerRenderer(GNTNetwork):
     """The GNT network used as a learned renderer (same parameters as :class:`GNTNetwork`).
 
-    ``forward(field_outputs, samples, background=None) -> RenderOutputs(rgb [n_rays, 3], depth [n_rays, 1] = sum_i w_i t_i,
-    opacity [n_rays, 1] = 1, weights [n_rays, n_samples])``. ``rgb`` is unclamped in training and clamped
-    to [0, 1] in eval mode (as official evaluation).
+    ``forward(field_outputs, samples, background=None) -> RenderOutputs(rgb [n_rays, 3],
+    depth [n_rays, 1] = sum_i w_i t_i, opacity [n_rays, 1] = 1, weights [n_rays, n_samples])``. ``rgb`` is
+    unclamped in training and clamped to [0, 1] in eval mode (as official evaluation).
     """
 
     def forward(self, outputs: FieldOutputs, samples: RaySamples, background: Any = None) -> RenderOutputs:  # type: ignore[override]

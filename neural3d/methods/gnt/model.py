@@ -32,6 +32,7 @@ from neural3d.core.samples import RaySamples
 from neural3d.methods.base import Model, SceneInfo
 from neural3d.methods.gnt.batches import SourceViewBatches
 from neural3d.methods.gnt.bounds import apply_official_depth_range
+from neural3d.methods.gnt.checkpoint import load_weights_into
 from neural3d.methods.gnt.field import RayTransformerRenderer, SourceViewField
 from neural3d.methods.gnt.projection import SourceViews
 from neural3d.methods.gnt.resunet import ResUNet
@@ -198,8 +199,6 @@ class GNTModel(Model):
         path = self.config.init_checkpoint
         if not path:
             return
-        from neural3d.methods.gnt.checkpoint import load_weights_into
-
         load_weights_into(self, path)
 
     # ------------------------------------------------------------------ rendering

@@ -61,6 +61,7 @@ class SourceViews:
     def to(self, device) -> SourceViews:
         def mv(t):
             return None if t is None else t.to(device)
+
         return SourceViews(
             self.images.to(device),
             self.cameras.to(device),

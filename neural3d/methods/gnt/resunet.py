@@ -67,7 +67,8 @@ class ConvBlock(nn.Module):
 
 
 class UpConvBlock(nn.Module):
-    """Bilinear x2 upsampling (``align_corners=True``) then a :class:`ConvBlock` ([n, c, H, W] -> [n, c_out, 2H, 2W])."""
+    """Bilinear x2 upsampling (``align_corners=True``) then a :class:`ConvBlock`
+    ([n, c, H, W] -> [n, c_out, 2H, 2W])."""
 
     def __init__(self, *, c_in: int, c_out: int) -> None:
         super().__init__()
@@ -78,7 +79,8 @@ class UpConvBlock(nn.Module):
 
 
 def _skip(encoder: Tensor, upsampled: Tensor) -> Tensor:
-    """Zero-pad (or crop) ``encoder`` [n, c1, h, w] to the size of ``upsampled`` [n, c2, H, W]; cat -> [n, c2 + c1, H, W]."""
+    """Zero-pad (or crop) ``encoder`` [n, c1, h, w] to the size of ``upsampled`` [n, c2, H, W];
+    cat -> [n, c2 + c1, H, W]."""
     dy = upsampled.shape[2] - encoder.shape[2]
     dx = upsampled.shape[3] - encoder.shape[3]
     encoder = F.pad(encoder, (dx // 2, dx - dx // 2, dy // 2, dy - dy // 2))

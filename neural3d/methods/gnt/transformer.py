@@ -95,7 +95,10 @@ class ViewTransformer(nn.Module):
 
 
 class RayAttention(nn.Module):
-    """Multi-head self-attention over samples. [n_rays, n_samples, dim] -> (same, attn [n_rays, n_heads, n_samples, n_samples])."""
+    """Multi-head self-attention over samples.
+
+    [n_rays, n_samples, dim] -> (same, attn [n_rays, n_heads, n_samples, n_samples]).
+    """
 
     def __init__(self, *, dim: int, n_heads: int = 4, dropout: float = 0.1) -> None:
         super().__init__()

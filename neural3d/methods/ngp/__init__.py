@@ -1,1 +1,4 @@
-"""Instant-NGP-style hash-grid method (``method: ngp``) with grid, occupancy, proposal, importance and uniform sampling."""
+"""Instant-NGP-style hash-grid method (``method: ngp``).
+
+Samplers: grid, occupancy, proposal, importance and uniform.
+"""

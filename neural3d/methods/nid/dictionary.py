@@ -91,7 +91,8 @@ class NeuralImplicitDictionary(nn.Module):
         return Gates(logits=logits, gates=gates, bias=bias, indices=idx, values=vals, load=load)
 
     def gates_for(self, images: Tensor | None = None, ids: Tensor | None = None, *, sparse: bool = True) -> Gates:
-        """Gates of a batch of signals (``images`` [n_signals, p, p, C] for ``conv``, ``ids`` [n_signals] for ``codebook``)."""
+        """Gates of a batch of signals (``images`` [n_signals, p, p, C] for ``conv``, ``ids`` [n_signals] for
+        ``codebook``)."""
         raw, noise = self.gate(images, ids)
         logits, bias = self.split_raw(raw)
         return self.select(logits, bias, sparse=sparse, noise_raw=noise)

@@ -132,7 +132,8 @@ def train_family(cfg=None, *, run_dir=None, log: Callable[[str], None] = print, 
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             log(
-                f"[nid-3d] step {done}/{cfg.steps} mse {float(mse.detach()):.5f} psnr {float(-10 * torch.log10(mse.detach())):.2f} "
+                f"[nid-3d] step {done}/{cfg.steps} mse {float(mse.detach()):.5f} "
+                f"psnr {float(-10 * torch.log10(mse.detach())):.2f} "
                 f"({time.perf_counter() - t0:.0f} s)"
             )
         if run_dir is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):

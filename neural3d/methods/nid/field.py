@@ -101,7 +101,8 @@ class NIDRadianceField(Field):
         return x, inside
 
     def raw_outputs(self, positions: Tensor, gates: Gates) -> tuple[Tensor, Tensor]:
-        """[n_scenes, n_points, 3] positions (one row per scene of ``gates``) -> (raw [n_scenes, n_points, 4], inside)."""
+        """[n_scenes, n_points, 3] positions (one row per scene of ``gates``) -> (raw [n_scenes, n_points, 4],
+        inside)."""
         x, inside = self.unit(positions)
         expert_out = self.bank(x)  # [S, N, E, 4]
         return mix_sparse(expert_out, gates.indices, gates.values, gates.bias), inside

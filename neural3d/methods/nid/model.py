@@ -1,10 +1,10 @@
 """NID method: a scene as a sparse code over a dictionary of radiance-field experts.
 
-``method: nid`` trains (or, with ``model.dictionary`` set, loads) a :class:`~neural3d.methods.nid.field.NIDRadianceField`
-and renders it with the shared samplers (stratified ``UniformSampler``, optional ``PDFSampler``
-importance pass) and ``VolumeRenderer``. With a dictionary trained across a scene family
-(:mod:`neural3d.methods.nid.family`) and ``freeze_dictionary: true``, training a new scene only solves its
-code (``num_experts + 4`` numbers). ``context`` picks the scene code (None: code 0).
+``method: nid`` trains (or, with ``model.dictionary`` set, loads) a
+:class:`~neural3d.methods.nid.field.NIDRadianceField` and renders it with the shared samplers (stratified
+``UniformSampler``, optional ``PDFSampler`` importance pass) and ``VolumeRenderer``. With a dictionary trained
+across a scene family (:mod:`neural3d.methods.nid.family`) and ``freeze_dictionary: true``, training a new
+scene only solves its code (``num_experts + 4`` numbers). ``context`` picks the scene code (None: code 0).
 """
 
 from __future__ import annotations

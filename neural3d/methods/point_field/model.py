@@ -6,7 +6,8 @@ scenes, exactly as the rays), subsampled by FPS and stored in the model (so a ch
 the data). :class:`~neural3d.methods.point_field.field.PointConditionedField` encodes it with the point ViT; rays
 are sampled uniformly, then by importance, and composited with the
 shared :class:`~neural3d.render.VolumeRenderer`. The importance pass is guided by point occupancy
-(distance to the nearest point), so only the ``n_samples`` evaluated samples run the field. ``context={"points": [n, 3]}`` conditions on other points.
+(distance to the nearest point), so only the ``n_samples`` evaluated samples run the field.
+``context={"points": [n, 3]}`` conditions on other points.
 """
 
 from __future__ import annotations
