@@ -119,3 +119,19 @@ def test_trained_gnt_llff_run_renders_and_evaluates_with_the_official_range(tmp_
     assert (loaded.info.near, loaded.info.far) == pytest.approx(want, rel=1e-6)
     ds = loaded.dataset()  # what `neural3d eval` / `render` use
     assert (ds.near, ds.far) == pytest.approx(want, rel=1e-6)
+
+
+def test_imported_official_checkpoint_records_the_official_range(tmp_path, tiny_llff_scene):
+    import json
+
+    from gnt_reference import random_official_checkpoint
+
+    torch.save(random_official_checkpoint(4, seed=1), tmp_path / "model.pth")
+    run = tmp_path / "imported"
+    args = ["gnt", "import", str(tmp_path / "model.pth"), "--data", str(tiny_llff_scene), "--out", str(run)]
+    assert main([*args, "data.factor=1"]) == 0
+    want = official_llff_range(official_bds_from_file(tiny_llff_scene))
+    scene = json.loads((run / "run.json").read_text())["scene"]
+    assert (scene["near"], scene["far"]) == pytest.approx(want, rel=1e-6)
+    loaded = neural3d.load(run)
+    assert (loaded.info.near, loaded.info.far) == pytest.approx(want, rel=1e-6)
