@@ -49,10 +49,13 @@ class LoadedScene:
         return next(self.model.parameters()).device
 
     def dataset(self):
-        """Load the run's dataset (images and cameras) from its configured path."""
+        """Load the run's dataset (images and cameras) from its configured path, with the method's conventions
+        (``Model.prepare_scene``: GNT's ray depth range)."""
         from neural3d.training.setup import load_scene_from_config
 
-        return load_scene_from_config(self.config.data)
+        scene = load_scene_from_config(self.config.data)
+        self.model.prepare_scene(scene)
+        return scene
 
     @torch.no_grad()
     def render(

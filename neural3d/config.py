@@ -83,6 +83,9 @@ class DataConfig:
     """Offset of a pixel's ray within the pixel; 0.0 reproduces the original NeRF/GNT ray generation."""
     synth: SynthConfig = field(default_factory=SynthConfig)
     """Generate a synthetic scene at ``path`` when it is missing."""
+    allow_external_paths: bool = False
+    """Read frame ``file_path`` entries of Blender / transforms.json scenes that lead outside the scene folder
+    (``..``, absolute paths, symlinks out of it); by default such a scene is refused, naming the frame."""
 
 
 @dataclass

@@ -194,7 +194,11 @@ def test_cli_export_cameras_round_trip(tiny_run, tiny_blender_scene):
     path = tiny_run / "export" / "transforms.json"
     meta = json.loads(path.read_text())
     assert meta["camera_model"] == "OPENCV" and len(meta["frames"]) == 12
-    back = load_scene(path)  # neural3d's own transforms.json loader reads it (absolute image paths)
+    # neural3d's own transforms.json loader reads it; its absolute image paths lie outside the export folder, which
+    # the loader refuses unless asked (issue 23 item 9: data.allow_external_paths)
+    with pytest.raises(ValueError, match="outside the scene folder"):
+        load_scene(path)
+    back = load_scene(path, allow_external_paths=True)
     orig = load_scene(tiny_blender_scene)
     torch.testing.assert_close(back.cameras.camera_to_worlds, orig.cameras.camera_to_worlds, atol=1e-6, rtol=0)
     for k in ("fx", "fy", "cx", "cy"):

@@ -11,6 +11,9 @@ poses are the ``transform_matrix`` as float32, RGBA images are composited with
 ``rgb * alpha + background * (1 - alpha)`` (white by default), ``testskip`` thins val/test (not train),
 near/far are 2 and 6, and ``render_poses`` is the 40-frame orbit (radius 4, elevation -30 degrees).
 Only the splits whose JSON exists are loaded (e.g. a copy without its test split).
+
+Every frame's image is located (and must lie inside ``root``, unless ``allow_external_paths``) before any
+image is decoded, so a scene with missing or misplaced files fails at once with one message.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import numpy as np
 import torch
 
 from neural3d.core.cameras import Cameras
-from neural3d.data.images import load_image_stack
+from neural3d.data.images import load_image_stack, locate_frame_images
 from neural3d.data.scene import DatasetError, DatasetFileNotFoundError, SceneData
-from neural3d.data.transforms_json import frame_matrices, read_json, require
+from neural3d.data.transforms_json import frame_matrices, number, read_json, require
 
 BLENDER_SCENE_BOX = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
 
@@ -54,31 +57,44 @@ def blender_orbit(n_frames: int = 40, phi: float = -30.0, radius: float = 4.0) -
     return torch.stack([pose_spherical(a, phi, radius) for a in np.linspace(-180, 180, n_frames + 1)[:-1]])[:, :3]
 
 
-def read_blender_split(root, split: str, *, testskip: int = 1) -> tuple[list[Path], np.ndarray, float]:
-    """Parse ``transforms_{split}.json``.
+def read_blender_split(
+    root, split: str, *, testskip: int = 1, allow_external_paths: bool = False
+) -> tuple[list[Path], np.ndarray, float]:
+    """Parse ``transforms_{split}.json`` and check that every frame's image exists (none is opened).
 
     Args:
         root: scene directory.
         split: 'train', 'val' or 'test'.
         testskip: keep every ``testskip``-th frame of val/test (train is never thinned; 0 means 1).
+        allow_external_paths: accept ``file_path`` entries leading outside ``root``
+            (:func:`~neural3d.data.images.locate_frame_images`).
     Returns:
         image paths (``file_path + '.png'``, or ``file_path`` when only that exists), poses [n, 4, 4]
         float32 (OpenGL c2w) and ``camera_angle_x``.
+    Raises:
+        DatasetError (DatasetFileNotFoundError for missing images) naming the file and the frame.
     """
     path = Path(root) / f"transforms_{split}.json"
     meta = read_json(path)
-    angle = float(require(meta, "camera_angle_x", path))
+    angle = number(require(meta, "camera_angle_x", path), path, "camera_angle_x")
+    if not 0 < angle < np.pi:
+        raise DatasetError(f"{path}: 'camera_angle_x' must be in (0, pi) radians, got {angle}")
     frames = require(meta, "frames", path)
     if not isinstance(frames, list):
         raise DatasetError(f"{path}: 'frames' must be a list, got {type(frames).__name__}")
     skip = 1 if split == "train" or testskip == 0 else int(testskip)
     frames = frames[::skip]
-    paths = []
-    for i, fr in enumerate(frames):
-        fp = str(require(fr, "file_path", path, where=f"frames[{i * skip}]"))
-        img = Path(root) / (fp + ".png")  # the original appends '.png'; accept names that already have it
-        paths.append(Path(root) / fp if not img.is_file() and (Path(root) / fp).is_file() else img)
+    file_paths = [require(fr, "file_path", path, where=f"frames[{i * skip}]") for i, fr in enumerate(frames)]
     poses = frame_matrices(frames, path, skip=skip)
+    # the original appends '.png'; names that already have it are accepted as they are
+    paths = locate_frame_images(
+        root,
+        file_paths,
+        source=path,
+        suffixes=(".png", ""),
+        allow_external=allow_external_paths,
+        frame_numbers=[i * skip for i in range(len(frames))],
+    )
     return paths, poses, angle
 
 
@@ -91,6 +107,7 @@ def load_blender(
     testskip: int = 1,
     near: float = 2.0,
     far: float = 6.0,
+    allow_external_paths: bool = False,
 ) -> SceneData:
     """Load a Blender synthetic scene.
 
@@ -102,6 +119,8 @@ def load_blender(
         background: [3] compositing colour (white as ``--white_bkgd``).
         testskip: keep every ``testskip``-th val/test frame.
         near, far: ray bounds (original: 2 and 6).
+        allow_external_paths: read ``file_path`` entries that lead outside ``root`` (``..``, absolute paths,
+            symlinks out of the folder); refused by default, naming the frame.
     Returns:
         SceneData with ``alphas``, ``scene_box`` [-1.5, 1.5]^3 and the 40-frame orbit ``render_poses``.
     """
@@ -115,7 +134,7 @@ def load_blender(
         )
     all_paths, all_poses, idx, angle, n = [], [], {}, None, 0
     for s in present:
-        paths, poses, angle = read_blender_split(root, s, testskip=testskip)
+        paths, poses, angle = read_blender_split(root, s, testskip=testskip, allow_external_paths=allow_external_paths)
         if len(paths) == 0:
             raise DatasetError(f"{root / f'transforms_{s}.json'}: 'frames' is empty")
         idx[s] = torch.arange(n, n + len(paths))
@@ -141,5 +160,5 @@ def load_blender(
         root=root,
         image_paths=all_paths,
         render_poses=blender_orbit(),
-        metadata={"camera_angle_x": angle, "focal": float(focal)},
+        metadata={"camera_angle_x": angle, "focal": float(focal), "default_bounds": (float(near), float(far))},
     )

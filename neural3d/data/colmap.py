@@ -152,12 +152,15 @@ def read_points3d_bin(path) -> ColmapPoints:
     r = _Reader(path)
     (n,) = r.read("Q")
     head = struct.Struct("<QdddBBBdQ")
+    # a corrupt count must not allocate: no more records than fit in the file (the loop stops at the first that
+    # does not fit, with its message)
+    m = min(n, (len(r.buf) - r.pos) // head.size + 1)
     ids, xyz, rgb, err, tl = (
-        np.empty(n, np.int64),
-        np.empty((n, 3)),
-        np.empty((n, 3), np.uint8),
-        np.empty(n),
-        np.empty(n, np.int64),
+        np.empty(m, np.int64),
+        np.empty((m, 3)),
+        np.empty((m, 3), np.uint8),
+        np.empty(m),
+        np.empty(m, np.int64),
     )
     for k in range(n):  # records have variable length: sequential by nature
         if r.pos + head.size > len(r.buf):

@@ -11,7 +11,8 @@ numpy where it is float32, float64 where it promotes), so poses, bounds and rend
 5. ``spherify``: poses moved and rescaled to a unit sphere, with a 120-frame circle render path;
    otherwise the 120-frame spiral of :func:`neural3d.media.paths.llff_spiral_path`.
 6. Splits as ``run_nerf.py`` with ``llffhold``: test = val = ``arange(n)[::llffhold]``, train = the rest.
-   Bounds: in NDC near 0 / far 1; otherwise ``0.9 * min(bds)`` and ``max(bds)``.
+   Bounds: in NDC near 0 / far 1; otherwise ``0.9 * min(bds)`` and ``max(bds)`` (GNT runs use GNT's own
+   ``0.9 * min`` and ``1.6 * max``: :mod:`neural3d.methods.gnt.bounds`).
 
 LLFF images have no alpha (an alpha channel is dropped, as the original's ``[..., :3]``);
 ``SceneData.background`` is black, the original's rendering background for LLFF (no ``--white_bkgd``).
@@ -114,16 +115,24 @@ def _read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """poses [3, 5, n] float64 (LLFF axes) and bds [2, n] from ``poses_bounds.npy`` [n, 17]."""
     if not path.is_file():
         raise DatasetFileNotFoundError(f"{path}: poses_bounds.npy not found")
-    try:
+    try:  # a corrupt header may claim any shape or dtype
         arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, KeyError, MemoryError) as e:
         raise DatasetError(f"{path}: unreadable .npy file ({e})") from None
     if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] == 0:
         raise DatasetError(f"{path}: expected an [n_images, 17] array (3x5 pose + 2 bounds), got {arr.shape}")
+    if arr.dtype.kind not in "fiu":
+        raise DatasetError(f"{path}: expected a real numeric array, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        rows = np.nonzero(~np.isfinite(arr).all(1))[0].tolist()
-        raise DatasetError(f"{path}: rows {rows[:10]} contain NaN or inf")
+    # finite, and within float32 (the loader computes in float32 as the original)
+    bad = ~(np.abs(arr) <= np.finfo(np.float32).max).all(1)
+    if bad.any():
+        raise DatasetError(
+            f"{path}: rows {np.nonzero(bad)[0][:10].tolist()} contain NaN or inf (or values beyond float32)"
+        )
+    if not (arr[:, 14] > 0).all():  # the focal length of the 3x5 pose's last column
+        rows = np.nonzero(~(arr[:, 14] > 0))[0][:10].tolist()
+        raise DatasetError(f"{path}: focal lengths (column 14) must be positive; rows {rows} are not")
     return arr[:, :-2].reshape([-1, 3, 5]).transpose([1, 2, 0]), arr[:, -2:].transpose([1, 0])
 
 
@@ -158,12 +167,15 @@ def normalize_llff_poses(
     world = np.diag([sc, sc, sc, 1.0])
     render = None
     with np.errstate(invalid="ignore", divide="ignore"):
-        if recenter:
-            poses, w = recenter_to_average(poses)
-            world = w @ world
-        if spherify:
-            poses, render, bds, w = spherify_to_unit_sphere(poses, bds)
-            world = w @ world
+        try:
+            if recenter:
+                poses, w = recenter_to_average(poses)
+                world = w @ world
+            if spherify:
+                poses, render, bds, w = spherify_to_unit_sphere(poses, bds)
+                world = w @ world
+        except np.linalg.LinAlgError:  # a singular frame: reported as degenerate below
+            world = np.full((4, 4), np.nan)
     if not np.isfinite(world).all():
         raise DatasetError(
             f"{src}: the {'spherified' if spherify else 'average'} pose is degenerate (e.g. viewing directions that "
@@ -346,5 +358,6 @@ def load_llff(
             "world_transform": world,
             "hwf": poses[0, :3, 4].copy(),
             "render_poses_hwf": render,
+            "default_bounds": (near, far),  # what this loader set (a method may apply its own convention)
         },
     )

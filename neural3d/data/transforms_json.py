@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from neural3d.core.cameras import Cameras
-from neural3d.data.images import find_image, load_image_stack
+from neural3d.data.images import image_size, load_image_stack, locate_frame_images
 from neural3d.data.scene import DatasetError, DatasetFileNotFoundError, SceneData, validate_poses
 
 SUPPORTED_CAMERA_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
@@ -65,6 +65,19 @@ def require(obj, key: str, path, where: str = "the top level"):
     return obj[key]
 
 
+def number(value, path, name: str, *, positive: bool = False) -> float:
+    """``value`` as a finite float (``positive``: > 0), else DatasetError naming the file and the key ``name``."""
+    ok = isinstance(value, (int, float, str)) and not isinstance(value, bool)
+    try:
+        x = float(value) if ok else math.nan
+    except (ValueError, OverflowError):
+        x = math.nan
+    if not math.isfinite(x) or (positive and x <= 0):
+        kind = "a finite positive number" if positive else "a finite number"
+        raise DatasetError(f"{path}: '{name}' must be {kind}, got {value!r}")
+    return x
+
+
 def frame_matrices(frames, path, skip: int = 1) -> np.ndarray:
     """[n, 4, 4] float32 ``transform_matrix`` of each frame, checked finite and rigid.
 
@@ -78,7 +91,7 @@ def frame_matrices(frames, path, skip: int = 1) -> np.ndarray:
         m = require(fr, "transform_matrix", path, where=where)
         try:
             a = np.array(m, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise DatasetError(f"{path}: {where}.transform_matrix is not a numeric matrix") from None
         if a.shape not in ((4, 4), (3, 4)):
             raise DatasetError(f"{path}: {where}.transform_matrix must be 4x4 (or 3x4), got shape {a.shape}")
@@ -96,6 +109,11 @@ def _frame_intrinsics(meta: dict, frame: dict, path, where: str, size: tuple[int
     def get(k, d=None):
         return frame.get(k, meta.get(k, d))
 
+    def num(k, d=None, positive=False):  # a key that is present must hold a number (null included)
+        if k not in frame and k not in meta:
+            return d
+        return number(get(k), path, f"{where}.{k}" if k in frame else k, positive=positive)
+
     model = str(get("camera_model", "OPENCV")).upper()
     if model not in SUPPORTED_CAMERA_MODELS:
         raise DatasetError(
@@ -103,22 +121,28 @@ def _frame_intrinsics(meta: dict, frame: dict, path, where: str, size: tuple[int
         )
     H, W = size
     for key, actual in (("w", W), ("h", H)):
-        if get(key) is not None and int(get(key)) != actual:
+        value = num(key, positive=True)
+        if value is not None and (value != int(value) or int(value) != actual):
             raise DatasetError(f"{path}: '{key}' = {get(key)} at {where} but the image file is {W}x{H} (WxH)")
-    fx, fy = get("fl_x"), get("fl_y")
-    if fx is None and get("camera_angle_x") is not None:
-        fx = 0.5 * W / math.tan(0.5 * float(get("camera_angle_x")))
-    if fy is None and get("camera_angle_y") is not None:
-        fy = 0.5 * H / math.tan(0.5 * float(get("camera_angle_y")))
+    fx, fy = num("fl_x", positive=True), num("fl_y", positive=True)
+
+    def from_angle(key, n_pixels):  # fl = 0.5 * size / tan(0.5 * angle)
+        angle = num(key)
+        if angle is not None and not 0 < angle < math.pi:
+            raise DatasetError(f"{path}: '{key}' at {where} must be in (0, pi) radians, got {angle}")
+        return None if angle is None else 0.5 * n_pixels / math.tan(0.5 * angle)
+
+    fx = from_angle("camera_angle_x", W) if fx is None else fx
+    fy = from_angle("camera_angle_y", H) if fy is None else fy
     if fx is None and fy is None:
         raise DatasetError(f"{path}: missing key 'fl_x' (or 'camera_angle_x') for {where}")
     fx = fy if fx is None else fx
     fy = fx if fy is None else fy
     for k in ("k3", "k4"):
-        if float(get(k, 0.0)) != 0.0:
+        if num(k, 0.0) != 0.0:
             raise DatasetError(f"{path}: '{k}' != 0 at {where}: only k1, k2, p1, p2 distortion is supported")
-    dist = [float(get(k, 0.0)) for k in ("k1", "k2", "p1", "p2")] if model == "OPENCV" else [0.0] * 4
-    return [float(fx), float(fy), float(get("cx", W / 2.0)), float(get("cy", H / 2.0)), *dist]
+    dist = [num(k, 0.0) for k in ("k1", "k2", "p1", "p2")] if model == "OPENCV" else [0.0] * 4
+    return [float(fx), float(fy), num("cx", W / 2.0), num("cy", H / 2.0), *dist]
 
 
 def box_near_far(cameras: Cameras, box: torch.Tensor) -> tuple[float, float]:
@@ -142,14 +166,14 @@ def box_near_far(cameras: Cameras, box: torch.Tensor) -> tuple[float, float]:
 
 def aabb_box(meta: dict, path) -> torch.Tensor:
     """[2, 3] scene box from instant-ngp ``aabb_scale``/``scale``/``offset`` (see the module docstring)."""
+    a = number(meta.get("aabb_scale", 1.0), path, "aabb_scale", positive=True)
+    s = number(meta.get("scale", 0.33), path, "scale", positive=True)
     try:
-        a = float(meta.get("aabb_scale", 1.0))
-        s = float(meta.get("scale", 0.33))
         off = np.asarray(meta.get("offset", [0.5, 0.5, 0.5]), dtype=np.float64).reshape(3)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{path}: 'aabb_scale', 'scale' and 'offset' must be numbers (offset: 3 of them)") from None
-    if a <= 0 or s <= 0:
-        raise DatasetError(f"{path}: 'aabb_scale' ({a}) and 'scale' ({s}) must be positive")
+    except (TypeError, ValueError, OverflowError):
+        off = np.full(3, np.nan)
+    if not np.isfinite(off).all():
+        raise DatasetError(f"{path}: 'offset' must be 3 finite numbers, got {meta.get('offset')!r}")
     centre, half = (0.5 - off) / s, 0.5 * a / s
     return torch.tensor(np.stack([centre - half, centre + half]), dtype=torch.float32)
 
@@ -178,6 +202,7 @@ def load_transforms(
     llffhold: int = 8,
     near: float | None = None,
     far: float | None = None,
+    allow_external_paths: bool = False,
 ) -> SceneData:
     """Load an instant-ngp / nerfstudio scene.
 
@@ -187,8 +212,13 @@ def load_transforms(
         background: [3] compositing colour for RGBA images.
         llffhold: for a single JSON, frames ``[::llffhold]`` are 'test' (and 'val'), the rest 'train'.
         near, far: ray bounds; by default from the scene box (:func:`box_near_far`).
+        allow_external_paths: read ``file_path`` entries that lead outside the JSON's folder (``..``, absolute
+            paths, symlinks out of the folder); refused by default, naming the frame.
     Returns:
         SceneData (``kind='transforms'``), scene box from ``aabb_scale``.
+
+    Every frame's image is located, and the JSON's poses, intrinsics (against the first image's header) and
+    scene box are checked, before any image is decoded.
     """
     path = Path(path)
     files, single = _json_files(path)
@@ -198,15 +228,17 @@ def load_transforms(
         frames = require(metas[s], "frames", f)
         if not isinstance(frames, list) or not frames:
             raise DatasetError(f"{f}: 'frames' must be a non-empty list")
-        for i, fr in enumerate(frames):
-            fp = require(fr, "file_path", f, where=f"frames[{i}]")
-            paths.append(find_image(f.parent / fp))
-            frames_meta.append((metas[s], fr, f, f"frames[{i}]"))
+        file_paths = [require(fr, "file_path", f, where=f"frames[{i}]") for i, fr in enumerate(frames)]
+        frames_meta += [(metas[s], fr, f, f"frames[{i}]") for i, fr in enumerate(frames)]
         poses.append(frame_matrices(frames, f))
+        paths += locate_frame_images(f.parent, file_paths, source=f, allow_external=allow_external_paths)
         counts[s] = len(frames)
-    images, alphas, size = load_image_stack(paths, factor=factor, background=background)
+    size = image_size(paths[0])  # header only: the intrinsics are checked before any image is decoded
     intr = torch.tensor([_frame_intrinsics(m, fr, f, w, size) for m, fr, f, w in frames_meta], dtype=torch.float64)
     intr[:, :4] /= factor
+    first = next(iter(files.values()))
+    box = aabb_box(metas[next(iter(files))], first)
+    images, alphas, size = load_image_stack(paths, factor=factor, background=background)
     H, W = images.shape[1:3]
     cams = Cameras(torch.from_numpy(np.concatenate(poses)), *intr[:, :4].T, W, H, distortion=intr[:, 4:])
     n = len(paths)
@@ -218,8 +250,6 @@ def load_transforms(
     else:
         ends = np.cumsum(list(counts.values()))
         splits = {s: torch.arange(e - c, e) for (s, c), e in zip(counts.items(), ends)}
-    first = next(iter(files.values()))
-    box = aabb_box(metas[next(iter(files))], first)
     if near is None or far is None:
         n0, f0 = box_near_far(cams, box)
         near, far = (n0 if near is None else near), (f0 if far is None else far)

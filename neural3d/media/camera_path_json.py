@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neural3d.core.cameras import check_poses
 from neural3d.core.poses import fov_to_focal
+from neural3d.data.scene import DatasetError
 
 __all__ = ["CameraPath", "load_camera_path", "save_camera_path"]
 
@@ -69,43 +71,56 @@ def load_camera_path(path: str | Path) -> CameraPath:
     ``seconds``). fps is the file's ``fps`` if present, else n / ``seconds`` (as ``ns-render``).
 
     Raises:
-        ValueError: unreadable JSON, missing / malformed keys, non-finite numbers, non-perspective
-            ``camera_type`` (the message names the file and key).
+        DatasetError (a ValueError): unreadable JSON, missing / malformed keys, non-finite numbers, a
+            ``camera_to_world`` that is not a rigid transform (as the data loaders require of poses), a render size
+            that is not an integer in [1, 65536], a ``fov`` outside (0, 180), non-perspective ``camera_type`` (the
+            message names the file and key).
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read camera path JSON ({exc})") from exc
+        raise DatasetError(f"{path}: cannot read camera path JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a JSON object")
+        raise DatasetError(f"{path}: top level must be a JSON object")
     camera_type = data.get("camera_type", "perspective")
     if str(camera_type).lower() != "perspective":
-        raise ValueError(f"{path}: key 'camera_type' is {camera_type!r}; only 'perspective' is supported")
-    width, height = (int(_number(data, key, path, positive=True)) for key in ("render_width", "render_height"))
+        raise DatasetError(f"{path}: key 'camera_type' is {camera_type!r}; only 'perspective' is supported")
+    width, height = (_size(data, key, path) for key in ("render_width", "render_height"))
     entries = data.get("camera_path")
     if not isinstance(entries, list) or len(entries) == 0:
-        raise ValueError(f"{path}: key 'camera_path' must be a non-empty list")
+        raise DatasetError(f"{path}: key 'camera_path' must be a non-empty list")
     c2w, fov, aspect = [], [], []
     for i, entry in enumerate(entries):
         where = f"camera_path[{i}]"
         if not isinstance(entry, dict):
-            raise ValueError(f"{path}: {where} must be an object")
+            raise DatasetError(f"{path}: {where} must be an object")
         mat = entry.get("camera_to_world")
         if not isinstance(mat, list) or len(mat) != 16 or not all(_is_finite_number(v) for v in mat):
-            raise ValueError(f"{path}: key '{where}.camera_to_world' must be a list of 16 finite numbers")
-        c2w.append(np.asarray(mat, dtype=np.float64).reshape(4, 4)[:3])
+            raise DatasetError(f"{path}: key '{where}.camera_to_world' must be a list of 16 finite numbers")
+        m44 = np.asarray(mat, dtype=np.float64).reshape(4, 4)
+        try:  # the check the data loaders apply to their poses (a rotation, within 1e-3)
+            check_poses(torch.from_numpy(m44[None, :3]), source=f"{path}: key '{where}.camera_to_world'")
+        except ValueError as e:
+            raise DatasetError(str(e).replace("pose 0 is", "is")) from None
+        c2w.append(m44[:3])
         fov.append(_number(entry, "fov", path, positive=True, where=where))
+        if not fov[-1] < 180.0:
+            raise DatasetError(f"{path}: key '{where}.fov' must be below 180 degrees, got {fov[-1]}")
         if "aspect" in entry:
             aspect.append(_number(entry, "aspect", path, positive=True, where=where))
     if aspect and len(aspect) != len(entries):
-        raise ValueError(f"{path}: key 'aspect' is present in only {len(aspect)} of {len(entries)} camera_path entries")
+        raise DatasetError(
+            f"{path}: key 'aspect' is present in only {len(aspect)} of {len(entries)} camera_path entries"
+        )
     if "fps" in data:
         fps = _number(data, "fps", path, positive=True)
     elif "seconds" in data:
         fps = len(entries) / _number(data, "seconds", path, positive=True)
+        if not math.isfinite(fps):
+            raise DatasetError(f"{path}: key 'seconds' is too small for {len(entries)} frames")
     else:
-        raise ValueError(f"{path}: missing key 'fps' (or 'seconds')")
+        raise DatasetError(f"{path}: missing key 'fps' (or 'seconds')")
     return CameraPath(
         c2w=torch.from_numpy(np.stack(c2w).astype(np.float32)),
         fov_deg=torch.tensor(fov, dtype=torch.float32),
@@ -161,12 +176,23 @@ def _is_finite_number(v) -> bool:
 
 
 def _number(obj: dict, key: str, path: Path, *, positive: bool = False, where: str = "") -> float:
-    """obj[key] as a finite (positive) float, else ValueError naming the file and key."""
+    """obj[key] as a finite (positive) float, else DatasetError naming the file and key."""
     name = f"{where}.{key}" if where else key
     if key not in obj:
-        raise ValueError(f"{path}: missing key '{name}'")
+        raise DatasetError(f"{path}: missing key '{name}'")
     value = obj[key]
     if not _is_finite_number(value) or (positive and value <= 0):
         kind = "finite positive" if positive else "finite"
-        raise ValueError(f"{path}: key '{name}' must be a {kind} number, got {value!r}")
+        raise DatasetError(f"{path}: key '{name}' must be a {kind} number, got {value!r}")
     return float(value)
+
+
+MAX_RENDER_SIZE = 65536
+
+
+def _size(obj: dict, key: str, path: Path) -> int:
+    """obj[key] as an integer pixel count in [1, MAX_RENDER_SIZE], else DatasetError naming the file and key."""
+    value = _number(obj, key, path, positive=True)
+    if value != int(value) or not 1 <= value <= MAX_RENDER_SIZE:
+        raise DatasetError(f"{path}: key '{key}' must be an integer in [1, {MAX_RENDER_SIZE}], got {obj[key]!r}")
+    return int(value)

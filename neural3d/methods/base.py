@@ -20,6 +20,8 @@ Conditioning hooks (no-ops by default; used by methods rendering from source vie
 
 * ``attach_scene(scene)``: the trainer and :func:`neural3d.load` hand over the loaded dataset
   (``needs_scene = True`` tells :func:`neural3d.load` to load it).
+* ``prepare_scene(scene)``: a loaded dataset is adjusted to the method's conventions (GNT: its ray depth range);
+  ``attach_scene`` and ``LoadedScene.dataset()`` call it.
 * ``render_context(cameras, index)``: the ``context`` to render camera ``index`` (None by default);
   evaluation and ``LoadedScene.render`` pass it to ``forward``/``render_rays``.
 * ``build_loader(scene, batch_size=, device=, seed=)``: a training batch source replacing the default
@@ -171,6 +173,9 @@ class Model(nn.Module):
 
     def attach_scene(self, scene: Any) -> None:
         """Hook: the dataset (:class:`~neural3d.data.SceneData`) this model renders; default ignores it."""
+
+    def prepare_scene(self, scene: Any) -> None:
+        """Hook: adjust a loaded dataset to the method's conventions, in place (default: nothing)."""
 
     def render_context(self, cameras: Any, index: int) -> Any:
         """Hook: conditioning ``context`` for rendering camera ``index`` of ``cameras`` (default None)."""

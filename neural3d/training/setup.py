@@ -64,6 +64,7 @@ def load_scene_from_config(data_cfg):
         "llffhold": data_cfg.llffhold,
         "spherify": data_cfg.spherify,
         "ndc": data_cfg.ndc,
+        "allow_external_paths": data_cfg.allow_external_paths,
     }
     scene = load_scene(path, **kw)
     if data_cfg.near is not None:

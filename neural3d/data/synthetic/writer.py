@@ -98,17 +98,23 @@ def write_blender_scene(
     """Render ``make_scene(seed, "object")`` into a NeRF-Blender dataset (see module docstring).
 
     Cameras lie on a sphere of radius 4 about the origin (upper hemisphere, random, a different random
-    set per split); the scene fits in a ball of radius 1.3, so near = 2 and far = 6 hold.
+    set per split); the scene fits in a ball of radius 1.3, so near = 2 and far = 6 hold. ``n_train`` must be
+    at least 1; a val or test split of 0 views is not written (the loader skips a missing split but refuses an
+    empty one).
 
     Returns:
         ``Path(out_dir)``.
     """
     splits = {"train": n_train, "val": n_val, "test": n_test}
     _check(res, supersample, {f"n_{k}": v for k, v in splits.items()})
+    if n_train < 1:
+        raise ValueError(f"n_train must be >= 1 (a scene needs training views), got {n_train}")
     out = Path(out_dir)
     scene = make_scene(seed, "object")
     focal = 0.5 * res / math.tan(0.5 * BLENDER_CAMERA_ANGLE_X)
     for split, n_views in splits.items():
+        if n_views == 0:
+            continue
         c2w = blender_poses(seed, split, n_views)
         for i0, views in _render_batches(scene, c2w, focal, res / 2, res / 2, res, res, supersample):
             rgba = torch.cat([views.rgb, views.alpha], -1).numpy()
@@ -260,14 +266,21 @@ def cli_synth(out, layout: str = "blender", res: int = 64, seed: int = 0, n_view
         layout: "blender" or "llff".
         res: image width (and height for blender).
         seed: scene seed.
-        n_views: blender: number of *training* views (val/test keep 8 each); llff: number of images.
-            None keeps the defaults (40 / 20).
+        n_views: blender: number of *training* views (val/test keep 8 each), >= 1; llff: number of images,
+            >= 2 (every 8th image, the first included, is held out). None keeps the defaults (40 / 20).
+    Raises:
+        ValueError: a count that would write a scene without training views (``--views 0``).
 
     Returns:
         the output folder.
     """
+    if layout not in ("blender", "llff"):
+        raise ValueError(f"layout must be 'blender' or 'llff', got {layout!r}")
+    # the smallest count whose scene loads with a training view (LLFF holds out every 8th image, the first included)
+    least = 1 if layout == "blender" else 2
+    if n_views is not None and n_views < least:
+        what = "training views" if layout == "blender" else "images (image 0 is held out for testing)"
+        raise ValueError(f"--views must be >= {least} for the {layout} layout ({what}), got {n_views}")
     if layout == "blender":
         return write_blender_scene(out, seed=seed, res=res, **({} if n_views is None else {"n_train": n_views}))
-    if layout == "llff":
-        return write_llff_scene(out, seed=seed, res=res, **({} if n_views is None else {"n_images": n_views}))
-    raise ValueError(f"layout must be 'blender' or 'llff', got {layout!r}")
+    return write_llff_scene(out, seed=seed, res=res, **({} if n_views is None else {"n_images": n_views}))

@@ -10,16 +10,23 @@ Building needs a C compiler (``$CC``, else ``cc``/``gcc``/``clang`` on ``PATH``)
 without it the kernel is built single-threaded). The library is cached under ``$NEURAL3D_CACHE_DIR`` (default
 ``~/.cache/neural3d``) by a hash of the source and the flags, written atomically, so concurrent processes and
 repeated runs compile once. No PyTorch headers are involved: a build takes about a second.
+
+Beside each library ``n3d_hash_<key>.so`` lies ``n3d_hash_<key>.json`` with its size and SHA-256, written
+atomically after the library. A cached library is loaded only when it matches that record: a truncated,
+empty or altered file (a full disk, a killed copy) would crash the process when loaded ("Bus error") or fail
+to load, so it is rebuilt instead, with a warning.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,7 +55,55 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NEURAL3D_CACHE_DIR", Path.home() / ".cache" / "neural3d")) / "cpu_hash"
 
 
+def _digest(path: Path) -> tuple[int, str]:
+    """(size in bytes, SHA-256 hex digest) of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return os.path.getsize(path), h.hexdigest()
+
+
+def record_path(library: Path) -> Path:
+    """The ``.json`` record (size, sha256) kept beside a cached library."""
+    return library.with_suffix(".json")
+
+
+def _atomic_write_text(text: str, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def verify_cached(library: Path) -> str | None:
+    """None when ``library`` matches its record (size and SHA-256), else why it does not."""
+    rec = record_path(library)
+    if not library.exists():
+        return "missing"
+    try:
+        meta = json.loads(rec.read_text())
+        size, digest = int(meta["size"]), str(meta["sha256"])
+    except FileNotFoundError:
+        return f"no checksum record {rec.name}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"unreadable checksum record {rec.name}"
+    actual_size = library.stat().st_size
+    if actual_size != size:
+        return f"size {actual_size} bytes, recorded {size}"
+    if _digest(library)[1] != digest:
+        return "SHA-256 differs from the record"
+    return None
+
+
 def _build(compiler: str, flags: list[str], target: Path) -> None:
+    """Compile into a temp file, then move it to ``target`` and write its record (both atomically)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
@@ -58,10 +113,20 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
         )
         if proc.returncode != 0:
             raise CpuKernelUnavailable(f"cpu_hash.py: building {_SOURCE.name} with {compiler} failed:\n{proc.stderr}")
+        size, digest = _digest(Path(tmp))
+        if size == 0:
+            raise CpuKernelUnavailable(f"cpu_hash.py: {compiler} wrote an empty library for {_SOURCE.name}")
         os.replace(tmp, target)  # atomic: another process sees the old file or the whole new one
+        _atomic_write_text(json.dumps({"size": size, "sha256": digest}), record_path(target))
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def library_path(compiler: str, flags: list[str]) -> Path:
+    """Where the library built by ``compiler`` with ``flags`` from the current source is cached."""
+    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
+    return cache_dir() / f"n3d_hash_{key}.so"
 
 
 @lru_cache(maxsize=1)
@@ -73,13 +138,18 @@ def load_library() -> ctypes.CDLL:
             "cpu_hash.py: no C compiler found (set $CC or install gcc) for the 'cpu' "
             "hash-grid backend; use backend 'torch'"
         )
-    source = _SOURCE.read_bytes()
     errors = []
     for flags in (_FLAGS + _OPENMP, _FLAGS):  # OpenMP first, a serial build if the compiler lacks it
-        key = hashlib.sha256(source + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
-        target = cache_dir() / f"n3d_hash_{key}.so"
+        target = library_path(compiler, flags)
         try:
-            if not target.exists():
+            problem = verify_cached(target)
+            if problem is not None:
+                if problem != "missing" and not problem.startswith("no checksum"):  # (a cache from before records)
+                    warnings.warn(
+                        f"cpu_hash.py: cached kernel {target} does not match its record ({problem}); rebuilding it",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
                 _build(compiler, flags, target)
             lib = ctypes.CDLL(str(target))
         except (CpuKernelUnavailable, OSError) as err:

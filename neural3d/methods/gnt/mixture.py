@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from neural3d.data.scene import SceneData
+from neural3d.methods.gnt.bounds import apply_official_depth_range
 
 
 def family_scene_paths(family) -> list[Path]:
@@ -66,5 +67,6 @@ def load_training_scenes(config, scene: SceneData) -> tuple[list[SceneData], lis
     for p in paths:
         s = load_scene(p, factor=int(config.train_factor), background=bg, ndc=False)
         s.pixel_center = scene.pixel_center
+        apply_official_depth_range(s)  # GNT's own bounds, as the run's scene (GNTModel.prepare_scene)
         scenes.append(s)
     return scenes, weights

@@ -9,6 +9,9 @@ The method renders a view from nearby posed source images, with no per-scene opt
 * renderer: :class:`~neural3d.methods.gnt.field.RayTransformerRenderer` -- the view/ray transformer stack, whose
   attention also gives depth; optional fine samples drawn from that attention.
 
+Ray bounds: GNT's own depth range per dataset (:mod:`neural3d.methods.gnt.bounds`; LLFF ``0.9 * min`` to
+``1.6 * max`` of the scaled bounds, not NeRF's ``max``), set on every scene it is given (``prepare_scene``).
+
 Source views: ``attach_scene`` stores the scene's training images and cameras; ``render_context``
 picks the ``n_source_views`` nearest for any pose; training batches (one target image each) carry a
 random subset of a larger pool of nearest views, never the target itself. Cross-scene training draws
@@ -29,6 +32,7 @@ from neural3d.config import instantiate
 from neural3d.core.rays import RayBundle
 from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.gnt.batches import SourceViewBatches
+from neural3d.methods.gnt.bounds import apply_official_depth_range
 from neural3d.methods.gnt.checkpoint import load_weights_into
 from neural3d.methods.gnt.field import RayTransformerRenderer, SourceViewField
 from neural3d.methods.gnt.projection import SourceViews
@@ -148,11 +152,23 @@ class GNTModel(Model):
             return self.config.selection
         return "dist" if getattr(scene, "kind", "") == "llff" else "vector"
 
+    def prepare_scene(self, scene) -> None:
+        """GNT's own ray depth range (:mod:`neural3d.methods.gnt.bounds`): LLFF ``0.9 * min``, ``1.6 * max`` of the
+        bounds; Blender 2, 6; unless ``data.near`` / ``data.far`` override them."""
+        apply_official_depth_range(scene)
+
     def attach_scene(self, scene) -> None:
         if scene.ndc:
             raise ValueError(f"{scene.root}: GNT needs world-space rays; set data.ndc=false for forward-facing scenes")
         if scene.split_indices("train").numel() < 1:
             raise ValueError(f"{scene.root}: GNT needs training images as source views")
+        default = scene.metadata.get("default_bounds")
+        self.prepare_scene(scene)
+        if default is not None:  # the model's SceneInfo was made from the loader's bounds: follow the scene
+            if self.scene.near == default[0]:
+                self.scene.near = float(scene.near)
+            if self.scene.far == default[1]:
+                self.scene.far = float(scene.far)
         self._scene = scene
         self.clear_feature_cache()
 

@@ -70,6 +70,7 @@ def import_official(
     from omegaconf import OmegaConf
 
     from neural3d.config import build_config
+    from neural3d.methods.gnt.bounds import apply_official_depth_range
     from neural3d.training.setup import load_scene_from_config, scene_info
 
     raw = read_checkpoint(checkpoint)
@@ -83,7 +84,9 @@ def import_official(
         overrides,
         source=str(checkpoint),
     )
-    info = scene_info(load_scene_from_config(cfg.data))
+    scene = load_scene_from_config(cfg.data)
+    apply_official_depth_range(scene)  # the run records GNT's own ray bounds (LLFF: 1.6 * max(bounds))
+    info = scene_info(scene)
     meta = {"data_path": str(Path(data_path).resolve()), "imported_from": str(Path(checkpoint).resolve())}
     return _write_run(Path(out_dir), cfg, info, official_to_state_dict(raw), meta)
 
