@@ -31,6 +31,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from neural3d.training.augment_config import AugmentConfig, CorruptionConfig
+
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid."""
@@ -86,6 +88,8 @@ class DataConfig:
     allow_external_paths: bool = False
     """Read frame ``file_path`` entries of Blender / transforms.json scenes that lead outside the scene folder
     (``..``, absolute paths, symlinks out of it); by default such a scene is refused, naming the frame."""
+    corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
+    """Corrupt the training images (salt-and-pepper, Gaussian noise; seeded) for robustness experiments."""
 
 
 @dataclass
@@ -208,6 +212,8 @@ class TrainConfig:
     """Camera-path rendering settings."""
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
     """Live viewer."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Aug-NeRF: adversarial perturbations of coordinates, features and raw outputs during training (off by default)."""
     output_dir: str = "runs"
     """Folder holding run directories."""
     experiment: str = ""

@@ -13,6 +13,11 @@ A field is an ``nn.Module`` with two entry points:
 This is the one contract models use: ``renderer(field(samples, context), samples, background)``. Fields of
 density and colour implement the per-point hook ``query(positions, viewdirs, context=None)`` and inherit
 ``forward``; fields of other outputs (GNT's source-view features) override ``forward``.
+
+Perturbation hooks (:mod:`neural3d.fields.perturb`, Aug-NeRF): ``forward(samples, context, perturb=p)`` queries
+``p.positions(samples)`` and passes ``perturb=p`` on to ``query``, which calls ``p.features`` and ``p.outputs``
+at its intermediate features and raw outputs. ``perturbation_levels`` names the hooks a field applies (none by
+default); ``perturb=None`` (the default) costs one ``is None`` test.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from neural3d.core.samples import PackedRaySamples, RaySamples
+from neural3d.fields.perturb import FieldPerturbation
 
 
 def broadcast_inputs(positions: Tensor, viewdirs: Tensor, owner: str) -> tuple[Tensor, Tensor]:
@@ -56,15 +62,34 @@ class FieldOutputs:
 class Field(nn.Module):
     """Base class of scene representations."""
 
+    perturbation_levels: frozenset[str] = frozenset()
+    """The perturbation hooks this field applies (``coords``, ``features``, ``outputs``; see the module docstring)."""
+
     def density(self, positions: Tensor) -> Tensor:
         """[*batch, 3] world (or NDC) positions -> [*batch, 1] density."""
         raise NotImplementedError
 
-    def query(self, positions: Tensor, viewdirs: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
-        """[*batch, 3] positions and unit directions (+ conditioning) -> (density [*batch, 1], rgb [*batch, 3])."""
+    def query(
+        self, positions: Tensor, viewdirs: Tensor, context: Any = None, perturb: FieldPerturbation | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """[*batch, 3] positions and unit directions (+ conditioning) -> (density [*batch, 1], rgb [*batch, 3]).
+
+        ``perturb``: the feature and output hooks (only passed to fields whose ``perturbation_levels`` has them).
+        """
         raise NotImplementedError
 
-    def forward(self, samples: RaySamples | PackedRaySamples, context: Any = None) -> FieldOutputs:
-        """Density and colour at the samples' midpoints: [n_rays, n_samples, 1 | 3] (packed: [n_samples, 1 | 3])."""
-        density, rgb = self.query(samples.positions, samples.viewdirs, context)
+    def forward(
+        self,
+        samples: RaySamples | PackedRaySamples,
+        context: Any = None,
+        perturb: FieldPerturbation | None = None,
+    ) -> FieldOutputs:
+        """Density and colour at the samples' midpoints: [n_rays, n_samples, 1 | 3] (packed: [n_samples, 1 | 3]).
+
+        ``perturb``: perturbation hooks (:mod:`neural3d.fields.perturb`); None runs the field unperturbed.
+        """
+        if perturb is None:
+            density, rgb = self.query(samples.positions, samples.viewdirs, context)
+        else:
+            density, rgb = self.query(perturb.positions(samples), samples.viewdirs, context, perturb=perturb)
         return FieldOutputs(density=density, rgb=rgb)

@@ -89,6 +89,14 @@ class MLP(nn.Module):
             bias=bias,
         )
 
+    def hidden(self, x: Tensor) -> Tensor:
+        """[*batch, in_dim] -> the last hidden layer's activations (the input of the last layer; ``x`` if none)."""
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(f"mlp.py: MLP expects [..., {self.in_dim}] inputs, got {tuple(x.shape)}")
+        for layer in self.layers[:-1]:
+            x = self.activation(layer(x))
+        return x
+
     def forward(self, x: Tensor) -> Tensor:
         """[*batch, in_dim] -> [*batch, out_dim]."""
         if x.shape[-1] != self.in_dim:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from neural3d.fields.base import Field, broadcast_inputs
 from neural3d.fields.encodings import PositionalEncoding
+from neural3d.fields.perturb import FieldPerturbation
 
 
 class NeRFField(Field):
@@ -33,7 +34,13 @@ class NeRFField(Field):
             ``N_importance > 0``; only the first 4 are used: rgb, alpha).
 
     Inputs are used as given (world or NDC coordinates, no normalisation), like the original code.
+
+    Perturbation hooks (:mod:`neural3d.fields.perturb`): ``features`` is the trunk's output [*batch, W] (after
+    the last position layer, before the density and feature heads: where Aug-NeRF's code adds its feature
+    perturbation); ``outputs`` are the raw density and the colour logits (nerf-pytorch's ``raw``).
     """
+
+    perturbation_levels = frozenset({"coords", "features", "outputs"})
 
     def __init__(
         self,
@@ -68,8 +75,8 @@ class NeRFField(Field):
         else:
             self.output_linear = nn.Linear(width, output_ch)
 
-    def _trunk(self, positions: Tensor) -> Tensor:
-        """[*batch, 3] -> [*batch, W] position features (after the last position layer's ReLU)."""
+    def _trunk(self, positions: Tensor, perturb: FieldPerturbation | None = None) -> Tensor:
+        """[*batch, 3] -> [*batch, W] position features (after the last position layer's ReLU; ``perturb.features``)."""
         if positions.shape[-1] != 3:
             raise ValueError(f"nerf_field.py: positions must be [..., 3], got {tuple(positions.shape)}")
         x = self.pos_encoding(positions)
@@ -78,30 +85,42 @@ class NeRFField(Field):
             h = F.relu(layer(h))
             if i in self.skips:
                 h = torch.cat([x, h], dim=-1)
-        return h
+        return h if perturb is None else perturb.features(h)
 
     def raw_density(self, positions: Tensor) -> Tensor:
         """[*batch, 3] -> [*batch, 1] raw density (before ReLU; renderers may add noise first)."""
         h = self._trunk(positions)
         return self.alpha_linear(h) if self.use_viewdirs else self.output_linear(h)[..., 3:4]
 
-    def raw(self, positions: Tensor, viewdirs: Tensor) -> Tensor:
-        """nerf-pytorch's network output: [*batch, 3] x2 -> [*batch, 4] = (raw rgb logits, raw density)."""
+    def raw(self, positions: Tensor, viewdirs: Tensor, perturb: FieldPerturbation | None = None) -> Tensor:
+        """nerf-pytorch's network output: [*batch, 3] x2 -> [*batch, 4] = (raw rgb logits, raw density).
+
+        ``perturb``: its ``features`` hook on the trunk's output and its ``outputs`` hook on the raw values.
+        """
         if not self.use_viewdirs:
-            return self.output_linear(self._trunk(positions))[..., :4]
+            raw = self.output_linear(self._trunk(positions, perturb))[..., :4]
+            if perturb is None:
+                return raw
+            alpha, rgb = perturb.outputs(raw[..., 3:4], raw[..., :3])
+            return torch.cat([rgb, alpha], dim=-1)
         positions, viewdirs = broadcast_inputs(positions, viewdirs, "nerf_field.py")
-        h = self._trunk(positions)
+        h = self._trunk(positions, perturb)
         alpha = self.alpha_linear(h)
         h = torch.cat([self.feature_linear(h), self.dir_encoding(viewdirs)], dim=-1)
         for layer in self.views_linears:
             h = F.relu(layer(h))
-        return torch.cat([self.rgb_linear(h), alpha], dim=-1)
+        rgb = self.rgb_linear(h)
+        if perturb is not None:
+            alpha, rgb = perturb.outputs(alpha, rgb)
+        return torch.cat([rgb, alpha], dim=-1)
 
     def density(self, positions: Tensor) -> Tensor:
         """[*batch, 3] -> [*batch, 1] density ``relu(raw)``."""
         return F.relu(self.raw_density(positions))
 
-    def query(self, positions: Tensor, viewdirs: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+    def query(
+        self, positions: Tensor, viewdirs: Tensor, context: Any = None, perturb: FieldPerturbation | None = None
+    ) -> tuple[Tensor, Tensor]:
         """[*batch, 3] positions and unit directions -> (density [*batch, 1] >= 0, rgb [*batch, 3] in (0, 1))."""
-        raw = self.raw(positions, viewdirs)
+        raw = self.raw(positions, viewdirs, perturb)
         return F.relu(raw[..., 3:4]), torch.sigmoid(raw[..., :3])

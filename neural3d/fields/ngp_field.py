@@ -18,6 +18,7 @@ from neural3d.fields.contraction import CONTRACTIONS, SceneBox, normalize_positi
 from neural3d.fields.encodings import SHEncoding
 from neural3d.fields.hashgrid import HashGridEncoding
 from neural3d.fields.mlp import MLP
+from neural3d.fields.perturb import FieldPerturbation
 
 
 class _TruncExp(torch.autograd.Function):
@@ -62,7 +63,14 @@ class NGPField(Field):
         backend: hash-grid backend, "auto" | "torch" | "cpu" | "tcnn" | "triton" (:mod:`neural3d.fields.backends`).
 
     Shapes: ``query([*batch, 3], [*batch, 3]) -> ([*batch, 1], [*batch, 3])``; ``density([*batch, 3]) -> [*batch, 1]``.
+
+    Perturbation hooks (:mod:`neural3d.fields.perturb`): ``features`` is the last hidden layer of ``mlp_base``
+    [*batch, hidden_dim] (the hash-grid features themselves with ``n_density_layers=0``), which feeds the
+    density and the geometry features; ``outputs`` are the raw density (before ``trunc_exp``) and the colour
+    logits (before the sigmoid).
     """
+
+    perturbation_levels = frozenset({"coords", "features", "outputs"})
 
     def __init__(
         self,
@@ -152,9 +160,27 @@ class NGPField(Field):
         """[*batch, 3] -> [*batch, 1] density (0 outside the box)."""
         return self.density_and_features(positions)[0]
 
-    def query(self, positions: Tensor, viewdirs: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+    def query(
+        self, positions: Tensor, viewdirs: Tensor, context: Any = None, perturb: FieldPerturbation | None = None
+    ) -> tuple[Tensor, Tensor]:
         """[*batch, 3] positions, [*batch, 3] unit directions -> (density [*batch, 1], rgb [*batch, 3])."""
         positions, viewdirs = broadcast_inputs(positions, viewdirs, "ngp_field.py")
+        if perturb is not None:
+            return self._perturbed_query(positions, viewdirs, perturb)
         density, geo = self.density_and_features(positions)
         rgb = self.mlp_head(torch.cat([self.direction_encoding(viewdirs), geo], dim=-1))
         return density, rgb
+
+    def _perturbed_query(self, positions: Tensor, viewdirs: Tensor, perturb: FieldPerturbation) -> tuple[Tensor, ...]:
+        """:meth:`query` with the ``features`` and ``outputs`` hooks of ``perturb`` applied."""
+        x = self.normalized_positions(positions)
+        if self.contraction == "aabb":
+            inside = ((x > 0.0) & (x < 1.0)).all(dim=-1, keepdim=True)
+        else:
+            inside = ((x >= 0.0) & (x <= 1.0)).all(dim=-1, keepdim=True)
+        h = perturb.features(self.mlp_base.hidden(self.encoding(x)))
+        raw, geo = self.mlp_base.layers[-1](h).split([1, self.geo_feat_dim], dim=-1)
+        head = self.mlp_head
+        logits = head.layers[-1](head.hidden(torch.cat([self.direction_encoding(viewdirs), geo], dim=-1)))
+        raw, logits = perturb.outputs(raw + self.density_bias, logits)
+        return trunc_exp(raw) * inside, head.output_activation(logits)

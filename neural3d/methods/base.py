@@ -27,6 +27,12 @@ Conditioning hooks (no-ops by default; used by methods rendering from source vie
 * ``build_loader(scene, batch_size=, device=, seed=)``: a training batch source replacing the default
   :class:`~neural3d.data.RayLoader` (None keeps it); its batches may carry a ``context``.
 * ``prepare_training()``: called once by the trainer before resuming (e.g. initial weights).
+
+Perturbation hook (training strategies such as Aug-NeRF, :mod:`neural3d.training.augment`): a model whose
+``perturbation_levels()`` is not empty accepts ``forward(rays, context, perturb=p)`` with a
+:class:`~neural3d.fields.perturb.ModelPerturbation`: each field pass takes its samples through
+``p.samples(name, ...)`` (so a strategy can replay the samples of a clean pass) and its field hooks from
+``p.field(name)``. ``perturb=None`` (the default) is the plain forward.
 """
 
 from __future__ import annotations
@@ -156,6 +162,11 @@ class Model(nn.Module):
 
     def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
         raise NotImplementedError
+
+    def perturbation_levels(self) -> frozenset[str]:
+        """The perturbation hooks (``coords``, ``features``, ``outputs``) every field pass of this model applies;
+        empty (the default): ``forward`` takes no ``perturb`` argument."""
+        return frozenset()
 
     def loss_dict(self, outputs: ModelOutputs, batch: Any) -> dict[str, Tensor]:
         """Default: MSE of every ``rgb*`` output (``rgb_coarse``, ``rgb``) against the target colour."""

@@ -23,6 +23,11 @@ from neural3d.training.setup import build_model, load_scene_from_config, scene_i
 from neural3d.training.task import TaskBase
 
 
+def _corruption_on(data_cfg) -> bool:
+    c = getattr(data_cfg, "corruption", None)
+    return c is not None and (c.salt_pepper > 0 or c.gaussian_std > 0)
+
+
 def scene_loop_config(cfg) -> LoopConfig:
     """The loop settings of a scene config's ``trainer`` section."""
     t = cfg.trainer
@@ -53,11 +58,25 @@ class SceneTask(TaskBase):
         self.cfg = cfg
         self.device = select_device(cfg.device)
         seed_everything(cfg.seed)
-        self.scene = load_scene_from_config(cfg.data).to(self.device)
+        self.scene = load_scene_from_config(cfg.data)
+        if _corruption_on(cfg.data):  # training images only (evaluation and rendering load the scene clean)
+            from neural3d.training.augment import corrupt_training_images
+
+            self.scene = corrupt_training_images(self.scene, cfg.data.corruption)
+        self.scene = self.scene.to(self.device)
         self.info = scene_info(self.scene)
         self.model = build_model(cfg.method, cfg.model, self.info).to(self.device)
         self.model.attach_scene(self.scene)
         self.model.prepare_training()
+        self.augment = None
+        augment_cfg = getattr(cfg, "augment", None)
+        if augment_cfg is not None:
+            from neural3d.training.augment import AugNeRF, PixelFootprint, augment_enabled
+
+            if augment_enabled(augment_cfg):
+                footprint = PixelFootprint(self.scene.cameras, self.scene.ndc)
+                self.augment = AugNeRF(augment_cfg, footprint)
+                self.augment.check_model(self.model, f"method '{cfg.method}'")
         t = cfg.trainer
         self.items_per_step = int(t.batch_size)
         self.loader = self.model.build_loader(self.scene, batch_size=t.batch_size, device=self.device, seed=cfg.seed)
@@ -82,7 +101,13 @@ class SceneTask(TaskBase):
         return next(self.loader)
 
     def loss_and_metrics(self, batch: Any, step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        outputs = self.model(batch.rays, getattr(batch, "context", None))
+        """The model's loss (``sum(loss_dict)``), or Aug-NeRF's ``(1 - w) L_clean + w L_adv`` with ``augment`` on."""
+        context = getattr(batch, "context", None)
+        if self.augment is not None:
+            loss, outputs, extra = self.augment.loss(self.model, batch, context)
+            metrics = {k: v.detach() for k, v in self.model.metrics_dict(outputs, batch).items()}
+            return loss, {**metrics, **extra}
+        outputs = self.model(batch.rays, context)
         loss = sum(self.model.loss_dict(outputs, batch).values())
         metrics = {k: v.detach() for k, v in self.model.metrics_dict(outputs, batch).items()}
         return loss, metrics

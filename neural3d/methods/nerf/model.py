@@ -14,6 +14,7 @@ import torch
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
 from neural3d.fields.nerf_field import NeRFField
+from neural3d.fields.perturb import FieldPerturbation, ModelPerturbation, pass_field, pass_samples
 from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.registry import register_method
 from neural3d.render import VolumeRenderer
@@ -57,7 +58,12 @@ class NeRFModel(Model):
         self.fine_sampler = PDFSampler(n_samples=config.n_fine, include_input=True)
         self.renderer = VolumeRenderer(opaque_far=scene.ndc if config.opaque_far is None else bool(config.opaque_far))
 
-    def _render(self, field: NeRFField, samples: RaySamples) -> RenderOutputs:
+    def perturbation_levels(self) -> frozenset[str]:
+        return self.coarse_field.perturbation_levels
+
+    def _render(self, field: NeRFField, samples: RaySamples, perturb: FieldPerturbation | None = None) -> RenderOutputs:
+        if perturb is not None:  # a perturbed pass (Aug-NeRF) replaces the density noise
+            return self.renderer(field(samples, perturb=perturb), samples, self.background)
         outputs = field(samples)
         if self.training and self.config.density_noise > 0:
             outputs.density = torch.relu(
@@ -65,9 +71,10 @@ class NeRFModel(Model):
             )
         return self.renderer(outputs, samples, self.background)
 
-    def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
-        coarse_samples = self.coarse_sampler.sample(rays)
-        coarse = self._render(self.coarse_field, coarse_samples)
+    def forward(self, rays: RayBundle, context: Any = None, perturb: ModelPerturbation | None = None) -> ModelOutputs:
+        """Coarse, then fine pass (the field passes ``coarse`` and ``fine`` of ``perturb``)."""
+        coarse_samples = pass_samples(perturb, "coarse", lambda: self.coarse_sampler.sample(rays))
+        coarse = self._render(self.coarse_field, coarse_samples, pass_field(perturb, "coarse"))
         if self.fine_field is None:
             return ModelOutputs(
                 coarse.rgb,
@@ -77,8 +84,9 @@ class NeRFModel(Model):
                 samples=coarse_samples,
                 weights=coarse.weights,
             )
-        fine_samples = self.fine_sampler.sample(rays, prior=WeightedSamples(coarse_samples, coarse.weights))
-        fine = self._render(self.fine_field, fine_samples)
+        prior = WeightedSamples(coarse_samples, coarse.weights)
+        fine_samples = pass_samples(perturb, "fine", lambda: self.fine_sampler.sample(rays, prior=prior))
+        fine = self._render(self.fine_field, fine_samples, pass_field(perturb, "fine"))
         return ModelOutputs(
             fine.rgb, fine.depth, fine.opacity, rgb_coarse=coarse.rgb, samples=fine_samples, weights=fine.weights
         )

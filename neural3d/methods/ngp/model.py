@@ -34,6 +34,7 @@ from torch import Tensor
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
 from neural3d.fields.ngp_field import NGPField
+from neural3d.fields.perturb import ModelPerturbation, pass_field, pass_samples
 from neural3d.losses import distortion_loss
 from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.ngp.config import RENAMED_KEYS, NGPModelConfig
@@ -94,10 +95,18 @@ class NGPModel(Model):
         """The training sampler, or ``eval_sampler`` in eval mode when one is configured."""
         return self.sampler if self.training or self.eval_sampler is None else self.eval_sampler
 
-    def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
+    def perturbation_levels(self) -> frozenset[str]:
+        return self.field.perturbation_levels
+
+    def forward(self, rays: RayBundle, context: Any = None, perturb: ModelPerturbation | None = None) -> ModelOutputs:
+        """One field pass (named ``field`` for ``perturb``, see :mod:`neural3d.methods.base`)."""
         sampler = self.active_sampler
-        samples = sampler.sample(rays, density_fn=self.field.density)
-        out = self.renderer(self.field(samples, context), samples, self.background)
+        samples = pass_samples(perturb, "field", lambda: sampler.sample(rays, density_fn=self.field.density))
+        field_perturb = pass_field(perturb, "field")
+        if field_perturb is None:
+            out = self.renderer(self.field(samples, context), samples, self.background)
+        else:
+            out = self.renderer(self.field(samples, context, perturb=field_perturb), samples, self.background)
         if samples.ray_subset is None:
             return ModelOutputs(out.rgb, out.depth, out.opacity, samples=samples, weights=out.weights)
         rgb, depth, opacity = _scatter(out, samples.ray_subset, rays, self.background)
