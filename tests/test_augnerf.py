@@ -146,7 +146,7 @@ def test_the_pgd_step_increases_the_loss_against_the_random_start(tiny_blender_s
         task.augment.cfg.pgd_steps = steps
         torch.manual_seed(5)  # the same random start
         loss, _, _ = task.augment.loss(task.model, batch)
-        results[steps] = float(loss)
+        results[steps] = float(loss.detach())
     assert results[1] > results[0]
 
 

@@ -1,0 +1,145 @@
+"""Aug-NeRF (``augment:``) against plain training, side by side: cost per step and held-out quality.
+
+``--cost``: seconds per training step (forward + backward, no optimizer) of plain and augmented training on the
+same batch, for ``nerf`` and ``ngp`` (occupancy sampler), median of ``--repeats`` steps.
+
+``--train``: plain vs Aug-NeRF with the same steps, seed and batches, on lego 100x100 (``../shared/data``, when
+present) and a generated Blender scene; test PSNR / SSIM of ``--eval-images`` views. Each run goes through the
+``neural3d train`` command line; ``--corrupt 0.3`` trains on salt-and-pepper corrupted images (robustness).
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_augnerf.py --cost
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_augnerf.py --train --method ngp --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED_DATA, machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_ON = ["augment.coords.enabled=true", "augment.features.enabled=true", "augment.outputs.enabled=true"]
+METHOD = {
+    "nerf": ("augnerf_blender.yaml", ["trainer.batch_size=256"]),
+    "ngp": ("blender_ngp.yaml", ["model.sampler.type=occupancy", "trainer.batch_size=1024"]),
+}
+
+
+def _scenes(work: Path) -> dict[str, Path]:
+    from neural3d.data.synthetic import write_blender_scene
+
+    scenes = {}
+    lego = SHARED_DATA / "nerf_synthetic" / "lego"
+    if lego.is_dir():
+        scenes["lego100"] = lego
+    gen = work / "generated"
+    if not gen.exists():
+        write_blender_scene(gen, seed=3, res=64, n_train=40, n_val=4, n_test=8)
+    scenes["generated64"] = gen
+    return scenes
+
+
+def _factor(name: str) -> list[str]:
+    return ["data.factor=8"] if name == "lego100" else []
+
+
+def cost(scene: Path, repeats: int) -> dict:
+    """Seconds per step (forward + backward) of plain and augmented training on one fixed batch."""
+    from neural3d.config import load_config
+    from neural3d.training.scene_task import SceneTask
+
+    out = {}
+    for method, (config, extra) in METHOD.items():
+        row = {}
+        for label, aug in (("plain", []), ("augnerf", ALL_ON)):
+            overrides = [f"data.path={scene}", "device=cpu", *extra, *aug, *_factor(scene.name)]
+            if aug:
+                overrides += ["augment.pgd_steps=1"]
+            else:
+                overrides += [f"augment.{lvl}.enabled=false" for lvl in ("coords", "features", "outputs")]
+            cfg, _ = load_config(ROOT / "configs" / config, overrides)
+            task = SceneTask(cfg)
+            task.model.train()
+            task.step_begin(0)
+            batch = task.next_batch(0)
+            times = []
+            for _ in range(repeats + 1):
+                t0 = time.perf_counter()
+                loss, _ = task.loss_and_metrics(batch, 0)
+                loss.backward()
+                task.model.zero_grad(set_to_none=True)
+                times.append(time.perf_counter() - t0)
+            row[label] = statistics.median(times[1:])
+        row["ratio"] = row["augnerf"] / row["plain"]
+        out[method] = row
+        print(f"{method}: plain {row['plain']:.3f} s/step, augnerf {row['augnerf']:.3f} s/step, x{row['ratio']:.2f}")
+    return out
+
+
+def train(scenes: dict[str, Path], method: str, steps: int, eval_images: int, corrupt: float, work: Path) -> dict:
+    """Test PSNR / SSIM of plain and Aug-NeRF runs with the same steps and seed."""
+    from neural3d.api import load
+    from neural3d.cli.main import main as cli
+    from neural3d.evaluation.evaluate import evaluate_split
+
+    config, extra = METHOD[method]
+    results = {}
+    for name, path in scenes.items():
+        for label, aug in (
+            ("plain", [f"augment.{lvl}.enabled=false" for lvl in ("coords", "features", "outputs")]),
+            ("augnerf", ALL_ON),
+        ):
+            run = f"{name}-{method}-{label}"
+            argv = [
+                "train",
+                str(ROOT / "configs" / config),
+                f"data.path={path}",
+                f"output_dir={work}",
+                f"experiment={run}",
+            ]
+            argv += [*_factor(name), *extra, *aug, f"trainer.steps={steps}", "trainer.progress=false", "device=cpu"]
+            argv += ["trainer.checkpoint_every=0", "trainer.eval_every=0", "seed=0", "--overwrite"]
+            if corrupt > 0:
+                argv += [f"data.corruption.salt_pepper={corrupt}", "data.corruption.seed=0"]
+            t0 = time.perf_counter()
+            assert cli(argv) == 0, run
+            seconds = time.perf_counter() - t0
+            scene = load(work / run)
+            res = evaluate_split(scene.model, scene.dataset(), "test", max_images=eval_images, chunk=4096)
+            results[run] = {**{k: float(v) for k, v in res["mean"].items()}, "seconds": seconds}
+            print(run, json.dumps(results[run]))
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cost", action="store_true")
+    p.add_argument("--train", action="store_true")
+    p.add_argument("--method", choices=list(METHOD), default="ngp")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--eval-images", type=int, default=4)
+    p.add_argument("--corrupt", type=float, default=0.0, help="salt-and-pepper fraction of the training images")
+    p.add_argument("--work", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    work = a.work or Path(tempfile.mkdtemp(prefix="bench_augnerf_"))
+    scenes = _scenes(work)
+    result: dict = {"machine": machine()}
+    if a.cost:
+        result["cost"] = cost(next(iter(scenes.values())), a.repeats)
+    if a.train:
+        result["train"] = train(scenes, a.method, a.steps, a.eval_images, a.corrupt, work)
+    if a.out:
+        a.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
