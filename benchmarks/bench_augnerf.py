@@ -4,8 +4,9 @@
 same batch, for ``nerf`` and ``ngp`` (occupancy sampler), median of ``--repeats`` steps.
 
 ``--train``: plain vs Aug-NeRF with the same steps, seed and batches, on lego 100x100 (``../shared/data``, when
-present) and a generated Blender scene; test PSNR / SSIM of ``--eval-images`` views. Each run goes through the
-``neural3d train`` command line; ``--corrupt 0.3`` trains on salt-and-pepper corrupted images (robustness).
+present; evaluated on val) and a generated Blender scene (on test); PSNR / SSIM of ``--eval-images`` views. Each
+run goes through the ``neural3d train`` command line; ``--corrupt 0.3`` trains on salt-and-pepper corrupted
+images (robustness).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_augnerf.py --cost
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_augnerf.py --train --method ngp --steps 300
@@ -110,7 +111,8 @@ def train(scenes: dict[str, Path], method: str, steps: int, eval_images: int, co
             assert cli(argv) == 0, run
             seconds = time.perf_counter() - t0
             scene = load(work / run)
-            res = evaluate_split(scene.model, scene.dataset(), "test", max_images=eval_images, chunk=4096)
+            split = "val" if name == "lego100" else "test"  # the shared lego has train and val only
+            res = evaluate_split(scene.model, scene.dataset(), split, max_images=eval_images, chunk=4096)
             results[run] = {**{k: float(v) for k, v in res["mean"].items()}, "seconds": seconds}
             print(run, json.dumps(results[run]))
     return results
