@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from neural3d.config import ConfigError, build_config, load_config
+from neural3d.config import ConfigError, build_config, config_class, load_config
 from neural3d.methods.ngp.config import RENAMED_KEYS
 from neural3d.samplers.config import (
     GridSamplerConfig,
@@ -27,7 +27,7 @@ def _model(*overrides, yaml_model=None):
 
 def test_default_sections_are_typed():
     m = _model()
-    assert OmegaConf.get_type(m.sampler) is GridSamplerConfig and m.sampler.type == "grid"
+    assert config_class(m.sampler) is GridSamplerConfig and m.sampler.type == "grid"
     assert m.sampler.decay == 0.9 and m.eval_sampler.type == "train"
 
 
@@ -41,7 +41,7 @@ def test_default_sections_are_typed():
 )
 def test_type_override_picks_the_section_dataclass(kind, cls):
     m = _model(f"model.sampler.type={kind}")
-    assert OmegaConf.get_type(m.sampler) is cls and m.sampler.type == kind
+    assert config_class(m.sampler) is cls and m.sampler.type == kind
 
 
 def test_yaml_section_then_overrides_merge_and_a_new_type_starts_from_its_defaults():
