@@ -275,6 +275,7 @@ def check_choices(cfg: Any, schema_cls: type, source: str = "config", prefix: st
     Sections held by ``Any`` fields (:func:`variant_field`, ``TrainConfig.model``) are checked against their own
     dataclass (:func:`config_class` of the value), so their options are checked too.
     """
+
     def value_at(key: str) -> Any:
         return OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else _getattr_path(cfg, key)
 

@@ -1,4 +1,4 @@
-"""Typed config sections of the samplers (``type``-keyed: a method picks one with :func:`neural3d.config.variant_field`).
+"""Typed config sections of the samplers (``type``-keyed, held by a :func:`~neural3d.config.variant_field`).
 
 YAML::
 
