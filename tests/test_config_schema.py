@@ -45,6 +45,9 @@ BAD_OPTIONS = [
     ("gnt", "model.selection=random", "model.selection", "'auto', 'dist', 'vector', 'matrix'"),
     ("gnt", "model.family.layout=dtu", "model.family.layout", "'blender', 'llff'"),
     ("nid", "model.encoding=hash", "model.encoding", "'pe', 'fourier', 'identity'"),
+    ("ngp", "model.contraction=sphere", "model.contraction", "'aabb', 'inf', 'l2'"),
+    ("ngp", "model.hashgrid_backend=cuda", "model.hashgrid_backend", "'auto', 'torch', 'cpu', 'tcnn', 'triton'"),
+    ("ngp", "model.sampler.weighting=even", "model.sampler.weighting", "'occupancy', 'density'"),  # a section
     ("point_field", "model.size=huge", "model.size", "'tiny', 'small', 'base'"),
     ("nid_train", "experts.encoding=hash", "experts.encoding", "'fourier', 'pe', 'identity'"),
     ("nid_train", "experts.activation=gelu", "experts.activation", "'relu', 'sine'"),
@@ -66,7 +69,7 @@ BAD_OPTIONS = [
 
 
 def _build(family: str, override: str):
-    if family in ("train", "gnt", "nid", "point_field"):
+    if family in ("train", "gnt", "nid", "ngp", "point_field"):
         return build_config({"method": "nerf" if family == "train" else family}, [override])
     schema = {"nid_train": NIDTrainConfig, "nid_fit": NIDFitConfig, "nid_family": NIDFamilyConfig}.get(family)
     return build(schema, {}, [override]) if schema else build_pc_config({"data": {"path": "shapes"}}, [override])
