@@ -127,11 +127,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--eval-images", type=int, default=4)
     p.add_argument("--corrupt", type=float, default=0.0, help="salt-and-pepper fraction of the training images")
+    p.add_argument("--only", default="", help="comma-separated scene names (lego100, generated64); default: all")
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="bench_augnerf_"))
     scenes = _scenes(work)
+    if a.only:
+        scenes = {k: v for k, v in scenes.items() if k in a.only.split(",")}
     result: dict = {"machine": machine()}
     if a.cost:
         result["cost"] = cost(next(iter(scenes.values())), a.repeats)
