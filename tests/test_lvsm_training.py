@@ -1,0 +1,129 @@
+"""LVSM through the shared pipeline on CPU: whole-image batches with a random number of source views, a few-step
+cross-scene run from the CLI (images of 20², padded to the patch size), exact resume, rendering an unseen scene
+from Python at any pose, and the encoder-decoder's latent reuse through the model."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from neural3d.api import load_for_scene
+from neural3d.cli.main import main
+from neural3d.data import load_scene
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lvsm_generalizable.yaml"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    from neural3d.data.synthetic import write_blender_scene, write_scene_family
+
+    root = tmp_path_factory.mktemp("lvsm")
+    fam = write_scene_family(
+        root / "family", n_scenes=2, seed=4, layout="blender", res=20, n_train=6, n_val=1, n_test=1, supersample=1
+    )
+    unseen = write_blender_scene(root / "unseen", seed=777, res=20, n_train=6, n_val=1, n_test=2, supersample=1)
+    other = write_blender_scene(root / "other", seed=778, res=20, n_train=5, n_val=1, n_test=1, supersample=1)
+    return {"root": root, "family": fam, "unseen": unseen, "other": other}
+
+
+def _argv(tmp: Path, scenes, *extra: str) -> list[str]:
+    return [
+        "train", str(CONFIG), f"output_dir={tmp}", "experiment=r", "device=cpu",
+        f"data.path={scenes['unseen']}", f"model.family.root={scenes['root'] / 'family'}",
+        "model.family.n_scenes=2", "model.family.res=20", "model.family.n_train=6", "model.width=64",
+        "trainer.steps=6", "trainer.checkpoint_every=3", "trainer.eval_every=3", "trainer.log_every=1",
+        "trainer.progress=false", "trainer.optim.warmup_steps=2", *extra,
+    ]  # fmt: skip
+
+
+def _losses(run: Path) -> list[tuple[str, str]]:
+    with open(run / "logs" / "metrics.csv", newline="") as f:
+        return [(r["step"], r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+
+
+def test_batches_are_whole_images_with_a_random_number_of_sources(scenes):
+    from neural3d.methods.lvsm.batches import ImageBatches, LVSMContext
+
+    data = [load_scene(p) for p in scenes["family"]]
+    batches = ImageBatches(
+        data, [1.0, 1.0], n_views_min=1, n_views_max=3, pool_factor=1, method=lambda s: "vector", frame=lambda k: None
+    )
+    counts = set()
+    for _ in range(30):
+        b = next(batches)
+        assert isinstance(b.context, LVSMContext) and tuple(b.rays.shape) == (20, 20) and b.rgb.shape == (400, 3)
+        target = int(b.rays.camera_indices[0, 0])
+        assert target not in b.context.views.indices.tolist()
+        assert torch.equal(b.rgb, data[b.scene_index].images[target].reshape(-1, 3))
+        counts.add(b.context.views.n_views)
+    assert counts == {1, 2, 3}
+
+
+@pytest.mark.slow
+def test_cross_scene_cli_run_resumes_exactly_and_renders_an_unseen_scene(tmp_path, scenes):
+    argv = _argv(tmp_path, scenes)
+    run = tmp_path / "r"
+    assert main(argv) == 0
+    ckpt = run / "checkpoints" / "step_0000006.pt"
+    straight, losses = torch.load(ckpt, weights_only=True)["model"], _losses(run)
+    assert len(losses) == 6
+    ckpt.unlink()
+    assert main([*argv, "--resume"]) == 0
+    resumed = torch.load(ckpt, weights_only=True)["model"]
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in straight)
+    assert _losses(run) == losses
+
+    # an unseen scene from Python: any pose, source views chosen by the model (nearest training views)
+    loaded = load_for_scene(run, scenes["other"], ["model.n_source_views_eval=3"])
+    scene = loaded.dataset()
+    out = loaded.render(scene.cameras[scene.split_indices("test")])
+    assert out["rgb"].shape == (1, 20, 20, 3) and torch.isfinite(out["rgb"]).all()
+    cams = scene.cameras[:1]
+    c2w = cams.camera_to_worlds[0].clone()
+    c2w[:, 3] *= 1.1  # a pose that is not one of the scene's
+    K = cams.K[0]
+    free = loaded.render(c2w=c2w, K=K, width=28, height=12)  # another size: padded to 32 x 16, cropped back
+    assert free["rgb"].shape == (1, 12, 28, 3)
+    assert ((free["rgb"] >= 0) & (free["rgb"] <= 1)).all()
+
+
+def test_encoder_decoder_model_renders_from_reused_latents(scenes):
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
+
+    torch.manual_seed(0)
+    cfg = LVSMModelConfig(variant="encoder_decoder", width=64, n_latents=8, n_source_views_eval=3)
+    model = LVSMModel(cfg, scene=SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 2.0, 6.0)).eval()
+    scene = load_scene(scenes["unseen"])
+    model.attach_scene(scene)
+    test = scene.split_indices("test")
+    ctx = model.render_context(scene.cameras, int(test[0]))
+    encoded = model.encode_context(ctx)
+    assert encoded.latents.shape == (1, 8, 64)
+    from neural3d.methods.lvsm.batches import scene_image_rays
+
+    for i in test.tolist():
+        rays = scene_image_rays(scene, i)
+        a = model.render_rays(rays, context=encoded)["rgb"]
+        b = model.render_rays(rays, context=ctx)["rgb"]
+        assert a.shape == (20, 20, 3) and torch.allclose(a, b, atol=1e-6)
+
+
+def test_pose_normalisation_modes_change_only_the_frame(scenes):
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
+
+    scene = load_scene(scenes["unseen"])
+    info = SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 2.0, 6.0)
+    frames = {}
+    for mode in ("scene", "sources", "none"):
+        model = LVSMModel(LVSMModelConfig(pose_normalization=mode, width=64), scene=info)
+        model.attach_scene(scene)
+        frames[mode] = model._frame(model.render_context(scene.cameras, 0))
+    assert frames["none"] is None
+    assert frames["scene"].shape == frames["sources"].shape == (4, 4)
+    assert not torch.allclose(frames["scene"], frames["sources"])
