@@ -5,6 +5,7 @@ from Python at any pose, and the encoder-decoder's latent reuse through the mode
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,34 @@ def test_pose_normalisation_modes_change_only_the_frame(scenes):
     assert frames["none"] is None
     assert frames["scene"].shape == frames["sources"].shape == (4, 4)
     assert not torch.allclose(frames["scene"], frames["sources"])
+
+
+@pytest.mark.slow
+def test_viewer_renders_lvsm_frames_whole(tmp_path, scenes):
+    import math
+
+    import numpy as np
+    from neural3d.viewer.camera import CameraState
+    from neural3d.viewer.frames import frame_image
+    from neural3d.viewer.scene_handle import SceneHandle
+    from neural3d.viewer.worker import RenderSettings, RenderWorker
+
+    assert main(_argv(tmp_path, scenes, "trainer.steps=1", "trainer.eval_every=0")) == 0
+    loaded = load_for_scene(tmp_path / "r", scenes["other"])
+    handle = SceneHandle(loaded)
+    c2w = loaded.model.attached_scene.cameras.camera_to_worlds[0].double().numpy()
+    state = CameraState(c2w, fov=2 * math.atan(0.5), aspect=1.0)
+    sent = []
+    w = RenderWorker(handle, lambda img, kind: sent.append((img, kind)), settings=RenderSettings(max_side=24))
+    w.rate.add(1, 1.0)  # a slow measured rate: other methods would render 1-row bands
+    try:
+        w.update_camera(state)
+        for _ in range(2000):
+            if any(k == "full" for _, k in sent):
+                break
+            time.sleep(0.01)
+    finally:
+        w.stop()
+    img = next(img for img, k in sent if k == "full")
+    ref = frame_image(handle.render(state.cameras(24)), "rgb", rendered_bg=handle.background)
+    np.testing.assert_array_equal(img, ref)  # one forward pass per frame, not bands of rows

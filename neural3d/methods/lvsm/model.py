@@ -103,6 +103,7 @@ class LVSMModel(Model):
     """LVSM; renders whole images; outputs ``rgb`` (``depth`` 0, ``opacity`` 1)."""
 
     needs_scene = True
+    renders_whole_images = True
 
     def __init__(self, config: LVSMModelConfig, *, scene: SceneInfo) -> None:
         super().__init__(config, scene=scene)
