@@ -159,3 +159,30 @@ def test_viewer_renders_lvsm_frames_whole(tmp_path, scenes):
     img = next(img for img, k in sent if k == "full")
     ref = frame_image(handle.render(state.cameras(24)), "rgb", rendered_bg=handle.background)
     np.testing.assert_array_equal(img, ref)  # one forward pass per frame, not bands of rows
+
+
+@pytest.mark.parametrize("variant", ["decoder_only", "encoder_decoder"])
+def test_cli_imports_an_official_checkpoint_then_evaluates_and_renders(tmp_path, scenes, variant):
+    from test_lvsm import _official_layout
+
+    from neural3d.api import load
+
+    layers = (2,) if variant == "decoder_only" else (1, 2)
+    official = _official_layout(variant, 64, layers, n_latents=8)
+    torch.save({"model": official, "optimizer": {}}, tmp_path / "ckpt.pt")
+    run = tmp_path / "imported"
+    assert main(["lvsm", "import", str(tmp_path / "ckpt.pt"), "--data", str(scenes["unseen"]), "--out", str(run)]) == 0
+    loaded = load(run)
+    cfg = loaded.config.model
+    assert (cfg.variant, cfg.width, cfg.patch_size, cfg.head_dim) == (variant, 64, 8, 64)
+    state = loaded.model.state_dict()
+    for k, v in official.items():
+        if not k.startswith("loss_computer."):
+            assert torch.equal(state["net." + k], v)
+    out = tmp_path / "eval"
+    assert main(["lvsm", "eval", str(run), str(scenes["other"]), "--max-images", "1", "--out", str(out)]) == 0
+    assert (out / "metrics.json").is_file()
+    frames = tmp_path / "frames"
+    argv = ["lvsm", "render", str(run), str(scenes["other"]), "--path", "orbit", "--frames", "2", "--out", str(frames)]
+    assert main(argv) == 0
+    assert len(list(frames.iterdir())) >= 2
