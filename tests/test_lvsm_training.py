@@ -186,3 +186,23 @@ def test_cli_imports_an_official_checkpoint_then_evaluates_and_renders(tmp_path,
     argv = ["lvsm", "render", str(run), str(scenes["other"]), "--path", "orbit", "--frames", "2", "--out", str(frames)]
     assert main(argv) == 0
     assert len(list(frames.iterdir())) >= 2
+
+
+def test_fine_tuning_starts_from_a_neural3d_or_official_checkpoint(tmp_path, scenes):
+    from test_lvsm import _official_layout
+
+    from neural3d.config import ConfigError, build_config
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.lvsm.model import LVSMModel
+
+    official = _official_layout("decoder_only", 64, (2,))
+    torch.save({"model": official}, tmp_path / "official.pt")
+    info = SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 2.0, 6.0)
+    for path in ("official.pt", "ours.pt"):
+        _, cfg = build_config({"method": "lvsm", "model": {"width": 64, "init_checkpoint": str(tmp_path / path)}})
+        model = LVSMModel(cfg, scene=info)
+        model.prepare_training()
+        assert torch.equal(model.net.image_tokenizer[1].weight, official["image_tokenizer.1.weight"])
+        torch.save({"model": model.state_dict()}, tmp_path / "ours.pt")
+    with pytest.raises(ConfigError):
+        build_config({"method": "lvsm", "model": {"variant": "encoder_only"}})

@@ -87,7 +87,7 @@ class LVSMModelConfig:
     lpips_linear: str = ""
     """Local lpips heads (``lpips/weights/v0.1/vgg.pth``) for the LPIPS loss."""
     init_checkpoint: str = ""
-    """An official LVSM checkpoint (``{"model": state dict}``) to start from."""
+    """An official LVSM checkpoint (``{"model": state dict}``) or a neural3d LVSM checkpoint to start from."""
     train_scenes: list[str] = field(default_factory=list)
     """Cross-scene training: scene folders trained on (the run's ``data.path`` is then only evaluated)."""
     train_weights: list[float] = field(default_factory=list)
@@ -188,8 +188,7 @@ class LVSMModel(Model):
         if self.config.init_checkpoint:
             from neural3d.methods.lvsm.official import load_official_weights
 
-            load_weights = load_official_weights(self.config.init_checkpoint)
-            self.load_state_dict(load_weights)
+            self.load_state_dict(load_official_weights(self.config.init_checkpoint))
 
     # ------------------------------------------------------------------ rendering
     def _frame(self, context: LVSMContext) -> Tensor | None:

@@ -39,9 +39,13 @@ def state_dict_to_official(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def load_official_weights(path: str | Path) -> dict[str, Tensor]:
-    """Read an official checkpoint file (``{"model": ...}`` or a bare state dict) -> our state dict."""
+    """Read an official checkpoint file (``{"model": ...}`` or a bare state dict) -> our state dict.
+
+    A neural3d LVSM checkpoint (keys already ``net.*``) is returned as it is."""
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
+    if state and all(k.startswith("net.") for k in state):
+        return dict(state)
     return official_to_state_dict(state)
 
 
