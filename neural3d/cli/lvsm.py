@@ -14,7 +14,7 @@ from neural3d.cli.gnt import _cmd_eval, _cmd_render, _IntermixedParser
 
 
 def _cmd_import(args) -> int:
-    from neural3d.methods.lvsm.official import import_official
+    from neural3d.methods.lvsm.importer import import_official
 
     out = import_official(args.checkpoint, args.data, args.out, overrides=args.overrides)
     print(f"[neural3d] wrote run {out} from official LVSM checkpoint {args.checkpoint}")

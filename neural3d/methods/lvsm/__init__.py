@@ -3,8 +3,8 @@
 Modules: :mod:`~neural3d.methods.lvsm.network` (tokenizers, QK-norm blocks, both variants),
 :mod:`~neural3d.methods.lvsm.rays` (Plücker maps, official pose normalisation, padding),
 :mod:`~neural3d.methods.lvsm.batches` (whole-image training batches on GNT's scene mixtures),
-:mod:`~neural3d.methods.lvsm.official` (official checkpoints). The method is ``neural3d.methods.lvsm.model``
-(``method: lvsm``).
+:mod:`~neural3d.methods.lvsm.official` (official state dicts), :mod:`~neural3d.methods.lvsm.importer`
+(runs from official checkpoints). The method is ``neural3d.methods.lvsm.model`` (``method: lvsm``).
 """
 
 from neural3d.methods.lvsm.network import LVSMNetwork, patchify, unpatchify
