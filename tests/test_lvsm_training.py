@@ -206,3 +206,30 @@ def test_fine_tuning_starts_from_a_neural3d_or_official_checkpoint(tmp_path, sce
         torch.save({"model": model.state_dict()}, tmp_path / "ours.pt")
     with pytest.raises(ConfigError):
         build_config({"method": "lvsm", "model": {"variant": "encoder_only"}})
+
+
+def test_several_targets_per_step_share_the_sources(scenes):
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.lvsm.batches import ImageBatches
+    from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
+
+    data = [load_scene(p) for p in scenes["family"]]
+    batches = ImageBatches(
+        data, n_views_min=2, n_views_max=2, method=lambda s: "vector", frame=lambda k: None, n_targets=3, seed=5
+    )
+    model = LVSMModel(LVSMModelConfig(width=64), scene=SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 2.0, 6.0))
+    for _ in range(5):
+        b = next(batches)
+        assert tuple(b.rays.shape) == (3, 20, 20) and b.rgb.shape == (1200, 3)
+        targets = b.rays.camera_indices[:, 0, 0].tolist()
+        assert len(set(targets)) == 3 and not set(targets) & set(b.context.views.indices.tolist())
+        images = data[b.scene_index].images
+        assert torch.equal(b.rgb, images[targets].reshape(-1, 3))
+        out = model(b.rays, b.context)
+        loss = sum(model.loss_dict(out, b).values())
+        assert out.rgb.shape == (1200, 3) and torch.isfinite(loss)
+        with torch.no_grad():  # each target rendered alone gives the same pixels
+            alone = model(b.rays[1], b.context).rgb
+        assert torch.allclose(out.rgb[400:800], alone, atol=1e-5)
+    with pytest.raises(ValueError, match="n_targets"):
+        ImageBatches(data, n_views_min=1, n_views_max=1, method=lambda s: "vector", frame=lambda k: None, n_targets=6)

@@ -78,6 +78,8 @@ class LVSMModelConfig:
     """Source views when rendering in eval mode (nearest to the target)."""
     pool_factor: int = 2
     """Training: sources drawn from the ``pool_factor * n_views_max`` nearest views."""
+    targets_per_step: int = 1
+    """Training: target images per step, sharing one set of source views (official: 6)."""
     selection: Literal["auto", "dist", "vector", "matrix"] = "auto"
     """How the nearest source views are chosen (GNT's rules; ``auto``: ``dist`` for LLFF scenes, else ``vector``)."""
     lpips_weight: float = 0.0
@@ -182,6 +184,7 @@ class LVSMModel(Model):
             frame=lambda k: frames[k],
             device=device,
             seed=seed,
+            n_targets=self.config.targets_per_step,
         )
 
     def prepare_training(self) -> None:
