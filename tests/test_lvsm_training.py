@@ -233,3 +233,14 @@ def test_several_targets_per_step_share_the_sources(scenes):
         assert torch.allclose(out.rgb[400:800], alone, atol=1e-5)
     with pytest.raises(ValueError, match="n_targets"):
         ImageBatches(data, n_views_min=1, n_views_max=1, method=lambda s: "vector", frame=lambda k: None, n_targets=6)
+
+
+def test_lpips_weight_without_local_weights_trains_on_mse_only():
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
+
+    with pytest.warns(UserWarning, match="MSE loss only"):
+        model = LVSMModel(
+            LVSMModelConfig(width=64, lpips_weight=0.5), scene=SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 0, 1)
+        )
+    assert model._lpips_net() is None

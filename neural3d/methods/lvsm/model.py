@@ -21,6 +21,7 @@ official perceptual loss is a VGG-feature loss, LPIPS is our stand-in).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -124,6 +125,12 @@ class LVSMModel(Model):
             qk_norm=config.qk_norm,
             grad_checkpoint=config.grad_checkpoint,
         )
+        if config.lpips_weight > 0 and not (config.lpips_backbone and config.lpips_linear):
+            warnings.warn(
+                "model.lpips_weight > 0 but model.lpips_backbone / model.lpips_linear name no local weights: "
+                "LVSM trains with the MSE loss only",
+                stacklevel=2,
+            )
         self._scene = None
         self._scene_frame: Tensor | None = None
         self._lpips: list = []  # the frozen LPIPS loss network, kept out of the state dict
