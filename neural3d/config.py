@@ -92,6 +92,8 @@ class DataConfig:
 class OptimConfig:
     """Adam optimiser and learning-rate schedule."""
 
+    optimizer: Literal["adam", "adamw"] = "adam"
+    """``adam`` (weight decay added to the gradient) or ``adamw`` (decoupled weight decay)."""
     lr: float = 1e-2
     """Initial learning rate (after warm-up)."""
     lr_final: float = 1e-3
@@ -105,7 +107,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     """Adam (beta1, beta2)."""
     weight_decay: float = 0.0
-    """Weight decay, applied to network weights only (not encodings)."""
+    """Weight decay, applied to network weights only (not to ``encoding`` / ``no_decay`` parameter groups)."""
     grad_clip: float = 0.0
     """Gradient-norm clipping threshold (0: off)."""
 

@@ -19,6 +19,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "neural3d.cli.export",
     "neural3d.cli.view",
     "neural3d.cli.gnt",
+    "neural3d.cli.lvsm",
     "neural3d.cli.nid",
 )
 

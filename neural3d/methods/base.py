@@ -27,6 +27,10 @@ Conditioning hooks (no-ops by default; used by methods rendering from source vie
 * ``build_loader(scene, batch_size=, device=, seed=)``: a training batch source replacing the default
   :class:`~neural3d.data.RayLoader` (None keeps it); its batches may carry a ``context``.
 * ``prepare_training()``: called once by the trainer before resuming (e.g. initial weights).
+
+Whole-image methods (``renders_whole_images = True``, e.g. LVSM): ``forward`` / ``render_rays`` take all rays of
+whole images ([H, W] or [t, H, W] bundles) and ignore ``chunk``; callers (``LoadedScene.render``, evaluation,
+the viewer) hand over whole images, never row bands or ray chunks.
 """
 
 from __future__ import annotations
@@ -146,6 +150,7 @@ class Model(nn.Module):
     """Base class of methods."""
 
     needs_scene: bool = False  # True: neural3d.load attaches the run's dataset (attach_scene)
+    renders_whole_images: bool = False  # True: forward/render_rays need all rays of whole images (LVSM)
 
     def __init__(self, config: Any, *, scene: SceneInfo) -> None:
         super().__init__()
