@@ -9,7 +9,8 @@ Run as ``python -m torch.distributed.run ... tests/dist_worker.py [options] -- T
 * ``--dump DIR``: after training, every rank saves its module's state dict to ``DIR/rank{R}.pt`` (the test
   compares ranks: parameters *and* buffers such as the occupancy grid);
 * ``--no-jitter``: marching without the stratified per-ray offset (the one per-rank random draw of an NGP
-  occupancy step), so that 1 and 2 processes see the same samples;
+  occupancy step) and GNT's depths without jitter (coarse) and with ``det`` (fine), so that 1 and 2 processes
+  see the same samples;
 * ``--fail-rank R --fail-step S``: rank R raises ``RuntimeError("injected failure ...")`` at step S.
 """
 
@@ -105,6 +106,11 @@ def main() -> int:
         OccupancySampler.march = lambda self, rays, *, stratified, use_grid=True: march(
             self, rays, stratified=False, use_grid=use_grid
         )
+        import neural3d.methods.gnt.sampling as gnt
+
+        coarse, fine = gnt.depth_samples, gnt.fine_depth_samples
+        gnt.depth_samples = lambda *args, **k: coarse(*args, **{**k, "jitter": False})
+        gnt.fine_depth_samples = lambda *args, **k: fine(*args, **{**k, "det": True})
     from neural3d.training.loop import Loop
 
     if a.fail_rank >= 0:
