@@ -244,6 +244,28 @@ trainer: {{steps: 1, batch_size: 64, progress: false, log_every: 1, optim: {{lr:
     assert max(diffs.values()) <= ATOL, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
 
 
+def test_distributed_eval_equals_single_process(tmp_path, scene):
+    """``neural3d eval`` under torchrun: ranks split the images; rank 0 writes what one process writes."""
+    from neural3d.cli.main import main
+
+    cfg = _cfg(tmp_path, scene)
+    assert main(["train", str(cfg), "experiment=ev", "trainer.steps=2"]) == 0
+    run = tmp_path / "runs" / "ev"
+    assert main(["eval", str(run), "--split", "train", "--out", str(tmp_path / "one")]) == 0
+    logs = tmp_path / "torchrun_logs"
+    res = _torchrun(
+        2, "-m", "neural3d", "eval", str(run), "--split", "train", "--out", str(tmp_path / "two"), log_dir=logs
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    two = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
+    assert one == two and len(one) == 2 * 6 + 1  # rgb + depth PNG per train image, metrics.json
+    for rel in one:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
+    quiet = {str(p): p.read_text() for p in logs.rglob("*.log") if p.parent.name == "1" and p.read_text().strip()}
+    assert not quiet, quiet
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL variant needs 2 CUDA devices")
 def test_two_processes_nccl(tmp_path, scene):
     cfg = _cfg(tmp_path, scene)

@@ -86,11 +86,26 @@ def _train(trainer, cfg) -> int:
 
 
 def _cmd_eval(args) -> int:
+    from neural3d.training import distributed as dist
+
+    dist.quiet_non_main()
+    device = args.device
+    if dist.launched_by_torchrun():  # torchrun: the ranks split the images, rank 0 writes
+        dist.init_from_env("auto", device=device)
+        if dist.resolve_backend("auto", device) == "nccl" and device == "auto":
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    try:
+        return _eval(args, device)
+    finally:
+        dist.shutdown()
+
+
+def _eval(args, device) -> int:
     from neural3d.api import load
     from neural3d.evaluation.evaluate import evaluate_split, maybe_lpips
-    from neural3d.training.run_dir import RunDir
+    from neural3d.training.run_dir import RunDir, is_main_process
 
-    loaded = load(args.run_dir, device=args.device)
+    loaded = load(args.run_dir, device=device)
     scene = loaded.dataset().to(loaded.device)
     split = args.split or loaded.config.eval.split
     out_dir = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir(split)
@@ -107,7 +122,10 @@ def _cmd_eval(args) -> int:
         out_dir=out_dir,
         lpips_fn=lpips_fn,
         max_images=args.max_images,
+        distributed=True,
     )
+    if not is_main_process():
+        return 0
     res["step"] = loaded.step
     (out_dir / "metrics.json").write_text(json.dumps(res, indent=2))
     means = "  ".join(f"{k.upper()} {v:.4f}" for k, v in res["mean"].items())
