@@ -258,12 +258,40 @@ def choice_fields(schema_cls: type) -> dict[str, tuple]:
     return out
 
 
+@functools.cache
+def dynamic_sections(schema_cls: type) -> tuple[str, ...]:
+    """Dotted keys of the fields of ``schema_cls`` (and of its nested sections) whose section dataclass is chosen
+    when the config is built: fields annotated ``Any`` (:func:`variant_field` sections, ``TrainConfig.model``)."""
+    out: list[str] = []
+    for name, annotation in _type_hints(schema_cls).items():
+        if name not in {f.name for f in fields(schema_cls)}:
+            continue
+        if annotation is Any:
+            out.append(name)
+        elif (section := _section_class(annotation)) is not None:
+            out += [f"{name}.{key}" for key in dynamic_sections(section)]
+    return tuple(out)
+
+
 def check_choices(cfg: Any, schema_cls: type, source: str = "config", prefix: str = "") -> None:
-    """Raise ConfigError naming the key, the bad value and the allowed values of the first invalid option."""
+    """Raise ConfigError naming the key, the bad value and the allowed values of the first invalid option.
+
+    Sections held by ``Any`` fields (:func:`variant_field`, ``TrainConfig.model``) are checked against their own
+    dataclass (:func:`config_class` of the value), so their options are checked too.
+    """
+
+    def value_at(key: str) -> Any:
+        return OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else _getattr_path(cfg, key)
+
     for key, allowed in choice_fields(schema_cls).items():
-        value = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else _getattr_path(cfg, key)
+        value = value_at(key)
         if value not in allowed:
             raise ConfigError(f"{source}: '{prefix}{key}' must be one of {list(allowed)}, got {value!r}")
+    for key in dynamic_sections(schema_cls):
+        section = value_at(key)
+        section_cls = config_class(section) if section is not None else None
+        if section_cls is not None:
+            check_choices(section, section_cls, source, f"{prefix}{key}.")
 
 
 # YAML 1.1 reads off / no / on / yes as booleans, which a str field then stores as 'False' / 'True'.

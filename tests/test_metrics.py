@@ -165,8 +165,7 @@ def test_psnr_formula_has_a_single_source():
     from pathlib import Path
 
     package = Path(__file__).resolve().parents[1] / "neural3d"
-    # TODO(lead): methods/ngp/model.py (metrics_dict) is being rewritten with the NGP sampler sections.
-    allowed = {"evaluation/metrics.py", "methods/ngp/model.py"}
+    allowed = {"evaluation/metrics.py"}
     hand_written = [
         str(p.relative_to(package))
         for p in package.rglob("*.py")

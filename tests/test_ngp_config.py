@@ -8,9 +8,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from neural3d.config import ConfigError, build_config, load_config
+from neural3d.config import ConfigError, build_config, config_class, load_config
 from neural3d.methods.ngp.config import RENAMED_KEYS
 from neural3d.samplers.config import (
+    EVAL_SAMPLER_VARIANTS,
+    SAMPLER_VARIANTS,
     GridSamplerConfig,
     ImportanceSamplerConfig,
     OccupancySamplerConfig,
@@ -27,7 +29,7 @@ def _model(*overrides, yaml_model=None):
 
 def test_default_sections_are_typed():
     m = _model()
-    assert OmegaConf.get_type(m.sampler) is GridSamplerConfig and m.sampler.type == "grid"
+    assert config_class(m.sampler) is GridSamplerConfig and m.sampler.type == "grid"
     assert m.sampler.decay == 0.9 and m.eval_sampler.type == "train"
 
 
@@ -41,7 +43,7 @@ def test_default_sections_are_typed():
 )
 def test_type_override_picks_the_section_dataclass(kind, cls):
     m = _model(f"model.sampler.type={kind}")
-    assert OmegaConf.get_type(m.sampler) is cls and m.sampler.type == kind
+    assert config_class(m.sampler) is cls and m.sampler.type == kind
 
 
 def test_yaml_section_then_overrides_merge_and_a_new_type_starts_from_its_defaults():
@@ -80,6 +82,61 @@ def test_unknown_type_and_keys_of_another_type_are_rejected():
         _model("model.sampler.type=marching")
     with pytest.raises(ConfigError, match=r"model\.sampler\.levels.*Valid keys here: .*n_coarse"):
         _model("model.sampler.levels=2")  # a key of `occupancy` in the default `grid` section
+
+
+# (sampler type, key in its section, a bad value, the allowed values named in the error)
+SECTION_OPTIONS = [
+    ("grid", "weighting", "even", "'occupancy', 'density'"),
+    ("occupancy", "backend", "cuda", "'auto', 'torch', 'nerfacc'"),
+    ("proposal", "spacing", "log", "'uniform', 'lindisp', 'contracted'"),
+]
+
+
+@pytest.mark.parametrize("kind, key, bad, allowed", SECTION_OPTIONS)
+def test_options_inside_a_sampler_section_are_checked_against_its_dataclass(kind, key, bad, allowed):
+    """The section's dataclass is known only once ``type`` is resolved; its Literal options are checked then."""
+    expected = rf"^overrides: 'model\.sampler\.{key}' must be one of \[{allowed}\], got '{bad}'$"
+    with pytest.raises(ConfigError, match=expected):
+        _model(f"model.sampler.type={kind}", f"model.sampler.{key}={bad}")
+    with pytest.raises(ConfigError, match=rf"^config: 'model\.sampler\.{key}' must be one of \[{allowed}\]"):
+        _model(yaml_model={"sampler": {"type": kind, key: bad}})
+    for value in allowed.replace("'", "").split(", "):
+        assert _model(f"model.sampler.type={kind}", f"model.sampler.{key}={value}").sampler[key] == value
+
+
+def test_replace_checks_the_options_of_the_sections_it_reaches():
+    from neural3d.config import replace
+
+    cfg, model_cfg = build_config({"method": "ngp"}, ["model.sampler.type=occupancy"])
+    with pytest.raises(ConfigError, match=r"'model\.sampler\.backend' must be one of \['auto', 'torch', 'nerfacc'\]"):
+        replace(cfg, {"model": {"sampler": {"backend": "cuda"}}})
+    with pytest.raises(ConfigError, match=r"'model\.contraction' must be one of \['aabb', 'inf', 'l2'\]"):
+        replace(cfg, {"model": {"contraction": "sphere"}})
+    with pytest.raises(ConfigError, match=r"'sampler\.backend' must be one of"):
+        replace(model_cfg, {"sampler": {"backend": "cuda"}})
+    assert replace(cfg, {"model": {"sampler": {"backend": "torch"}}}).model.sampler.backend == "torch"
+    assert cfg.model.sampler.backend == "auto"
+
+
+def test_literal_options_match_the_components_that_use_them():
+    from neural3d.config import choice_fields
+    from neural3d.fields.backends import BACKENDS as HASHGRID_BACKENDS
+    from neural3d.fields.contraction import CONTRACTIONS
+    from neural3d.methods.ngp.config import NGPModelConfig
+    from neural3d.samplers.density_grid import GridImportanceSampler
+    from neural3d.samplers.occupancy import BACKENDS as MARCHING_BACKENDS
+    from neural3d.samplers.spacing import SPACINGS
+
+    ngp = choice_fields(NGPModelConfig)
+    assert set(ngp["contraction"]) == set(CONTRACTIONS) and set(ngp["hashgrid_backend"]) == set(HASHGRID_BACKENDS)
+    assert set(choice_fields(OccupancySamplerConfig)["backend"]) == set(MARCHING_BACKENDS)
+    assert set(choice_fields(ProposalSamplerConfig)["spacing"]) == set(SPACINGS)
+    for weighting in choice_fields(GridSamplerConfig)["weighting"]:  # every allowed value is accepted ...
+        GridImportanceSampler(n_coarse=4, n_samples=4, weighting=weighting)
+    with pytest.raises(ValueError):  # ... and the component still refuses others (a section made by hand)
+        GridImportanceSampler(n_coarse=4, n_samples=4, weighting="even")
+    for kind, section in {**SAMPLER_VARIANTS, **EVAL_SAMPLER_VARIANTS}.items():  # `type` names its section
+        assert choice_fields(type(section))["type"] == (kind,)
 
 
 def test_proposal_rounds_and_resolutions_must_pair():

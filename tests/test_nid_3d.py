@@ -8,6 +8,7 @@ import torch
 from neural3d.core.rays import RayBundle
 from neural3d.fields.ngp_field import trunc_exp
 from neural3d.methods.base import SceneInfo
+from neural3d.methods.nid.field import SceneCodes
 from neural3d.methods.nid.model import NIDModel, NIDSceneConfig
 
 SMALL = {"num_experts": 8, "topk": 3, "hidden_dim": 16, "n_layers": 1, "n_freqs": 2, "n_samples": 16}
@@ -71,6 +72,13 @@ def test_model_renders_through_the_shared_volume_renderer():
         assert torch.allclose(rgb2[0], two(_rays(seed=1), context=1)["rgb"], atol=1e-6)
         assert torch.allclose(rgb2[1], two(_rays(seed=2), context=0)["rgb"], atol=1e-6)
     assert gates.indices.shape == (2, 3)
+    # ... through the field contract: a SceneCodes context picks one code per row, gates in extras
+    with torch.no_grad():
+        samples2 = two.sampler(batch.flatten())
+        per_row = two.field(samples2, SceneCodes(torch.tensor([1, 0])))
+        alone = two.field(two.sampler(_rays(seed=2)), 0)
+    assert per_row.density.shape == (12, 16, 1) and per_row.extras["gates"].indices.shape == (2, 3)
+    assert torch.equal(per_row.density[6:], alone.density) and torch.equal(per_row.rgb[6:], alone.rgb)
 
 
 def test_method_is_registered_and_builds_from_a_config():

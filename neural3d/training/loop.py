@@ -40,32 +40,29 @@ from neural3d.training.task import TrainTask
 
 @dataclass
 class LoopConfig:
-    """Cadences and numerics of a training run (built from each command's config section).
-
-    Attributes:
-        steps: optimisation steps in total (a resumed run continues up to it).
-        max_seconds: stop after this many seconds of training, carried across resumes (0: no limit).
-        log_every: log (and synchronise with the device) every this many steps, and at the last.
-        eval_every: periodic ``task.evaluate`` every this many steps, not at the last (0: off).
-        checkpoint_every: save every this many steps (0: only at the end).
-        grad_clip: clip the global gradient norm of ``task.module`` to this (0: off).
-        mixed_precision: ``off`` | ``auto`` | ``bf16`` | ``fp16`` (autocast on CUDA only; auto = bf16).
-        progress: show a progress bar (or log lines, see :class:`~neural3d.training.callbacks.Progress`).
-        keep_checkpoints: how many of the newest checkpoints to keep.
-        seed: the run seed; under torchrun each rank's random stream of step ``s`` is derived from
-            ``(seed, rank, s)`` (unused by one process).
-    """
+    """Cadences and numerics of a training run (built from each command's config section)."""
 
     steps: int
+    """Optimisation steps in total (a resumed run continues up to it)."""
     max_seconds: float = 0.0
+    """Stop after this many seconds of training, carried across resumes (0: no limit)."""
     log_every: int = 50
+    """Log (and synchronise with the device) every this many steps, and at the last."""
     eval_every: int = 0
+    """Periodic ``task.evaluate`` every this many steps, not at the last (0: off)."""
     checkpoint_every: int = 0
+    """Save every this many steps (0: only at the end)."""
     grad_clip: float = 0.0
+    """Clip the global gradient norm of ``task.module`` to this (0: off)."""
     mixed_precision: str = "off"
+    """``off`` | ``auto`` | ``bf16`` | ``fp16`` (autocast on CUDA only; auto = bf16); checked when constructed."""
     progress: bool = True
+    """Show a progress bar (or log lines, see :class:`~neural3d.training.callbacks.Progress`)."""
     keep_checkpoints: int = 3
+    """How many of the newest checkpoints to keep."""
     seed: int = 0
+    """The run seed; under torchrun each rank's random stream of step ``s`` is derived from ``(seed, rank, s)``
+    (unused by one process)."""
 
     def __post_init__(self) -> None:
         # YAML 1.1 reads a bare `off` / `on` as a boolean, which a str config field then holds as "False" / "True"

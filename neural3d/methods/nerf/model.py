@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from neural3d.config import instantiate
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
 from neural3d.fields.nerf_field import NeRFField
@@ -24,17 +25,31 @@ from neural3d.samplers.base import WeightedSamples
 
 @dataclass
 class NeRFModelConfig:
-    n_coarse: int = 64  # stratified samples per ray for the coarse network
-    n_fine: int = 128  # importance samples per ray for the fine network (merged with the coarse ones)
-    lindisp: bool = False  # sample linearly in inverse depth
+    """Vanilla NeRF: coarse and fine positional-encoding MLPs, hierarchical (coarse then importance) sampling."""
+
+    n_coarse: int = 64
+    """Stratified samples per ray for the coarse network."""
+    n_fine: int = 128
+    """Importance samples per ray for the fine network, merged with the coarse ones (0: no fine network)."""
+    lindisp: bool = False
+    """Space the coarse samples linearly in inverse depth (disparity) instead of depth."""
     pos_freqs: int = 10
+    """Frequency bands of the positional encoding of positions (original NeRF: 10)."""
     dir_freqs: int = 4
+    """Frequency bands of the positional encoding of view directions (original NeRF: 4)."""
     width: int = 256
+    """Hidden width of the position MLP (the view-direction layer has half of it)."""
     depth: int = 8
+    """Layers of the position MLP (before the density and feature heads)."""
     skips: list[int] = field(default_factory=lambda: [4])
+    """Position-MLP layers (0-based) whose output is concatenated with the encoded position again (skip
+    connections; original NeRF: [4])."""
     use_viewdirs: bool = True
-    density_noise: float = 0.0  # std of noise added to raw density in training (original LLFF: 1.0)
-    opaque_far: bool | None = None  # last sample's interval 1e10 long (original NeRF); None: on for NDC scenes
+    """Condition colour on the encoded view direction (False: colour and density from position only)."""
+    density_noise: float = 0.0
+    """Standard deviation of Gaussian noise added to the raw density in training (original LLFF: 1.0; 0: off)."""
+    opaque_far: bool | None = None
+    """Make the last sample's interval 1e10 long, so rays end opaque (original NeRF); None: on for NDC scenes."""
 
 
 @register_method("nerf", NeRFModelConfig)
@@ -43,17 +58,10 @@ class NeRFModel(Model):
 
     def __init__(self, config: NeRFModelConfig, *, scene: SceneInfo) -> None:
         super().__init__(config, scene=scene)
-        kw = {
-            "pos_freqs": config.pos_freqs,
-            "dir_freqs": config.dir_freqs,
-            "width": config.width,
-            "depth": config.depth,
-            "skips": list(config.skips),
-            "use_viewdirs": config.use_viewdirs,
-        }
-        self.coarse_field = NeRFField(**kw)
-        self.fine_field = NeRFField(**kw) if config.n_fine > 0 else None
-        self.coarse_sampler = UniformSampler(n_samples=config.n_coarse, lindisp=config.lindisp)
+        # each field's settings are the section's fields named like NeRFField's parameters
+        self.coarse_field = instantiate(NeRFField, config)
+        self.fine_field = instantiate(NeRFField, config) if config.n_fine > 0 else None
+        self.coarse_sampler = instantiate(UniformSampler, config, n_samples=config.n_coarse)  # and lindisp
         self.fine_sampler = PDFSampler(n_samples=config.n_fine, include_input=True)
         self.renderer = VolumeRenderer(opaque_far=scene.ndc if config.opaque_far is None else bool(config.opaque_far))
 

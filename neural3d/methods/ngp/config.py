@@ -14,7 +14,7 @@ rejected with the new key (:data:`RENAMED_KEYS`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from neural3d.config import variant_field
 from neural3d.samplers.config import EVAL_SAMPLER_VARIANTS, SAMPLER_VARIANTS
@@ -117,19 +117,40 @@ class NGPModelConfig:
     """Instant-NGP-style method: hash-grid field, a sampler strategy, losses."""
 
     RENAMED_KEYS: ClassVar[dict[str, str]] = RENAMED_KEYS
+    """Not a field: the removed flat keys, for the builder's error naming the new key."""
     upgrade_legacy: ClassVar = staticmethod(upgrade_legacy)
+    """Not a field: turns a ``model`` section stored by an earlier version into today's shape."""
 
-    sampler: Any = variant_field(SAMPLER_VARIANTS, default="grid")  # grid | importance | uniform | occupancy | proposal
-    eval_sampler: Any = variant_field(EVAL_SAMPLER_VARIANTS, default="train")  # train | importance (rendering)
-    distortion_loss_mult: float = 0.0  # padded samplers; mip-NeRF 360 uses 0.01, nerfacto 0.002 (unbounded scenes)
-    opaque_far: bool | None = None  # last sample's interval 1e10 long (original NeRF); None: on for NDC scenes
-    hashgrid_backend: str = "auto"  # auto | torch | cpu | tcnn | triton (field and proposal grids)
-    contraction: str = "aabb"  # aabb | inf | l2 (unbounded scenes)
+    sampler: Any = variant_field(SAMPLER_VARIANTS, default="grid")
+    """Training sampler (and rendering one unless ``eval_sampler`` says otherwise): a section whose ``type`` is
+    ``grid``, ``importance``, ``uniform``, ``occupancy`` or ``proposal`` (:mod:`neural3d.samplers.config`)."""
+    eval_sampler: Any = variant_field(EVAL_SAMPLER_VARIANTS, default="train")
+    """Sampler used for rendering (evaluation, ``neural3d render``, the viewer): ``{type: train}`` (the training
+    sampler) or ``{type: importance, ...}`` (samples placed by the field itself)."""
+    distortion_loss_mult: float = 0.0
+    """Weight of mip-NeRF 360's distortion loss (padded samplers only; 0: off). mip-NeRF 360 uses 0.01, nerfacto
+    0.002 (unbounded scenes)."""
+    opaque_far: bool | None = None
+    """Make the last sample's interval 1e10 long, so rays end opaque (original NeRF); None: on for NDC scenes."""
+    hashgrid_backend: Literal["auto", "torch", "cpu", "tcnn", "triton"] = "auto"
+    """Hash-grid implementation of the field and of the proposal networks (:mod:`neural3d.fields.backends`);
+    ``auto``: the fastest that is installed and works on the device."""
+    contraction: Literal["aabb", "inf", "l2"] = "aabb"
+    """How positions map into the hash grid's unit cube: ``aabb`` (the scene box; density 0 outside) or the
+    ``inf`` / ``l2`` norm scene contraction of unbounded scenes (mip-NeRF 360)."""
     n_levels: int = 16
+    """Hash-grid resolution levels."""
     n_features_per_level: int = 2
+    """Features stored per hash-table entry (per level)."""
     log2_hashmap_size: int = 19
+    """log2 of the hash-table entries per level (the grid's memory: ``2**this * n_levels * n_features``)."""
     base_resolution: int = 16
+    """Grid resolution (cells per axis of the unit cube) of the coarsest level."""
     max_resolution: int = 2048
+    """Grid resolution of the finest level; the levels grow geometrically in between."""
     hidden_dim: int = 64
+    """Hidden width of the density and colour MLPs."""
     geo_feat_dim: int = 15
+    """Geometry features passed from the density MLP to the colour MLP (besides the density)."""
     sh_degree: int = 4
+    """Spherical-harmonics bands of the view-direction encoding (``sh_degree**2`` channels: 4 -> 16)."""

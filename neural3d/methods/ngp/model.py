@@ -31,8 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from neural3d.config import instantiate
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
+from neural3d.evaluation.metrics import mse_to_psnr
 from neural3d.fields.ngp_field import NGPField
 from neural3d.losses import distortion_loss
 from neural3d.methods.base import Model, ModelOutputs, SceneInfo
@@ -53,19 +55,8 @@ _OLD_PREFIXES = {"grid.": "sampler.grid.", "occupancy.": "sampler.", "proposal."
 class NGPModel(Model):
     def __init__(self, config: NGPModelConfig, *, scene: SceneInfo) -> None:
         super().__init__(config, scene=scene)
-        self.field = NGPField(
-            aabb=scene.scene_box,
-            contraction=config.contraction,
-            n_levels=config.n_levels,
-            n_features_per_level=config.n_features_per_level,
-            log2_hashmap_size=config.log2_hashmap_size,
-            base_resolution=config.base_resolution,
-            max_resolution=config.max_resolution,
-            hidden_dim=config.hidden_dim,
-            geo_feat_dim=config.geo_feat_dim,
-            sh_degree=config.sh_degree,
-            backend=config.hashgrid_backend,
-        )
+        # the field's settings are the section's fields named like NGPField's parameters
+        self.field = instantiate(NGPField, config, aabb=scene.scene_box, backend=config.hashgrid_backend)
         kw = {"aabb": scene.scene_box, "contraction": config.contraction, "hashgrid_backend": config.hashgrid_backend}
         self.sampler = build_sampler(config.sampler, **kw)
         self.eval_sampler = None if config.eval_sampler.type == "train" else build_sampler(config.eval_sampler, **kw)
@@ -124,7 +115,7 @@ class NGPModel(Model):
         mask = outputs.loss_mask
         rgb, target = (outputs.rgb, batch.rgb) if mask is None else (outputs.rgb[mask], batch.rgb[mask])
         mse = torch.mean((rgb.detach() - target) ** 2)
-        metrics = {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
+        metrics = {"psnr": mse_to_psnr(mse.clamp_min(1e-10))}
         if outputs.samples is not None and not isinstance(outputs.samples, RaySamples):  # packed (marching)
             metrics["samples_per_ray"] = torch.tensor(float(outputs.samples.n_samples)) / max(len(rgb), 1)
             metrics["rays_used"] = torch.tensor(float(len(rgb)))

@@ -10,16 +10,30 @@ context)`` where ``context`` selects the scene code (an int, a 0-d tensor, or No
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from neural3d.fields.base import Field
+from neural3d.core.samples import RaySamples
+from neural3d.fields.base import Field, FieldOutputs
 from neural3d.fields.ngp_field import trunc_exp
 from neural3d.methods.nid.combine import mix_sparse
 from neural3d.methods.nid.experts import ExpertBank
 from neural3d.methods.nid.gating import Gates, topk_signed
+
+
+@dataclass(frozen=True)
+class SceneCodes:
+    """Field context for several scenes at once: row ``s`` of the samples (their leading axis, or its blocks of
+    equal size) is rendered with scene code ``ids[s]``.
+
+    Attributes:
+        ids: [n_scenes] code indices.
+    """
+
+    ids: Tensor
 
 
 class NIDRadianceField(Field):
@@ -121,14 +135,30 @@ class NIDRadianceField(Field):
             )
         return idx
 
-    def query(self, positions: Tensor, viewdirs: Tensor | None = None, context: Any = None) -> tuple[Tensor, Tensor]:
-        """[*batch, 3] positions of one scene (``context``: its code index) -> density [*batch, 1], rgb [*batch, 3]."""
+    def scene_ids(self, context: Any, device) -> Tensor:
+        """[n_scenes] code indices: a :class:`SceneCodes` context (one code per leading row of the positions)
+        or one code index (None: code 0)."""
+        return context.ids.to(device) if isinstance(context, SceneCodes) else self.code_ids(context, device)
+
+    def evaluate(self, positions: Tensor, ids: Tensor) -> tuple[Tensor, Tensor, Gates]:
+        """[n_scenes, *batch, 3] positions, row ``s`` in scene ``ids[s]`` -> (density [..., 1], rgb [..., 3], gates)."""
         shape = positions.shape[:-1]
-        raw, inside = self.raw_outputs(
-            positions.reshape(1, -1, 3), self.gates(self.code_ids(context, positions.device))
-        )
-        density, rgb = self.activate(raw[0], inside[0])
-        return density.reshape(*shape, 1), rgb.reshape(*shape, 3)
+        gates = self.gates(ids)
+        raw, inside = self.raw_outputs(positions.reshape(ids.shape[0], -1, 3), gates)
+        density, rgb = self.activate(raw, inside)
+        return density.reshape(*shape, 1), rgb.reshape(*shape, 3), gates
+
+    def query(self, positions: Tensor, viewdirs: Tensor | None = None, context: Any = None) -> tuple[Tensor, Tensor]:
+        """[*batch, 3] positions (``context``: a code index, or :class:`SceneCodes` for [n_scenes, ...] rows)
+        -> density [*batch, 1], rgb [*batch, 3]."""
+        density, rgb, _ = self.evaluate(positions, self.scene_ids(context, positions.device))
+        return density, rgb
+
+    def forward(self, samples: RaySamples, context: Any = None) -> FieldOutputs:
+        """The field contract; ``extras["gates"]`` holds the scenes' :class:`Gates` (for the balancing loss)."""
+        ids = self.scene_ids(context, samples.positions.device)
+        density, rgb, gates = self.evaluate(samples.positions, ids)
+        return FieldOutputs(density=density, rgb=rgb, extras={"gates": gates})
 
     def density(self, positions: Tensor, context: Any = None) -> Tensor:
         """[*batch, 3] -> [*batch, 1]."""

@@ -19,9 +19,8 @@ from torch import Tensor
 from neural3d.config import instantiate
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import RaySamples
-from neural3d.fields.base import FieldOutputs
 from neural3d.methods.base import Model, ModelOutputs, SceneInfo
-from neural3d.methods.nid.field import NIDRadianceField
+from neural3d.methods.nid.field import NIDRadianceField, SceneCodes
 from neural3d.methods.registry import register_method
 from neural3d.render import VolumeRenderer
 from neural3d.samplers import PDFSampler, UniformSampler
@@ -132,11 +131,6 @@ class NIDModel(Model):
         """
         S, R = rays.shape
         samples = self.sampler.sample(rays.flatten())
-        n = samples.n_samples
-        gates = self.field.gates(code_ids)
-        raw, inside = self.field.raw_outputs(samples.positions.reshape(S, R * n, 3), gates)
-        density, rgb = self.field.activate(raw, inside)
-        out = self.renderer(
-            FieldOutputs(density=density.reshape(S * R, n, 1), rgb=rgb.reshape(S * R, n, 3)), samples, self.background
-        )
-        return out.rgb.reshape(S, R, 3), gates
+        field_out = self.field(samples, SceneCodes(code_ids))
+        out = self.renderer(field_out, samples, self.background)
+        return out.rgb.reshape(S, R, 3), field_out.extras["gates"]
