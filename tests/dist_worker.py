@@ -11,7 +11,8 @@ Run as ``python -m torch.distributed.run ... tests/dist_worker.py [options] -- T
 * ``--no-jitter``: marching without the stratified per-ray offset (the one per-rank random draw of an NGP
   occupancy step) and GNT's depths without jitter (coarse) and with ``det`` (fine), so that 1 and 2 processes
   see the same samples;
-* ``--fail-rank R --fail-step S``: rank R raises ``RuntimeError("injected failure ...")`` at step S.
+* ``--fail-rank R --fail-step S``: rank R raises ``RuntimeError("injected failure ...")`` at step S;
+* ``--kill-rank R --kill-step S``: in torchrun's first attempt only, rank R kills itself with SIGKILL at step S.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def main() -> int:
     p.add_argument("--no-jitter", action="store_true")
     p.add_argument("--fail-rank", type=int, default=-1)
     p.add_argument("--fail-step", type=int, default=-1)
+    p.add_argument("--kill-rank", type=int, default=-1)
+    p.add_argument("--kill-step", type=int, default=-1)
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     a = p.parse_args()
     rank = int(os.environ.get("RANK", "0"))
@@ -113,12 +116,17 @@ def main() -> int:
         gnt.fine_depth_samples = lambda *args, **k: fine(*args, **{**k, "det": True})
     from neural3d.training.loop import Loop
 
-    if a.fail_rank >= 0:
+    first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0
+    if a.fail_rank >= 0 or a.kill_rank >= 0:
         step_fn = Loop.train_step
 
         def failing(self):
             if self.rank == a.fail_rank and self.step == a.fail_step:
                 raise RuntimeError(f"injected failure on rank {self.rank} at step {self.step}")
+            if first_attempt and self.rank == a.kill_rank and self.step == a.kill_step:
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
             return step_fn(self)
 
         Loop.train_step = failing

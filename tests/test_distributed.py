@@ -206,6 +206,23 @@ def test_two_processes_rank0_writes_quiet_others_same_state_and_exact_resume(tmp
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
     assert torch.equal(a["rng_cpu"], b["rng_cpu"])
 
+    # SIGKILL of rank 1 at step 4 under --max-restarts 1: the group restarts from the step-3 checkpoint, finishes,
+    # and its final checkpoint equals the uninterrupted run's bit for bit
+    res = _torchrun(
+        2,
+        str(WORKER),
+        "--kill-rank=1",
+        "--kill-step=4",
+        "--",
+        str(cfg),
+        "experiment=killed",
+        extra=("--max-restarts=1", "--monitor-interval=0.2"),
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    c = _load(watch / "killed" / "checkpoints" / "step_0000006.pt")
+    assert all(torch.equal(c["model"][k], b["model"][k]) for k in b["model"])
+    assert torch.equal(c["optimizer"]["state"][0]["exp_avg"], b["optimizer"]["state"][0]["exp_avg"])
+
 
 def test_a_failing_rank_ends_every_rank_with_its_error(tmp_path, scene):
     cfg = _cfg(tmp_path, scene)

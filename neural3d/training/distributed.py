@@ -108,7 +108,20 @@ def init_from_env(backend: str = "auto", *, device: str = "auto", timeout_s: flo
         if not torch.cuda.is_available():
             raise RuntimeError("trainer.dist_backend=nccl needs CUDA; use gloo on CPU")
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    _dist().init_process_group(backend=name, timeout=datetime.timedelta(seconds=float(timeout_s)))
+    timeout = datetime.timedelta(seconds=float(timeout_s))
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun's agent hosts the store and keeps it across --max-restarts attempts; env:// would reuse the
+        # keys of the failed attempt (gloo then connects to the dead workers' addresses), so each attempt
+        # gets its own key prefix on the agent's store
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        store = _dist().TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False, timeout=timeout
+        )
+        store = _dist().PrefixStore(f"/neural3d/attempt_{attempt}", store)
+        _dist().init_process_group(backend=name, store=store, rank=rank, world_size=world, timeout=timeout)
+    else:
+        _dist().init_process_group(backend=name, timeout=timeout)
     return True
 
 
