@@ -40,6 +40,12 @@ What each piece does:
 * **one writer**: only :func:`~neural3d.training.run_dir.is_main_process` (rank 0) writes the run
   directory, logs and prints; the loop evaluates on rank 0 only and averages logged train metrics.
 
+* **restarts**: under ``torchrun --max-restarts K`` a failed group is restarted; the CLI then resumes from the
+  last checkpoint (``TORCHELASTIC_RESTART_COUNT`` > 0), and each attempt's process group lives under its
+  own key prefix of torchrun's store.
+* **evaluation**: ``neural3d eval`` under torchrun splits the images across ranks
+  (``evaluate_split(..., distributed=True)``) and rank 0 gathers and writes them.
+
 One process (no torchrun, or ``--nproc-per-node 1``) never calls a collective: behaviour is unchanged.
 """
 
