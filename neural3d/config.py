@@ -119,7 +119,7 @@ class TrainerConfig:
     steps: int = 2000
     """Optimisation steps."""
     batch_size: int = 4096
-    """Rays per step."""
+    """Rays per step: the global batch; under torchrun each of N processes trains on ``batch_size / N``."""
     eval_every: int = 0
     """Steps between periodic evaluations (0: only at the end)."""
     eval_images: int = 2
@@ -136,6 +136,10 @@ class TrainerConfig:
     """Show a progress bar."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimiser and learning-rate schedule."""
+    dist_backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """torch.distributed backend under torchrun: ``auto`` = nccl when training on CUDA, gloo on CPU."""
+    dist_timeout_s: float = 1800.0
+    """Collective timeout under torchrun (seconds): a rank waiting longer on its peers fails instead of hanging."""
 
 
 @dataclass
