@@ -165,6 +165,7 @@ RENDER_TIME_MODEL_KEYS = (
     "n_source_views_eval",
     "lindisp",
     "selection",
+    "pose_normalization",
 )
 
 

@@ -96,6 +96,8 @@ class DataConfig:
 class OptimConfig:
     """Adam optimiser and learning-rate schedule."""
 
+    optimizer: Literal["adam", "adamw"] = "adam"
+    """``adam`` (weight decay added to the gradient) or ``adamw`` (decoupled weight decay)."""
     lr: float = 1e-2
     """Initial learning rate (after warm-up)."""
     lr_final: float = 1e-3
@@ -109,7 +111,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     """Adam (beta1, beta2)."""
     weight_decay: float = 0.0
-    """Weight decay, applied to network weights only (not encodings)."""
+    """Weight decay, applied to network weights only (not to ``encoding`` / ``no_decay`` parameter groups)."""
     grad_clip: float = 0.0
     """Gradient-norm clipping threshold (0: off)."""
 
@@ -121,7 +123,7 @@ class TrainerConfig:
     steps: int = 2000
     """Optimisation steps."""
     batch_size: int = 4096
-    """Rays per step."""
+    """Rays per step: the global batch; under torchrun each of N processes trains on ``batch_size / N``."""
     eval_every: int = 0
     """Steps between periodic evaluations (0: only at the end)."""
     eval_images: int = 2
@@ -138,6 +140,10 @@ class TrainerConfig:
     """Show a progress bar."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimiser and learning-rate schedule."""
+    dist_backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """torch.distributed backend under torchrun: ``auto`` = nccl when training on CUDA, gloo on CPU."""
+    dist_timeout_s: float = 1800.0
+    """Collective timeout under torchrun (seconds): a rank waiting longer on its peers fails instead of hanging."""
 
 
 @dataclass

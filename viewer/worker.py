@@ -80,6 +80,8 @@ class RenderWorker:
         self.still_delay = still_delay
         self.min_height = min_height
         self.chunk = chunk
+        model = getattr(getattr(scene, "loaded", None), "model", None)
+        self._whole_images = bool(getattr(model, "renders_whole_images", False))
         self.rate = RateMeter()  # rays/s of full-resolution bands (sizes the bands)
         self.move_rate = RateMeter()  # rays/s of whole low-res frames, per-frame overheads included (sizes them)
         self.stats = WorkerStats()
@@ -203,6 +205,8 @@ class RenderWorker:
                 self.stats.interrupted += 1
                 return False
             rows = min(band_rows(self.rate.rays_per_s, w, seconds=0.05), h - row)
+            if self._whole_images:  # e.g. LVSM: an image is one forward pass, never a band of rows
+                rows = h - row
             band = cams.replace(cy=cams.cy - row, height=torch.full_like(cams.height, rows))
             start = time.perf_counter()
             out = self.scene.render(band, self.chunk)

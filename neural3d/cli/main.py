@@ -19,21 +19,57 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "neural3d.cli.export",
     "neural3d.cli.view",
     "neural3d.cli.gnt",
+    "neural3d.cli.lvsm",
     "neural3d.cli.nid",
 )
+
+
+def _torchrun_command(args) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc-per-node N ... -m neural3d train CONFIG ...``."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}"]
+    if args.max_restarts:
+        cmd.append(f"--max-restarts={args.max_restarts}")
+    cmd += ["-m", "neural3d", "train", args.config, *args.overrides]
+    cmd += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on]
+    return cmd
 
 
 def _cmd_train(args) -> int:
     from neural3d.cli.run_flags import run_mode
     from neural3d.config import load_config
+    from neural3d.training import distributed as dist
+
+    if args.nproc is not None and args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+    if (args.nproc or 1) > 1 and not dist.launched_by_torchrun():  # one machine: let torchrun start the ranks
+        import subprocess
+
+        return subprocess.call(_torchrun_command(args))
     from neural3d.training.trainer import Trainer
 
+    dist.quiet_non_main()
     cfg, _ = load_config(args.config, args.overrides)
     resume, overwrite = run_mode(args)
-    trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
-    print(f"[neural3d] run directory: {trainer.run_dir}  (device: {trainer.device}, method: {cfg.method})")
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0:
+        resume = True  # torchrun --max-restarts restarted the group: continue from the last checkpoint
+    try:
+        trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
+        return _train(trainer, cfg)
+    finally:
+        dist.shutdown()
+
+
+def _train(trainer, cfg) -> int:
+    from neural3d.training.run_dir import is_main_process
+
+    main_proc = is_main_process()
+    say = print if main_proc else (lambda *a, **k: None)
+    world = trainer.loop.world_size
+    procs = f", {world} processes" if world > 1 else ""
+    say(f"[neural3d] run directory: {trainer.run_dir}  (device: {trainer.device}, method: {cfg.method}{procs})")
     live = None
-    if cfg.viewer.enabled:  # live browser viewer: a model copy refreshed from Trainer.on_step, pause button
+    # live browser viewer (rank 0 only): a model copy refreshed from Trainer.on_step, pause button
+    if cfg.viewer.enabled and main_proc:
         from neural3d.viewer.live import LiveTraining
 
         live = LiveTraining(trainer, cfg.viewer)
@@ -44,18 +80,33 @@ def _cmd_train(args) -> int:
             live.close()
         raise
     ckpts = trainer.run.checkpoints_dir
-    print(f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; checkpoint in {ckpts}")
+    say(f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; checkpoint in {ckpts}")
     if live is not None:
         live.finish()
     return 0
 
 
 def _cmd_eval(args) -> int:
+    from neural3d.training import distributed as dist
+
+    dist.quiet_non_main()
+    device = args.device
+    if dist.launched_by_torchrun():  # torchrun: the ranks split the images, rank 0 writes
+        dist.init_from_env("auto", device=device)
+        if dist.resolve_backend("auto", device) == "nccl" and device == "auto":
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    try:
+        return _eval(args, device)
+    finally:
+        dist.shutdown()
+
+
+def _eval(args, device) -> int:
     from neural3d.api import load
     from neural3d.evaluation.evaluate import evaluate_split, maybe_lpips
-    from neural3d.training.run_dir import RunDir
+    from neural3d.training.run_dir import RunDir, is_main_process
 
-    loaded = load(args.run_dir, device=args.device)
+    loaded = load(args.run_dir, device=device)
     scene = loaded.dataset().to(loaded.device)
     split = args.split or loaded.config.eval.split
     out_dir = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir(split)
@@ -72,7 +123,10 @@ def _cmd_eval(args) -> int:
         out_dir=out_dir,
         lpips_fn=lpips_fn,
         max_images=args.max_images,
+        distributed=True,
     )
+    if not is_main_process():
+        return 0
     res["step"] = loaded.step
     (out_dir / "metrics.json").write_text(json.dumps(res, indent=2))
     means = "  ".join(f"{k.upper()} {v:.4f}" for k, v in res["mean"].items())
@@ -121,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.steps=500 data.path=data/lego")
     add_run_flags(t)
+    t.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="data-parallel processes on this machine: re-launches the command under torchrun "
+        "(trainer.batch_size stays the global batch); for several machines run torchrun yourself (README)",
+    )
+    t.add_argument(
+        "--max-restarts", type=int, default=0, help="with --nproc: torchrun restarts of a failed group (resumes)"
+    )
     t.set_defaults(fn=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run: metrics JSON + rendered images")

@@ -67,6 +67,7 @@ class RayLoader:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.step = 0
+        self._shard: slice | None = None  # data-parallel: this rank's part of each batch (see shard)
 
     @property
     def n_pixels(self) -> int:
@@ -77,12 +78,35 @@ class RayLoader:
         return self
 
     def __next__(self) -> RayBatch:
-        return self.sample(self.batch_size)
+        return self.sample(self.batch_size, select=self._shard)
 
-    def sample(self, n_rays: int) -> RayBatch:
-        """A batch of ``n_rays`` rays drawn uniformly (with replacement) over the split's pixels."""
+    def shard(self, rank: int, world_size: int) -> None:
+        """Data-parallel: from now on each batch is slice ``rank`` of ``world_size`` of the global batch.
+
+        ``batch_size`` stays the global batch and must divide by ``world_size``. Every rank draws the same
+        global batch from the same generator (only the pixel indices) and builds the rays of its own slice:
+        shards never overlap, the stream does not depend on ``world_size`` (resume on another world size),
+        and the rays of all ranks together are those one process trains on.
+        """
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"RayLoader.shard: bad rank {rank} of world size {world_size}")
+        if self.batch_size % world_size:
+            raise ValueError(
+                f"trainer.batch_size {self.batch_size} (the global batch) must be divisible by the {world_size} "
+                "processes"
+            )
+        per = self.batch_size // world_size
+        self._shard = None if world_size == 1 else slice(rank * per, (rank + 1) * per)
+
+    def sample(self, n_rays: int, select: slice | None = None) -> RayBatch:
+        """A batch of ``n_rays`` rays drawn uniformly (with replacement) over the split's pixels.
+
+        ``select``: keep only this slice of the ``n_rays`` drawn (a data-parallel shard, :meth:`shard`).
+        """
         H, W = self.scene.height, self.scene.width
         flat = torch.randint(self.n_pixels, (n_rays,), generator=self.generator, device=self.device)
+        if select is not None:
+            flat = flat[select]
         local, pix = flat // (H * W), flat % (H * W)
         y, x = pix // W, pix % W
         rows = self._rows[local]

@@ -35,8 +35,13 @@ def evaluate_split(
     max_images: int | None = None,
     out_dir: Path | None = None,
     lpips_fn=None,
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Render every image of ``split`` (or the first ``max_images``) and compute metrics.
+
+    ``distributed`` (under torchrun, every rank calling): rank ``r`` of ``W`` renders images ``r, r + W, ...``;
+    rank 0 gathers the records and images and returns / writes exactly what one process would (the other
+    ranks return empty metrics and write nothing). Without a process group it is ignored.
 
     Returns:
         ``{"mean": {psnr, ssim[, lpips]}, "per_image": [{index, name, psnr, ssim[, lpips]}], "split": split}``.
@@ -48,8 +53,11 @@ def evaluate_split(
     indices = scene.split_indices(split, nonempty=True)
     if max_images is not None:
         indices = indices[:max_images]
-    per_image = []
-    for i in indices.tolist():
+    rank, world = _rank_and_world() if distributed else (0, 1)
+    per_image, images = [], []
+    for pos, i in enumerate(indices.tolist()):
+        if pos % world != rank:  # torchrun: rank r renders images r, r + W, ... (rank 0 writes them all)
+            continue
         out = render_image(model, scene, i, chunk)
         gt = scene.images[i].to(out["rgb"].device)
         rec = {
@@ -62,13 +70,19 @@ def evaluate_split(
             rec["lpips"] = float(lpips_fn(out["rgb"], gt))
         per_image.append(rec)
         if out_dir is not None:
-            import imageio.v3 as iio
-
-            stem = Path(rec["name"]).stem
             depth = depth_panel(out["depth"][..., 0], out["opacity"][..., 0])
-            for sub, img in (("rgb", out["rgb"]), ("depth", depth)):
-                (Path(out_dir) / sub).mkdir(parents=True, exist_ok=True)
-                iio.imwrite(Path(out_dir) / sub / f"{stem}.png", to_uint8(img))
+            pngs = [(sub, to_uint8(img)) for sub, img in (("rgb", out["rgb"]), ("depth", depth))]
+            if world == 1:
+                _write_pngs(Path(out_dir), rec["name"], pngs)
+            else:
+                images.append(pngs)
+    if world > 1:  # gather every rank's records and images on rank 0, in the split's order
+        per_image, images = _gather_on_rank0(per_image, images, world)
+        if rank != 0:
+            return {"split": split, "mean": {}, "per_image": []}
+        if out_dir is not None:
+            for rec, pngs in zip(per_image, images):
+                _write_pngs(Path(out_dir), rec["name"], pngs)
     keys = [k for k in ("psnr", "ssim", "lpips") if per_image and k in per_image[0]]
     result = {
         "split": split,
@@ -78,6 +92,39 @@ def evaluate_split(
     if out_dir is not None:
         (Path(out_dir) / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _rank_and_world() -> tuple[int, int]:
+    d = torch.distributed
+    if d.is_available() and d.is_initialized():
+        return d.get_rank(), d.get_world_size()
+    return 0, 1
+
+
+def _write_pngs(out_dir: Path, name: str, pngs) -> None:
+    import imageio.v3 as iio
+
+    for sub, img in pngs:
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+        iio.imwrite(out_dir / sub / f"{Path(name).stem}.png", img)
+
+
+def _gather_on_rank0(per_image: list, images: list, world: int) -> tuple[list, list]:
+    """Rank 0: every rank's (records, images) interleaved back into split order (rank r had positions r::W)."""
+    d = torch.distributed
+    mine = (per_image, images)
+    got = [None] * world if d.get_rank() == 0 else None
+    d.gather_object(mine, got, dst=0)
+    if got is None:
+        return [], []
+    recs, imgs = [], []
+    for k in range(max(len(g[0]) for g in got)):
+        for r in range(world):
+            if k < len(got[r][0]):
+                recs.append(got[r][0][k])
+                if got[r][1]:
+                    imgs.append(got[r][1][k])
+    return recs, imgs
 
 
 def maybe_lpips(eval_cfg, device):

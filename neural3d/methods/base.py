@@ -33,6 +33,10 @@ Perturbation hook (training strategies such as Aug-NeRF, :mod:`neural3d.training
 :class:`~neural3d.fields.perturb.ModelPerturbation`: each field pass takes its samples through
 ``p.samples(name, ...)`` (so a strategy can replay the samples of a clean pass) and its field hooks from
 ``p.field(name)``. ``perturb=None`` (the default) is the plain forward.
+
+Whole-image methods (``renders_whole_images = True``, e.g. LVSM): ``forward`` / ``render_rays`` take all rays of
+whole images ([H, W] or [t, H, W] bundles) and ignore ``chunk``; callers (``LoadedScene.render``, evaluation,
+the viewer) hand over whole images, never row bands or ray chunks.
 """
 
 from __future__ import annotations
@@ -152,6 +156,7 @@ class Model(nn.Module):
     """Base class of methods."""
 
     needs_scene: bool = False  # True: neural3d.load attaches the run's dataset (attach_scene)
+    renders_whole_images: bool = False  # True: forward/render_rays need all rays of whole images (LVSM)
 
     def __init__(self, config: Any, *, scene: SceneInfo) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ _BUILTIN_MODULES = (
     "neural3d.methods.nerf.model",
     "neural3d.methods.ngp.model",
     "neural3d.methods.gnt.model",
+    "neural3d.methods.lvsm.model",
     "neural3d.methods.nid.model",
     "neural3d.methods.point_field.model",
 )

@@ -56,7 +56,8 @@ class PeriodicEval:
 
     def on_step_end(self, loop, step: int) -> None:
         if self.every and step % self.every == 0 and step < loop.config.steps:
-            res = loop.task.evaluate(step, final=False)
+            evaluate = getattr(loop, "evaluate", loop.task.evaluate)  # Loop.evaluate: rank 0 only under torchrun
+            res = evaluate(step, final=False)
             if res:
                 loop.log(step, {**res, "elapsed_s": loop.elapsed}, "eval")
 

@@ -13,6 +13,12 @@ user hooks such as the live viewer); at the end the loop saves a checkpoint and 
 evaluation. Checkpoints hold the loop's keys (``step``, ``elapsed``, ``optimizer``, ``scheduler``,
 ``rng_cpu``, ``rng_cuda``) next to the task's, and :meth:`Loop.resume` restores all of them, so N steps
 equal N/2 + resume + N/2 bit for bit.
+
+Under torchrun (a process group of ``W > 1`` ranks, :mod:`neural3d.training.distributed`) the same step
+also: runs ``task.step_begin`` on the random stream shared by all ranks and re-seeds the rank's own stream
+for the rest of the step, averages the gradients over the ranks after ``backward`` (before clipping),
+averages the logged train metrics, agrees on ``max_seconds`` stops, evaluates on rank 0 only and checks at
+every checkpoint that the replicas agree. With one process none of that runs.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neural3d.training.run_dir import RunDir
+from neural3d.training import distributed as dist
+from neural3d.training.run_dir import RunDir, is_main_process
 from neural3d.training.task import TrainTask
 
 
@@ -53,6 +60,9 @@ class LoopConfig:
     """Show a progress bar (or log lines, see :class:`~neural3d.training.callbacks.Progress`)."""
     keep_checkpoints: int = 3
     """How many of the newest checkpoints to keep."""
+    seed: int = 0
+    """The run seed; under torchrun each rank's random stream of step ``s`` is derived from ``(seed, rank, s)``
+    (unused by one process)."""
 
     def __post_init__(self) -> None:
         # YAML 1.1 reads a bare `off` / `on` as a boolean, which a str config field then holds as "False" / "True"
@@ -86,6 +96,13 @@ class Loop:
         self.step, self.elapsed, self.paused = 0, 0.0, False
         self.last_metrics: dict[str, float] = {}
         self._window = (time.perf_counter(), 0)  # throughput window: (start, steps)
+        self.rank, self.world_size = dist.rank_and_world()
+        self.comm_bytes = 0  # gradient bytes all-reduced by the latest step (data-parallel runs)
+        self._rng: dist.RankRNG | None = None
+        if self.world_size > 1:
+            task.set_rank(self.rank, self.world_size)
+            dist.broadcast_module_(task.module)  # identical start, whatever each rank's initialisation drew
+            self._rng = dist.RankRNG(config.seed, self.rank, task.device)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -100,6 +117,8 @@ class Loop:
         }
         if self.task.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.task.device)
+        if self._rng is not None:  # the stream shared by the ranks (the rank streams follow from the step)
+            state.update(self._rng.state())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -107,7 +126,9 @@ class Loop:
         self.task.load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if "rng_cpu" in state:
+        if self._rng is not None:
+            self._rng.load(state)
+        elif "rng_cpu" in state:
             torch.set_rng_state(state["rng_cpu"].cpu())
         if "rng_cuda" in state and self.task.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.task.device)
@@ -117,6 +138,12 @@ class Loop:
         """Write ``checkpoints/step_XXXXXXX.pt`` of the current step (None without a run directory)."""
         if self.run_dir is None:
             return None
+        if self.world_size > 1:
+            differ = dist.replicas_agree(self.task.module)
+            if differ:
+                raise RuntimeError(f"data-parallel replicas differ between ranks at step {self.step}: {differ[:8]}")
+            if not is_main_process():
+                return self.run_dir.checkpoints_dir / f"step_{self.step:07d}.pt"
         return self.run_dir.save_checkpoint(self.step, self.state_dict(), keep=self.config.keep_checkpoints)
 
     def resume(self) -> Path | None:
@@ -143,12 +170,18 @@ class Loop:
         """One optimisation step; returns detached scalar tensors (no host sync here)."""
         task = self.task
         task.module.train()
-        task.step_begin(self.step)
+        if self._rng is not None:
+            self._rng.run_shared(task.step_begin, self.step)
+            self._rng.seed_rank_stream(self.step)
+        else:
+            task.step_begin(self.step)
         batch = task.next_batch(self.step)
         with self.autocast():
             loss, metrics = task.loss_and_metrics(batch, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world_size > 1:
+            self.comm_bytes = dist.all_reduce_gradients(task.module.parameters(), self.world_size)
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(task.module.parameters(), self.config.grad_clip)
         self.optimizer.step()
@@ -166,7 +199,15 @@ class Loop:
     def _is_log_step(self) -> bool:
         return self.step % self.config.log_every == 0 or self.step == self.config.steps
 
+    def evaluate(self, step: int, *, final: bool) -> dict[str, float]:
+        """``task.evaluate``; under torchrun on rank 0 only (the others return {})."""
+        if self.world_size > 1 and not is_main_process():
+            return {}
+        return self.task.evaluate(step, final=final)
+
     def _log_train(self, out: dict[str, Tensor]) -> None:
+        if self.world_size > 1:
+            out = dist.all_reduce_mean(out, self.world_size)
         start, n = self._window
         now = time.perf_counter()
         self.last_metrics = {k: float(v) for k, v in out.items()}  # the host sync
@@ -178,7 +219,10 @@ class Loop:
         self.log(self.step, row, "train")
 
     def _time_is_up(self) -> bool:
-        return bool(self.config.max_seconds) and self.elapsed >= self.config.max_seconds
+        up = bool(self.config.max_seconds) and self.elapsed >= self.config.max_seconds
+        if self.world_size > 1 and self.config.max_seconds:
+            return dist.any_rank(up, self.task.device)  # every rank stops at the same step
+        return up
 
     def run(self) -> dict[str, float]:
         """Train up to ``config.steps`` (or ``max_seconds``); returns the final evaluation, else the last train log."""
@@ -206,7 +250,7 @@ class Loop:
                 if hasattr(cb, "on_train_end"):
                     cb.on_train_end(self)
         self.save()
-        final = self.task.evaluate(self.step, final=True)
+        final = self.evaluate(self.step, final=True)
         if final:
             self.log(self.step, {**final, "elapsed_s": self.elapsed}, "eval")
         return final or self.last_metrics

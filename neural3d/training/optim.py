@@ -9,15 +9,22 @@ from torch import nn
 
 from neural3d.config import ConfigError
 
+NO_DECAY_GROUPS = ("encoding", "no_decay")
+
 
 def build_optimizer(groups: dict[str, list[nn.Parameter]], cfg) -> torch.optim.Optimizer:
-    """Adam over named parameter groups; weight decay only on groups not named ``encoding``."""
+    """Adam or AdamW (``cfg.optimizer``) over named parameter groups; weight decay only on groups not named in
+    :data:`NO_DECAY_GROUPS`."""
     param_groups = [
-        {"params": params, "name": name, "weight_decay": 0.0 if name == "encoding" else cfg.weight_decay}
+        {"params": params, "name": name, "weight_decay": 0.0 if name in NO_DECAY_GROUPS else cfg.weight_decay}
         for name, params in groups.items()
         if params
     ]
-    return torch.optim.Adam(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    kind = getattr(cfg, "optimizer", "adam")
+    if kind not in ("adam", "adamw"):
+        raise ConfigError(f"trainer.optim.optimizer must be adam or adamw, got '{kind}'")
+    cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+    return cls(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
 
 
 def lr_factor(step: int, total: int, cfg) -> float:

@@ -40,6 +40,7 @@ def scene_loop_config(cfg) -> LoopConfig:
         grad_clip=t.optim.grad_clip,
         mixed_precision=t.mixed_precision,
         progress=t.progress,
+        seed=cfg.seed,
     )
 
 
@@ -88,6 +89,17 @@ class SceneTask(TaskBase):
     @property
     def module(self) -> torch.nn.Module:
         return self.model
+
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Shard the ray loader: each rank trains on ``trainer.batch_size / world_size`` rays of every batch."""
+        if world_size == 1:
+            return
+        if not hasattr(self.loader, "shard"):
+            raise NotImplementedError(
+                f"method '{self.cfg.method}': its batch source {type(self.loader).__name__} cannot be sharded "
+                "across processes yet"
+            )
+        self.loader.shard(rank, world_size)
 
     def configure_optimizers(self, total_steps: int) -> tuple[torch.optim.Optimizer, LRScheduler]:
         optim = self.cfg.trainer.optim

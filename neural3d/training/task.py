@@ -13,18 +13,18 @@ Tasks of this package:
 :class:`neural3d.apps.point_classification.task.PointCloudTask`  point-cloud ViT (``neural3d pointcloud train``)
 ======================================================  ===============================================
 
-Distributed data parallel (not implemented yet; the seams, none of them in a method):
+Distributed data parallel (:mod:`neural3d.training.distributed`; none of it in a method):
 
-* gradients: the loop owns ``backward`` → ``optimizer.step``, so it can average the gradients of
-  ``task.module``'s parameters across ranks in between (``all_reduce`` per bucket), for every task
-  alike; wrapping ``task.module`` in ``DistributedDataParallel`` for overlapped communication would also
-  need the tasks' training forward to call the wrapper (today ``SceneFamilyTask`` calls
-  ``forward_scenes`` and the point-cloud retention loss a second forward, which DDP does not see).
-* data: :meth:`TrainTask.set_rank` tells the batch source its shard; every source is seeded from the run
-  seed (``RayLoader(seed=...)``, per-step generators re-seeded from ``seed`` and the step), so
-  ``seed + rank`` streams need no method change.
-* files: only :func:`neural3d.training.run_dir.is_main_process` writes (checkpoints, logs, config);
-  checkpoints would also need each rank's RNG and loader state (a list per rank).
+* gradients: the loop owns ``backward`` → ``optimizer.step`` and averages the gradients of ``task.module``'s
+  parameters across ranks in between (``all_reduce`` per bucket), for every task alike. Wrapping
+  ``task.module`` in ``DistributedDataParallel`` (overlapped communication) would need the tasks' training
+  forward to call the wrapper (today ``SceneFamilyTask`` calls ``forward_scenes`` and the point-cloud
+  retention loss a second forward, which DDP does not see).
+* data: :meth:`TrainTask.set_rank` tells the batch source its shard of the global batch
+  (``SceneTask``: ``RayLoader.shard``); tasks that cannot shard yet raise ``NotImplementedError`` for W > 1.
+* random state: ``step_begin`` runs on a stream shared by the ranks (grids identical by construction), the
+  rest of a step on a per-rank stream seeded from (seed, rank, step).
+* files: only :func:`neural3d.training.run_dir.is_main_process` writes (checkpoints, logs, config).
 """
 
 from __future__ import annotations

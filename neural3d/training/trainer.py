@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from neural3d.config import instantiate, to_yaml
+from neural3d.training import distributed as dist
 from neural3d.training.callbacks import StepHook, standard_callbacks
 from neural3d.training.loop import Loop
 from neural3d.training.run_dir import RunDir, RunExistsError
@@ -32,6 +33,10 @@ class Trainer:
         overwrite: start again, deleting the run's checkpoints and metrics log.
         run_dir: default ``output_dir/experiment``.
         on_step: ``fn(trainer, step)`` after every step (the live viewer chains its own).
+
+    Under torchrun the process group is initialised here from the environment (``trainer.dist_backend``,
+    ``trainer.dist_timeout_s``; see :mod:`neural3d.training.distributed`); rank 0 prepares and writes the
+    run directory, the other ranks wait for it and only read.
     """
 
     def __init__(
@@ -44,8 +49,10 @@ class Trainer:
         on_step: Callable[[Trainer, int], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        dist.init_from_env(cfg.trainer.dist_backend, device=str(cfg.device), timeout_s=cfg.trainer.dist_timeout_s)
         self.run = RunDir(run_dir if run_dir is not None else run_directory(cfg))
         self.run.prepare(resume=resume, overwrite=overwrite)
+        dist.barrier()  # rank 0 has applied the resume rule before any rank reads the run directory
         self.task = SceneTask(cfg)
         lc = scene_loop_config(cfg)
         callbacks = instantiate(standard_callbacks, lc, run_dir=self.run)

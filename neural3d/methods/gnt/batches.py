@@ -95,6 +95,25 @@ class SourceViewBatches:
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(self.seed)
         self.step = 0
+        self._shard: slice | None = None  # data-parallel: this rank's rays of each batch (see shard)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Data-parallel: each batch keeps slice ``rank`` of ``world_size`` of its ``batch_size`` target rays.
+
+        Every rank draws the same scene, target image, pixels and source views from the same generator and
+        keeps its own slice of the rays (``batch_size``, the global batch, must divide by ``world_size``):
+        the rays never overlap and all ranks together train on one process's batch. Each rank encodes the
+        same source views (sharding scenes / targets across ranks instead is not done yet).
+        """
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"SourceViewBatches.shard: bad rank {rank} of world size {world_size}")
+        if self.batch_size % world_size:
+            raise ValueError(
+                f"trainer.batch_size {self.batch_size} (the global batch) must be divisible by the {world_size} "
+                "processes"
+            )
+        per = self.batch_size // world_size
+        self._shard = None if world_size == 1 else slice(rank * per, (rank + 1) * per)
 
     def __iter__(self):
         return self
@@ -118,6 +137,8 @@ class SourceViewBatches:
             if self.batch_size <= n_pix
             else self._randint(n_pix, self.batch_size)
         )
+        if self._shard is not None:
+            flat = flat[self._shard]
         flat = flat.to(self.device)
         x, y = flat % W, flat // W
         pixels = torch.stack([x, y], -1)
