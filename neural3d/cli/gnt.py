@@ -86,18 +86,16 @@ def _cmd_import(args) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
-    g = subparsers.add_parser("gnt", help="generalizable rendering (GNT): unseen scenes, official checkpoints")
-    gsub = g.add_subparsers(dest="gnt_command", required=True, parser_class=_IntermixedParser)
-
-    e = gsub.add_parser("eval", help="evaluate a GNT run on a scene given only its images and poses")
+def add_scene_commands(gsub, name: str, *, overrides_help: str, chunk_help: str, outputs: str) -> None:
+    """``eval`` and ``render`` of a source-view method (GNT, LVSM) on a scene given only its images and poses."""
+    e = gsub.add_parser("eval", help=f"evaluate a {name} run on a scene given only its images and poses")
     e.add_argument("run_dir")
     e.add_argument("scene", help="scene folder (its train split gives the source views)")
-    e.add_argument("overrides", nargs="*", help="data.KEY=VALUE (e.g. data.factor=4) or model.n_samples=192")
+    e.add_argument("overrides", nargs="*", help=overrides_help)
     e.add_argument("--split", default="test")
     e.add_argument("--out", default=None, help="output directory (default RUN/eval/SCENE-SPLIT)")
     e.add_argument("--max-images", type=int, default=None)
-    e.add_argument("--chunk", type=int, default=None, help="rays per forward pass (memory bound)")
+    e.add_argument("--chunk", type=int, default=None, help=chunk_help)
     e.add_argument("--device", default="auto")
     e.set_defaults(fn=_cmd_eval)
 
@@ -110,10 +108,23 @@ def add_parser(subparsers) -> None:
     r.add_argument("--frames", type=int, default=60)
     r.add_argument("--fps", type=int, default=30)
     r.add_argument("--scale", type=float, default=1.0)
-    r.add_argument("--outputs", default="rgb,depth")
-    r.add_argument("--chunk", type=int, default=None)
+    r.add_argument("--outputs", default=outputs)
+    r.add_argument("--chunk", type=int, default=None, help=chunk_help)
     r.add_argument("--device", default="auto")
     r.set_defaults(fn=_cmd_render)
+
+
+def add_parser(subparsers) -> None:
+    g = subparsers.add_parser("gnt", help="generalizable rendering (GNT): unseen scenes, official checkpoints")
+    gsub = g.add_subparsers(dest="gnt_command", required=True, parser_class=_IntermixedParser)
+
+    add_scene_commands(
+        gsub,
+        "GNT",
+        overrides_help="data.KEY=VALUE (e.g. data.factor=4) or model.n_samples=192",
+        chunk_help="rays per forward pass (memory bound)",
+        outputs="rgb,depth",
+    )
 
     i = gsub.add_parser("import", help="make a neural3d run from an official GNT checkpoint (.pth)")
     i.add_argument("checkpoint")

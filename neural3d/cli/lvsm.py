@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from neural3d.cli.gnt import _cmd_eval, _cmd_render, _IntermixedParser
+from neural3d.cli.gnt import _IntermixedParser, add_scene_commands
 
 
 def _cmd_import(args) -> int:
@@ -25,30 +25,13 @@ def add_parser(subparsers) -> None:
     g = subparsers.add_parser("lvsm", help="LVSM: render unseen scenes, import official checkpoints")
     gsub = g.add_subparsers(dest="lvsm_command", required=True, parser_class=_IntermixedParser)
 
-    e = gsub.add_parser("eval", help="evaluate an LVSM run on a scene given only its images and poses")
-    e.add_argument("run_dir")
-    e.add_argument("scene", help="scene folder (its train split gives the source views)")
-    e.add_argument("overrides", nargs="*", help="data.KEY=VALUE or model.n_source_views_eval=N")
-    e.add_argument("--split", default="test")
-    e.add_argument("--out", default=None, help="output directory (default RUN/eval/SCENE-SPLIT)")
-    e.add_argument("--max-images", type=int, default=None)
-    e.add_argument("--chunk", type=int, default=None, help="ignored by LVSM (whole images)")
-    e.add_argument("--device", default="auto")
-    e.set_defaults(fn=_cmd_eval)
-
-    r = gsub.add_parser("render", help="render a camera path of a scene given only its images and poses")
-    r.add_argument("run_dir")
-    r.add_argument("scene")
-    r.add_argument("overrides", nargs="*")
-    r.add_argument("--path", default="auto", help="auto | orbit | spiral | interp | test | camera_path.json")
-    r.add_argument("--out", required=True, help="video.mp4 or a directory")
-    r.add_argument("--frames", type=int, default=60)
-    r.add_argument("--fps", type=int, default=30)
-    r.add_argument("--scale", type=float, default=1.0)
-    r.add_argument("--outputs", default="rgb")
-    r.add_argument("--chunk", type=int, default=None, help="ignored by LVSM (whole images)")
-    r.add_argument("--device", default="auto")
-    r.set_defaults(fn=_cmd_render)
+    add_scene_commands(
+        gsub,
+        "LVSM",
+        overrides_help="data.KEY=VALUE or model.n_source_views_eval=N",
+        chunk_help="ignored by LVSM (whole images)",
+        outputs="rgb",
+    )
 
     i = gsub.add_parser("import", help="make a neural3d run from an official LVSM checkpoint (.pt)")
     i.add_argument("checkpoint")
