@@ -1,7 +1,8 @@
-"""Worker of the torchrun tests (tests/test_distributed.py): ``neural3d train`` with test instruments.
+"""Worker of the torchrun tests (tests/test_distributed*.py): a ``neural3d`` training command with test instruments.
 
 Run as ``python -m torch.distributed.run ... tests/dist_worker.py [options] -- TRAIN_ARGS...``; it calls
-``neural3d.cli.main.main(["train", *TRAIN_ARGS])`` after installing:
+``neural3d.cli.main.main([*COMMAND, *TRAIN_ARGS])`` (``--command``, default ``train``; e.g. ``nid train-dict``)
+after installing:
 
 * ``--writes FILE``: on ranks other than 0, record every file write under ``--watch DIR`` (``open`` in a write
   mode, ``os.replace`` / ``rename``, ``mkdir``, ``mkstemp``, ``torch.save``) and write the list to
@@ -9,8 +10,8 @@ Run as ``python -m torch.distributed.run ... tests/dist_worker.py [options] -- T
 * ``--dump DIR``: after training, every rank saves its module's state dict to ``DIR/rank{R}.pt`` (the test
   compares ranks: parameters *and* buffers such as the occupancy grid);
 * ``--no-jitter``: marching without the stratified per-ray offset (the one per-rank random draw of an NGP
-  occupancy step) and GNT's depths without jitter (coarse) and with ``det`` (fine), so that 1 and 2 processes
-  see the same samples;
+  occupancy step), GNT's depths without jitter (coarse) and with ``det`` (fine) and the uniform sampler's
+  depths (NID) without jitter, so that 1 and 2 processes see the same samples;
 * ``--fail-rank R --fail-step S``: rank R raises ``RuntimeError("injected failure ...")`` at step S;
 * ``--kill-rank R --kill-step S``: in torchrun's first attempt only, rank R kills itself with SIGKILL at step S.
 """
@@ -96,6 +97,7 @@ def main() -> int:
     p.add_argument("--fail-step", type=int, default=-1)
     p.add_argument("--kill-rank", type=int, default=-1)
     p.add_argument("--kill-step", type=int, default=-1)
+    p.add_argument("--command", default="train")
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     a = p.parse_args()
     rank = int(os.environ.get("RANK", "0"))
@@ -114,6 +116,10 @@ def main() -> int:
         coarse, fine = gnt.depth_samples, gnt.fine_depth_samples
         gnt.depth_samples = lambda *args, **k: coarse(*args, **{**k, "jitter": False})
         gnt.fine_depth_samples = lambda *args, **k: fine(*args, **{**k, "det": True})
+        import neural3d.samplers.uniform as uniform
+
+        spacing = uniform.stratified_spacing
+        uniform.stratified_spacing = lambda *args, **k: spacing(*args, **{**k, "jitter": False})
     from neural3d.training.loop import Loop
 
     first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0
@@ -144,7 +150,7 @@ def main() -> int:
     from neural3d.cli.main import main as cli_main
 
     args = [x for x in a.train_args if x != "--"]
-    return cli_main(["train", *args])
+    return cli_main([*a.command.split(), *args])
 
 
 if __name__ == "__main__":

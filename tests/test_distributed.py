@@ -261,8 +261,9 @@ trainer: {{steps: 1, batch_size: 64, progress: false, log_every: 1, optim: {{lr:
     assert max(diffs.values()) <= ATOL, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
 
 
-def test_distributed_eval_equals_single_process(tmp_path, scene):
-    """``neural3d eval`` under torchrun: ranks split the images; rank 0 writes what one process writes."""
+def test_distributed_eval_and_render_equal_single_process(tmp_path, scene):
+    """``neural3d eval`` / ``render`` under torchrun: ranks split the images / frames; rank 0 writes what one
+    process writes, byte for byte."""
     from neural3d.cli.main import main
 
     cfg = _cfg(tmp_path, scene)
@@ -281,6 +282,16 @@ def test_distributed_eval_equals_single_process(tmp_path, scene):
         assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
     quiet = {str(p): p.read_text() for p in logs.rglob("*.log") if p.parent.name == "1" and p.read_text().strip()}
     assert not quiet, quiet
+
+    # render: 5 orbit frames on 2 ranks (the last round has one frame), rgb and depth side by side
+    opts = ("--path", "orbit", "--frames", "5", "--outputs", "rgb,depth")
+    assert main(["render", str(run), *opts, "--out", str(tmp_path / "frames1")]) == 0
+    res = _torchrun(2, "-m", "neural3d", "render", str(run), *opts, "--out", str(tmp_path / "frames2"))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    one = sorted((tmp_path / "frames1").iterdir())
+    assert [p.name for p in one] == [p.name for p in sorted((tmp_path / "frames2").iterdir())] and len(one) == 5
+    for p in one:
+        assert p.read_bytes() == (tmp_path / "frames2" / p.name).read_bytes(), p.name
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL variant needs 2 CUDA devices")

@@ -49,9 +49,7 @@ def _cmd_train(args) -> int:
 
     dist.quiet_non_main()
     cfg, _ = load_config(args.config, args.overrides)
-    resume, overwrite = run_mode(args)
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0:
-        resume = True  # torchrun --max-restarts restarted the group: continue from the last checkpoint
+    resume, overwrite = run_mode(args)  # resumes in a group that torchrun --max-restarts restarted
     try:
         trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
         return _train(trainer, cfg)
@@ -86,15 +84,23 @@ def _train(trainer, cfg) -> int:
     return 0
 
 
-def _cmd_eval(args) -> int:
+def _split_work_device(device: str) -> str:
+    """``eval`` / ``render`` under torchrun: the process group (the ranks split the images or frames, rank 0
+    writes) and this rank's device (GPU ``LOCAL_RANK`` with nccl); ``device`` unchanged without torchrun."""
     from neural3d.training import distributed as dist
 
     dist.quiet_non_main()
-    device = args.device
-    if dist.launched_by_torchrun():  # torchrun: the ranks split the images, rank 0 writes
+    if dist.launched_by_torchrun():
         dist.init_from_env("auto", device=device)
         if dist.resolve_backend("auto", device) == "nccl" and device == "auto":
             device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    return device
+
+
+def _cmd_eval(args) -> int:
+    from neural3d.training import distributed as dist
+
+    device = _split_work_device(args.device)
     try:
         return _eval(args, device)
     finally:
@@ -136,17 +142,33 @@ def _eval(args, device) -> int:
 
 
 def _cmd_render(args) -> int:
+    from neural3d.training import distributed as dist
+
+    device = _split_work_device(args.device)
+    try:
+        return _render(args, device)
+    finally:
+        dist.shutdown()
+
+
+def _render(args, device) -> int:
     from neural3d.api import load
     from neural3d.media.frames import render_frames, write_frames
     from neural3d.media.paths import path_cameras
+    from neural3d.training.run_dir import is_main_process
 
-    loaded = load(args.run_dir, device=args.device)
+    if Path(args.out).suffix.lower() not in (".mp4", ""):  # before any rank renders
+        raise ValueError(f"--out must be a .mp4 file or a directory, got '{args.out}'")
+    loaded = load(args.run_dir, device=device)
     scene = loaded.dataset()
     cams = path_cameras(scene, args.path, n_frames=args.frames, scale=args.scale)
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
-    out = write_frames(
-        render_frames(loaded, cams, outputs, chunk=loaded.config.eval.chunk), Path(args.out), fps=args.fps
-    )
+    frames = render_frames(loaded, cams, outputs, chunk=loaded.config.eval.chunk, distributed=True)
+    if not is_main_process():  # torchrun: this rank renders its share of the frames; rank 0 writes them all
+        for _ in frames:
+            pass
+        return 0
+    out = write_frames(frames, Path(args.out), fps=args.fps)
     print(f"[neural3d] wrote {len(cams)} frames ({', '.join(outputs)}) to {out}")
     return 0
 

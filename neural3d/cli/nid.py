@@ -8,10 +8,14 @@ def _train_dict(args) -> int:
     from neural3d.cli.run_flags import run_mode
     from neural3d.config import load
     from neural3d.methods.nid.config import NIDTrainConfig
+    from neural3d.training import distributed as dist
 
     cfg = load(NIDTrainConfig, args.config, args.overrides)
     resume, overwrite = run_mode(args)
-    res = train_from_config(cfg, source=args.config, resume=resume, overwrite=overwrite)
+    with dist.command_session():  # under torchrun: data-parallel, rank 0 writes, evaluates and speaks
+        res = train_from_config(cfg, source=args.config, resume=resume, overwrite=overwrite)
+        if dist.rank_and_world()[0] != 0:
+            return 0
     m = res.metrics
     print(
         f"[neural3d] dictionary: {m['num_experts']} experts, train PSNR {m['train_psnr']:.2f} dB, "
@@ -41,10 +45,14 @@ def _train_scenes(args) -> int:
     from neural3d.cli.run_flags import run_mode
     from neural3d.config import load
     from neural3d.methods.nid.family import NIDFamilyConfig, train_family
+    from neural3d.training import distributed as dist
 
     cfg = load(NIDFamilyConfig, args.config, args.overrides)
     resume, overwrite = run_mode(args)
-    train_family(cfg, run_dir=Path(cfg.output_dir), resume=resume, overwrite=overwrite)
+    with dist.command_session():  # under torchrun: data-parallel, rank 0 writes and speaks
+        train_family(cfg, run_dir=Path(cfg.output_dir), resume=resume, overwrite=overwrite, log=dist.print_main)
+        if dist.rank_and_world()[0] != 0:
+            return 0
     print(
         f"[neural3d] scene-family dictionary in {cfg.output_dir}/checkpoints (use it with method: nid, "
         f"model.dictionary=<checkpoint>)"

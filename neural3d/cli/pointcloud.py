@@ -10,17 +10,21 @@ def _cmd_train(args) -> int:
     from neural3d.apps.point_classification.config import load_pc_config
     from neural3d.apps.point_classification.train import PointCloudTrainer
     from neural3d.cli.run_flags import run_mode
+    from neural3d.training import distributed as dist
 
     cfg = load_pc_config(args.config, args.overrides)
     resume, overwrite = run_mode(args)
-    trainer = PointCloudTrainer(cfg, resume=resume, overwrite=overwrite)
-    print(
-        f"[neural3d] run directory: {trainer.run_dir}  (device: {trainer.device}, task: {cfg.task}, "
-        f"{len(trainer.train_set)} train / {len(trainer.test_set)} test shapes)"
-    )
-    metrics = trainer.train()
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    print(f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; test {shown}")
+    with dist.command_session():  # under torchrun: data-parallel, rank 0 writes, evaluates and speaks
+        trainer = PointCloudTrainer(cfg, resume=resume, overwrite=overwrite)
+        world = trainer.loop.world_size
+        procs = f", {world} processes" if world > 1 else ""
+        dist.print_main(
+            f"[neural3d] run directory: {trainer.run_dir}  (device: {trainer.device}, task: {cfg.task}, "
+            f"{len(trainer.train_set)} train / {len(trainer.test_set)} test shapes{procs})"
+        )
+        metrics = trainer.train()
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        dist.print_main(f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; test {shown}")
     return 0
 
 

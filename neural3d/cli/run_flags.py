@@ -23,10 +23,16 @@ def add_run_flags(parser: argparse.ArgumentParser, *, restart_alias: bool = Fals
 
 
 def run_mode(args: argparse.Namespace) -> tuple[bool, bool]:
-    """(resume, overwrite) of parsed arguments; ``--restart`` warns and means ``--overwrite``."""
+    """(resume, overwrite) of parsed arguments; ``--restart`` warns and means ``--overwrite``.
+
+    In a group that ``torchrun --max-restarts`` restarted after a failure, resume is on: the run continues
+    from its last checkpoint.
+    """
+    from neural3d.training.distributed import restarted_by_torchrun
+
     overwrite = bool(args.overwrite)
     if getattr(args, "restart", False):
         warnings.warn("--restart is deprecated; use --overwrite (same meaning)", DeprecationWarning, stacklevel=2)
         print("[neural3d] warning: --restart is deprecated; use --overwrite (same meaning)")
         overwrite = True
-    return bool(args.resume), overwrite
+    return bool(args.resume) or restarted_by_torchrun(), overwrite

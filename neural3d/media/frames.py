@@ -42,15 +42,28 @@ def compose_frame(out: dict[str, torch.Tensor], outputs: Sequence[str], depth_ra
 
 
 def render_frames(
-    loaded, cameras: Cameras, outputs: Sequence[str] = ("rgb",), chunk: int = 8192, progress: bool = True
+    loaded,
+    cameras: Cameras,
+    outputs: Sequence[str] = ("rgb",),
+    chunk: int = 8192,
+    progress: bool = True,
+    *,
+    distributed: bool = False,
 ) -> Iterator[torch.Tensor]:
-    """Yield one composed [H, W', 3] frame per camera, with a frames/s progress bar."""
-    bar = tqdm(total=len(cameras), disable=not progress, desc="render", unit="frame")
+    """Yield one composed [H, W', 3] frame per camera, with a frames/s progress bar.
+
+    ``distributed`` (under torchrun, every rank calling): rank ``r`` of ``W`` renders frames ``r, r + W, ...``,
+    rank 0 gathers each round of ``W`` renders and composes and yields every frame, in order, exactly as one
+    process does (the depth colour scale fixed on the first frame with enough foreground); the other ranks
+    yield nothing. Without a process group it is ignored.
+    """
+    from neural3d.training.distributed import rank_and_world
+
+    rank, world = rank_and_world() if distributed else (0, 1)
+    bar = tqdm(total=len(cameras), disable=not progress or rank != 0, desc="render", unit="frame")
     depth_range = None
     start = time.perf_counter()
-    for i in range(len(cameras)):
-        out = loaded.render(cameras[i], chunk=chunk)
-        out = {k: v[0] for k, v in out.items()}
+    for i, out in enumerate(_renders(loaded, cameras, chunk, rank, world)):
         if depth_range is None:  # fix the colour scale on the first frame so videos do not flicker
             d = out["depth"][out["opacity"] > 0.5]
             if d.numel() > 10:
@@ -59,6 +72,28 @@ def render_frames(
         bar.set_postfix(fps=f"{(i + 1) / (time.perf_counter() - start):.2f}")
         yield compose_frame(out, outputs, depth_range)
     bar.close()
+
+
+def _render(loaded, camera: Cameras, chunk: int) -> dict[str, torch.Tensor]:
+    """Outputs of one camera without the batch axis: rgb [H, W, 3], depth / opacity [H, W, 1]."""
+    return {k: v[0] for k, v in loaded.render(camera, chunk=chunk).items()}
+
+
+def _renders(loaded, cameras: Cameras, chunk: int, rank: int, world: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Every camera's outputs in order (on rank 0; one process: all of them), rendered round-robin by ``world``."""
+    if world == 1:
+        for i in range(len(cameras)):
+            yield _render(loaded, cameras[i], chunk)
+        return
+    d = torch.distributed
+    for first in range(0, len(cameras), world):
+        i = first + rank
+        mine = None if i >= len(cameras) else {k: v.cpu() for k, v in _render(loaded, cameras[i], chunk).items()}
+        got = [None] * world if rank == 0 else None
+        d.gather_object(mine, got, dst=0)
+        for out in got or []:
+            if out is not None:  # back on the model's device: composed there, as one process does
+                yield {k: v.to(loaded.device) for k, v in out.items()}
 
 
 def write_frames(frames: Iterator[torch.Tensor], out: Path, fps: int = 30) -> Path:

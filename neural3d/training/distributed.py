@@ -51,9 +51,10 @@ One process (no torchrun, or ``--nproc-per-node 1``) never calls a collective: b
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -140,6 +141,74 @@ def shutdown() -> None:
 def barrier() -> None:
     if is_distributed() and _dist().get_world_size() > 1:
         _dist().barrier()
+
+
+def restarted_by_torchrun() -> bool:
+    """True in a group that ``torchrun --max-restarts`` restarted after a failure (the command then resumes)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Run the block on rank 0 first, then on the other ranks (a no-op without a process group).
+
+    For code that creates files when they are missing (a generated scene family, its renders): rank 0
+    writes them, the others find them written and only read, so nothing outside rank 0 writes.
+    """
+    if rank_and_world()[0] != 0:
+        barrier()
+    try:
+        yield
+    finally:
+        if rank_and_world()[0] == 0:
+            barrier()
+
+
+def shard_slice(n: int, rank: int, world_size: int, what: str) -> slice | None:
+    """Slice ``rank`` of ``world_size`` equal parts of ``n`` items (None for one process).
+
+    Raises:
+        ValueError: naming ``what`` (the config key of ``n``) when ``n`` does not divide by ``world_size``.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"bad rank {rank} of world size {world_size}")
+    if world_size == 1:
+        return None
+    if n % world_size:
+        raise ValueError(f"{what} = {n} must be divisible by the {world_size} data-parallel processes")
+    per = n // world_size
+    return slice(rank * per, (rank + 1) * per)
+
+
+def sum_over_ranks(x: Tensor) -> Tensor:
+    """``x`` summed over the ranks, differentiably (``x`` itself without a process group of > 1 ranks).
+
+    For batch statistics of a loss that must be those of the global batch (NID's expert importance and
+    load, summed over signals): every rank gets the sum, and the backward pass sums the ranks' output
+    gradients into each rank's input gradient, so that after the loop's gradient averaging the step equals
+    one process's on the whole batch.
+    """
+    if rank_and_world()[1] == 1:
+        return x
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(x)
+
+
+@contextlib.contextmanager
+def command_session() -> Iterator[None]:
+    """A training command's span under torchrun: other ranks quiet, the process group destroyed at the end."""
+    quiet_non_main()
+    try:
+        yield
+    finally:
+        shutdown()
+
+
+def print_main(*args, **kwargs) -> None:
+    """``print`` on rank 0 only (every process without a process group)."""
+    if rank_and_world()[0] == 0:
+        print(*args, **kwargs)
 
 
 def quiet_non_main() -> None:

@@ -7,6 +7,8 @@ cv^2 balancing); :func:`dictionary_prior`, :func:`usage_over` and :func:`train_p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -39,24 +41,34 @@ def build_dictionary(
 
 
 def step_loss(
-    model: NeuralImplicitDictionary, coords: Tensor, patches: Tensor, ids: Tensor, targets: Tensor, cfg, warm: bool
+    model: NeuralImplicitDictionary,
+    coords: Tensor,
+    patches: Tensor,
+    ids: Tensor,
+    targets: Tensor,
+    cfg,
+    warm: bool,
+    batch_sum: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One training objective evaluation (no host synchronisation).
 
     Args:
         coords: [P, 2] patch coordinates; patches: [B, p, p, C] gate inputs; ids: [B] signal ids;
         targets: [B, P, C] pixel values at ``coords``; warm: dense warm-up phase.
+        batch_sum: maps the per-expert sums over this batch (importance, load, [num_experts]) to their sums
+            over the global batch (data-parallel: a differentiable all-reduce); None: this batch is global.
     Returns:
         (loss, logs): ``loss``, ``psnr`` and ``balance`` as detached scalar tensors.
     """
     out = model(coords, images=patches, ids=ids, sparse=not warm)
     recon = recon_loss(out.preds, targets, cfg.loss.recon)
     g = out.gates
+    total = batch_sum or (lambda x: x)
     if warm:
-        balance = cv_squared(g.importance)
+        balance = cv_squared(total(g.importance))
         loss = recon + cfg.loss.l1 * l1_sparsity(g.logits, cfg.loss.l1_exp) + cfg.loss.cv * balance
     else:
-        balance = cv_squared(g.load) + cv_squared(g.importance)
+        balance = cv_squared(total(g.load)) + cv_squared(total(g.importance))
         loss = recon + cfg.loss.cv * balance
     mse = torch.mean((out.preds.detach() - targets) ** 2)
     return loss, {

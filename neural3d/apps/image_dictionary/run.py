@@ -39,8 +39,15 @@ def train_from_config(cfg, source: str = "config", *, resume: bool = False, over
     ``resume`` / ``overwrite``: the common rule for an existing run (:meth:`RunDir.prepare`).
     """
     cfg = build(NIDTrainConfig, cfg, source=source)
+    from neural3d.training.distributed import print_main
+
     return train_dictionary(
-        cfg, run_dir=Path(cfg.output_dir), device=_device(cfg.device), resume=resume, overwrite=overwrite
+        cfg,
+        run_dir=Path(cfg.output_dir),
+        device=_device(cfg.device),
+        resume=resume,
+        overwrite=overwrite,
+        log=print_main,  # torchrun: rank 0 speaks
     )
 
 

@@ -6,6 +6,12 @@ first ``warmup_steps`` use dense gates with an L1 penalty; Adam over the bank (`
 (``lr * gate_lr_scale``), decayed exponentially to ``lr_final``. Checkpoint keys: ``model``, ``config``,
 ``image_size``, ``n_signals`` and ``code_prior`` (the Gaussian prior of the training codes, in the last
 checkpoint only).
+
+Data-parallel (torchrun, :meth:`DictionaryTask.set_rank`): every rank draws the same global batch of patch
+ids and keeps its own slice (``batch_size`` must divide by the world size; the pixels of the step are the
+same on every rank), so shards never overlap and the order is one process's. The balancing term is a
+statistic of the whole batch (expert importance and load summed over signals): it is summed over the ranks
+by a differentiable all-reduce, so every rank's loss and the averaged gradient are those of one process.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from neural3d.apps.image_dictionary.objective import (
     usage_over,
 )
 from neural3d.apps.image_dictionary.patches import cut_patches_strided, flatten_patches, patch_coords
+from neural3d.training import distributed as dist
 from neural3d.training.loop import LoopConfig
 from neural3d.training.task import TaskBase
 
@@ -34,7 +41,11 @@ from neural3d.training.task import TaskBase
 def dictionary_loop_config(cfg, *, progress: bool = True) -> LoopConfig:
     """The loop settings of a :class:`NIDTrainConfig` (no periodic evaluation, clipping or autocast)."""
     return LoopConfig(
-        steps=cfg.steps, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, progress=progress
+        steps=cfg.steps,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        progress=progress,
+        seed=cfg.seed,
     )
 
 
@@ -78,6 +89,7 @@ class DictionaryTask(TaskBase):
         self.model = build_dictionary(cfg, n_signals=n, in_channels=images.shape[-1], seed=cfg.seed).to(self.device)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.items_per_step = min(cfg.batch_size, n)
+        self._shard: slice | None = None  # data-parallel: this rank's patches of each batch
 
     def _n_train(self, images: Tensor) -> int:
         n_train = images.shape[0] - self.cfg.data.holdout
@@ -113,22 +125,39 @@ class DictionaryTask(TaskBase):
         gamma = (c.lr_final / c.lr) ** (1.0 / max(c.steps, 1))
         return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
 
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Keep slice ``rank`` of ``world_size`` of every global batch of patches (see the module docstring)."""
+        self._shard = dist.shard_slice(self.items_per_step, rank, world_size, "nid train-dict: batch_size")
+
     def next_batch(self, step: int) -> dict[str, Any]:
-        """``ids`` [B] patch indices, ``pix`` [P] pixel indices of the patch grid, ``warm``: dense phase."""
+        """``ids`` [B] patch indices (B / world size under torchrun), ``pix`` [P] pixel indices of the patch
+        grid, ``warm``: dense phase."""
         c, gen = self.cfg, self.generator
         gen.manual_seed(c.seed * 1_000_003 + step)  # reproducible after a resume
         n = self.patches.shape[0]
-        ids = torch.randint(0, n, (min(c.batch_size, n),), generator=gen).to(self.device)
+        ids = torch.randint(0, n, (min(c.batch_size, n),), generator=gen)
         if c.points_per_step > 0:
             pix = torch.randperm(self.coords.shape[0], generator=gen)[: c.points_per_step].to(self.device)
         else:
             pix = torch.arange(self.coords.shape[0], device=self.device)
-        return {"ids": ids, "pix": pix, "warm": step < c.warmup_steps}
+        if self._shard is not None:
+            ids = ids[self._shard]
+        return {"ids": ids.to(self.device), "pix": pix, "warm": step < c.warmup_steps}
 
     def loss_and_metrics(self, batch: dict[str, Any], step: int) -> tuple[Tensor, dict[str, Tensor]]:
         ids, pix = batch["ids"], batch["pix"]
         targets = self.targets[ids][:, pix]
-        return step_loss(self.model, self.coords[pix], self.patches[ids], ids, targets, self.cfg, warm=batch["warm"])
+        batch_sum = dist.sum_over_ranks if self._shard is not None else None
+        return step_loss(
+            self.model,
+            self.coords[pix],
+            self.patches[ids],
+            ids,
+            targets,
+            self.cfg,
+            warm=batch["warm"],
+            batch_sum=batch_sum,
+        )
 
     def evaluate(self, step: int, *, final: bool) -> dict[str, float]:
         """At the end: pooled train PSNR and expert usage over every training patch."""

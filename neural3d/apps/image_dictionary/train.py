@@ -31,6 +31,7 @@ from neural3d.apps.image_dictionary.task import DictionaryTask, dictionary_loop_
 from neural3d.config import build
 from neural3d.methods.nid.config import NIDTrainConfig
 from neural3d.methods.nid.dictionary import NeuralImplicitDictionary
+from neural3d.training import distributed as dist
 from neural3d.training.callbacks import History, standard_callbacks
 from neural3d.training.loop import Loop
 from neural3d.training.run_dir import RunDir
@@ -82,10 +83,13 @@ def train_dictionary(
             neither on a run with checkpoints raises :class:`~neural3d.training.run_dir.RunExistsError`).
     """
     cfg = build(NIDTrainConfig, cfg)
+    dist.init_from_env(device=str(device or cfg.device))  # torchrun: the process group (see the task's docstring)
     run = None if run_dir is None else RunDir(run_dir)
     if run is not None:
         run.prepare(resume=resume, overwrite=overwrite)
-    task = DictionaryTask(cfg, images=images, device=device, synth_dir=synth_dir_of(run and run.path))
+    dist.barrier()  # rank 0 has applied the resume rule before any rank reads the run directory
+    with dist.main_first():  # generated training images: rank 0 renders them, the others read them
+        task = DictionaryTask(cfg, images=images, device=device, synth_dir=synth_dir_of(run and run.path))
     history = History()
     callbacks = standard_callbacks(run, eval_every=0, checkpoint_every=cfg.checkpoint_every, progress=True, log=log)
     loop = Loop(task, dictionary_loop_config(cfg), run_dir=run, callbacks=[*callbacks, history])

@@ -4,6 +4,13 @@ Each step draws ``batch_size`` shapes with a seeded ``torch.Generator`` (then th
 a retention loss, the teacher images from the same generator); AdamW with linear warm-up and cosine
 decay to ``lr_final``. Checkpoint keys: ``kind`` (``pointcloud``), ``config``, ``meta``, ``model``,
 ``generator``.
+
+Data-parallel (torchrun, :meth:`PointCloudTask.set_rank`): every rank draws and augments the same global
+batch from the same generator and keeps its own slice of the shapes (``batch_size`` must divide by the world
+size), so shards never overlap, the generator's state stays identical on every rank (the checkpoint's) and
+the data order is one process's. The retention loss's teacher images are split likewise when
+``distill.batch_size`` divides, else every rank computes it on all of them (the same term on each rank).
+The model has no batch-statistics layers (no BatchNorm), so there is no non-gradient state to synchronise.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from neural3d.apps.point_classification.augment import augment
 from neural3d.apps.point_classification.build import build_datasets, build_pc_model, model_meta
 from neural3d.apps.point_classification.metrics import evaluate_set
+from neural3d.training import distributed as dist
 from neural3d.training.loop import LoopConfig
 from neural3d.training.setup import seed_everything, select_device
 from neural3d.training.task import TaskBase
@@ -34,6 +42,7 @@ def pc_loop_config(cfg) -> LoopConfig:
         eval_every=cfg.eval_every,
         checkpoint_every=cfg.checkpoint_every,
         progress=cfg.progress,
+        seed=cfg.seed,
     )
 
 
@@ -69,6 +78,8 @@ class PointCloudTask(TaskBase):
         self.retention = self._build_retention()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.items_per_step = min(cfg.batch_size, len(self.train_set))
+        self._shard: slice | None = None  # data-parallel: this rank's shapes of each batch
+        self._image_shard: slice | None = None  # and its teacher images
 
     @property
     def module(self) -> torch.nn.Module:
@@ -92,8 +103,16 @@ class PointCloudTask(TaskBase):
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(c))
 
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Keep slice ``rank`` of ``world_size`` of every global batch (see the module docstring)."""
+        self._shard = dist.shard_slice(self.items_per_step, rank, world_size, "pointcloud train: batch_size")
+        n_images = self.cfg.distill.batch_size
+        if self.retention is not None and n_images % world_size == 0:
+            self._image_shard = dist.shard_slice(n_images, rank, world_size, "distill.batch_size")
+
     def next_batch(self, step: int) -> dict[str, Tensor | None]:
-        """``points`` [B, n_points, C], ``labels`` [B], ``parts`` [B, n_points] or None, ``images`` or None."""
+        """``points`` [B, n_points, C], ``labels`` [B], ``parts`` [B, n_points] or None, ``images`` or None
+        (B = ``batch_size``, divided by the world size under torchrun)."""
         n = len(self.train_set)
         idx = torch.randint(n, (min(self.cfg.batch_size, n),), generator=self.generator)
         points = augment(self.train_set.points[idx], self.cfg.data.augment, self.generator).to(self.device)
@@ -102,7 +121,10 @@ class PointCloudTask(TaskBase):
         images = None
         if self.retention is not None:
             pick = torch.randint(len(self.distill_images), (self.cfg.distill.batch_size,), generator=self.generator)
-            images = self.distill_images[pick]
+            images = self.distill_images[pick if self._image_shard is None else pick[self._image_shard]]
+        if self._shard is not None:
+            points, labels = points[self._shard], labels[self._shard]
+            parts = None if parts is None else parts[self._shard]
         return {"points": points, "labels": labels, "parts": parts, "images": images}
 
     def loss(self, points: Tensor, labels: Tensor, parts: Tensor | None) -> tuple[Tensor, Tensor]:

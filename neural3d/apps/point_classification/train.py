@@ -14,6 +14,7 @@ from neural3d.apps.point_classification.build import build_datasets, build_pc_mo
 from neural3d.apps.point_classification.config import build_pc_config
 from neural3d.apps.point_classification.task import PointCloudTask, pc_loop_config
 from neural3d.config import instantiate, to_yaml
+from neural3d.training import distributed as dist
 from neural3d.training.callbacks import standard_callbacks
 from neural3d.training.loop import Loop
 from neural3d.training.run_dir import RunDir
@@ -36,8 +37,10 @@ class PointCloudTrainer:
 
     def __init__(self, cfg, *, resume: bool = False, overwrite: bool = False, run_dir: Path | None = None):
         self.cfg = cfg
+        dist.init_from_env(device=str(cfg.device))  # torchrun: the process group (see the task's docstring)
         self.run = RunDir(run_dir or pc_run_dir(cfg))
         self.run.prepare(resume=resume, overwrite=overwrite)
+        dist.barrier()  # rank 0 has applied the resume rule before any rank reads the run directory
         self.task = PointCloudTask(cfg)
         lc = pc_loop_config(cfg)
         log = print if cfg.progress else None

@@ -25,6 +25,7 @@ from neural3d.methods.base import Model
 from neural3d.methods.nid.code_fit_task import CodeFitTask
 from neural3d.methods.nid.family_task import SceneFamilyTask, family_loop_config, load_family
 from neural3d.methods.nid.model import NIDModel, NIDSceneConfig
+from neural3d.training import distributed as dist
 from neural3d.training.callbacks import StepHook, standard_callbacks
 from neural3d.training.loop import Loop, LoopConfig
 from neural3d.training.run_dir import RunDir, load_checkpoint
@@ -106,9 +107,11 @@ def train_family(
         resume / overwrite: the common resume rule of an existing run (``--resume`` / ``--overwrite``).
     """
     cfg = build(NIDFamilyConfig, cfg)
+    dist.init_from_env(device="cpu")  # torchrun: the process group (gloo; the family trains on CPU)
     run = None if run_dir is None else RunDir(run_dir)
     if run is not None:
         run.prepare(resume=resume, overwrite=overwrite)
+    dist.barrier()  # rank 0 has applied the resume rule before any rank reads the run directory
     task = SceneFamilyTask(cfg, scenes)
     callbacks = standard_callbacks(run, eval_every=0, checkpoint_every=cfg.checkpoint_every, progress=True, log=log)
     loop = Loop(task, family_loop_config(cfg), run_dir=run, callbacks=[*callbacks])
