@@ -340,6 +340,11 @@ def _mix(*values: int) -> int:
     return x >> 1
 
 
+def stream_seed(*values: int) -> int:
+    """A 63-bit seed of a random stream named by integers, e.g. (seed, rank, step, tag) (see :func:`_mix`)."""
+    return _mix(*values)
+
+
 class RankRNG:
     """The shared and the per-rank random streams of a data-parallel process (see the module docstring).
 

@@ -122,7 +122,8 @@ class SceneTask(TaskBase):
         outputs = self.model(batch.rays, context)
         loss = sum(self.model.loss_dict(outputs, batch).values())
         metrics = {k: v.detach() for k, v in self.model.metrics_dict(outputs, batch).items()}
-        return loss, metrics
+        scale = getattr(batch, "loss_scale", 1.0)  # data-parallel GNT scene sharding (gnt/batches.py)
+        return (loss * scale if scale != 1.0 else loss), metrics
 
     def evaluate(self, step: int, *, final: bool) -> dict[str, float]:
         """Mean PSNR/SSIM of ``trainer.eval_images`` renders of ``eval.split`` (periodic only; {} at the end)."""

@@ -4,14 +4,20 @@
 ``model.family`` (a synthetic family written with :func:`~neural3d.data.synthetic.write_scene_family`
 when its folder is missing; its weight is split evenly over its scenes). With neither, GNT trains on
 the run's own scene (single-scene training or fine-tuning).
+
+The mixture's scenes are returned as loaders, so that a data-parallel process loads only the scenes it trains
+on (:func:`partition_scenes`, :meth:`~neural3d.methods.gnt.batches.SourceViewBatches.shard`); a missing family
+is written by rank 0 only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from neural3d.data.scene import SceneData
 from neural3d.methods.gnt.bounds import apply_official_depth_range
+from neural3d.training import distributed as dist
 
 
 def family_scene_paths(family) -> list[Path]:
@@ -44,29 +50,57 @@ def ensure_family(family) -> list[Path]:
     )
 
 
-def load_training_scenes(config, scene: SceneData) -> tuple[list[SceneData], list[float]]:
+def partition_scenes(weights: Sequence[float], world_size: int) -> list[list[int]]:
+    """Split the scenes of weight > 0 into ``world_size`` parts of near-equal total weight (each non-empty).
+
+    Greedy: heaviest scene first, each to the lightest part so far (ties: lower rank, then lower index); a
+    deterministic function of the weights, so every rank computes the same parts. Scenes of weight 0 are
+    never drawn and belong to no part.
+
+    Returns:
+        ``parts[rank]``: sorted scene indices.
+    """
+    order = sorted((i for i, w in enumerate(weights) if w > 0), key=lambda i: (-weights[i], i))
+    if len(order) < world_size:
+        raise ValueError(f"{len(order)} scenes of weight > 0 cannot be split across {world_size} processes")
+    parts: list[list[int]] = [[] for _ in range(world_size)]
+    totals = [0.0] * world_size
+    for n, i in enumerate(order):
+        r = n if n < world_size else min(range(world_size), key=lambda r: (totals[r], r))
+        parts[r].append(i)
+        totals[r] += weights[i]
+    return [sorted(p) for p in parts]
+
+
+def load_training_scenes(config, scene: SceneData) -> tuple[list[SceneData | Callable[[], SceneData]], list[float]]:
     """The training scenes and weights of a GNT config; ``scene`` (the run's) sets background / pixel centre.
 
     Returns:
-        (scenes, weights), ``[scene], [1.0]`` when the config names no training scenes.
+        (scenes, weights): a loader (zero-argument callable) per mixture scene, loaded when first drawn;
+        ``[scene], [1.0]`` when the config names no training scenes.
     """
-    from neural3d.data import load_scene
-
     paths: list[Path] = [Path(p) for p in config.train_scenes]
     weights = [float(w) for w in config.train_weights] if len(config.train_weights) else [1.0] * len(paths)
     if len(weights) != len(paths):
         raise ValueError(f"model.train_weights has {len(weights)} entries for {len(paths)} model.train_scenes")
     if int(config.family.n_scenes) > 0:
-        fam = ensure_family(config.family)
+        with dist.main_first():  # torchrun: rank 0 writes a missing family, the others read it
+            fam = ensure_family(config.family)
         paths += fam
         weights += [float(config.family.weight) / len(fam)] * len(fam)
     if not paths:
         return [scene], [1.0]
     bg = tuple(float(v) for v in scene.background.tolist())
-    scenes = []
-    for p in paths:
-        s = load_scene(p, factor=int(config.train_factor), background=bg, ndc=False)
-        s.pixel_center = scene.pixel_center
+    return [_scene_loader(p, int(config.train_factor), bg, scene.pixel_center) for p in paths], weights
+
+
+def _scene_loader(path: Path, factor: int, background: tuple, pixel_center: float) -> Callable[[], SceneData]:
+    def load() -> SceneData:
+        from neural3d.data import load_scene
+
+        s = load_scene(path, factor=factor, background=background, ndc=False)
+        s.pixel_center = pixel_center
         apply_official_depth_range(s)  # GNT's own bounds, as the run's scene (GNTModel.prepare_scene)
-        scenes.append(s)
-    return scenes, weights
+        return s
+
+    return load

@@ -6,6 +6,9 @@ mixture, seeded resumable generator; :func:`~neural3d.methods.gnt.selection.near
 source views ``n`` uniformly in ``[n_views_min, n_views_max]``, and ``n`` of the ``pool_factor * n_views_max``
 views nearest to the (first) target (never a target). The batch's rays are the whole target images ([H, W] or
 [t, H, W] bundle).
+
+Data-parallel (torchrun, :meth:`ImageBatches.shard`): every rank draws the same scene, targets and source views
+and renders its own slice of the targets (``model.targets_per_step`` must divide by the world size).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from neural3d.data.scene import SceneData
 from neural3d.methods.gnt.batches import ContextRayBatch, SourceViewBatches
 from neural3d.methods.gnt.projection import SourceViews
 from neural3d.methods.gnt.selection import nearest_views, random_subset
+from neural3d.training import distributed as dist
 
 
 @dataclass
@@ -51,45 +55,51 @@ class ImageBatches(SourceViewBatches):
         scenes, weights, method, device, seed: as :class:`SourceViewBatches`.
         n_views_min, n_views_max: range of the number of source views per step.
         pool_factor: sources drawn from the ``pool_factor * n_views_max`` nearest views.
-        frame: callable ``scene index -> [4, 4] frame or None`` (the pose normalisation of that scene).
+        frame: callable ``scene -> [4, 4] frame or None`` (the pose normalisation of that scene).
         n_targets: target images per step (distinct, sharing the source views chosen for the first; the official
             training renders 6 targets per scene); the batch's rays are then [n_targets, H, W].
     """
 
     def __init__(
         self,
-        scenes: Sequence[SceneData],
+        scenes: Sequence[SceneData | Callable[[], SceneData]],
         weights: Sequence[float] | None = None,
         *,
         n_views_min: int,
         n_views_max: int,
         pool_factor: int = 2,
         method: Callable[[SceneData], str],
-        frame: Callable[[int], Tensor | None],
+        frame: Callable[[SceneData], Tensor | None],
         device="cpu",
         seed: int = 0,
         n_targets: int = 1,
     ):
         if not 1 <= n_views_min <= n_views_max:
             raise ValueError(f"LVSM: need 1 <= n_views_min <= n_views_max, got {n_views_min}, {n_views_max}")
+        self.n_targets, self._frame, self.frames = int(n_targets), frame, {}
+        self._targets: slice | None = None  # data-parallel: this rank's targets of each step
         super().__init__(
             scenes, weights, batch_size=1, n_views=n_views_max, pool_factor=pool_factor, method=method,
             device=device, seed=seed,
         )  # fmt: skip
         self.n_views_min = int(n_views_min)
-        self.n_targets = int(n_targets)
-        for sc, train in zip(self.scenes, self.train_indices):
-            if not 1 <= self.n_targets < train.numel():
-                raise ValueError(
-                    f"LVSM: {sc.root} has {train.numel()} training images; "
-                    f"n_targets must be in [1, {train.numel() - 1}]"
-                )
-        self.frames = [frame(k) for k in range(len(self.scenes))]
+
+    def _check_scene(self, k: int) -> None:
+        sc, train, _ = self._loaded[k]
+        if not 1 <= self.n_targets < train.numel():
+            raise ValueError(
+                f"LVSM: {sc.root} has {train.numel()} training images; n_targets must be in [1, {train.numel() - 1}]"
+            )
+        self.frames[k] = self._frame(sc)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Data-parallel: render slice ``rank`` of ``world_size`` of every step's target images."""
+        self._targets = dist.shard_slice(self.n_targets, rank, world_size, "model.targets_per_step")
 
     def sample(self) -> ContextRayBatch:
         g = self.generator
-        k = int(torch.multinomial(self.weights, 1, generator=g)) if len(self.scenes) > 1 else 0
-        scene, train = self.scenes[k], self.train_indices[k]
+        k = self._draw_scene()
+        scene, train = self.scene(k), self.train_indices(k)
         if self.n_targets == 1:
             targets = [int(train[int(self._randint(train.numel()))])]
         else:
@@ -100,9 +110,11 @@ class ImageBatches(SourceViewBatches):
             scene.cameras.camera_to_worlds[targets[0]][None],
             scene.cameras.camera_to_worlds[train],
             self.n_views * self.pool_factor,
-            method=self.methods[k],
+            method=self._loaded[k][2],
             exclude=is_target[None],
         )[0]
+        if self._targets is not None:
+            targets = targets[self._targets]
         chosen = train[random_subset(pool, n, g).to(train.device)]
         views = SourceViews(scene.images[chosen], scene.cameras[chosen], scene.pixel_center, chosen)
         if len(targets) == 1:

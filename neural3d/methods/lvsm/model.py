@@ -180,7 +180,6 @@ class LVSMModel(Model):
         from neural3d.methods.gnt.mixture import load_training_scenes
 
         scenes, weights = load_training_scenes(self.config, scene)
-        frames = [self.scene_frame(s) for s in scenes]
         return ImageBatches(
             scenes,
             weights,
@@ -188,7 +187,7 @@ class LVSMModel(Model):
             n_views_max=self.config.n_views_max,
             pool_factor=self.config.pool_factor,
             method=self.selection_method,
-            frame=lambda k: frames[k],
+            frame=self.scene_frame,
             device=device,
             seed=seed,
             n_targets=self.config.targets_per_step,
