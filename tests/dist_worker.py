@@ -8,7 +8,8 @@ after installing:
   mode, ``os.replace`` / ``rename``, ``mkdir``, ``mkstemp``, ``torch.save``) and write the list to
   ``FILE.rank{R}`` at exit (the test asserts it is empty);
 * ``--dump DIR``: after training, every rank saves its module's state dict to ``DIR/rank{R}.pt`` (the test
-  compares ranks: parameters *and* buffers such as the occupancy grid);
+  compares ranks: parameters *and* buffers such as the occupancy grid) and, for GNT / LVSM, the indices of the
+  training scenes it loaded to ``DIR/rank{R}.scenes``;
 * ``--no-jitter``: marching without the stratified per-ray offset (the one per-rank random draw of an NGP
   occupancy step), GNT's depths without jitter (coarse) and with ``det`` (fine) and the uniform sampler's
   depths (NID) without jitter, so that 1 and 2 processes see the same samples;
@@ -144,6 +145,9 @@ def main() -> int:
             state = {k: v.detach().cpu().clone() for k, v in self.task.module.state_dict().items()}
             Path(a.dump).mkdir(parents=True, exist_ok=True)
             torch.save(state, Path(a.dump) / f"rank{rank}.pt")
+            loader = getattr(self.task, "loader", None)
+            if hasattr(loader, "loaded"):  # GNT / LVSM: the scenes this rank loaded
+                (Path(a.dump) / f"rank{rank}.scenes").write_text(" ".join(map(str, loader.loaded())))
             return out
 
         Loop.run = run_and_dump
