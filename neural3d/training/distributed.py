@@ -28,7 +28,12 @@ What each piece does:
   a checkpoint resumes on another world size with the same batches, and 1 process and ``W`` processes
   are comparable step by step. The ray loader draws the global batch from its seeded generator on every
   rank (a few integers) and each rank takes its own slice: shards never overlap, and the data order is
-  that of one process whatever ``W`` is.
+  that of one process whatever ``W`` is. The other tasks do the same with their items (NID patches, the
+  scene family's scenes, point-cloud shapes, LVSM's target images); GNT on a scene mixture splits the
+  scenes instead (each rank loads only its part; ``methods/gnt/batches.py``).
+* **batch statistics** (:func:`sum_over_ranks`): a loss term that is a statistic of the whole batch (NID's
+  cv^2 of the expert importance and load) sums its per-rank parts with a differentiable all-reduce, so every
+  rank's loss and the averaged gradient are one process's.
 * **random numbers** (:class:`RankRNG`): two streams per process. The *shared* stream (the process's
   global torch RNG as one process would have it, carried in checkpoints as ``rng_cpu`` / ``rng_cuda``)
   drives ``task.step_begin`` -- occupancy / density-grid refreshes, proposal annealing -- so that state,
@@ -43,8 +48,11 @@ What each piece does:
 * **restarts**: under ``torchrun --max-restarts K`` a failed group is restarted; the CLI then resumes from the
   last checkpoint (``TORCHELASTIC_RESTART_COUNT`` > 0), and each attempt's process group lives under its
   own key prefix of torchrun's store.
-* **evaluation**: ``neural3d eval`` under torchrun splits the images across ranks
-  (``evaluate_split(..., distributed=True)``) and rank 0 gathers and writes them.
+* **evaluation and rendering**: ``neural3d eval`` / ``render`` under torchrun split the images / frames across
+  ranks (``evaluate_split(..., distributed=True)``, ``render_frames(..., distributed=True)``) and rank 0
+  gathers and writes them, byte for byte what one process writes.
+* **generated files**: code that writes missing data (a scene family, NID's renders) runs under
+  :func:`main_first`: rank 0 writes, the others then read.
 
 One process (no torchrun, or ``--nproc-per-node 1``) never calls a collective: behaviour is unchanged.
 """

@@ -21,7 +21,8 @@ Distributed data parallel (:mod:`neural3d.training.distributed`; none of it in a
   forward to call the wrapper (today ``SceneFamilyTask`` calls ``forward_scenes`` and the point-cloud
   retention loss a second forward, which DDP does not see).
 * data: :meth:`TrainTask.set_rank` tells the batch source its shard of the global batch
-  (``SceneTask``: ``RayLoader.shard``); tasks that cannot shard yet raise ``NotImplementedError`` for W > 1.
+  (``SceneTask``: ``RayLoader.shard``; every task of the table above shards); a task without it
+  (:class:`TaskBase`'s default) raises ``NotImplementedError`` for W > 1.
 * random state: ``step_begin`` runs on a stream shared by the ranks (grids identical by construction), the
   rest of a step on a per-rank stream seeded from (seed, rank, step).
 * files: only :func:`neural3d.training.run_dir.is_main_process` writes (checkpoints, logs, config).

@@ -1,0 +1,181 @@
+"""1 vs N data-parallel processes (torchrun, gloo, CPU): step time, rays/s, PSNR against training time, and the
+gradient all-reduce (bytes per step, its share of the step, how much of the hash table a step touches).
+
+Driver (no torchrun environment)::
+
+    python benchmarks/bench_distributed.py --nprocs 1 2 --rounds 1 --steps 300 --eval-every 100 \\
+        --out benchmarks/results/distributed.json [key=value overrides of the ngp config]
+
+starts ``torchrun --standalone --nproc-per-node N`` of this file (``--worker``) for each N in turn, round after
+round (N alternating, so load from other work on the machine falls on both alike), every process with one
+intra-op thread (``OMP_NUM_THREADS=1``). Each worker trains the same config at the same *global* batch
+(``trainer.batch_size``) and records per step: wall seconds, process CPU seconds, the wall seconds of the
+gradient all-reduce (:func:`neural3d.training.distributed.all_reduce_gradients`, timed around the call),
+``Loop.comm_bytes`` and the fraction of the hash table's gradient entries that are non-zero on that rank before
+the all-reduce. Every ``--eval-every`` steps rank 0 measures val PSNR (``--eval-images`` views, not timed:
+every rank waits at a barrier and the clocks restart after it). The driver prints a summary and writes
+every record to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LEGO = "/work/shared/data/nerf_synthetic/lego"
+DEFAULTS = [
+    f"data.path={LEGO}",
+    "data.factor=8",
+    "device=cpu",
+    "model.log2_hashmap_size=17",
+    "model.max_resolution=512",
+    "model.sampler.resolution=64",
+    "model.sampler.n_coarse=128",
+    "model.sampler.decay=0.8",
+    "trainer.batch_size=2048",
+    "trainer.progress=false",
+    "trainer.log_every=1000000",
+]
+
+
+# ---------------------------------------------------------------------------------------------- worker
+def _hash_touched(module) -> float | None:
+    """Fraction of the hash tables' gradient entries that are non-zero (None without a hash grid)."""
+    n, nz = 0, 0
+    for name, p in module.named_parameters():
+        if name.endswith("encoding.params") or "hash" in name:
+            if p.grad is not None:
+                n += p.grad.numel()
+                nz += int((p.grad != 0).sum())
+    return nz / n if n else None
+
+
+def _instrument(records: list[dict], module) -> None:
+    """Time the loop's gradient all-reduce and count the touched hash entries before it."""
+    import neural3d.training.distributed as dist
+
+    reduce = dist.all_reduce_gradients
+
+    def timed(params, world_size, **kw):
+        records[-1]["hash_touched"] = _hash_touched(module)
+        t0 = time.perf_counter()
+        out = reduce(params, world_size, **kw)
+        records[-1]["allreduce_s"] = time.perf_counter() - t0
+        return out
+
+    dist.all_reduce_gradients = timed
+
+
+def worker(args, overrides: list[str]) -> None:
+    import torch
+
+    from neural3d.config import load_config
+    from neural3d.evaluation.evaluate import evaluate_split
+    from neural3d.training import distributed as dist
+    from neural3d.training.trainer import Trainer
+
+    torch.set_num_threads(1)
+    cfg, _ = load_config(str(REPO / "configs" / "blender_ngp.yaml"), [*DEFAULTS, *overrides])
+    trainer = Trainer(cfg, overwrite=True)
+    loop = trainer.loop
+    rank, world = dist.rank_and_world()
+    records: list[dict] = []
+    evals: list[dict] = []
+    _instrument(records, trainer.model)
+    train_wall = train_cpu = 0.0
+    for step in range(args.steps):
+        records.append({"step": step})
+        t0, c0 = time.perf_counter(), time.process_time()
+        loop.train_step()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        records[-1].update(wall_s=wall, cpu_s=cpu, comm_bytes=loop.comm_bytes)
+        records[-1].setdefault("hash_touched", _hash_touched(trainer.model))
+        train_wall, train_cpu = train_wall + wall, train_cpu + cpu
+        if (step + 1) % args.eval_every == 0:
+            dist.barrier()
+            if rank == 0:
+                res = evaluate_split(trainer.model, trainer.scene, "val", max_images=args.eval_images)
+                evals.append({"step": step + 1, "train_wall_s": train_wall, "psnr": res["mean"]["psnr"]})
+            dist.barrier()
+    out = {"rank": rank, "world": world, "records": records, "evals": evals, "train_cpu_s": train_cpu}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / f"rank{rank}.json").write_text(json.dumps(out))
+    dist.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def _launch(nproc: int, args, overrides: list[str], out: Path, run_dir: Path) -> list[dict]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd += [str(Path(__file__).resolve()), "--worker", "--out", str(out), "--steps", str(args.steps)]
+    cmd += ["--eval-every", str(args.eval_every), "--eval-images", str(args.eval_images), "--"]
+    cmd += [*overrides, f"output_dir={run_dir}", f"experiment=n{nproc}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    subprocess.run(cmd, env=env, check=True, cwd=REPO)
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
+
+
+def _summary(ranks: list[dict], batch: int, skip: int) -> dict:
+    """Medians over steps ``skip``.. (the first steps warm up the allocator and the occupancy grid)."""
+    r0 = ranks[0]["records"][skip:]
+    step_wall = statistics.median(max(rk["records"][i]["wall_s"] for rk in ranks) for i in range(skip, len(r0) + skip))
+    out = {
+        "processes": ranks[0]["world"],
+        "step_wall_s": step_wall,
+        "rays_per_s": batch / step_wall,
+        "cpu_s_per_step_per_process": statistics.median(r["cpu_s"] for r in r0),
+        "evals": ranks[0]["evals"],
+    }
+    if ranks[0]["world"] > 1:
+        out["allreduce_s"] = statistics.median(r["allreduce_s"] for r in r0)
+        out["allreduce_share"] = out["allreduce_s"] / step_wall
+        out["comm_bytes_per_step"] = r0[-1]["comm_bytes"]
+    touched = [r["hash_touched"] for r in r0 if r.get("hash_touched") is not None]
+    if touched:
+        out["hash_touched_median"] = statistics.median(touched)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-images", type=int, default=10)
+    p.add_argument("--skip", type=int, default=20, help="warm-up steps left out of the medians")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "distributed.json"))
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args()
+    overrides = [o for o in args.overrides if o != "--"]
+    if args.worker:
+        worker(args, overrides)
+        return
+    batch = int(next(o.split("=")[1] for o in [*DEFAULTS, *overrides][::-1] if o.startswith("trainer.batch_size=")))
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rnd in range(args.rounds):
+            for n in args.nprocs:
+                ranks = _launch(n, args, overrides, Path(tmp) / f"r{rnd}n{n}", Path(tmp) / "runs")
+                s = _summary(ranks, batch, args.skip)
+                results.append({"round": rnd, **s, "ranks": ranks})
+                shown = {k: v for k, v in s.items() if k != "evals"}
+                print(
+                    json.dumps(shown),
+                    [(e["step"], round(e["train_wall_s"], 1), round(e["psnr"], 2)) for e in s["evals"]],
+                )
+    meta = {"argv": sys.argv[1:], "overrides": [*DEFAULTS, *overrides], "when": time.strftime("%Y-%m-%d %H:%M")}
+    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
