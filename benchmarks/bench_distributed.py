@@ -111,6 +111,39 @@ def worker(args, overrides: list[str]) -> None:
     dist.shutdown()
 
 
+# ---------------------------------------------------------------------------------------------- projection
+# Assumptions of the scaling model (not measurements): achievable NCCL all-reduce bus bandwidth per GPU for
+# messages of tens of MB -- NVLink/NVSwitch inside an 8-GPU H100/H200 node, and 400 Gb/s InfiniBand (one NIC per
+# GPU) between nodes -- and single-GPU compute times per step of the global batch.
+BUS_BW = {"NVLink (1 node)": 300e9, "InfiniBand (2+ nodes)": 40e9}
+GPU_STEP_S = (0.010, 0.050)
+GPU_CONFIG_BYTES = 48_823_180  # configs/blender_ngp.yaml as shipped (16 levels, 2^19 entries x 2, MLPs), float32
+
+
+def allreduce_seconds(nbytes: float, world: int, bus_bw: float) -> float:
+    """Ring all-reduce time: each GPU sends and receives ``2 (W - 1) / W`` of the message (NCCL's bus bandwidth)."""
+    return 2 * (world - 1) / world * nbytes / bus_bw
+
+
+def projected_step(t1: float, nbytes: float, world: int, bus_bw: float) -> float:
+    """Step time on ``world`` GPUs at a fixed global batch: compute ``t1 / W`` (linear in rays per GPU), then
+    the gradient all-reduce (not overlapped: the loop reduces after ``backward``)."""
+    return t1 / world + (allreduce_seconds(nbytes, world, bus_bw) if world > 1 else 0.0)
+
+
+def print_projection(nbytes: float = GPU_CONFIG_BYTES) -> None:
+    print(f"projection, {nbytes / 1e6:.1f} MB of gradient per step (model; assumptions in the source)")
+    for link, bw in BUS_BW.items():
+        for world in (16,) if "InfiniBand" in link else (2, 4, 8):
+            for t1 in GPU_STEP_S:
+                t = projected_step(t1, nbytes, world, bw)
+                comm = allreduce_seconds(nbytes, world, bw)
+                print(
+                    f"  {link:22s} W={world:2d} t1={t1 * 1e3:4.0f} ms: step {t * 1e3:6.2f} ms, all-reduce "
+                    f"{comm * 1e3:5.2f} ms ({comm / t:4.0%}), speed-up {t1 / t:4.1f}x"
+                )
+
+
 # ---------------------------------------------------------------------------------------------- driver
 def _launch(nproc: int, args, overrides: list[str], out: Path, run_dir: Path) -> list[dict]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
@@ -153,11 +186,15 @@ def main() -> None:
     p.add_argument("--eval-images", type=int, default=10)
     p.add_argument("--skip", type=int, default=20, help="warm-up steps left out of the medians")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "distributed.json"))
+    p.add_argument("--project", action="store_true", help="print the 8-GPU projection model only")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     overrides = [o for o in args.overrides if o != "--"]
     if args.worker:
         worker(args, overrides)
+        return
+    if args.project:
+        print_projection()
         return
     batch = int(next(o.split("=")[1] for o in [*DEFAULTS, *overrides][::-1] if o.startswith("trainer.batch_size=")))
     results = []
