@@ -65,10 +65,11 @@ class LVSMModelConfig:
     """RMS-normalise queries and keys (official ``use_qk_norm``)."""
     grad_checkpoint: bool = False
     """Recompute every transformer block in the backward pass (less memory, more time)."""
-    pose_normalization: Literal["scene", "sources", "none"] = "scene"
+    pose_normalization: Literal["scene", "views", "sources", "none"] = "scene"
     """Official pose normalisation (mean centre, average-camera axes, translations / (1.35 × max)) over the
-    training cameras of each scene (``scene``), over the chosen source views of each render (``sources``), or none.
-    The official loader normalises over the views it loads (sources and targets)."""
+    training cameras of each scene (``scene``), over the source views and the target of each render or training
+    step (``views``: what the official loader does, over the views it loads), over the source views alone
+    (``sources``), or none."""
     scene_scale_factor: float = 1.35
     """Scale of the pose normalisation: translations divided by this × the largest."""
     n_views_min: int = 2
@@ -174,7 +175,14 @@ class LVSMModel(Model):
         )[0]
         chosen = train[idx]
         views = SourceViews(scene.images[chosen], scene.cameras[chosen], scene.pixel_center, chosen, attached=True)
-        return LVSMContext(views, self._scene_frame)
+        return LVSMContext(views, self.views_frame(self._scene_frame, torch.cat([src[idx], target])))
+
+    def views_frame(self, scene_frame: Tensor | None, c2w_views: Tensor) -> Tensor | None:
+        """The frame of one render / step: over ``c2w_views`` ([n, 3, 4] sources and targets) in ``views`` mode,
+        else ``scene_frame`` (``scene`` mode; None otherwise: ``sources`` mode normalises in :meth:`_frame`)."""
+        if self.config.pose_normalization == "views":
+            return normalization_frame(c2w_views, self.config.scene_scale_factor)
+        return scene_frame
 
     def build_loader(self, scene, *, batch_size: int, device, seed: int) -> ImageBatches:
         from neural3d.methods.gnt.mixture import load_training_scenes
@@ -188,7 +196,7 @@ class LVSMModel(Model):
             n_views_max=self.config.n_views_max,
             pool_factor=self.config.pool_factor,
             method=self.selection_method,
-            frame=lambda k: frames[k],
+            frame=lambda k, c2w_views: self.views_frame(frames[k], c2w_views),
             device=device,
             seed=seed,
             n_targets=self.config.targets_per_step,
@@ -217,7 +225,8 @@ class LVSMModel(Model):
 
     @torch.no_grad()
     def encode_context(self, context: LVSMContext) -> LVSMContext:
-        """Encoder-decoder: the context with its latent scene, reused by every render from it."""
+        """Encoder-decoder: the context with its latent scene, reused by every render from it (the targets must
+        share the context's frame: in ``views`` mode a context is made for one target by :meth:`render_context`)."""
         return LVSMContext(context.views, context.frame, self.net.encode(self.posed_sources(context)))
 
     def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
