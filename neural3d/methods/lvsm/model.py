@@ -84,6 +84,10 @@ class LVSMModelConfig:
     """Training: target images per step, sharing one set of source views (official: 6)."""
     selection: Literal["auto", "dist", "vector", "matrix"] = "auto"
     """How the nearest source views are chosen (GNT's rules; ``auto``: ``dist`` for LLFF scenes, else ``vector``)."""
+    perceptual_weight: float = 0.0
+    """Weight of the official VGG-19 perceptual loss (official configs: 0.5); needs ``perceptual_weights``."""
+    perceptual_weights: str = ""
+    """Local ``imagenet-vgg-verydeep-19.mat`` (MatConvNet, as the official code) or a ``features.*`` state dict."""
     lpips_weight: float = 0.0
     """Weight of the LPIPS(VGG) loss; needs ``lpips_backbone`` and ``lpips_linear`` (else MSE only)."""
     lpips_backbone: str = ""
@@ -129,12 +133,19 @@ class LVSMModel(Model):
         if config.lpips_weight > 0 and not (config.lpips_backbone and config.lpips_linear):
             warnings.warn(
                 "model.lpips_weight > 0 but model.lpips_backbone / model.lpips_linear name no local weights: "
-                "LVSM trains with the MSE loss only",
+                "LVSM trains without the LPIPS term",
+                stacklevel=2,
+            )
+        if config.perceptual_weight > 0 and not config.perceptual_weights:
+            warnings.warn(
+                "model.perceptual_weight > 0 but model.perceptual_weights names no local VGG-19 file "
+                "(imagenet-vgg-verydeep-19.mat): LVSM trains without the perceptual term",
                 stacklevel=2,
             )
         self._scene = None
         self._scene_frame: Tensor | None = None
         self._lpips: list = []  # the frozen LPIPS loss network, kept out of the state dict
+        self._perceptual: list = []  # the frozen VGG-19 perceptual loss, kept out of the state dict
 
     # ------------------------------------------------------------------ scenes and source views
     def selection_method(self, scene) -> str:
@@ -267,13 +278,27 @@ class LVSMModel(Model):
             self._lpips.append(LPIPS.from_files("vgg", cfg.lpips_backbone, cfg.lpips_linear))
         return self._lpips[0].to(self.background.device)
 
+    def _perceptual_net(self):
+        cfg = self.config
+        if cfg.perceptual_weight <= 0 or not cfg.perceptual_weights:
+            return None
+        if not self._perceptual:
+            from neural3d.evaluation.perceptual import VGGPerceptualLoss
+
+            self._perceptual.append(VGGPerceptualLoss.from_file(cfg.perceptual_weights))
+        return self._perceptual[0].to(self.background.device)
+
     def loss_dict(self, outputs: ModelOutputs, batch: Any) -> dict[str, Tensor]:
+        """The official loss: MSE + ``perceptual_weight`` × VGG-19 perceptual (+ ``lpips_weight`` × LPIPS)."""
         losses = {"loss_rgb": torch.mean((outputs.rgb - batch.rgb) ** 2)}
+        H, W = batch.rays.shape[-2:]
+        pred, gt = outputs.rgb.reshape(-1, H, W, 3), batch.rgb.reshape(-1, H, W, 3)
         net = self._lpips_net()
         if net is not None:
-            H, W = batch.rays.shape[-2:]
-            pred, gt = outputs.rgb.reshape(-1, H, W, 3), batch.rgb.reshape(-1, H, W, 3)
             losses["loss_lpips"] = self.config.lpips_weight * net(pred, gt).mean()
+        perceptual = self._perceptual_net()
+        if perceptual is not None:
+            losses["loss_perceptual"] = self.config.perceptual_weight * perceptual(pred, gt)
         return losses
 
     def param_groups(self) -> dict[str, list]:
