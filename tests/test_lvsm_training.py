@@ -243,11 +243,11 @@ def test_several_targets_per_step_share_the_sources(scenes):
         )
 
 
-def test_lpips_weight_without_local_weights_trains_on_mse_only():
+def test_lpips_weight_without_local_weights_trains_without_it():
     from neural3d.methods.base import SceneInfo
     from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
 
-    with pytest.warns(UserWarning, match="MSE loss only"):
+    with pytest.warns(UserWarning, match="trains without the LPIPS term"):
         model = LVSMModel(
             LVSMModelConfig(width=64, lpips_weight=0.5), scene=SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 0, 1)
         )
