@@ -284,7 +284,13 @@ def test_lvsm_ranks_render_disjoint_slices_of_the_steps_targets(family):
     from neural3d.methods.lvsm.batches import ImageBatches
 
     data = [load_scene(p) for p in family]
-    kw = {"n_views_min": 1, "n_views_max": 2, "pool_factor": 1, "method": lambda s: "vector", "frame": lambda s: None}
+    kw = {
+        "n_views_min": 1,
+        "n_views_max": 2,
+        "pool_factor": 1,
+        "method": lambda s: "vector",
+        "frame": lambda s, c2w: None,
+    }
     whole = next(ImageBatches(data, n_targets=2, seed=3, **kw))
     parts = []
     for rank in range(2):

@@ -55,7 +55,8 @@ class ImageBatches(SourceViewBatches):
         scenes, weights, method, device, seed: as :class:`SourceViewBatches`.
         n_views_min, n_views_max: range of the number of source views per step.
         pool_factor: sources drawn from the ``pool_factor * n_views_max`` nearest views.
-        frame: callable ``scene -> [4, 4] frame or None`` (the pose normalisation of that scene).
+        frame: callable ``(scene, [n, 3, 4] camera-to-worlds of the step's source and target views) -> [4, 4]
+            frame or None``: the pose normalisation of the step (per scene, or over the step's views).
         n_targets: target images per step (distinct, sharing the source views chosen for the first; the official
             training renders 6 targets per scene); the batch's rays are then [n_targets, H, W].
     """
@@ -69,14 +70,14 @@ class ImageBatches(SourceViewBatches):
         n_views_max: int,
         pool_factor: int = 2,
         method: Callable[[SceneData], str],
-        frame: Callable[[SceneData], Tensor | None],
+        frame: Callable[[SceneData, Tensor], Tensor | None],
         device="cpu",
         seed: int = 0,
         n_targets: int = 1,
     ):
         if not 1 <= n_views_min <= n_views_max:
             raise ValueError(f"LVSM: need 1 <= n_views_min <= n_views_max, got {n_views_min}, {n_views_max}")
-        self.n_targets, self._frame, self.frames = int(n_targets), frame, {}
+        self.n_targets, self.frame = int(n_targets), frame
         self._targets: slice | None = None  # data-parallel: this rank's targets of each step
         super().__init__(
             scenes, weights, batch_size=1, n_views=n_views_max, pool_factor=pool_factor, method=method,
@@ -90,7 +91,6 @@ class ImageBatches(SourceViewBatches):
             raise ValueError(
                 f"LVSM: {sc.root} has {train.numel()} training images; n_targets must be in [1, {train.numel() - 1}]"
             )
-        self.frames[k] = self._frame(sc)
 
     def shard(self, rank: int, world_size: int) -> None:
         """Data-parallel: render slice ``rank`` of ``world_size`` of every step's target images."""
@@ -113,9 +113,11 @@ class ImageBatches(SourceViewBatches):
             method=self._loaded[k][2],
             exclude=is_target[None],
         )[0]
-        if self._targets is not None:
-            targets = targets[self._targets]
         chosen = train[random_subset(pool, n, g).to(train.device)]
+        c2w = scene.cameras.camera_to_worlds
+        frame = self.frame(scene, torch.cat([c2w[chosen], c2w[torch.as_tensor(targets, device=c2w.device)]]))
+        if self._targets is not None:  # data-parallel: the frame above is over ALL the step's targets
+            targets = targets[self._targets]
         views = SourceViews(scene.images[chosen], scene.cameras[chosen], scene.pixel_center, chosen)
         if len(targets) == 1:
             rays = scene_image_rays(scene, targets[0])
@@ -126,7 +128,7 @@ class ImageBatches(SourceViewBatches):
         rgb = scene.images[targets].reshape(-1, 3)
         alpha = None if scene.alphas is None else scene.alphas[targets].reshape(-1, *scene.alphas.shape[3:])
         self.step += 1
-        return ContextRayBatch(rays, rgb, alpha, LVSMContext(views, self.frames[k]), k)
+        return ContextRayBatch(rays, rgb, alpha, LVSMContext(views, frame), k)
 
 
 def scene_image_rays(scene: SceneData, index: int):
