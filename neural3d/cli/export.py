@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from neural3d.cli.arg_types import positive_float, positive_int
+
 _DEFAULT_NAMES = {"pointcloud": "pointcloud.ply", "mesh": "mesh.ply", "cameras": "transforms.json"}
 
 
@@ -20,17 +22,19 @@ def add_parser(subparsers) -> None:
         "--out", default=None, help="output file (default: RUN_DIR/export/{pointcloud.ply,mesh.ply,transforms.json})"
     )
     p.add_argument("--split", default="train", help="views rendered / cameras written (a split name or 'all')")
-    p.add_argument("--scale", type=float, default=1.0, help="render resolution relative to the training images")
-    p.add_argument("--max-views", type=int, default=None, help="use at most this many views (evenly spaced)")
+    p.add_argument(
+        "--scale", type=positive_float, default=1.0, help="render resolution relative to the training images"
+    )
+    p.add_argument("--max-views", type=positive_int, default=None, help="use at most this many views (evenly spaced)")
     p.add_argument("--opacity-threshold", type=float, default=0.5, help="pixels below it carry no surface")
     p.add_argument("--outlier-neighbors", type=int, default=20, help="statistical outlier removal (0: off)")
     p.add_argument("--outlier-std", type=float, default=2.0, help="outlier std ratio")
     p.add_argument("--voxel-size", type=float, default=0.0, help="voxel down-sampling of the point cloud (0: off)")
-    p.add_argument("--max-points", type=int, default=None)
+    p.add_argument("--max-points", type=positive_int, default=None)
     p.add_argument("--method", choices=["marching-cubes", "tsdf"], default="marching-cubes", help="mesh extraction")
     p.add_argument(
         "--resolution",
-        type=int,
+        type=positive_int,
         default=None,
         help="grid samples (marching cubes, default 128) or voxels across the surface (tsdf, default 256)",
     )

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 
 def _train_dict(args) -> int:
+    from pathlib import Path
+
     from neural3d.apps.image_dictionary.run import train_from_config
-    from neural3d.cli.run_flags import run_mode
+    from neural3d.cli.run_flags import check_resumable, run_mode
     from neural3d.config import load
     from neural3d.methods.nid.config import NIDTrainConfig
 
     cfg = load(NIDTrainConfig, args.config, args.overrides)
     resume, overwrite = run_mode(args)
+    check_resumable(Path(cfg.output_dir), resume)
     res = train_from_config(cfg, source=args.config, resume=resume, overwrite=overwrite)
     m = res.metrics
     print(
@@ -38,12 +41,13 @@ def _fit(args) -> int:
 def _train_scenes(args) -> int:
     from pathlib import Path
 
-    from neural3d.cli.run_flags import run_mode
+    from neural3d.cli.run_flags import check_resumable, run_mode
     from neural3d.config import load
     from neural3d.methods.nid.family import NIDFamilyConfig, train_family
 
     cfg = load(NIDFamilyConfig, args.config, args.overrides)
     resume, overwrite = run_mode(args)
+    check_resumable(Path(cfg.output_dir), resume)
     train_family(cfg, run_dir=Path(cfg.output_dir), resume=resume, overwrite=overwrite)
     print(
         f"[neural3d] scene-family dictionary in {cfg.output_dir}/checkpoints (use it with method: nid, "

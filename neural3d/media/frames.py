@@ -61,15 +61,37 @@ def render_frames(
     bar.close()
 
 
+def check_output(out: Path, *, directory: bool = False) -> None:
+    """Raise ValueError naming ``out`` unless frames can be written there: an ``.mp4`` file or (``directory``, or
+    no suffix) a folder, in a place this process can write to. Nothing is created (a file is created and removed
+    in the nearest existing folder to prove it writable), so a bad ``--out`` fails before any rendering."""
+    import tempfile
+
+    out = Path(out)
+    if not directory and out.suffix.lower() not in (".mp4", ""):
+        raise ValueError(f"--out must be a .mp4 file or a directory, got '{out}'")
+    if out.exists() and (out.is_dir() != (directory or out.suffix == "")):
+        kind = "a directory" if out.is_dir() else "a file"
+        raise ValueError(f"--out {out}: is {kind}, expected {'a directory' if directory else 'a .mp4 file'}")
+    folder = out.parent if out.suffix and not directory else out
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write in {existing} ({e.strerror or e})") from None
+
+
 def write_frames(frames: Iterator[torch.Tensor], out: Path, fps: int = 30) -> Path:
     """Write to ``out``: an ``.mp4`` file, or a directory of PNGs."""
     from neural3d.media.video import write_images, write_video
 
     out = Path(out)
+    check_output(out)
     if out.suffix.lower() == ".mp4":
         write_video(out, frames, fps=fps)
-    elif out.suffix == "":
-        write_images(out, frames, prefix="frame")
     else:
-        raise ValueError(f"--out must be a .mp4 file or a directory, got '{out}'")
+        write_images(out, frames, prefix="frame")
     return out
