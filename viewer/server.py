@@ -48,7 +48,6 @@ class ClientSession:
         self.paths = PathEditor(self, server.out_dir, height)
         self._last_status = 0.0
         client.camera.on_update(self._on_camera)
-        self._on_camera(client.camera)  # viser connects a tab on its first camera message: render that view now
 
     def _on_camera(self, cam) -> None:
         state = CameraState(viser_to_c2w(cam.wxyz, cam.position), float(cam.fov), float(cam.aspect))
@@ -65,6 +64,8 @@ class ClientSession:
         self.client.camera.fov = fov  # the browser echoes a camera update, which re-renders
 
     def _send(self, image, kind: str) -> None:
+        if self.server.sessions.get(self.client.client_id) is not self:  # the tab has closed: drop the frame
+            return
         self.client.scene.set_background_image(image, format="jpeg", jpeg_quality=90 if kind == "full" else 70)
         self.last_image = image
         self.server.record_frame(self.client.client_id, kind, image)
@@ -125,11 +126,51 @@ def _bound_callback_pool(server) -> None:
         server._thread_executor = ThreadPoolExecutor(max_workers=CALLBACK_THREADS, thread_name_prefix="viewer-callback")
 
 
+def _glibc():
+    """The C library when it is glibc (has ``mallopt`` / ``malloc_trim``), else None."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+MMAP_THRESHOLD = 1 << 20
+"""Heap blocks of at least this many bytes are mapped on their own (``mallopt(M_MMAP_THRESHOLD)``) while a viewer
+serves, so the memory of a tab's renders goes back to the OS when they are freed."""
+
+
+def keep_large_blocks_mapped() -> None:
+    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` (process-wide; a no-op without glibc).
+
+    glibc raises the threshold each time a mapped block is freed, after which the image-sized tensors of every
+    render land in the heap arenas of the tabs' short-lived render threads and stay there: resident memory then
+    grew by tens to hundreds of MB per wave of tabs (BENCHMARKS.md, "Viewer under waves of clients"). A fixed
+    threshold maps them, and unmaps them when freed.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (malloc.h)
+
+
+def release_native_memory() -> None:
+    """Hand freed heap memory of the arenas back to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 class ViewerServer:
     """Serve a scene to browsers.
 
     Per-tab state (the session, its render thread, its recent images, its frame counts) lives while the tab is
-    open and is freed when it closes; viser's callbacks share a bounded pool (:data:`CALLBACK_THREADS`).
+    open and is freed when it closes; viser's callbacks share a bounded pool (:data:`CALLBACK_THREADS`); large
+    heap blocks are mapped on their own while it serves (:func:`keep_large_blocks_mapped`, process-wide), so
+    the memory of closed tabs' renders returns to the OS.
 
     Args:
         scene: :class:`viewer.scene_handle.SceneHandle`.
@@ -167,6 +208,7 @@ class ViewerServer:
         self.closed_tabs = 0  # tabs that connected and closed (their state is freed)
         self._lock = threading.Lock()
         check_listen_address(host, port)
+        keep_large_blocks_mapped()
         if not is_loopback(host):
             print(
                 f"[viewer] WARNING: listening on {host}, not a loopback address: anyone who can reach this "
@@ -209,6 +251,7 @@ class ViewerServer:
         with self._lock:
             self.sessions[client.client_id] = session
             self.frames_by_client.setdefault(client.client_id, {"low": 0, "full": 0})
+        session._on_camera(client.camera)  # viser connects a tab on its first camera message: render that view now
 
     def _disconnect(self, client) -> None:
         """Free everything the tab held: its session (GUI, camera), render thread, images and counters."""
@@ -219,6 +262,7 @@ class ViewerServer:
             self.closed_tabs += session is not None
         if session is not None:
             session.close()
+            release_native_memory()
 
     def record_frame(self, client_id: int, kind: str, image=None) -> None:
         with self._lock:
