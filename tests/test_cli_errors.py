@@ -207,6 +207,8 @@ def test_unwritable_out_fails_before_rendering(trained_run, tmp_path, capsys):
     one_line_error(capsys, out, "cannot write in /proc")
     assert main(["eval", str(trained_run), "--out", "/proc/neural3d-no-such-dir"]) == 2
     one_line_error(capsys, "/proc/neural3d-no-such-dir")
+    assert main(["export", str(trained_run), "pointcloud", "--out", "/proc/neural3d-no-such-dir/p.ply"]) == 2
+    one_line_error(capsys, "/proc/neural3d-no-such-dir/p.ply", "cannot write in /proc")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["render", str(trained_run), "--out", str(blocker / "frames"), "--frames", "2"]) == 2
@@ -282,3 +284,8 @@ def test_pickled_code_in_a_checkpoint_is_refused_in_neural3d_words(tmp_path):
     msg = str(exc.value)
     assert "refuses to run code from checkpoint files" in msg and str(path) in msg
     assert "weights_only=False" not in msg and "weights_only` set to `False`" not in msg
+
+
+def test_bad_render_outputs_fail_before_the_model_is_loaded(tmp_path, capsys):
+    assert main(["render", str(tmp_path / "no_run"), "--out", str(tmp_path / "f"), "--outputs", "rgb,bogus"]) == 2
+    one_line_error(capsys, "--outputs", "'bogus'")  # not "cannot load run": nothing was loaded

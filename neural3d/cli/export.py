@@ -63,10 +63,12 @@ def _views(scene, split: str, scale: float, max_views):
 
 def _cmd_export(args) -> int:
     from neural3d.api import load
+    from neural3d.media.frames import check_writable
     from neural3d.training.run_dir import RunDir
 
     loaded = load(args.run_dir, device=args.device)
     out = Path(args.out) if args.out else RunDir(args.run_dir).export_dir / _DEFAULT_NAMES[args.what]
+    check_writable(out)  # before views are rendered or a grid is evaluated
     start = time.perf_counter()
     if args.what == "cameras":
         summary = _export_cameras(loaded, args, out)

@@ -67,13 +67,13 @@ def _cmd_eval(args) -> int:
 
 def _cmd_render(args) -> int:
     from neural3d.api import load_for_scene
-    from neural3d.media.frames import check_output, render_frames, write_frames
+    from neural3d.media.frames import check_output, parse_outputs, render_frames, write_frames
     from neural3d.media.paths import path_cameras
 
     check_output(Path(args.out))  # before the model is loaded and the frames rendered
+    outputs = parse_outputs(args.outputs)
     loaded = load_for_scene(args.run_dir, args.scene, args.overrides, args.device)
     cams = path_cameras(loaded.model.attached_scene, args.path, n_frames=args.frames, scale=args.scale)
-    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
     out = write_frames(
         render_frames(loaded, cams, outputs, chunk=args.chunk or loaded.config.eval.chunk), Path(args.out), fps=args.fps
     )

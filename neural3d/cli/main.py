@@ -143,14 +143,14 @@ def _eval(args, device) -> int:
 
 def _cmd_render(args) -> int:
     from neural3d.api import load
-    from neural3d.media.frames import check_output, render_frames, write_frames
+    from neural3d.media.frames import check_output, parse_outputs, render_frames, write_frames
     from neural3d.media.paths import path_cameras
 
     check_output(Path(args.out))  # before the model is loaded and the frames rendered
+    outputs = parse_outputs(args.outputs)
     loaded = load(args.run_dir, device=args.device)
     scene = loaded.dataset()
     cams = path_cameras(scene, args.path, n_frames=args.frames, scale=args.scale)
-    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
     out = write_frames(
         render_frames(loaded, cams, outputs, chunk=loaded.config.eval.chunk), Path(args.out), fps=args.fps
     )
