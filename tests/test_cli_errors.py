@@ -289,3 +289,14 @@ def test_pickled_code_in_a_checkpoint_is_refused_in_neural3d_words(tmp_path):
 def test_bad_render_outputs_fail_before_the_model_is_loaded(tmp_path, capsys):
     assert main(["render", str(tmp_path / "no_run"), "--out", str(tmp_path / "f"), "--outputs", "rgb,bogus"]) == 2
     one_line_error(capsys, "--outputs", "'bogus'")  # not "cannot load run": nothing was loaded
+
+
+@pytest.mark.parametrize("command", ["gnt", "lvsm"])
+def test_official_checkpoint_imports_refuse_pickled_code(command, tmp_path, capsys, tiny_blender_scene):
+    path = tmp_path / "official.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "hook": _RunsCode()}, path)
+    argv = [command, "import", str(path), "--data", str(tiny_blender_scene), "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = one_line_error(capsys, str(path), "refuses to run code from checkpoint files")
+    assert "weights_only=False" not in err and "this ran" not in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()

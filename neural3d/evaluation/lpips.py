@@ -215,10 +215,12 @@ class LPIPS(nn.Module):
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """torch.load a local state dict with weights_only=True; ValueError if it is not a tensor dict."""
+    from neural3d.training.run_dir import load_checkpoint
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with non-tensor objects, ...
-        raise ValueError(f"LPIPS: cannot read weights file {path}: {exc}") from exc
+        state = load_checkpoint(path)  # weights only: a file that would run code is refused
+    except ValueError as exc:
+        raise ValueError(f"LPIPS weights: {exc}") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"LPIPS: {path} is not a state dict of tensors")
     return dict(state)

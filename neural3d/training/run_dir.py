@@ -115,7 +115,7 @@ def _unreadable_message(path: Path, err: Exception) -> str:
             f"({what.rstrip('.')}); neural3d loads checkpoints with weights_only=True and refuses to run code from "
             "checkpoint files (a neural3d checkpoint never needs it)"
         )
-    return f"{path}: cannot read checkpoint (corrupt or not a neural3d checkpoint): {text}"
+    return f"{path}: cannot read checkpoint (corrupt, truncated or not a PyTorch checkpoint): {text}"
 
 
 # ---------------------------------------------------------------------------------------------- layout
