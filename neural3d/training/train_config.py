@@ -100,7 +100,7 @@ class TrainerConfig:
     """Rays per step: the global batch; under torchrun each of N processes trains on ``batch_size / N``."""
     eval_every: NonNegativeInt = 0
     """Steps between periodic evaluations (0: only at the end)."""
-    eval_images: PositiveInt = 2
+    eval_images: NonNegativeInt = 2
     """Images rendered for each periodic evaluation."""
     checkpoint_every: NonNegativeInt = 500
     """Steps between checkpoints (the last step is always saved)."""
