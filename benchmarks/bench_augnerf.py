@@ -3,6 +3,11 @@
 ``--cost``: seconds per training step (forward + backward, no optimizer) of plain and augmented training on the
 same batch, for ``nerf`` and ``ngp`` (occupancy sampler), median of ``--repeats`` steps.
 
+``--suite``: the measured settings (lego 100x100 with 20 and all train views, fern ``images_8``, lego with 30 %
+salt-and-pepper training images; ngp, occupancy sampler): plain, each level alone (sparse lego) and all three
+at equal steps, and plain again at Aug-NeRF's CPU time. ``--out`` keeps finished runs (an interrupted suite
+resumes).
+
 ``--train``: plain vs Aug-NeRF with the same steps, seed and batches, on lego 100x100 (``../shared/data``, when
 present; evaluated on val) and a generated Blender scene (on test); PSNR / SSIM of ``--eval-images`` views. Each
 run goes through the ``neural3d train`` command line; ``--corrupt 0.3`` trains on salt-and-pepper corrupted
@@ -10,6 +15,8 @@ images (robustness).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_augnerf.py --cost
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_augnerf.py --train --method ngp --steps 300
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_augnerf.py --suite all --steps 500 --eval-images 8 \
+        --work /tmp/augnerf_suite --out benchmarks/results/augnerf_suite.json
 """
 
 from __future__ import annotations
@@ -82,40 +89,96 @@ def cost(scene: Path, repeats: int) -> dict:
     return out
 
 
-def train(scenes: dict[str, Path], method: str, steps: int, eval_images: int, corrupt: float, work: Path) -> dict:
-    """Test PSNR / SSIM of plain and Aug-NeRF runs with the same steps and seed."""
+LEVELS = ("coords", "features", "outputs")
+VARIANTS = {
+    "plain": OFF,
+    "all": ALL_ON,
+    **{f"{lvl}_only": [f"augment.{o}.enabled={str(o == lvl).lower()}" for o in LEVELS] for lvl in LEVELS},
+}
+LLFF_NGP = ("llff_ngp.yaml", ["model.sampler.type=occupancy", "trainer.batch_size=1024"])
+
+
+def train_run(
+    work: Path, run: str, config: str, overrides: list[str], steps: int, eval_split: str, eval_images: int
+) -> dict:
+    """One ``neural3d train`` run (same seed and batches for every variant) and its held-out PSNR / SSIM.
+
+    ``seconds`` is wall time, ``cpu_seconds`` this process's CPU time (all threads) during training: on a
+    shared machine the second is the fairer clock for equal-time comparisons.
+    """
     from neural3d.api import load
     from neural3d.cli.main import main as cli
     from neural3d.evaluation.evaluate import evaluate_split
 
+    argv = ["train", str(ROOT / "configs" / config), f"output_dir={work}", f"experiment={run}", *overrides]
+    argv += [f"trainer.steps={steps}", "trainer.progress=false", "device=cpu", "seed=0"]
+    argv += ["trainer.checkpoint_every=0", "trainer.eval_every=0", "--overwrite"]
+    t0, c0 = time.perf_counter(), time.process_time()
+    assert cli(argv) == 0, run
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    scene = load(work / run)
+    res = evaluate_split(scene.model, scene.dataset(), eval_split, max_images=eval_images, chunk=4096)
+    row = {**{k: float(v) for k, v in res["mean"].items()}, "steps": steps, "seconds": seconds}
+    row["cpu_seconds"] = cpu_seconds
+    print(run, json.dumps(row), flush=True)
+    return row
+
+
+def train(scenes: dict[str, Path], method: str, steps: int, eval_images: int, corrupt: float, work: Path) -> dict:
+    """Test PSNR / SSIM of plain and Aug-NeRF runs with the same steps and seed."""
     config, extra = METHOD[method]
     results = {}
     for name, path in scenes.items():
-        for label, aug in (
-            ("plain", [f"augment.{lvl}.enabled=false" for lvl in ("coords", "features", "outputs")]),
-            ("augnerf", ALL_ON),
-        ):
-            run = f"{name}-{method}-{label}"
-            argv = [
-                "train",
-                str(ROOT / "configs" / config),
-                f"data.path={path}",
-                f"output_dir={work}",
-                f"experiment={run}",
-            ]
-            argv += [*_factor(name), *extra, *aug, f"trainer.steps={steps}", "trainer.progress=false", "device=cpu"]
-            argv += ["trainer.checkpoint_every=0", "trainer.eval_every=0", "seed=0", "--overwrite"]
+        for label in ("plain", "all"):
+            overrides = [f"data.path={path}", *_factor(name), *extra, *VARIANTS[label]]
             if corrupt > 0:
-                argv += [f"data.corruption.salt_pepper={corrupt}", "data.corruption.seed=0"]
-            t0 = time.perf_counter()
-            assert cli(argv) == 0, run
-            seconds = time.perf_counter() - t0
-            scene = load(work / run)
+                overrides += [f"data.corruption.salt_pepper={corrupt}", "data.corruption.seed=0"]
             split = "val" if name == "lego100" else "test"  # the shared lego has train and val only
-            res = evaluate_split(scene.model, scene.dataset(), split, max_images=eval_images, chunk=4096)
-            results[run] = {**{k: float(v) for k, v in res["mean"].items()}, "seconds": seconds}
-            print(run, json.dumps(results[run]))
+            results[f"{name}-{method}-{label}"] = train_run(
+                work, f"{name}-{method}-{label}", config, overrides, steps, split, eval_images
+            )
     return results
+
+
+def settings() -> dict[str, tuple[str, list[str], str, tuple[str, ...]]]:
+    """The measured settings: name -> (config, overrides, eval split, variants). ngp, occupancy sampler."""
+    lego, fern = SHARED_DATA / "nerf_synthetic" / "lego", SHARED_DATA / "nerf_llff_data" / "fern"
+    blender, blender_extra = METHOD["ngp"]
+    lego_args = [f"data.path={lego}", "data.factor=8", *blender_extra]
+    corrupt = ["data.corruption.salt_pepper=0.3", "data.corruption.seed=0"]
+    return {
+        "lego100_sparse20": (blender, [*lego_args, "data.n_train_views=20"], "val", tuple(VARIANTS)),
+        "lego100_full": (blender, lego_args, "val", ("plain", "all")),
+        "fern8": (LLFF_NGP[0], [f"data.path={fern}", "data.factor=8", *LLFF_NGP[1]], "test", ("plain", "all")),
+        "lego100_saltpepper30": (blender, [*lego_args, *corrupt], "val", ("plain", "all")),
+    }
+
+
+def suite(names: list[str], steps: int, eval_images: int, work: Path, out: Path | None, result: dict) -> dict:
+    """Every variant of each setting at equal steps, then plain again at Aug-NeRF's CPU time (equal time).
+
+    The equal-time plain run trains ``steps x cpu(all) / cpu(plain)`` steps (its learning-rate schedule
+    stretched to them): what a user gets by spending Aug-NeRF's compute on plain training instead.
+    """
+    table = result.setdefault("suite", {})
+    for name in names:
+        config, overrides, split, variants = settings()[name]
+        rows = table.setdefault(name, {})
+        for label in variants:
+            if label not in rows:
+                rows[label] = train_run(
+                    work, f"{name}-{label}", config, [*overrides, *VARIANTS[label]], steps, split, eval_images
+                )
+                if out:
+                    out.write_text(json.dumps(result, indent=2))
+        ratio = rows["all"]["cpu_seconds"] / rows["plain"]["cpu_seconds"]
+        if "plain_equal_time" not in rows:
+            rows["plain_equal_time"] = train_run(
+                work, f"{name}-plain-eqtime", config, [*overrides, *OFF], round(steps * ratio), split, eval_images
+            )
+        if out:
+            out.write_text(json.dumps(result, indent=2))
+    return result
 
 
 def main() -> None:
@@ -128,14 +191,25 @@ def main() -> None:
     p.add_argument("--eval-images", type=int, default=4)
     p.add_argument("--corrupt", type=float, default=0.0, help="salt-and-pepper fraction of the training images")
     p.add_argument("--only", default="", help="comma-separated scene names (lego100, generated64); default: all")
+    p.add_argument(
+        "--suite",
+        default="",
+        help="comma-separated settings (lego100_sparse20, lego100_full, fern8, lego100_saltpepper30) or 'all': "
+        "every variant (plain, each level alone, all three) at equal steps, and plain at equal CPU time",
+    )
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="bench_augnerf_"))
-    scenes = _scenes(work)
+    result: dict = {"machine": machine()}
+    if a.out and a.out.exists():  # resume an interrupted suite: finished runs are kept
+        result = json.loads(a.out.read_text())
+    if a.suite:
+        names = list(settings()) if a.suite == "all" else a.suite.split(",")
+        suite(names, a.steps, a.eval_images, work, a.out, result)
+    scenes = _scenes(work) if a.cost or a.train else {}
     if a.only:
         scenes = {k: v for k, v in scenes.items() if k in a.only.split(",")}
-    result: dict = {"machine": machine()}
     if a.cost:
         result["cost"] = cost(next(iter(scenes.values())), a.repeats)
     if a.train:

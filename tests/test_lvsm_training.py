@@ -51,7 +51,13 @@ def test_batches_are_whole_images_with_a_random_number_of_sources(scenes):
 
     data = [load_scene(p) for p in scenes["family"]]
     batches = ImageBatches(
-        data, [1.0, 1.0], n_views_min=1, n_views_max=3, pool_factor=1, method=lambda s: "vector", frame=lambda k: None
+        data,
+        [1.0, 1.0],
+        n_views_min=1,
+        n_views_max=3,
+        pool_factor=1,
+        method=lambda s: "vector",
+        frame=lambda k, c2w: None,
     )
     counts = set()
     for _ in range(30):
@@ -215,7 +221,7 @@ def test_several_targets_per_step_share_the_sources(scenes):
 
     data = [load_scene(p) for p in scenes["family"]]
     batches = ImageBatches(
-        data, n_views_min=2, n_views_max=2, method=lambda s: "vector", frame=lambda k: None, n_targets=3, seed=5
+        data, n_views_min=2, n_views_max=2, method=lambda s: "vector", frame=lambda k, c2w: None, n_targets=3, seed=5
     )
     model = LVSMModel(LVSMModelConfig(width=64), scene=SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 2.0, 6.0))
     for _ in range(5):
@@ -232,15 +238,46 @@ def test_several_targets_per_step_share_the_sources(scenes):
             alone = model(b.rays[1], b.context).rgb
         assert torch.allclose(out.rgb[400:800], alone, atol=1e-5)
     with pytest.raises(ValueError, match="n_targets"):
-        ImageBatches(data, n_views_min=1, n_views_max=1, method=lambda s: "vector", frame=lambda k: None, n_targets=6)
+        ImageBatches(
+            data, n_views_min=1, n_views_max=1, method=lambda s: "vector", frame=lambda k, c2w: None, n_targets=6
+        )
 
 
-def test_lpips_weight_without_local_weights_trains_on_mse_only():
+def test_lpips_weight_without_local_weights_trains_without_it():
     from neural3d.methods.base import SceneInfo
     from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
 
-    with pytest.warns(UserWarning, match="MSE loss only"):
+    with pytest.warns(UserWarning, match="trains without the LPIPS term"):
         model = LVSMModel(
             LVSMModelConfig(width=64, lpips_weight=0.5), scene=SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 0, 1)
         )
     assert model._lpips_net() is None
+
+
+def test_views_normalisation_is_over_sources_and_target(scenes):
+    """``views`` mode: the official loader's frame, over the chosen sources and the target (render and training)."""
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
+    from neural3d.methods.lvsm.rays import normalization_frame
+
+    scene = load_scene(scenes["unseen"])
+    info = SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 2.0, 6.0)
+    model = LVSMModel(LVSMModelConfig(pose_normalization="views", width=64, n_source_views_eval=2), scene=info)
+    model.attach_scene(scene)
+    t = int(scene.split_indices("test")[0])
+    ctx = model.render_context(scene.cameras, t)
+    c2w = scene.cameras.camera_to_worlds
+    expected = normalization_frame(torch.cat([ctx.views.cameras.camera_to_worlds, c2w[t][None]]))
+    assert torch.allclose(model._frame(ctx), expected, atol=1e-6)
+    # a different target with the same sources gives a different frame
+    sources_only = normalization_frame(ctx.views.cameras.camera_to_worlds)
+    assert not torch.allclose(model._frame(ctx), sources_only, atol=1e-4)
+    loader = model.build_loader(scene, batch_size=1, device="cpu", seed=0)
+    batch = next(loader)
+    target_centre = batch.rays.origins.reshape(-1, 3)[:1]  # pinhole rays start at the camera centre
+    views = batch.context.views.cameras.camera_to_worlds
+    frame = batch.context.frame
+    # the frame centres the mean of the source and target camera centres at the origin
+    centres = torch.cat([views[:, :, 3], target_centre])
+    mean = centres.mean(0)
+    assert torch.allclose(frame[:3, :3] @ mean + frame[:3, 3], torch.zeros(3), atol=1e-5)

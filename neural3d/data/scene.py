@@ -7,6 +7,7 @@ images float32 in [0, 1] with RGBA already composited on ``background``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -128,6 +129,38 @@ class SceneData:
                 f"{self.root}: no '{name}' split{' with images' if nonempty else ''} (available: {sorted(splits)})"
             )
         return self.splits[name]
+
+    def with_train_views(self, *, count: int = 0, views: Sequence[int] = ()) -> SceneData:
+        """The scene with its ``train`` split cut to a subset (sparse-view training); other splits unchanged.
+
+        Args:
+            count: keep this many train views, evenly spaced over the split in its order
+                (positions ``round(linspace(0, n_train - 1, count))``); 0 keeps them all.
+            views: keep these positions within the train split (0-based, in the split's order); exclusive with
+                ``count``.
+
+        Raises DatasetError naming the setting when a position is out of range, repeated, or ``count`` exceeds
+        the split (or is negative).
+        """
+        train = self.split_indices("train")
+        n = len(train)
+        if count and len(views):
+            raise DatasetError("data.n_train_views and data.train_views are exclusive: set one of them")
+        if count < 0 or count > n:
+            raise DatasetError(f"data.n_train_views={count}: the train split of {self.root} has {n} views")
+        if count:
+            keep = torch.linspace(0, n - 1, count, dtype=torch.float64).round().long()
+        elif len(views):
+            keep = torch.as_tensor(list(views), dtype=torch.long)
+            bad = [int(v) for v in keep if not 0 <= int(v) < n]
+            if bad or len(set(keep.tolist())) != len(keep):
+                what = f"positions {bad} out of range [0, {n})" if bad else "repeated positions"
+                raise DatasetError(f"data.train_views: {what} (train split of {self.root})")
+        else:
+            return self
+        splits = dict(self.splits)
+        splits["train"] = train[keep.to(train.device)]
+        return replace(self, splits=splits)
 
     def split(self, name: str) -> SceneData:
         """The scene restricted to the images of split ``name`` (its only split, indexed 0..n_split-1)."""

@@ -25,7 +25,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["BACKBONE_SPECS", "LPIPS", "lpips_backbone_layers", "normalize_channels"]
+__all__ = [
+    "BACKBONE_SPECS",
+    "LPIPS",
+    "features_from_spec",
+    "load_tensor_file",
+    "lpips_backbone_layers",
+    "normalize_channels",
+    "strict_copy",
+]
 
 # Layer list of torchvision's ``features`` stacks: ("conv", c_in, c_out, kernel, stride, padding),
 # ("relu",), ("pool", kernel, stride). Indices in the list are torchvision's module indices.
@@ -57,20 +65,27 @@ _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 
 
-def lpips_backbone_layers(net: str) -> nn.Sequential:
-    """torchvision-compatible ``features`` stack for ``net`` in {"vgg", "alex"} (random init)."""
-    if net not in BACKBONE_SPECS:
-        raise ValueError(f"LPIPS: unknown net {net!r}; expected one of {sorted(BACKBONE_SPECS)}")
+def features_from_spec(specs: list[tuple], *, avg_pool: bool = False) -> nn.Sequential:
+    """A torchvision-compatible ``features`` stack (random init) from a layer list as ``BACKBONE_SPECS``'s;
+    ``avg_pool`` swaps every max pool for an average pool of the same size (the perceptual loss's VGG)."""
     layers: list[nn.Module] = []
-    for spec in BACKBONE_SPECS[net][0]:
+    for spec in specs:
         if spec[0] == "conv":
             _, c_in, c_out, k, s, p = spec
             layers.append(nn.Conv2d(c_in, c_out, kernel_size=k, stride=s, padding=p))
         elif spec[0] == "relu":
             layers.append(nn.ReLU(inplace=False))
         else:
-            layers.append(nn.MaxPool2d(kernel_size=spec[1], stride=spec[2]))
+            pool = nn.AvgPool2d if avg_pool else nn.MaxPool2d
+            layers.append(pool(kernel_size=spec[1], stride=spec[2]))
     return nn.Sequential(*layers)
+
+
+def lpips_backbone_layers(net: str) -> nn.Sequential:
+    """torchvision-compatible ``features`` stack for ``net`` in {"vgg", "alex"} (random init)."""
+    if net not in BACKBONE_SPECS:
+        raise ValueError(f"LPIPS: unknown net {net!r}; expected one of {sorted(BACKBONE_SPECS)}")
+    return features_from_spec(BACKBONE_SPECS[net][0])
 
 
 def normalize_channels(feat: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -165,8 +180,8 @@ class LPIPS(nn.Module):
                 f"PerceptualSimilarity/tree/master/lpips/weights/v0.1/{lin_name})."
             )
         model = cls(net=net)
-        model.load_backbone_state_dict(_load_state_dict(backbone_path), source=str(backbone_path))
-        model.load_linear_state_dict(_load_state_dict(linear_path), source=str(linear_path))
+        model.load_backbone_state_dict(load_tensor_file(backbone_path), source=str(backbone_path))
+        model.load_linear_state_dict(load_tensor_file(linear_path), source=str(linear_path))
         return model
 
     def load_backbone_state_dict(self, state: Mapping[str, torch.Tensor], *, source: str = "state dict") -> None:
@@ -175,12 +190,12 @@ class LPIPS(nn.Module):
         unexpected = [k for k in state if not k.startswith(("features.", "classifier."))]
         if unexpected:
             raise ValueError(f"LPIPS: unexpected keys in backbone weights {source}: {unexpected[:8]}")
-        _strict_copy(self.net, features, source)
+        strict_copy(self.net, features, source)
 
     def load_linear_state_dict(self, state: Mapping[str, torch.Tensor], *, source: str = "state dict") -> None:
         """Load lpips-layout heads ``lin{k}.model.1.weight`` [1, C_k, 1, 1] (exactly these 5 keys)."""
         heads = nn.ModuleDict({f"lin{k}": lin for k, lin in enumerate(self.lins)})
-        _strict_copy(heads, dict(state), source)
+        strict_copy(heads, dict(state), source)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """LPIPS distance.
@@ -213,29 +228,30 @@ class LPIPS(nn.Module):
         return ((2.0 * x - 1.0) - self.shift) / self.scale
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """torch.load a local state dict with weights_only=True; ValueError if it is not a tensor dict."""
+def load_tensor_file(path: Path, what: str = "LPIPS") -> dict[str, torch.Tensor]:
+    """A local state dict read with weights_only=True (:func:`~neural3d.training.run_dir.load_checkpoint`: a file
+    that would run code is refused); ValueError (naming ``what``) unless a tensor dict."""
     from neural3d.training.run_dir import load_checkpoint
 
     try:
-        state = load_checkpoint(path)  # weights only: a file that would run code is refused
+        state = load_checkpoint(path)
     except ValueError as exc:
-        raise ValueError(f"LPIPS weights: {exc}") from None
+        raise ValueError(f"{what} weights: {exc}") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"LPIPS: {path} is not a state dict of tensors")
+        raise ValueError(f"{what}: {path} is not a state dict of tensors")
     return dict(state)
 
 
-def _strict_copy(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``module`` requiring exactly its parameter keys and shapes."""
+def strict_copy(module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str = "LPIPS") -> None:
+    """Copy ``state`` into ``module`` requiring exactly its parameter keys and shapes (errors name ``what``)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise ValueError(
-            f"LPIPS: weights {source} do not match: missing keys {missing[:8]}, unexpected keys {unexpected[:8]}"
+            f"{what}: weights {source} do not match: missing keys {missing[:8]}, unexpected keys {unexpected[:8]}"
         )
     bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
     if bad:
-        raise ValueError(f"LPIPS: wrong shapes in {source}: {bad[:8]}")
+        raise ValueError(f"{what}: wrong shapes in {source}: {bad[:8]}")
     module.load_state_dict(state, strict=True)

@@ -75,7 +75,7 @@ def load_scene_from_config(data_cfg):
     if data_cfg.far is not None:
         scene.far = float(data_cfg.far)
     scene.pixel_center = float(data_cfg.pixel_center)
-    return scene
+    return scene.with_train_views(count=data_cfg.n_train_views, views=list(data_cfg.train_views))
 
 
 def scene_info(scene) -> SceneInfo:

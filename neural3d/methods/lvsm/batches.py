@@ -51,7 +51,8 @@ class ImageBatches(SourceViewBatches):
         scenes, weights, method, device, seed: as :class:`SourceViewBatches`.
         n_views_min, n_views_max: range of the number of source views per step.
         pool_factor: sources drawn from the ``pool_factor * n_views_max`` nearest views.
-        frame: callable ``scene index -> [4, 4] frame or None`` (the pose normalisation of that scene).
+        frame: callable ``(scene index, [n, 3, 4] camera-to-worlds of the step's source and target views) ->
+            [4, 4] frame or None``: the pose normalisation of the step (per scene, or over the step's views).
         n_targets: target images per step (distinct, sharing the source views chosen for the first; the official
             training renders 6 targets per scene); the batch's rays are then [n_targets, H, W].
     """
@@ -65,7 +66,7 @@ class ImageBatches(SourceViewBatches):
         n_views_max: int,
         pool_factor: int = 2,
         method: Callable[[SceneData], str],
-        frame: Callable[[int], Tensor | None],
+        frame: Callable[[int, Tensor], Tensor | None],
         device="cpu",
         seed: int = 0,
         n_targets: int = 1,
@@ -84,7 +85,7 @@ class ImageBatches(SourceViewBatches):
                     f"LVSM: {sc.root} has {train.numel()} training images; "
                     f"n_targets must be in [1, {train.numel() - 1}]"
                 )
-        self.frames = [frame(k) for k in range(len(self.scenes))]
+        self.frame = frame
 
     def sample(self) -> ContextRayBatch:
         g = self.generator
@@ -114,7 +115,9 @@ class ImageBatches(SourceViewBatches):
         rgb = scene.images[targets].reshape(-1, 3)
         alpha = None if scene.alphas is None else scene.alphas[targets].reshape(-1, *scene.alphas.shape[3:])
         self.step += 1
-        return ContextRayBatch(rays, rgb, alpha, LVSMContext(views, self.frames[k]), k)
+        c2w = scene.cameras.camera_to_worlds
+        frame = self.frame(k, torch.cat([c2w[chosen], c2w[torch.as_tensor(targets, device=c2w.device)]]))
+        return ContextRayBatch(rays, rgb, alpha, LVSMContext(views, frame), k)
 
 
 def scene_image_rays(scene: SceneData, index: int):

@@ -65,10 +65,11 @@ class LVSMModelConfig:
     """RMS-normalise queries and keys (official ``use_qk_norm``)."""
     grad_checkpoint: bool = False
     """Recompute every transformer block in the backward pass (less memory, more time)."""
-    pose_normalization: Literal["scene", "sources", "none"] = "scene"
+    pose_normalization: Literal["scene", "views", "sources", "none"] = "scene"
     """Official pose normalisation (mean centre, average-camera axes, translations / (1.35 × max)) over the
-    training cameras of each scene (``scene``), over the chosen source views of each render (``sources``), or none.
-    The official loader normalises over the views it loads (sources and targets)."""
+    training cameras of each scene (``scene``), over the source views and the target of each render or training
+    step (``views``: what the official loader does, over the views it loads), over the source views alone
+    (``sources``), or none."""
     scene_scale_factor: float = 1.35
     """Scale of the pose normalisation: translations divided by this × the largest."""
     n_views_min: int = 2
@@ -83,6 +84,10 @@ class LVSMModelConfig:
     """Training: target images per step, sharing one set of source views (official: 6)."""
     selection: Literal["auto", "dist", "vector", "matrix"] = "auto"
     """How the nearest source views are chosen (GNT's rules; ``auto``: ``dist`` for LLFF scenes, else ``vector``)."""
+    perceptual_weight: float = 0.0
+    """Weight of the official VGG-19 perceptual loss (official configs: 0.5); needs ``perceptual_weights``."""
+    perceptual_weights: str = ""
+    """Local ``imagenet-vgg-verydeep-19.mat`` (MatConvNet, as the official code) or a ``features.*`` state dict."""
     lpips_weight: float = 0.0
     """Weight of the LPIPS(VGG) loss; needs ``lpips_backbone`` and ``lpips_linear`` (else MSE only)."""
     lpips_backbone: str = ""
@@ -128,12 +133,19 @@ class LVSMModel(Model):
         if config.lpips_weight > 0 and not (config.lpips_backbone and config.lpips_linear):
             warnings.warn(
                 "model.lpips_weight > 0 but model.lpips_backbone / model.lpips_linear name no local weights: "
-                "LVSM trains with the MSE loss only",
+                "LVSM trains without the LPIPS term",
+                stacklevel=2,
+            )
+        if config.perceptual_weight > 0 and not config.perceptual_weights:
+            warnings.warn(
+                "model.perceptual_weight > 0 but model.perceptual_weights names no local VGG-19 file "
+                "(imagenet-vgg-verydeep-19.mat): LVSM trains without the perceptual term",
                 stacklevel=2,
             )
         self._scene = None
         self._scene_frame: Tensor | None = None
         self._lpips: list = []  # the frozen LPIPS loss network, kept out of the state dict
+        self._perceptual: list = []  # the frozen VGG-19 perceptual loss, kept out of the state dict
 
     # ------------------------------------------------------------------ scenes and source views
     def selection_method(self, scene) -> str:
@@ -174,7 +186,14 @@ class LVSMModel(Model):
         )[0]
         chosen = train[idx]
         views = SourceViews(scene.images[chosen], scene.cameras[chosen], scene.pixel_center, chosen, attached=True)
-        return LVSMContext(views, self._scene_frame)
+        return LVSMContext(views, self.views_frame(self._scene_frame, torch.cat([src[idx], target])))
+
+    def views_frame(self, scene_frame: Tensor | None, c2w_views: Tensor) -> Tensor | None:
+        """The frame of one render / step: over ``c2w_views`` ([n, 3, 4] sources and targets) in ``views`` mode,
+        else ``scene_frame`` (``scene`` mode; None otherwise: ``sources`` mode normalises in :meth:`_frame`)."""
+        if self.config.pose_normalization == "views":
+            return normalization_frame(c2w_views, self.config.scene_scale_factor)
+        return scene_frame
 
     def build_loader(self, scene, *, batch_size: int, device, seed: int) -> ImageBatches:
         from neural3d.methods.gnt.mixture import load_training_scenes
@@ -188,7 +207,7 @@ class LVSMModel(Model):
             n_views_max=self.config.n_views_max,
             pool_factor=self.config.pool_factor,
             method=self.selection_method,
-            frame=lambda k: frames[k],
+            frame=lambda k, c2w_views: self.views_frame(frames[k], c2w_views),
             device=device,
             seed=seed,
             n_targets=self.config.targets_per_step,
@@ -217,7 +236,8 @@ class LVSMModel(Model):
 
     @torch.no_grad()
     def encode_context(self, context: LVSMContext) -> LVSMContext:
-        """Encoder-decoder: the context with its latent scene, reused by every render from it."""
+        """Encoder-decoder: the context with its latent scene, reused by every render from it (the targets must
+        share the context's frame: in ``views`` mode a context is made for one target by :meth:`render_context`)."""
         return LVSMContext(context.views, context.frame, self.net.encode(self.posed_sources(context)))
 
     def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
@@ -258,13 +278,27 @@ class LVSMModel(Model):
             self._lpips.append(LPIPS.from_files("vgg", cfg.lpips_backbone, cfg.lpips_linear))
         return self._lpips[0].to(self.background.device)
 
+    def _perceptual_net(self):
+        cfg = self.config
+        if cfg.perceptual_weight <= 0 or not cfg.perceptual_weights:
+            return None
+        if not self._perceptual:
+            from neural3d.evaluation.perceptual import VGGPerceptualLoss
+
+            self._perceptual.append(VGGPerceptualLoss.from_file(cfg.perceptual_weights))
+        return self._perceptual[0].to(self.background.device)
+
     def loss_dict(self, outputs: ModelOutputs, batch: Any) -> dict[str, Tensor]:
+        """The official loss: MSE + ``perceptual_weight`` × VGG-19 perceptual (+ ``lpips_weight`` × LPIPS)."""
         losses = {"loss_rgb": torch.mean((outputs.rgb - batch.rgb) ** 2)}
+        H, W = batch.rays.shape[-2:]
+        pred, gt = outputs.rgb.reshape(-1, H, W, 3), batch.rgb.reshape(-1, H, W, 3)
         net = self._lpips_net()
         if net is not None:
-            H, W = batch.rays.shape[-2:]
-            pred, gt = outputs.rgb.reshape(-1, H, W, 3), batch.rgb.reshape(-1, H, W, 3)
             losses["loss_lpips"] = self.config.lpips_weight * net(pred, gt).mean()
+        perceptual = self._perceptual_net()
+        if perceptual is not None:
+            losses["loss_perceptual"] = self.config.perceptual_weight * perceptual(pred, gt)
         return losses
 
     def param_groups(self) -> dict[str, list]:

@@ -7,7 +7,8 @@ uses ``strict=False``, which hides mismatches).
 
 The official checkpoints file is ``{"model": state dict, ...}``; released models were trained at 256×256
 (RealEstate10K: ``image_size`` 256, square crop) with poses normalised by the official loader -- use
-``pose_normalization: sources`` (or ``scene``) and 256² renders in OpenCV-equivalent rays (our cameras convert,
+``pose_normalization: views`` (the official loader's: over the sources and the target; or ``scene``) and
+256² renders in OpenCV-equivalent rays (our cameras convert,
 see :mod:`neural3d.methods.lvsm.rays`).
 """
 

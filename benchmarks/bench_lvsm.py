@@ -1,0 +1,292 @@
+"""LVSM against GNT and two baselines on unseen generated scenes, at equal CPU training time.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_lvsm.py --work /tmp/bench_lvsm --cpu-seconds 600 \\
+        --out benchmarks/results/lvsm_vs_gnt.json
+
+1. The data of GNT's cross-scene bench (``bench_gnt.write_data``): 32 generated 48×48 object scenes (seed 1,
+   16 training views each) to train on, and the unseen family (seed 2: 3 scenes × 4 test views) to evaluate on.
+2. Three runs train from scratch in interleaved turns of ``--slice`` seconds (so that load from anything else on
+   the machine falls on all of them alike), each until it has used ``--cpu-seconds`` of this process's CPU time
+   (``time.process_time``, one torch thread): GNT at the bench's size (depth 4, 24 samples, 6 sources), LVSM
+   decoder-only and LVSM encoder-decoder at bench sizes (``LVSM_SIZES``).
+3. On the 12 unseen test views, side by side: each run (GNT with the paper's 10 nearest sources, LVSM with
+   ``--lvsm-sources``), the nearest source image itself, and the target's TRUE depth reprojected from the
+   nearest source that sees it (an oracle). PSNR / SSIM.
+4. Rendering: frames/s of one LVSM forward pass per frame at 64² and 256² (bench and paper sizes), GNT's
+   rays/s and frames/s at the same sizes, parameters and FLOPs per frame (``torch.utils.flop_counter``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_gnt import ADAM, BENCH_MODEL, reprojection_baseline, write_data  # noqa: E402
+from common import machine  # noqa: E402
+
+LVSM_SIZES = {
+    "lvsm-decoder-only": {"variant": "decoder_only", "width": 128, "n_layers": 4},
+    "lvsm-encoder-decoder": {
+        "variant": "encoder_decoder",
+        "width": 128,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "n_latents": 64,
+    },
+}
+LVSM_TRAIN = {"patch_size": 8, "n_views_min": 2, "n_views_max": 6, "targets_per_step": 2}
+LVSM_OPTIM = {
+    "optimizer": "adamw",
+    "lr": 4e-4,
+    "schedule": "constant",
+    "warmup_steps": 100,
+    "betas": [0.9, 0.95],
+    "eps": 1e-8,
+    "weight_decay": 0.05,
+    "grad_clip": 1.0,
+}
+PAPER = {
+    "lvsm decoder-only, paper (768, 24 layers)": {"variant": "decoder_only", "width": 768, "n_layers": 24},
+    "lvsm encoder-decoder, paper (768, 12 + 12, 3072 latents)": {
+        "variant": "encoder_decoder",
+        "width": 768,
+        "encoder_layers": 12,
+        "decoder_layers": 12,
+        "n_latents": 3072,
+    },
+}
+
+
+def _config(method: str, name: str, work: Path, fam: Path, eval_scene: Path, res: int, n_train: int, model: dict):
+    from neural3d.config import build_config
+
+    family = {"root": str(fam), "n_scenes": n_train, "layout": "blender", "res": res}
+    optim = {**ADAM, "lr": 1e-3, "lr_final": 5e-4} if method == "gnt" else LVSM_OPTIM
+    cfg, _ = build_config(
+        {
+            "method": method,
+            "experiment": name,
+            "output_dir": str(work / "runs"),
+            "seed": 0,
+            "data": {"path": str(eval_scene)},
+            "model": {**model, "family": family},
+            "trainer": {
+                "steps": 10_000_000,
+                "batch_size": 128,
+                "log_every": 50,
+                "checkpoint_every": 0,
+                "eval_every": 0,
+                "progress": False,
+                "optim": optim,
+            },
+        }
+    )
+    return cfg
+
+
+def train_interleaved(trainers: dict, cpu_seconds: float, slice_s: float) -> dict:
+    """Turns of ``slice_s`` wall seconds per trainer until each has used ``cpu_seconds`` of CPU time."""
+    used = dict.fromkeys(trainers, 0.0)
+    wall = dict.fromkeys(trainers, 0.0)
+    while any(used[k] < cpu_seconds for k in trainers):
+        for name, tr in trainers.items():
+            if used[name] >= cpu_seconds:
+                continue
+            w0, c0 = time.perf_counter(), time.process_time()
+            while time.perf_counter() - w0 < slice_s and used[name] + time.process_time() - c0 < cpu_seconds:
+                tr.train_step()
+            used[name] += time.process_time() - c0
+            wall[name] += time.perf_counter() - w0
+        print(
+            "  " + "  ".join(f"{k}: {trainers[k].step} steps, {used[k]:.0f} cpu-s" for k in trainers),
+            f"(load {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
+    for tr in trainers.values():
+        tr.save()
+    return {k: {"steps": trainers[k].step, "cpu_seconds": used[k], "wall_seconds": wall[k]} for k in trainers}
+
+
+def evaluate(runs: dict[str, tuple[Path, int]], scenes: list[Path]) -> dict:
+    """Every run and both baselines on every test view of ``scenes`` (baselines use GNT's sources)."""
+    import neural3d
+    from neural3d.evaluation.evaluate import render_image
+    from neural3d.evaluation.metrics import psnr, ssim
+
+    rows = []
+    for path in scenes:
+        loaded = {
+            name: neural3d.load(run, data={"path": str(path)}, model={"n_source_views_eval": n}, device="cpu")
+            for name, (run, n) in runs.items()
+        }
+        scene = loaded["gnt"].model.attached_scene
+        for t in scene.split_indices("test").tolist():
+            gt, row = scene.images[t], {"scene": path.name, "view": t}
+            preds = {}
+            for name, ld in loaded.items():
+                ctx = ld.model.render_context(scene.cameras, t)
+                preds[name] = render_image(ld.model, ld.model.attached_scene, t, chunk=1024, context=ctx)["rgb"]
+                if name == "gnt":
+                    preds["nearest image"] = scene.images[int(ctx.indices[0])]
+                    preds["reprojection (true depth)"] = reprojection_baseline(scene, t, ctx.indices)
+            for k, img in preds.items():
+                row[k] = {"psnr": float(psnr(img, gt)), "ssim": float(ssim(img, gt))}
+            rows.append(row)
+            print(f"  {path.name} view {t}: " + "  ".join(f"{k} {row[k]['psnr']:.2f}" for k in preds), flush=True)
+    methods = [k for k in rows[0] if k not in ("scene", "view")]
+    mean = {m: {q: float(np.mean([r[m][q] for r in rows])) for q in ("psnr", "ssim")} for m in methods}
+    return {"per_view": rows, "mean": mean, "n_views": len(rows)}
+
+
+def _lvsm_model(kw: dict, info):
+    from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
+
+    return LVSMModel(LVSMModelConfig(**{**LVSM_TRAIN, **kw}), scene=info).eval()
+
+
+def lvsm_flops(kw: dict, size: int, n_sources: int) -> float:
+    """FLOPs of one LVSM frame (``n_sources`` source views, size² pixels), counted on the meta device (no compute)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from neural3d.methods.lvsm.network import LVSMNetwork
+
+    cfg = {**LVSM_TRAIN, **kw}
+    with torch.device("meta"):
+        net = LVSMNetwork(
+            cfg["variant"],
+            dim=cfg["width"],
+            head_dim=64,
+            mlp_ratio=4,
+            n_layers=cfg.get("n_layers", 2),
+            encoder_layers=cfg.get("encoder_layers", 1),
+            decoder_layers=cfg.get("decoder_layers", 1),
+            n_latents=cfg.get("n_latents", 64),
+            patch_size=cfg["patch_size"],
+            qk_norm=True,
+        )
+        src = torch.empty(1, n_sources, 9, size, size)
+        tgt = torch.empty(1, 1, 6, size, size)
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            if cfg["variant"] == "encoder_decoder":
+                net.decode(net.encode(src), tgt)
+            else:
+                net(src, tgt)
+    return float(fc.get_total_flops())
+
+
+def _resized(base, size: int):
+    """``base`` with its images and intrinsics scaled to size × size."""
+    from dataclasses import replace
+
+    c, scale = base.cameras, size / base.width
+    full = torch.full_like(c.width, size)
+    cams = replace(c, fx=c.fx * scale, fy=c.fy * scale, cx=c.cx * scale, cy=c.cy * scale, width=full, height=full)
+    images = torch.nn.functional.interpolate(base.images.permute(0, 3, 1, 2), size=(size, size), mode="bilinear")
+    return replace(base, images=images.permute(0, 2, 3, 1).contiguous(), cameras=cams)
+
+
+def render_speed(scene_path: Path, seconds: float, n_sources: int) -> dict:
+    """Frames/s (one LVSM forward pass per frame; GNT: 1,024 rays per call), round robin; params, FLOPs/frame.
+
+    LVSM FLOPs come from the meta device (exact op shapes, no compute); GNT's from 256 real rays, scaled.
+    The paper-size LVSMs run at 64² only (a 256² frame of the 24-layer model is ~3 TFLOPs: minutes here).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from neural3d.data import load_scene
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.gnt.model import GNTModel, GNTModelConfig
+
+    base = load_scene(scene_path)
+    info = SceneInfo(base.scene_box, base.near, base.far)
+    res: dict = {}
+    jobs = []
+    for size in (64, 256):
+        scene = _resized(base, size)
+        t = int(scene.split_indices("test")[0])
+        rays = scene.image_rays(t)
+        sizes = {**LVSM_SIZES, **(PAPER if size == 64 else {})}
+        for name, kw in sizes.items():
+            key = f"{name} @ {size}²"
+            m = _lvsm_model({**kw, "n_source_views_eval": n_sources}, info)
+            m.attach_scene(scene)
+            res[key] = {"params": sum(p.numel() for p in m.parameters()), "frames": 0, "seconds": 0.0}
+            res[key]["gflops_per_frame"] = lvsm_flops(kw, size, n_sources) / 1e9
+            jobs.append((key, m, rays, m.render_context(scene.cameras, t), 1.0))
+        for name, kw in PAPER.items():
+            if size == 256:
+                res[f"{name} @ {size}²"] = {"gflops_per_frame": lvsm_flops(kw, size, n_sources) / 1e9}
+        m = GNTModel(GNTModelConfig(**{**BENCH_MODEL, "n_source_views_eval": 10}), scene=info).eval()
+        m.attach_scene(scene)
+        ctx = m.render_context(scene.cameras, t)
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            m.render_rays(rays.flatten()[:256], chunk=1024, context=ctx)
+        key = f"gnt (bench size, 48 samples, 10 sources) @ {size}²"
+        res[key] = {"params": sum(p.numel() for p in m.parameters()), "frames": 0, "seconds": 0.0}
+        res[key]["gflops_per_frame"] = fc.get_total_flops() * size * size / 256 / 1e9
+        jobs.append((key, m, rays.flatten()[:1024], ctx, 1024 / (size * size)))
+    end = time.perf_counter() + seconds
+    with torch.no_grad():
+        while time.perf_counter() < end:
+            for key, m, r, ctx, frames in jobs:
+                start = time.perf_counter()
+                m.render_rays(r, chunk=1024, context=ctx)
+                res[key]["seconds"] += time.perf_counter() - start
+                res[key]["frames"] += frames
+    for key, r in res.items():
+        if "seconds" in r:
+            r["frames_per_s"] = r["frames"] / max(r["seconds"], 1e-9)
+            size = int(key.rsplit("@ ", 1)[1][:-1])
+            r["rays_per_s"] = r["frames_per_s"] * size * size
+            r["gflops_per_s"] = r["frames_per_s"] * r["gflops_per_frame"]
+        print(f"  {key}: {json.dumps({k: round(v, 4) for k, v in r.items()})}", flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("runs/bench_lvsm"))
+    ap.add_argument("--cpu-seconds", type=float, default=600.0, help="CPU training time of each run")
+    ap.add_argument("--slice", type=float, default=20.0, help="wall seconds per turn")
+    ap.add_argument("--res", type=int, default=48)
+    ap.add_argument("--n-train-scenes", type=int, default=32)
+    ap.add_argument("--lvsm-sources", type=int, default=6, help="LVSM's source views at evaluation")
+    ap.add_argument("--speed-seconds", type=float, default=60.0)
+    ap.add_argument("--phase", choices=["all", "train", "eval", "speed"], default="all")
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    from neural3d.training.trainer import Trainer
+
+    fam, unseen = write_data(a.work, a.n_train_scenes, 3, a.res)
+    out: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(a).items()}}
+    if a.out and a.out.exists():
+        out = {**json.loads(a.out.read_text()), **out}
+    specs = {"gnt": ("gnt", BENCH_MODEL), **{k: ("lvsm", {**LVSM_TRAIN, **v}) for k, v in LVSM_SIZES.items()}}
+    if a.phase in ("all", "train"):
+        trainers = {
+            name: Trainer(_config(m, name, a.work, fam, unseen[0], a.res, a.n_train_scenes, kw), overwrite=True)
+            for name, (m, kw) in specs.items()
+        }
+        out["training"] = train_interleaved(trainers, a.cpu_seconds, a.slice)
+        del trainers
+    if a.phase in ("all", "eval"):
+        runs = {name: (a.work / "runs" / name, 10 if m == "gnt" else a.lvsm_sources) for name, (m, _) in specs.items()}
+        out["unseen"] = evaluate(runs, unseen)
+    if a.phase in ("all", "speed"):
+        out["render"] = render_speed(unseen[0], a.speed_seconds, a.lvsm_sources)
+    if a.out:
+        a.out.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out.get("unseen", {}).get("mean", {}), indent=1))
+
+
+if __name__ == "__main__":
+    main()
