@@ -64,7 +64,7 @@ class DataConfig:
     (``..``, absolute paths, symlinks out of it); by default such a scene is refused, naming the frame."""
     corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
     """Corrupt the training images (salt-and-pepper, Gaussian noise; seeded) for robustness experiments."""
-    n_train_views: int = 0
+    n_train_views: NonNegativeInt = 0
     """Train on this many views of the train split, evenly spaced in its order (sparse-view training;
     evaluation splits unchanged); 0: all of them."""
     train_views: list[int] = field(default_factory=list)
