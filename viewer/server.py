@@ -11,6 +11,7 @@ from pathlib import Path
 
 from neural3d.viewer.camera import CameraState, viser_to_c2w
 from neural3d.viewer.decorations import add_scene_box, add_training_frustums, scene_layout
+from neural3d.viewer.memory import keep_large_blocks_mapped, release_native_memory
 from neural3d.viewer.worker import RenderSettings, RenderWorker
 
 
@@ -124,44 +125,6 @@ def _bound_callback_pool(server) -> None:
     pool = getattr(server, "_thread_executor", None)
     if isinstance(pool, ThreadPoolExecutor):
         server._thread_executor = ThreadPoolExecutor(max_workers=CALLBACK_THREADS, thread_name_prefix="viewer-callback")
-
-
-def _glibc():
-    """The C library when it is glibc (has ``mallopt`` / ``malloc_trim``), else None."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-
-
-MMAP_THRESHOLD = 1 << 20
-"""Heap blocks of at least this many bytes are mapped on their own (``mallopt(M_MMAP_THRESHOLD)``) while a viewer
-serves, so the memory of a tab's renders goes back to the OS when they are freed."""
-
-
-def keep_large_blocks_mapped() -> None:
-    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` (process-wide; a no-op without glibc).
-
-    glibc raises the threshold each time a mapped block is freed, after which the image-sized tensors of every
-    render land in the heap arenas of the tabs' short-lived render threads and stay there: resident memory then
-    grew by tens to hundreds of MB per wave of tabs (BENCHMARKS.md, "Viewer under waves of clients"). A fixed
-    threshold maps them, and unmaps them when freed.
-    """
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (malloc.h)
-
-
-def release_native_memory() -> None:
-    """Hand freed heap memory of the arenas back to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 class ViewerServer:
