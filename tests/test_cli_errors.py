@@ -300,3 +300,14 @@ def test_official_checkpoint_imports_refuse_pickled_code(command, tmp_path, caps
     err = one_line_error(capsys, str(path), "refuses to run code from checkpoint files")
     assert "weights_only=False" not in err and "this ran" not in capsys.readouterr().out
     assert not (tmp_path / "run").exists()
+
+
+def test_path_cameras_refuse_a_non_positive_scale(tiny_blender_scene):
+    from neural3d.data import load_scene
+    from neural3d.media.paths import path_cameras
+
+    scene = load_scene(tiny_blender_scene)
+    for scale in (0.0, -1.0):
+        with pytest.raises(ValueError, match="render scale must be > 0"):
+            path_cameras(scene, "orbit", n_frames=2, scale=scale)
+    assert path_cameras(scene, "orbit", n_frames=2, scale=0.5).height[0] == 12  # 24 px images at half scale
