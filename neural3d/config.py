@@ -10,6 +10,8 @@ and point-classification configs, each method's model config -- is built by :fun
   the dataclass annotations), with an error naming the key, the bad value and the allowed values.
   OmegaConf >= 2.3 does not know ``Literal``, so the OmegaConf schema stores such fields as ``str``
   (:func:`omegaconf_schema`);
+* numeric ranges are declared in the annotation (``steps: PositiveInt``, :mod:`neural3d.config_bounds`) and
+  checked by the same walk: ``trainer.steps=0`` is an error naming the key, the range and the value;
 * a built config is never changed in place: :func:`replace` returns a new one;
 * components are built from a config section by :func:`instantiate` (no field copied by hand).
 
@@ -31,6 +33,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from neural3d.config_bounds import Bound, field_bound
 from neural3d.training.train_config import (  # noqa: F401  (the schema, re-exported: neural3d.config.TrainConfig)
     DataConfig,
     EvalConfig,
@@ -64,6 +67,12 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
 
 
+@functools.cache
+def _annotated_hints(cls: type) -> dict[str, Any]:
+    """Type hints with their ``Annotated`` metadata (the :class:`~neural3d.config_bounds.Bound` of a field)."""
+    return get_type_hints(cls, include_extras=True)
+
+
 def _section_class(annotation: Any) -> type | None:
     """The dataclass of a nested config section annotation, else None."""
     return annotation if isinstance(annotation, type) and is_dataclass(annotation) else None
@@ -83,6 +92,19 @@ def choice_fields(schema_cls: type) -> dict[str, tuple]:
     return out
 
 
+def bound_fields(schema_cls: type) -> dict[str, Bound]:
+    """Dotted key -> :class:`~neural3d.config_bounds.Bound` of every range-annotated field of ``schema_cls`` and of
+    its nested sections."""
+    out: dict[str, Bound] = {}
+    hints = _annotated_hints(schema_cls)
+    for f in fields(schema_cls):
+        if (bound := field_bound(hints[f.name])) is not None:
+            out[f.name] = bound
+        elif (section := _section_class(_type_hints(schema_cls)[f.name])) is not None:
+            out.update({f"{f.name}.{key}": b for key, b in bound_fields(section).items()})
+    return out
+
+
 @functools.cache
 def dynamic_sections(schema_cls: type) -> tuple[str, ...]:
     """Dotted keys of the fields of ``schema_cls`` (and of its nested sections) whose section dataclass is chosen
@@ -99,7 +121,8 @@ def dynamic_sections(schema_cls: type) -> tuple[str, ...]:
 
 
 def check_choices(cfg: Any, schema_cls: type, source: str = "config", prefix: str = "") -> None:
-    """Raise ConfigError naming the key, the bad value and the allowed values of the first invalid option.
+    """Raise ConfigError naming the key, the bad value and the allowed values of the first invalid option, or the
+    key, the range and the value of the first number outside its declared range (``PositiveInt``, ...).
 
     Sections held by ``Any`` fields (:func:`variant_field`, ``TrainConfig.model``) are checked against their own
     dataclass (:func:`config_class` of the value), so their options are checked too.
@@ -112,6 +135,10 @@ def check_choices(cfg: Any, schema_cls: type, source: str = "config", prefix: st
         value = value_at(key)
         if value not in allowed:
             raise ConfigError(f"{source}: '{prefix}{key}' must be one of {list(allowed)}, got {value!r}")
+    for key, bound in bound_fields(schema_cls).items():
+        value = value_at(key)
+        if not bound.contains(value):
+            raise ConfigError(f"{source}: '{prefix}{key}' must be {bound.describe()}, got {value!r}")
     for key in dynamic_sections(schema_cls):
         section = value_at(key)
         section_cls = config_class(section) if section is not None else None

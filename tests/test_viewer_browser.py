@@ -102,21 +102,16 @@ def test_browser_tabs_get_frames_and_closed_tabs_free_their_workers(trained_run,
             # the screenshot shows one of the last frames the server sent
             corr = max(_center_correlation(shot, f) for frames in server.recent_images.values() for f in frames)
             assert corr > 0.5, (i, corr)
+        workers = [s.worker for s in server.sessions.values()]  # the first tab's comes first
         browser.close_tab(tab1)
         wait_until(lambda: len(server.sessions) == 1, 20, "the closed tab's session to end")
-        wait_until(
-            lambda: len(server.closed_workers) == 1 and not server.closed_workers[0].alive,
-            20,
-            "the closed tab's render thread to stop",
-        )  # its worker is freed
+        wait_until(lambda: not workers[0].alive, 20, "the closed tab's render thread to stop")  # its worker is freed
+        assert len(server.recent_images) == 1 and len(server.frames_by_client) == 1  # its images too
         assert next(iter(server.sessions.values())).worker.alive  # the other tab keeps working
         browser.close_tab(tab2)
         wait_until(lambda: not server.sessions, 20, "the second session to end")
-        wait_until(
-            lambda: len(server.closed_workers) == 2 and not any(w.alive for w in server.closed_workers),
-            20,
-            "both render threads to stop",
-        )
+        wait_until(lambda: not any(w.alive for w in workers), 20, "both render threads to stop")
+        assert not server.recent_images and not server.frames_by_client and server.closed_tabs == 2
     finally:
         browser.close()
         server.stop()

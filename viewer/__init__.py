@@ -13,6 +13,9 @@ Modules (one concept each):
 * :mod:`viewer.gui` -- per-tab controls; :mod:`viewer.path_editor` -- keyframes -> camera_path.json / mp4.
 * :mod:`viewer.server` -- :class:`ViewerServer`: the viser server and its client sessions.
 * :mod:`viewer.live` -- live view while training (``viewer.enabled=true``), with a pause button.
+* :mod:`viewer.memory` -- glibc heap settings that give closed tabs' render memory back to the OS.
+* :mod:`viewer.headless` (Chromium over DevTools) and :mod:`viewer.loopback` (a minimal websocket client):
+  tests and benchmarks.
 
 viser is imported lazily, so the pure modules (and their tests) work without it.
 """

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from neural3d.viewer.camera import CameraState, viser_to_c2w
 from neural3d.viewer.decorations import add_scene_box, add_training_frustums, scene_layout
+from neural3d.viewer.memory import keep_large_blocks_mapped, release_native_memory
 from neural3d.viewer.worker import RenderSettings, RenderWorker
 
 
@@ -62,6 +65,8 @@ class ClientSession:
         self.client.camera.fov = fov  # the browser echoes a camera update, which re-renders
 
     def _send(self, image, kind: str) -> None:
+        if self.server.sessions.get(self.client.client_id) is not self:  # the tab has closed: drop the frame
+            return
         self.client.scene.set_background_image(image, format="jpeg", jpeg_quality=90 if kind == "full" else 70)
         self.last_image = image
         self.server.record_frame(self.client.client_id, kind, image)
@@ -75,15 +80,65 @@ class ClientSession:
                 self.train_status.content = f"step {live.step}" + (" (paused)" if live.paused else "")
 
     def close(self) -> None:
+        """Stop the render thread and drop what the tab held (its last image)."""
         self.worker.stop()
+        self.last_image = None
+
+
+class ViewerError(ValueError):
+    """The viewer cannot serve as asked (a port out of range, an address it cannot listen on)."""
+
+
+CALLBACK_THREADS = 8
+"""Threads running viser's callbacks (tab connects and disconnects, camera moves, GUI events) for all tabs.
+viser's own pool grows to 32 threads when many tabs connect at once and never shrinks; the render work itself
+runs on each open tab's :class:`RenderWorker` thread."""
+
+
+def check_listen_address(host: str, port: int) -> None:
+    """Raise :class:`ViewerError` naming ``host:port`` unless this process can listen there.
+
+    viser gives up silently -- and its constructor then waits forever -- on a port outside 0-65535 or an address
+    that is not this machine's; a port in use is fine (viser takes the next free one, and :attr:`ViewerServer.url`
+    says which).
+    """
+    if not 0 <= int(port) <= 65535:
+        raise ViewerError(f"viewer port must be in 0-65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise ViewerError(f"cannot listen on {host}:{port}: unknown host ({e})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as e:
+            import errno
+
+            if e.errno != errno.EADDRINUSE:
+                raise ViewerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def _bound_callback_pool(server) -> None:
+    """Run viser's callbacks on :data:`CALLBACK_THREADS` threads instead of its growing 32-thread pool (viser keeps
+    the pool in ``_thread_executor`` and reads it whenever it dispatches; left alone if a viser version differs)."""
+    pool = getattr(server, "_thread_executor", None)
+    if isinstance(pool, ThreadPoolExecutor):
+        server._thread_executor = ThreadPoolExecutor(max_workers=CALLBACK_THREADS, thread_name_prefix="viewer-callback")
 
 
 class ViewerServer:
     """Serve a scene to browsers.
 
+    Per-tab state (the session, its render thread, its recent images, its frame counts) lives while the tab is
+    open and is freed when it closes; viser's callbacks share a bounded pool (:data:`CALLBACK_THREADS`); large
+    heap blocks are mapped on their own while it serves (:func:`keep_large_blocks_mapped`, process-wide), so
+    the memory of closed tabs' renders returns to the OS.
+
     Args:
         scene: :class:`viewer.scene_handle.SceneHandle`.
-        host, port: where to listen (127.0.0.1 by default; a warning is printed for other addresses).
+        host, port: where to listen (127.0.0.1 by default; a warning is printed for other addresses; port 0: any
+            free port). An address this process cannot listen on raises :class:`ViewerError`.
         max_side: default longest side of still renders.
         target_fps: default frame rate while moving.
         out_dir: default folder for camera paths and videos.
@@ -111,16 +166,19 @@ class ViewerServer:
         self.out_dir = Path(out_dir) if out_dir is not None else Path(run_dir or ".") / "renders"
         self.layout = scene_layout(scene.loaded.info, self.dataset)
         self.sessions: dict[int, ClientSession] = {}
-        self.frames_by_client: dict[int, dict[str, int]] = {}  # kept after a tab closes (tests, benchmarks)
-        self.recent_images: dict = {}  # client id -> the last few uint8 images sent
-        self.closed_workers: list = []  # workers of closed tabs (stopped)
+        self.frames_by_client: dict[int, dict[str, int]] = {}  # open tabs: client id -> frames sent, by kind
+        self.recent_images: dict = {}  # open tabs: client id -> the last few uint8 images sent
+        self.closed_tabs = 0  # tabs that connected and closed (their state is freed)
         self._lock = threading.Lock()
+        check_listen_address(host, port)
+        keep_large_blocks_mapped()
         if not is_loopback(host):
             print(
                 f"[viewer] WARNING: listening on {host}, not a loopback address: anyone who can reach this "
                 "machine can open the viewer (and render / write files through it)"
             )
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
+        _bound_callback_pool(self.server)
         self.host, self.port = host, self.server.get_port()
         self._decorate()
         self.server.on_client_connect(self._connect)
@@ -156,16 +214,23 @@ class ViewerServer:
         with self._lock:
             self.sessions[client.client_id] = session
             self.frames_by_client.setdefault(client.client_id, {"low": 0, "full": 0})
+        session._on_camera(client.camera)  # viser connects a tab on its first camera message: render that view now
 
     def _disconnect(self, client) -> None:
+        """Free everything the tab held: its session (GUI, camera), render thread, images and counters."""
         with self._lock:
             session = self.sessions.pop(client.client_id, None)
+            self.recent_images.pop(client.client_id, None)
+            self.frames_by_client.pop(client.client_id, None)
+            self.closed_tabs += session is not None
         if session is not None:
-            self.closed_workers.append(session.worker)
             session.close()
+            release_native_memory()
 
     def record_frame(self, client_id: int, kind: str, image=None) -> None:
         with self._lock:
+            if client_id not in self.sessions:  # a frame finished after its tab closed
+                return
             if image is not None:
                 recent = self.recent_images.setdefault(client_id, [])
                 recent.append(image)

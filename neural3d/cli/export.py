@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from neural3d.cli.arg_types import positive_float, positive_int
+
 _DEFAULT_NAMES = {"pointcloud": "pointcloud.ply", "mesh": "mesh.ply", "cameras": "transforms.json"}
 
 
@@ -20,17 +22,19 @@ def add_parser(subparsers) -> None:
         "--out", default=None, help="output file (default: RUN_DIR/export/{pointcloud.ply,mesh.ply,transforms.json})"
     )
     p.add_argument("--split", default="train", help="views rendered / cameras written (a split name or 'all')")
-    p.add_argument("--scale", type=float, default=1.0, help="render resolution relative to the training images")
-    p.add_argument("--max-views", type=int, default=None, help="use at most this many views (evenly spaced)")
+    p.add_argument(
+        "--scale", type=positive_float, default=1.0, help="render resolution relative to the training images"
+    )
+    p.add_argument("--max-views", type=positive_int, default=None, help="use at most this many views (evenly spaced)")
     p.add_argument("--opacity-threshold", type=float, default=0.5, help="pixels below it carry no surface")
     p.add_argument("--outlier-neighbors", type=int, default=20, help="statistical outlier removal (0: off)")
     p.add_argument("--outlier-std", type=float, default=2.0, help="outlier std ratio")
     p.add_argument("--voxel-size", type=float, default=0.0, help="voxel down-sampling of the point cloud (0: off)")
-    p.add_argument("--max-points", type=int, default=None)
+    p.add_argument("--max-points", type=positive_int, default=None)
     p.add_argument("--method", choices=["marching-cubes", "tsdf"], default="marching-cubes", help="mesh extraction")
     p.add_argument(
         "--resolution",
-        type=int,
+        type=positive_int,
         default=None,
         help="grid samples (marching cubes, default 128) or voxels across the surface (tsdf, default 256)",
     )
@@ -59,10 +63,12 @@ def _views(scene, split: str, scale: float, max_views):
 
 def _cmd_export(args) -> int:
     from neural3d.api import load
+    from neural3d.media.frames import check_writable
     from neural3d.training.run_dir import RunDir
 
     loaded = load(args.run_dir, device=args.device)
     out = Path(args.out) if args.out else RunDir(args.run_dir).export_dir / _DEFAULT_NAMES[args.what]
+    check_writable(out)  # before views are rendered or a grid is evaluated
     start = time.perf_counter()
     if args.what == "cameras":
         summary = _export_cameras(loaded, args, out)

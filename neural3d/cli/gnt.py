@@ -13,12 +13,13 @@ Options and overrides may come in any order. The work is done by :func:`neural3d
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from neural3d.cli.arg_types import Parser, positive_float, positive_int
 
-class _IntermixedParser(argparse.ArgumentParser):
+
+class _IntermixedParser(Parser):
     """A sub-command parser that takes options and ``key=value`` overrides in any order.
 
     Plain argparse fills the ``overrides`` positional (``nargs="*"``) with the positionals before the first option,
@@ -40,8 +41,11 @@ class _IntermixedParser(argparse.ArgumentParser):
 def _cmd_eval(args) -> int:
     from neural3d.api import load_for_scene
     from neural3d.evaluation.evaluate import evaluate_split
+    from neural3d.media.frames import check_output
     from neural3d.training.run_dir import RunDir
 
+    if args.out:
+        check_output(Path(args.out), directory=True)
     loaded = load_for_scene(args.run_dir, args.scene, args.overrides, args.device)
     scene = loaded.model.attached_scene
     out_dir = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir(f"{Path(args.scene).name}-{args.split}")
@@ -63,12 +67,13 @@ def _cmd_eval(args) -> int:
 
 def _cmd_render(args) -> int:
     from neural3d.api import load_for_scene
-    from neural3d.media.frames import render_frames, write_frames
+    from neural3d.media.frames import check_output, parse_outputs, render_frames, write_frames
     from neural3d.media.paths import path_cameras
 
+    check_output(Path(args.out))  # before the model is loaded and the frames rendered
+    outputs = parse_outputs(args.outputs)
     loaded = load_for_scene(args.run_dir, args.scene, args.overrides, args.device)
     cams = path_cameras(loaded.model.attached_scene, args.path, n_frames=args.frames, scale=args.scale)
-    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
     out = write_frames(
         render_frames(loaded, cams, outputs, chunk=args.chunk or loaded.config.eval.chunk), Path(args.out), fps=args.fps
     )
@@ -94,8 +99,8 @@ def add_scene_commands(gsub, name: str, *, overrides_help: str, chunk_help: str,
     e.add_argument("overrides", nargs="*", help=overrides_help)
     e.add_argument("--split", default="test")
     e.add_argument("--out", default=None, help="output directory (default RUN/eval/SCENE-SPLIT)")
-    e.add_argument("--max-images", type=int, default=None)
-    e.add_argument("--chunk", type=int, default=None, help=chunk_help)
+    e.add_argument("--max-images", type=positive_int, default=None)
+    e.add_argument("--chunk", type=positive_int, default=None, help=chunk_help)
     e.add_argument("--device", default="auto")
     e.set_defaults(fn=_cmd_eval)
 
@@ -105,11 +110,11 @@ def add_scene_commands(gsub, name: str, *, overrides_help: str, chunk_help: str,
     r.add_argument("overrides", nargs="*")
     r.add_argument("--path", default="auto", help="auto | orbit | spiral | interp | test | camera_path.json")
     r.add_argument("--out", required=True, help="video.mp4 or a directory")
-    r.add_argument("--frames", type=int, default=60)
-    r.add_argument("--fps", type=int, default=30)
-    r.add_argument("--scale", type=float, default=1.0)
+    r.add_argument("--frames", type=positive_int, default=60)
+    r.add_argument("--fps", type=positive_int, default=30)
+    r.add_argument("--scale", type=positive_float, default=1.0)
     r.add_argument("--outputs", default=outputs)
-    r.add_argument("--chunk", type=int, default=None, help=chunk_help)
+    r.add_argument("--chunk", type=positive_int, default=None, help=chunk_help)
     r.add_argument("--device", default="auto")
     r.set_defaults(fn=_cmd_render)
 

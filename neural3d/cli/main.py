@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from neural3d.config import ConfigError
+from neural3d.cli.arg_types import Parser, positive_float, positive_int
+from neural3d.cli.errors import print_error, user_error_message
 
 # Modules that add their own sub-commands: each defines ``add_parser(subparsers)`` which registers
 # its parser(s) with ``set_defaults(fn=...)``. One line per module; imports stay light (lazy inside fn).
@@ -35,9 +36,10 @@ def _torchrun_command(args) -> list[str]:
 
 
 def _cmd_train(args) -> int:
-    from neural3d.cli.run_flags import run_mode
+    from neural3d.cli.run_flags import check_resumable, run_mode
     from neural3d.config import load_config
     from neural3d.training import distributed as dist
+    from neural3d.training.setup import run_directory
 
     if args.nproc is not None and args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
@@ -50,6 +52,7 @@ def _cmd_train(args) -> int:
     dist.quiet_non_main()
     cfg, _ = load_config(args.config, args.overrides)
     resume, overwrite = run_mode(args)  # resumes in a group that torchrun --max-restarts restarted
+    check_resumable(run_directory(cfg), bool(args.resume))  # an explicit --resume needs a run
     try:
         trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
         return _train(trainer, cfg)
@@ -110,8 +113,11 @@ def _cmd_eval(args) -> int:
 def _eval(args, device) -> int:
     from neural3d.api import load
     from neural3d.evaluation.evaluate import evaluate_split, maybe_lpips
+    from neural3d.media.frames import check_output
     from neural3d.training.run_dir import RunDir, is_main_process
 
+    if args.out:
+        check_output(Path(args.out), directory=True)
     loaded = load(args.run_dir, device=device)
     scene = loaded.dataset().to(loaded.device)
     split = args.split or loaded.config.eval.split
@@ -153,16 +159,15 @@ def _cmd_render(args) -> int:
 
 def _render(args, device) -> int:
     from neural3d.api import load
-    from neural3d.media.frames import render_frames, write_frames
+    from neural3d.media.frames import check_output, parse_outputs, render_frames, write_frames
     from neural3d.media.paths import path_cameras
     from neural3d.training.run_dir import is_main_process
 
-    if Path(args.out).suffix.lower() not in (".mp4", ""):  # before any rank renders
-        raise ValueError(f"--out must be a .mp4 file or a directory, got '{args.out}'")
+    check_output(Path(args.out))  # before the model is loaded and any rank renders
+    outputs = parse_outputs(args.outputs)
     loaded = load(args.run_dir, device=device)
     scene = loaded.dataset()
     cams = path_cameras(scene, args.path, n_frames=args.frames, scale=args.scale)
-    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
     frames = render_frames(loaded, cams, outputs, chunk=loaded.config.eval.chunk, distributed=True)
     if not is_main_process():  # torchrun: this rank renders its share of the frames; rank 0 writes them all
         for _ in frames:
@@ -190,7 +195,7 @@ def _cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from neural3d.cli.run_flags import add_run_flags
 
-    p = argparse.ArgumentParser(prog="neural3d", description="Neural rendering and 3D scenes in PyTorch.")
+    p = Parser(prog="neural3d", description="Neural rendering and 3D scenes in PyTorch.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a method on a scene from a YAML config")
@@ -199,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(t)
     t.add_argument(
         "--nproc",
-        type=int,
+        type=positive_int,
         default=None,
         help="data-parallel processes on this machine: re-launches the command under torchrun "
         "(trainer.batch_size stays the global batch); for several machines run torchrun yourself (README)",
@@ -213,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--split", default=None, help="dataset split (default: the config's eval.split)")
     e.add_argument("--out", default=None, help="output directory (default: RUN_DIR/eval/SPLIT)")
-    e.add_argument("--max-images", type=int, default=None)
+    e.add_argument("--max-images", type=positive_int, default=None)
     e.add_argument("--lpips-backbone", default=None, help="local torchvision VGG16/AlexNet weights (.pth)")
     e.add_argument("--lpips-linear", default=None, help="local lpips linear-layer weights (weights/v0.1/vgg.pth)")
     e.add_argument("--lpips-net", default=None, choices=["vgg", "alex"])
@@ -226,9 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--path", default="auto", help="auto | orbit | spiral | interp | test | val | train | camera_path.json"
     )
     r.add_argument("--out", required=True, help="video.mp4 or a directory")
-    r.add_argument("--frames", type=int, default=60, help="frames for orbit/interp paths")
-    r.add_argument("--fps", type=int, default=30)
-    r.add_argument("--scale", type=float, default=1.0, help="resolution scale relative to the training images")
+    r.add_argument("--frames", type=positive_int, default=60, help="frames for orbit/interp paths")
+    r.add_argument("--fps", type=positive_int, default=30)
+    r.add_argument("--scale", type=positive_float, default=1.0, help="resolution scale relative to the training images")
     r.add_argument("--outputs", default="rgb,depth", help="comma list of rgb, depth, opacity (side by side)")
     r.add_argument("--device", default="auto")
     r.set_defaults(fn=_cmd_render)
@@ -238,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = dsub.add_parser("synth", help="generate a procedural, analytically ray-traced scene")
     s.add_argument("--out", required=True)
     s.add_argument("--layout", choices=["blender", "llff"], default="blender")
-    s.add_argument("--res", type=int, default=64)
+    s.add_argument("--res", type=positive_int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--views", type=int, default=None, help="number of training views (default: layout's default)")
     s.set_defaults(fn=_cmd_synth)
@@ -253,13 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; an error of the user's input is one line on stderr and exit status 2 (:mod:`cli.errors`)."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        if os.environ.get("NEURAL3D_DEBUG"):
+    except (OSError, ValueError, RuntimeError) as e:
+        message = user_error_message(e)
+        if message is None or os.environ.get("NEURAL3D_DEBUG"):
             raise
-        print(f"neural3d: error: {e}", file=sys.stderr)
+        print_error(message)
         return 2
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 
 def _train_dict(args) -> int:
+    from pathlib import Path
+
     from neural3d.apps.image_dictionary.run import train_from_config
-    from neural3d.cli.run_flags import run_mode
+    from neural3d.cli.run_flags import check_resumable, run_mode
     from neural3d.config import load
     from neural3d.methods.nid.config import NIDTrainConfig
     from neural3d.training import distributed as dist
 
     cfg = load(NIDTrainConfig, args.config, args.overrides)
     resume, overwrite = run_mode(args)
+    check_resumable(Path(cfg.output_dir), bool(args.resume))
     with dist.command_session():  # under torchrun: data-parallel, rank 0 writes, evaluates and speaks
         res = train_from_config(cfg, source=args.config, resume=resume, overwrite=overwrite)
         if dist.rank_and_world()[0] != 0:
@@ -42,13 +45,14 @@ def _fit(args) -> int:
 def _train_scenes(args) -> int:
     from pathlib import Path
 
-    from neural3d.cli.run_flags import run_mode
+    from neural3d.cli.run_flags import check_resumable, run_mode
     from neural3d.config import load
     from neural3d.methods.nid.family import NIDFamilyConfig, train_family
     from neural3d.training import distributed as dist
 
     cfg = load(NIDFamilyConfig, args.config, args.overrides)
     resume, overwrite = run_mode(args)
+    check_resumable(Path(cfg.output_dir), bool(args.resume))
     with dist.command_session():  # under torchrun: data-parallel, rank 0 writes and speaks
         train_family(cfg, run_dir=Path(cfg.output_dir), resume=resume, overwrite=overwrite, log=dist.print_main)
         if dist.rank_and_world()[0] != 0:

@@ -8,12 +8,13 @@ from pathlib import Path
 
 def _cmd_train(args) -> int:
     from neural3d.apps.point_classification.config import load_pc_config
-    from neural3d.apps.point_classification.train import PointCloudTrainer
-    from neural3d.cli.run_flags import run_mode
+    from neural3d.apps.point_classification.train import PointCloudTrainer, pc_run_dir
+    from neural3d.cli.run_flags import check_resumable, run_mode
     from neural3d.training import distributed as dist
 
     cfg = load_pc_config(args.config, args.overrides)
     resume, overwrite = run_mode(args)
+    check_resumable(pc_run_dir(cfg), bool(args.resume))
     with dist.command_session():  # under torchrun: data-parallel, rank 0 writes, evaluates and speaks
         trainer = PointCloudTrainer(cfg, resume=resume, overwrite=overwrite)
         world = trainer.loop.world_size

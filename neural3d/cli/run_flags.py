@@ -8,6 +8,26 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from pathlib import Path
+
+from neural3d.config import ConfigError
+
+
+class NoRunToResumeError(ConfigError):
+    """``--resume`` was given but the run directory holds no checkpoint to continue from."""
+
+
+def check_resumable(run_dir: Path, resume: bool) -> None:
+    """With ``resume``, raise :class:`NoRunToResumeError` unless ``run_dir`` holds a checkpoint: ``--resume`` never
+    starts a fresh run silently (a mistyped ``experiment=`` would otherwise train from scratch)."""
+    from neural3d.training.run_dir import RunDir
+
+    if resume and RunDir(run_dir).latest_checkpoint() is None:
+        what = "does not exist" if not Path(run_dir).exists() else "holds no checkpoints/step_*.pt"
+        raise NoRunToResumeError(
+            f"--resume: there is no run to continue: {run_dir} {what}; check output_dir / experiment, "
+            "or drop --resume to start a new run"
+        )
 
 
 def add_run_flags(parser: argparse.ArgumentParser, *, restart_alias: bool = False) -> None:

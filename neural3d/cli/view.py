@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import time
 
+from neural3d.cli.arg_types import port_number, positive_float, positive_int
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("view", help="interactive browser viewer of a trained run (viser)")
     p.add_argument("run_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
-    p.add_argument("--port", type=int, default=7007)
-    p.add_argument("--max-res", type=int, default=512, help="longest side of still renders (pixels)")
-    p.add_argument("--target-fps", type=float, default=8.0, help="frame rate held while the camera moves")
+    p.add_argument("--port", type=port_number, default=7007, help="TCP port, 0-65535 (0: any free port)")
+    p.add_argument("--max-res", type=positive_int, default=512, help="longest side of still renders (pixels)")
+    p.add_argument("--target-fps", type=positive_float, default=8.0, help="frame rate held while the camera moves")
     p.add_argument("--no-cameras", action="store_true", help="do not load the dataset (no training-camera frustums)")
     p.add_argument("--device", default="auto")
     p.add_argument("--serve-seconds", type=float, default=None, help=argparse.SUPPRESS)  # tests: stop after N s
@@ -36,9 +38,10 @@ def _cmd_view(args) -> int:
         import viser  # noqa: F401
 
         from neural3d.viewer.scene_handle import SceneHandle
-        from neural3d.viewer.server import ViewerServer
+        from neural3d.viewer.server import ViewerServer, check_listen_address
     except ImportError as e:
         raise ValueError(f"the viewer needs viser: pip install 'neural3d[viewer]' ({e})") from e
+    check_listen_address(args.host, args.port)  # before the model is loaded
     loaded = load(args.run_dir, device=args.device)
     dataset = None if args.no_cameras else _dataset_or_none(loaded)
     server = ViewerServer(

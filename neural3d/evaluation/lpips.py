@@ -229,11 +229,14 @@ class LPIPS(nn.Module):
 
 
 def load_tensor_file(path: Path, what: str = "LPIPS") -> dict[str, torch.Tensor]:
-    """torch.load a local state dict with weights_only=True; ValueError (naming ``what``) unless a tensor dict."""
+    """A local state dict read with weights_only=True (:func:`~neural3d.training.run_dir.load_checkpoint`: a file
+    that would run code is refused); ValueError (naming ``what``) unless a tensor dict."""
+    from neural3d.training.run_dir import load_checkpoint
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with non-tensor objects, ...
-        raise ValueError(f"{what}: cannot read weights file {path}: {exc}") from exc
+        state = load_checkpoint(path)
+    except ValueError as exc:
+        raise ValueError(f"{what} weights: {exc}") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{what}: {path} is not a state dict of tensors")
     return dict(state)

@@ -23,6 +23,15 @@ def depth_panel(depth: torch.Tensor, opacity: torch.Tensor, depth_range=None) ->
     return colorize_depth(depth, near=near, far=far, mask=mask if bool(mask.any()) else None)
 
 
+def parse_outputs(text: str) -> list[str]:
+    """``"rgb,depth"`` -> ``["rgb", "depth"]``; ValueError naming the unknown ones (checked before rendering)."""
+    outputs = [o.strip() for o in text.split(",") if o.strip()]
+    bad = [o for o in outputs if o not in OUTPUTS]
+    if bad or not outputs:
+        raise ValueError(f"--outputs: unknown render output(s) {bad or [text]}; choose from {list(OUTPUTS)}")
+    return outputs
+
+
 def compose_frame(out: dict[str, torch.Tensor], outputs: Sequence[str], depth_range=None) -> torch.Tensor:
     """Side-by-side [H, k*W, 3] frame of the requested outputs (depth and opacity colourised)."""
     from neural3d.media.video import colorize_scalar, side_by_side
@@ -96,15 +105,44 @@ def _renders(loaded, cameras: Cameras, chunk: int, rank: int, world: int) -> Ite
                 yield {k: v.to(loaded.device) for k, v in out.items()}
 
 
+def check_writable(out: Path, *, directory: bool = False) -> None:
+    """Raise ValueError naming ``out`` unless a file (or, ``directory``, a folder) can be written there: its
+    nearest existing folder must accept a new file (one is created and removed) and nothing on the way may be a
+    file. Nothing else is created, so a bad ``--out`` fails before any work is done."""
+    import tempfile
+
+    out = Path(out)
+    if out.exists() and out.is_dir() != directory:
+        raise ValueError(
+            f"--out {out}: is a {'folder' if out.is_dir() else 'file'}, expected a {'folder' if directory else 'file'}"
+        )
+    folder = out if directory else out.parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write in {existing} ({e.strerror or e})") from None
+
+
+def check_output(out: Path, *, directory: bool = False) -> None:
+    """:func:`check_writable` for rendered frames: an ``.mp4`` file, or (``directory``, or no suffix) a folder."""
+    out = Path(out)
+    if not directory and out.suffix.lower() not in (".mp4", ""):
+        raise ValueError(f"--out must be a .mp4 file or a directory, got '{out}'")
+    check_writable(out, directory=directory or out.suffix == "")
+
+
 def write_frames(frames: Iterator[torch.Tensor], out: Path, fps: int = 30) -> Path:
     """Write to ``out``: an ``.mp4`` file, or a directory of PNGs."""
     from neural3d.media.video import write_images, write_video
 
     out = Path(out)
+    check_output(out)
     if out.suffix.lower() == ".mp4":
         write_video(out, frames, fps=fps)
-    elif out.suffix == "":
-        write_images(out, frames, prefix="frame")
     else:
-        raise ValueError(f"--out must be a .mp4 file or a directory, got '{out}'")
+        write_images(out, frames, prefix="frame")
     return out

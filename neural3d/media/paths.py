@@ -238,6 +238,8 @@ def path_cameras(scene, kind: str, n_frames: int = 60, scale: float = 1.0) -> Ca
     """
     from neural3d.media.camera_path_json import load_camera_path
 
+    if not scale > 0:
+        raise ValueError(f"render scale must be > 0, got {scale}")
     if kind.endswith(".json"):
         path = load_camera_path(Path(kind))
         n = path.c2w.shape[0]

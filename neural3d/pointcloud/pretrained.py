@@ -15,7 +15,6 @@ another width (e.g. DeiT-S into a tiny model) is an error naming the file.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,10 +49,9 @@ def read_state_dict(source: str | Path | Mapping[str, Tensor]) -> tuple[dict[str
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:  # corrupt / not a checkpoint
-            raise ValueError(f"{path}: cannot read checkpoint: {e}") from None
+        from neural3d.training.run_dir import load_checkpoint
+
+        state = load_checkpoint(path)  # ValueError for a corrupt file, or one that would run code (refused)
         name = str(path)
     for key in ("model", "state_dict"):
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from neural3d.config_bounds import NonNegativeInt
+
 
 @dataclass
 class CoordsAugmentConfig:
@@ -66,7 +68,7 @@ class AugmentConfig:
     """Feature perturbations."""
     outputs: OutputsAugmentConfig = field(default_factory=OutputsAugmentConfig)
     """Pre-rendering output perturbations."""
-    pgd_steps: int = 1
+    pgd_steps: NonNegativeInt = 1
     """Sign-gradient ascent steps after the random start (0: random perturbations only)."""
     step_size: float = 1.0
     """Length of a sign step, in units of each level's ``eps`` (the official code's default: alpha = eps)."""

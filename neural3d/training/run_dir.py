@@ -46,7 +46,11 @@ class RunExistsError(ConfigError):
 
 # ---------------------------------------------------------------------------------------------- files
 def atomic_save(obj: Any, path: Path) -> None:
-    """Write ``obj`` with ``torch.save`` so that ``path`` is either the old or the complete new file."""
+    """Write ``obj`` with ``torch.save`` so that ``path`` is either the old or the complete new file.
+
+    A failed write (disk full, a file-size limit, an I/O error) removes the partial file and raises OSError naming
+    ``path``; files already there, ``path``'s old version included, are left as they were.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -56,9 +60,27 @@ def atomic_save(obj: Any, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)) and (failed := _write_failure(e, path)) is not None:
+            raise failed from None
         raise
+
+
+def _write_failure(err: BaseException, path: Path) -> OSError | None:
+    """An OSError naming ``path`` for a failed write (torch's zip writer reports one as a RuntimeError), else None."""
+    import errno
+    import shutil
+
+    if isinstance(err, RuntimeError) and not any(s in str(err) for s in ("inline_container", "PytorchStreamWriter")):
+        return None  # not a write error (a bug elsewhere keeps its own exception)
+    code = getattr(err, "errno", None)
+    reason = getattr(err, "strerror", None)
+    if reason is None:  # torch's message says nothing useful: tell a full disk from other failures ourselves
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+        code = errno.ENOSPC if full else errno.EIO
+        reason = "No space left on device" if full else "write failed (file-size limit or I/O error)"
+    return OSError(code, f"{reason}; not written, the files already there are unchanged", str(path))
 
 
 def atomic_write_text(text: str, path: Path) -> None:
@@ -78,7 +100,22 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: cannot read checkpoint (corrupt or not a neural3d checkpoint): {e}") from None
+        raise ValueError(_unreadable_message(path, e)) from None
+
+
+def _unreadable_message(path: Path, err: Exception) -> str:
+    """Why checkpoint ``path`` cannot be loaded. A file that needs code run to unpickle is refused as such (torch's
+    own message suggests ``weights_only=False``, which would run that code: never the advice to give)."""
+    text = str(err)
+    if "Weights only load failed" in text:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        what = next((ln for ln in lines[1:] if "GLOBAL" in ln or "Unsupported" in ln), "an object that is not data")
+        return (
+            f"{path}: refused: the checkpoint holds pickled Python objects beyond tensors and plain containers "
+            f"({what.rstrip('.')}); neural3d loads checkpoints with weights_only=True and refuses to run code from "
+            "checkpoint files (a neural3d checkpoint never needs it)"
+        )
+    return f"{path}: cannot read checkpoint (corrupt, truncated or not a PyTorch checkpoint): {text}"
 
 
 # ---------------------------------------------------------------------------------------------- layout

@@ -18,7 +18,10 @@ def select_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device '{name}' is not a torch device: use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} requested but CUDA is not available (torch {torch.__version__})")
     return dev

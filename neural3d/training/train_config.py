@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from neural3d.config_bounds import NonNegativeFloat, NonNegativeInt, Port, PositiveFloat, PositiveInt
 from neural3d.training.augment_config import AugmentConfig, CorruptionConfig
 
 
@@ -22,13 +23,13 @@ class SynthConfig:
     """Folder layout (and camera rig) of the generated scene: Blender (360°) or LLFF (forward-facing)."""
     seed: int = 0
     """Seed of the generated scene (shapes, textures, cameras)."""
-    res: int = 64
+    res: PositiveInt = 64
     """Image width and height (pixels)."""
-    n_train: int = 40
+    n_train: PositiveInt = 40
     """Training views."""
-    n_val: int = 8
+    n_val: NonNegativeInt = 8
     """Validation views."""
-    n_test: int = 8
+    n_test: NonNegativeInt = 8
     """Test views."""
 
 
@@ -40,11 +41,11 @@ class DataConfig:
     """Scene folder (or a marker file inside it: ``transforms_*.json``, ``poses_bounds.npy``)."""
     format: Literal["auto", "blender", "llff", "transforms"] = "auto"
     """Dataset format; ``auto`` detects it from the folder's files."""
-    factor: int = 1
+    factor: PositiveInt = 1
     """Image downscale factor (LLFF: reads ``images_{factor}``)."""
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     """RGB colour RGBA images are composited on (and renderers add behind the scene)."""
-    llffhold: int = 8
+    llffhold: NonNegativeInt = 8
     """LLFF: every ``llffhold``-th image is held out for testing (original NeRF split)."""
     spherify: bool = False
     """LLFF: normalise 360° captures onto the unit sphere (original ``spherify_poses``)."""
@@ -63,7 +64,7 @@ class DataConfig:
     (``..``, absolute paths, symlinks out of it); by default such a scene is refused, naming the frame."""
     corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
     """Corrupt the training images (salt-and-pepper, Gaussian noise; seeded) for robustness experiments."""
-    n_train_views: int = 0
+    n_train_views: NonNegativeInt = 0
     """Train on this many views of the train split, evenly spaced in its order (sparse-view training;
     evaluation splits unchanged); 0: all of them."""
     train_views: list[int] = field(default_factory=list)
@@ -82,15 +83,15 @@ class OptimConfig:
     """Learning rate reached at the last step (``exp`` and ``cosine`` schedules)."""
     schedule: Literal["exp", "cosine", "constant"] = "exp"
     """Learning-rate decay from ``lr`` to ``lr_final`` over the training steps."""
-    warmup_steps: int = 0
+    warmup_steps: NonNegativeInt = 0
     """Linear learning-rate warm-up steps (0: none)."""
     eps: float = 1e-15
     """Adam epsilon."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     """Adam (beta1, beta2)."""
-    weight_decay: float = 0.0
+    weight_decay: NonNegativeFloat = 0.0
     """Weight decay, applied to network weights only (not to ``encoding`` / ``no_decay`` parameter groups)."""
-    grad_clip: float = 0.0
+    grad_clip: NonNegativeFloat = 0.0
     """Gradient-norm clipping threshold (0: off)."""
 
 
@@ -98,19 +99,19 @@ class OptimConfig:
 class TrainerConfig:
     """The training loop: length, batch, logging, checkpoints."""
 
-    steps: int = 2000
+    steps: PositiveInt = 2000
     """Optimisation steps."""
-    batch_size: int = 4096
+    batch_size: PositiveInt = 4096
     """Rays per step: the global batch; under torchrun each of N processes trains on ``batch_size / N``."""
-    eval_every: int = 0
+    eval_every: NonNegativeInt = 0
     """Steps between periodic evaluations (0: only at the end)."""
-    eval_images: int = 2
+    eval_images: NonNegativeInt = 2
     """Images rendered for each periodic evaluation."""
-    checkpoint_every: int = 500
+    checkpoint_every: NonNegativeInt = 500
     """Steps between checkpoints (the last step is always saved)."""
-    log_every: int = 50
+    log_every: PositiveInt = 50
     """Steps between log lines / metric rows."""
-    max_seconds: float = 0.0
+    max_seconds: NonNegativeFloat = 0.0
     """Stop after this many seconds of training (0: no limit)."""
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = "auto"
     """Autocast dtype on CUDA (``auto``: bf16); CPU always trains in float32."""
@@ -120,7 +121,7 @@ class TrainerConfig:
     """Optimiser and learning-rate schedule."""
     dist_backend: Literal["auto", "nccl", "gloo"] = "auto"
     """torch.distributed backend under torchrun: ``auto`` = nccl when training on CUDA, gloo on CPU."""
-    dist_timeout_s: float = 1800.0
+    dist_timeout_s: PositiveFloat = 1800.0
     """Collective timeout under torchrun (seconds): a rank waiting longer on its peers fails instead of hanging."""
 
 
@@ -130,7 +131,7 @@ class EvalConfig:
 
     split: str = "test"
     """Dataset split evaluated."""
-    chunk: int = 8192
+    chunk: PositiveInt = 8192
     """Rays per forward pass when rendering images."""
     lpips_backbone: str | None = None
     """Local path to torchvision VGG16/AlexNet weights (LPIPS needs it and ``lpips_linear``)."""
@@ -148,13 +149,13 @@ class RenderConfig:
 
     path: str = "auto"
     """Camera path: ``auto``, ``orbit``, ``spiral``, ``interp``, ``test`` or a ``camera_path.json`` file."""
-    n_frames: int = 60
+    n_frames: PositiveInt = 60
     """Frames of a generated path."""
-    fps: int = 30
+    fps: PositiveInt = 30
     """Frames per second of the video."""
     outputs: list[str] = field(default_factory=lambda: ["rgb", "depth"])
     """Rendered outputs, side by side (``rgb``, ``depth``, ``opacity``)."""
-    scale: float = 1.0
+    scale: PositiveFloat = 1.0
     """Resolution scale relative to the dataset's images."""
 
 
@@ -166,13 +167,13 @@ class ViewerConfig:
     """Serve the live viewer while training."""
     host: str = "127.0.0.1"
     """Address served; loopback only by default (another address prints a warning)."""
-    port: int = 7007
+    port: Port = 7007
     """TCP port."""
-    update_every: int = 25
+    update_every: PositiveInt = 25
     """Training steps between weight pushes to the viewer."""
-    max_resolution: int = 512
+    max_resolution: PositiveInt = 512
     """Longest side of still renders (pixels)."""
-    target_fps: float = 8.0
+    target_fps: PositiveFloat = 8.0
     """Frame rate held while the camera moves."""
     keep_alive: bool = True
     """Keep serving after training ends, until Ctrl-C."""

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from neural3d.apps.point_classification.augment import AugmentConfig
 from neural3d.config import ConfigError, build, load
+from neural3d.config_bounds import NonNegativeFloat, NonNegativeInt, PositiveInt
 
 DATA_KINDS = ("synthetic", "modelnet40", "shapenetpart")
 
@@ -101,29 +102,29 @@ class PCTrainConfig:
     """The model."""
     distill: DistillConfig = field(default_factory=DistillConfig)
     """2D-teacher retention loss."""
-    steps: int = 300
+    steps: PositiveInt = 300
     """Optimisation steps."""
-    batch_size: int = 32
+    batch_size: PositiveInt = 32
     """Shapes per step."""
     lr: float = 1e-3
     """Peak learning rate (AdamW)."""
     lr_final: float = 1e-5
     """Learning rate at the last step (cosine decay after the warm-up)."""
-    warmup_steps: int = 20
+    warmup_steps: NonNegativeInt = 20
     """Linear learning-rate warm-up steps."""
     weight_decay: float = 0.05
     """AdamW weight decay."""
     label_smoothing: float = 0.0
     """Label smoothing of the cross-entropy."""
-    eval_every: int = 100
+    eval_every: NonNegativeInt = 100
     """Steps between test-set evaluations (0: only at the end)."""
-    checkpoint_every: int = 100
+    checkpoint_every: NonNegativeInt = 100
     """Steps between checkpoints."""
-    log_every: int = 10
+    log_every: PositiveInt = 10
     """Steps between log lines."""
-    max_seconds: float = 0.0
+    max_seconds: NonNegativeFloat = 0.0
     """Stop after this many seconds of training (0: no limit)."""
-    eval_batch_size: int = 64
+    eval_batch_size: PositiveInt = 64
     """Shapes per evaluation batch."""
     output_dir: str = "runs"
     """Folder holding run directories."""

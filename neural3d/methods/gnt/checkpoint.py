@@ -23,12 +23,10 @@ run directories from official checkpoints.
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 _PREFIXES = (
@@ -102,10 +100,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GNT checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:  # restricted pickle, truncated file
-        raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    from neural3d.training.run_dir import load_checkpoint
+
+    return load_checkpoint(path)  # ValueError for a truncated file, or one that would run code (refused)
 
 
 def load_weights_into(model, path: str | Path, strict: bool = True) -> str | None:

@@ -23,9 +23,10 @@ def import_official(
     from neural3d.methods.base import SceneInfo
     from neural3d.methods.gnt.official import _write_run
     from neural3d.methods.lvsm.model import LVSMModel
+    from neural3d.training.run_dir import load_checkpoint
     from neural3d.training.setup import load_scene_from_config, scene_info
 
-    raw = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    raw = load_checkpoint(Path(checkpoint))  # weights only: a file that would run code is refused
     official = raw.get("model", raw) if isinstance(raw, dict) else raw
     cfg, model_cfg = build_config(
         {"method": "lvsm", "model": config_fields_from_state(official), "data": {"path": str(data_path), "ndc": False}},

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 DROPPED_PREFIXES = ("loss_computer.",)
@@ -43,7 +42,9 @@ def load_official_weights(path: str | Path) -> dict[str, Tensor]:
     """Read an official checkpoint file (``{"model": ...}`` or a bare state dict) -> our state dict.
 
     A neural3d LVSM checkpoint (keys already ``net.*``) is returned as it is."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    from neural3d.training.run_dir import load_checkpoint
+
+    ckpt = load_checkpoint(Path(path))  # weights only: a file that would run code is refused
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
     if state and all(k.startswith("net.") for k in state):
         return dict(state)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from neural3d.config_bounds import NonNegativeInt, PositiveInt
+
 
 @dataclass
 class ExpertConfig:
@@ -102,11 +104,11 @@ class NIDTrainConfig:
     """The gate."""
     loss: LossConfig = field(default_factory=LossConfig)
     """The training loss."""
-    steps: int = 2000
+    steps: PositiveInt = 2000
     """Optimisation steps."""
-    warmup_steps: int = 200
+    warmup_steps: NonNegativeInt = 200
     """Dense gating with L1 sparsity before switching to top-k."""
-    batch_size: int = 64
+    batch_size: PositiveInt = 64
     """Patches per step."""
     points_per_step: int = 0
     """Pixels of each patch per step (0: all)."""
@@ -116,9 +118,9 @@ class NIDTrainConfig:
     """Learning rate at the last step (exponential decay)."""
     gate_lr_scale: float = 1.0
     """Learning-rate multiplier of the gate (codebook codes learn slowly otherwise)."""
-    log_every: int = 100
+    log_every: PositiveInt = 100
     """Steps between log lines."""
-    checkpoint_every: int = 500
+    checkpoint_every: NonNegativeInt = 500
     """Steps between checkpoints."""
     output_dir: str = "runs/nid"
     """Run directory."""
@@ -152,7 +154,7 @@ class NIDFitConfig:
     """Weight of the code prior (0: chosen by validation on held-out observed pixels)."""
     stride: int = 0
     """Patch stride of the fit (0: patch_size // 4, overlapping patches averaged; patch_size: disjoint)."""
-    steps: int = 300
+    steps: PositiveInt = 300
     """Steps of ``method: gradient``."""
     lr: float = 1e-2
     """Learning rate of ``method: gradient``."""
@@ -160,7 +162,7 @@ class NIDFitConfig:
     """Ridge weight on the support coefficients."""
     lam_dense: float = 1e-2
     """Ridge weight of the dense solve choosing the support."""
-    finetune_steps: int = 0
+    finetune_steps: NonNegativeInt = 0
     """Then fine-tune a copy of the bank and the codes for up to this many Adam steps (0: off)."""
     finetune_select: Literal["validation", "fixed"] = "validation"
     """Fine-tune length chosen on held-out observed pixels, or ``finetune_steps`` exactly."""

@@ -19,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from neural3d.config import build, replace
+from neural3d.config_bounds import NonNegativeInt, PositiveInt
 from neural3d.data.loader import RayLoader
 from neural3d.evaluation.metrics import psnr
 from neural3d.methods.base import Model
@@ -40,23 +41,23 @@ class NIDFamilyConfig:
 
     family: str = "data/nid_family"
     """Folder of the generated scene family (written when it has no ``family.json``)."""
-    n_scenes: int = 8
+    n_scenes: PositiveInt = 8
     """Scenes generated."""
     family_seed: int = 0
     """Seed of the generated family."""
-    res: int = 32
+    res: PositiveInt = 32
     """Image width and height of the generated scenes."""
-    n_train: int = 20
+    n_train: PositiveInt = 20
     """Training views per scene."""
     n_test: int = 4
     """Test views per scene."""
     model: NIDSceneConfig = field(default_factory=NIDSceneConfig)
     """The radiance dictionary (``n_codes`` is set to the number of scenes)."""
-    steps: int = 2000
+    steps: PositiveInt = 2000
     """Optimisation steps."""
-    scenes_per_step: int = 4
+    scenes_per_step: PositiveInt = 4
     """Scenes drawn per step."""
-    rays_per_scene: int = 256
+    rays_per_scene: PositiveInt = 256
     """Random training rays per drawn scene and step."""
     lr: float = 5e-3
     """Initial learning rate."""
@@ -64,9 +65,9 @@ class NIDFamilyConfig:
     """Learning rate at the last step (exponential decay)."""
     cv: float = 0.01
     """Weight of the squared coefficient-of-variation balancing of expert load and importance."""
-    log_every: int = 100
+    log_every: PositiveInt = 100
     """Steps between log lines."""
-    checkpoint_every: int = 500
+    checkpoint_every: NonNegativeInt = 500
     """Steps between checkpoints."""
     output_dir: str = "runs/nid-family"
     """Run directory."""
