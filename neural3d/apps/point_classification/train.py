@@ -16,6 +16,7 @@ from neural3d.apps.point_classification.task import PointCloudTask, pc_loop_conf
 from neural3d.config import instantiate, to_yaml
 from neural3d.training.callbacks import standard_callbacks
 from neural3d.training.loop import Loop
+from neural3d.training.nonfinite import require_finite
 from neural3d.training.run_dir import RunDir
 from neural3d.training.setup import select_device
 
@@ -38,14 +39,15 @@ class PointCloudTrainer:
         self.cfg = cfg
         self.run = RunDir(run_dir or pc_run_dir(cfg))
         self.run.prepare(resume=resume, overwrite=overwrite)
-        self.task = PointCloudTask(cfg)
-        lc = pc_loop_config(cfg)
-        log = print if cfg.progress else None
-        callbacks = instantiate(standard_callbacks, lc, run_dir=self.run, log=log, name="pointcloud")
-        self.loop = Loop(self.task, lc, run_dir=self.run, callbacks=callbacks)
-        if resume:
-            self.loop.resume()
-        self.run.write_config(to_yaml(cfg))
+        with self.run.releasing_on_error():
+            self.task = PointCloudTask(cfg)
+            lc = pc_loop_config(cfg)
+            log = print if cfg.progress else None
+            callbacks = instantiate(standard_callbacks, lc, run_dir=self.run, log=log, name="pointcloud")
+            self.loop = Loop(self.task, lc, run_dir=self.run, callbacks=callbacks)
+            if resume:
+                self.loop.resume()
+            self.run.write_config(to_yaml(cfg))
 
     run_dir = property(lambda self: self.run.path)
     device = property(lambda self: self.task.device)
@@ -93,4 +95,5 @@ def load_pc_run(run_dir, *, device: str = "cpu", checkpoint: Path | None = None)
     cfg = build_pc_config(state["config"], source=str(path))
     model = build_pc_model(cfg, state["meta"]).to(dev)
     model.load_state_dict(state["model"])
+    require_finite(model, path)
     return model.eval(), cfg, state
