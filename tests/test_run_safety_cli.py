@@ -107,9 +107,11 @@ def test_a_second_trainer_is_refused_and_ctrl_c_checkpoints_for_an_exact_resume(
     assert first.returncode == 130, out + err
     run = tmp_path / "r"
     ckpt = run / "checkpoints" / "step_0000002.pt"
-    assert err.strip().splitlines() == [f"[neural3d] interrupted by SIGINT at step 2: checkpoint {ckpt}; continue with --resume"]
+    line = f"[neural3d] interrupted by SIGINT at step 2: checkpoint {ckpt}; continue with --resume"
+    assert err.strip().splitlines() == [line]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002.pt"]
     assert not (run / ".lock").exists()
     assert main([*argv, "--resume"]) == 0
-    a, b = _model(tmp_path / "straight" / "checkpoints" / "step_0000006.pt"), _model(run / "checkpoints" / "step_0000006.pt")
+    a = _model(tmp_path / "straight" / "checkpoints" / "step_0000006.pt")
+    b = _model(run / "checkpoints" / "step_0000006.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
