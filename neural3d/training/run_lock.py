@@ -15,6 +15,7 @@ Under torchrun only rank 0 locks (it is the one writer, :func:`~neural3d.trainin
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import fcntl
 import json
@@ -22,6 +23,7 @@ import os
 import socket
 import sys
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,12 @@ def _read_info(fd: int) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {"command": f"unreadable lock file: {raw[:80]!r}"}
     return info if isinstance(info, dict) else {}
+
+
+def _release_at_exit(ref: weakref.ref) -> None:
+    lock = ref()
+    if lock is not None:
+        lock.release()
 
 
 class RunLock:
@@ -110,6 +118,7 @@ class RunLock:
         os.write(fd, (json.dumps(_holder_info()) + "\n").encode())
         os.fsync(fd)
         self._fd = fd
+        atexit.register(_release_at_exit, weakref.ref(self))  # a trainer never run still leaves no lock file
 
     def _same_file(self, fd: int) -> bool:
         try:
