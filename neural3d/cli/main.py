@@ -35,8 +35,9 @@ def _torchrun_command(args) -> list[str]:
 
 
 def _wait_for_torchrun(cmd: list[str]) -> int:
-    """Run torchrun and return its exit code. Ctrl-C reaches it (and the ranks) from the terminal, so it is
-    ignored here while waiting; a SIGTERM sent to this process only is passed on. The ranks then save and stop."""
+    """Run torchrun and return its exit code. Ctrl-C reaches torchrun from the terminal and torchrun passes it
+    to the ranks (each in its own session), so it is ignored here while waiting; a SIGTERM sent to this process
+    alone is passed on to torchrun. The ranks then checkpoint the same step and stop."""
     import signal
     import subprocess
 
