@@ -126,8 +126,15 @@ def test_nonfinite_parameters_are_never_saved(tmp_path):
 
 
 def test_loop_config_checks_the_nonfinite_mode():
+    from neural3d.config import ConfigError, build_config
+    from neural3d.training.scene_task import scene_loop_config
+
     with pytest.raises(ValueError, match="nonfinite must be one of stop, skip"):
         LoopConfig(steps=1, nonfinite="ignore")
+    with pytest.raises(ConfigError, match=r"'trainer\.nonfinite' must be one of \['stop', 'skip'\], got 'ignore'"):
+        build_config({"method": "ngp"}, ["trainer.nonfinite=ignore"])
+    cfg, _ = build_config({"method": "ngp"}, ["trainer.nonfinite=skip"])
+    assert scene_loop_config(cfg).nonfinite == "skip"
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
