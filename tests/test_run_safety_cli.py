@@ -115,3 +115,28 @@ def test_a_second_trainer_is_refused_and_ctrl_c_checkpoints_for_an_exact_resume(
     a = _model(tmp_path / "straight" / "checkpoints" / "step_0000006.pt")
     b = _model(run / "checkpoints" / "step_0000006.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+_CHILD = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+print("child ready", flush=True)
+time.sleep(60)
+sys.exit(1)
+"""
+
+
+def test_nproc_launcher_ignores_ctrl_c_and_passes_sigterm_on(tmp_path):
+    """``neural3d train --nproc N`` waits for torchrun: Ctrl-C is torchrun's to pass on; SIGTERM is forwarded."""
+    child = [sys.executable, "-c", _CHILD]
+    parent = f"import sys; from neural3d.cli.main import _wait_for_torchrun; sys.exit(_wait_for_torchrun({child!r}))"
+    proc = subprocess.Popen([sys.executable, "-c", parent], env=_env(), cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "child ready"
+        proc.send_signal(signal.SIGINT)  # to the launcher alone: ignored, it keeps waiting
+        time.sleep(0.5)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143  # the child got it and exited 143, which the launcher returns
+    finally:
+        proc.kill()
