@@ -6,12 +6,14 @@ Two measurements, both in process CPU time (``time.process_time``), so load from
 * whole training steps with and without the check, in interleaved turns (two trainers of one config, the check
   replaced by ``lambda loss: True`` in one of them), so any load falls on both alike.
 
-Run: ``python benchmarks/bench_nonfinite_check.py [--data DIR] [--steps 5] [--rounds 6] [--batch 1024]``.
+Run: ``python benchmarks/bench_nonfinite_check.py [--data DIR] [--steps 5] [--rounds 6] [--batch 1024]``
+(``--rounds 0``: the check and its alternatives only).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -34,17 +36,31 @@ def _trainer(data: Path, out: Path, name: str, batch: int):
     return Trainer(cfg, overwrite=True)
 
 
+def _cpu_ms(fn, repeats: int) -> float:
+    fn()
+    start = time.process_time()
+    for _ in range(repeats):
+        fn()
+    return (time.process_time() - start) / repeats * 1e3
+
+
 def _check_alone(trainer, repeats: int) -> float:
+    """CPU ms per step of the check, and of the alternatives it was chosen over, on the model's real gradients."""
     loss = trainer.loop.task.loss_and_metrics(trainer.loop.task.next_batch(0), 0)[0]
     loss.backward()
     params = list(trainer.model.parameters())
-    n = sum(p.grad.numel() for p in params if p.grad is not None)
-    start = time.process_time()
-    for _ in range(repeats):
-        step_flags(loss, params).tolist()
-    per = (time.process_time() - start) / repeats
-    print(f"check alone: {per * 1e3:.2f} ms per step over {n / 1e6:.1f} M gradient values ({repeats} repeats)")
-    return per
+    grads = [p.grad for p in params if p.grad is not None]
+    print(f"{sum(g.numel() for g in grads) / 1e6:.1f} M gradient values, {repeats} repeats each:")
+    per = _cpu_ms(lambda: step_flags(loss, params).tolist(), repeats)
+    print(f"  step_flags (aminmax per tensor): {per:.2f} ms")
+    others = {
+        "infinity norm (_foreach_norm)": lambda: torch.stack(list(torch._foreach_norm(grads, math.inf))).max().item(),
+        "isfinite(g).all()": lambda: torch.stack([torch.isfinite(g).all() for g in grads]).all().item(),
+        "float64 sum": lambda: torch.stack([g.sum(dtype=torch.float64) for g in grads]).sum().item(),
+    }
+    for name, fn in others.items():
+        print(f"  {name}: {_cpu_ms(fn, repeats):.2f} ms")
+    return per / 1e3
 
 
 def main() -> None:
@@ -61,6 +77,8 @@ def main() -> None:
         unchecked = _trainer(Path(a.data), Path(tmp), "unchecked", a.batch)
         unchecked.loop._finite_or_skip = lambda loss: True
         alone = _check_alone(checked, 20)
+        if a.rounds == 0:
+            return
         cpu = {"checked": 0.0, "unchecked": 0.0}
         for _ in range(a.rounds):
             for name, t in (("checked", checked), ("unchecked", unchecked)):
