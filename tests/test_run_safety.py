@@ -283,3 +283,18 @@ def test_the_lock_is_released_when_training_ends_and_when_setup_fails(tmp_path):
     start = time.monotonic()
     RunDir(tmp_path).prepare(resume=True)  # free again
     assert time.monotonic() - start < 30
+
+
+def test_a_file_system_without_locks_trains_unlocked_with_a_warning(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    run = RunDir(tmp_path)
+    with pytest.warns(UserWarning, match="does not support locks .*No locks available.*not be detected"):
+        run.prepare()
+    run.release()
+    assert not (tmp_path / ".lock").exists()

@@ -10,6 +10,8 @@ its process ends, however it ends (``kill -9`` included), so:
   takes it over with a warning naming the dead holder;
 * released normally: the file is removed.
 
+On a file system without ``flock`` support the run trains unlocked, with a warning saying so.
+
 Under torchrun only rank 0 locks (it is the one writer, :func:`~neural3d.training.run_dir.is_main_process`).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import errno
 import fcntl
 import json
 import os
@@ -30,6 +33,7 @@ from typing import Any
 from neural3d.config import ConfigError
 
 LOCK_NAME = ".lock"
+_NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP)  # flock unsupported by the file system
 
 
 class RunLockedError(ConfigError):
@@ -104,6 +108,18 @@ class RunLock:
                     f"{self.path.parent} is in use: {describe_holder(info)} is training into it. Wait for it to "
                     f"finish, stop it, or choose another run directory (experiment=NAME / output_dir=DIR)"
                 ) from None
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in _NO_LOCKS:
+                    raise
+                if self.path.stat().st_size == 0:  # the empty file just created
+                    self.path.unlink(missing_ok=True)
+                warnings.warn(
+                    f"{self.path.parent}: this file system does not support locks ({e.strerror}); training "
+                    f"unlocked, a second trainer into the run will not be detected",
+                    stacklevel=3,
+                )
+                return
             if self._same_file(fd):  # not a file its holder removed while we opened it
                 break
             os.close(fd)
