@@ -21,6 +21,7 @@ from neural3d.config import ConfigError, build_config
 from neural3d.core.cameras import Cameras
 from neural3d.methods.base import Model, SceneInfo
 from neural3d.methods.registry import get_method
+from neural3d.training.nonfinite import require_finite
 from neural3d.training.run_dir import RunDir
 from neural3d.training.setup import build_model, select_device
 
@@ -140,6 +141,7 @@ def load(
     info = SceneInfo.from_state(state["scene"])
     net = build_model(cfg.method, model_cfg, info).to(dev)
     net.load_state_dict(state["model"])
+    require_finite(net, path)
     net.eval()
     if net.needs_scene:
         from neural3d.training.setup import load_scene_from_config, scene_info

@@ -15,6 +15,10 @@ after installing:
   depths (NID) without jitter, so that 1 and 2 processes see the same samples;
 * ``--fail-rank R --fail-step S``: rank R raises ``RuntimeError("injected failure ...")`` at step S;
 * ``--kill-rank R --kill-step S``: in torchrun's first attempt only, rank R kills itself with SIGKILL at step S.
+* ``--hold-rank R --hold-step S --ready DIR``: every rank writes its pid to ``DIR/rank{R}.pid`` when training
+  starts; after step S rank R waits (up to 60 s) until it receives a stop signal (the test sends it one).
+
+Without torchrun it is one process of rank 0 (``neural3d train`` with the same instruments).
 """
 
 from __future__ import annotations
@@ -88,6 +92,30 @@ def _record_writes(watch: Path, out: Path, rank: int) -> None:
     atexit.register(dump)
 
 
+def _hold_for_a_signal(a, rank: int) -> None:
+    import time
+
+    from neural3d.training.loop import Loop
+
+    step_fn, run = Loop.train_step, Loop.run
+
+    def run_announced(self):
+        Path(a.ready).mkdir(parents=True, exist_ok=True)
+        (Path(a.ready) / f"rank{rank}.pid").write_text(str(os.getpid()))
+        return run(self)
+
+    def holding(self):
+        out = step_fn(self)
+        if self.rank == a.hold_rank and self.step == a.hold_step:
+            (Path(a.ready) / f"rank{rank}.holding").write_text(str(self.step))
+            end = time.monotonic() + 60
+            while not self.stop_requested and time.monotonic() < end:
+                time.sleep(0.02)
+        return out
+
+    Loop.run, Loop.train_step = run_announced, holding
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--writes", default=None)
@@ -99,6 +127,9 @@ def main() -> int:
     p.add_argument("--kill-rank", type=int, default=-1)
     p.add_argument("--kill-step", type=int, default=-1)
     p.add_argument("--command", default="train")
+    p.add_argument("--hold-rank", type=int, default=-1)
+    p.add_argument("--hold-step", type=int, default=-1)
+    p.add_argument("--ready", default=None)
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     a = p.parse_args()
     rank = int(os.environ.get("RANK", "0"))
@@ -137,6 +168,8 @@ def main() -> int:
             return step_fn(self)
 
         Loop.train_step = failing
+    if a.ready:
+        _hold_for_a_signal(a, rank)
     if a.dump:
         run = Loop.run
 

@@ -42,12 +42,16 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _torchrun(nproc: int, *args: str, log_dir: Path | None = None, extra: tuple[str, ...] = ()):
+def _torchrun_cmd(nproc: int, *args: str, log_dir: Path | None = None, extra: tuple[str, ...] = ()) -> list[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--nnodes=1"]
     cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", *extra]
     if log_dir is not None:
         cmd += [f"--log-dir={log_dir}", "--redirects=3"]
-    cmd += [*args]
+    return [*cmd, *args]
+
+
+def _torchrun(nproc: int, *args: str, log_dir: Path | None = None, extra: tuple[str, ...] = ()):
+    cmd = _torchrun_cmd(nproc, *args, log_dir=log_dir, extra=extra)
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO)
 
 
@@ -292,6 +296,50 @@ def test_distributed_eval_and_render_equal_single_process(tmp_path, scene):
     assert [p.name for p in one] == [p.name for p in sorted((tmp_path / "frames2").iterdir())] and len(one) == 5
     for p in one:
         assert p.read_bytes() == (tmp_path / "frames2" / p.name).read_bytes(), p.name
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_and_only_rank0_locks(tmp_path, scene):
+    """SIGTERM to rank 1 alone (held after step 2): the per-step flag all-reduce stops both ranks after step 3."""
+    import json
+    import signal
+    import time
+
+    cfg = _cfg(tmp_path, scene)
+    ready, logs = tmp_path / "ready", tmp_path / "torchrun_logs"
+    opts = ("--hold-rank=1", "--hold-step=2", f"--ready={ready}")
+    cmd = _torchrun_cmd(2, str(WORKER), *opts, "--", str(cfg), "experiment=sig", log_dir=logs)
+    proc = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + TIMEOUT
+        while not (ready / "rank1.holding").exists():
+            assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+            time.sleep(0.05)
+        run = tmp_path / "runs" / "sig"
+        assert json.loads((run / ".lock").read_text())["pid"] == int((ready / "rank0.pid").read_text())
+        os.kill(int((ready / "rank1.pid").read_text()), signal.SIGTERM)
+        proc.communicate(timeout=TIMEOUT)  # no hang
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    rank_err = {p.parent.name: p.read_text() for p in logs.rglob("stderr.log")}
+    ckpt = run / "checkpoints" / "step_0000003.pt"
+    assert f"interrupted by SIGTERM at step 3: checkpoint {ckpt}" in rank_err["0"], rank_err
+    assert "Traceback" not in rank_err["0"] + rank_err["1"], rank_err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000003.pt"]
+    assert not (run / ".lock").exists()
+    state = _load(ckpt)  # resumable: a complete checkpoint of step 3 (the resume itself is tested above)
+    assert state["step"] == 3 and {"optimizer", "scheduler", "rng_cpu", "model", "loader"} <= set(state)
+
+
+def test_a_diverging_run_stops_on_every_rank(tmp_path, scene):
+    cfg = _cfg(tmp_path, scene)
+    logs = tmp_path / "torchrun_logs"
+    res = _train(2, cfg, "nan", "trainer.optim.lr=1e30", log_dir=logs, ok=False)
+    assert res.returncode != 0
+    rank_err = {p.parent.name: p.read_text() for p in logs.rglob("stderr.log")}
+    assert "non-finite loss (nan) at step 2: training stopped" in rank_err["0"], rank_err
+    assert "non-finite" not in rank_err["1"] and "Traceback" not in rank_err["0"] + rank_err["1"], rank_err
+    assert not list((tmp_path / "runs" / "nan" / "checkpoints").glob("*.pt"))
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL variant needs 2 CUDA devices")

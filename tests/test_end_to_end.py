@@ -144,11 +144,12 @@ def test_resume_continues_the_same_run(tmp_path, tiny_blender_scene, method, ext
 
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg_b, on_step=stop).train()
-    b = Trainer(cfg_b, resume=True)
-    assert b.step == 6
     cfg_c, _ = build_config({**base, "experiment": "interrupted"}, [*ov, "trainer.optim.lr=0.123"])
     with pytest.warns(UserWarning, match=r"trainer\.optim\.lr .*-> 0\.123\) not applied"):
-        Trainer(cfg_c, resume=True)
+        c = Trainer(cfg_c, resume=True)
+    c.run.release()  # it will not train: hand the run back (one trainer at a time holds a run)
+    b = Trainer(cfg_b, resume=True)
+    assert b.step == 6
     b.train()
     pa, pb = _params(a.model), _params(b.model)
     assert pa.keys() == pb.keys()

@@ -167,8 +167,13 @@ def test_run_dir_resume_rule(tmp_path):
         run.prepare()
     run.prepare(resume=True)
     assert run.latest_checkpoint().name == "step_0000001.pt" and run.metrics_csv.is_file()
-    run.prepare(overwrite=True)
+    run.prepare(overwrite=True)  # the old run stays until the new one writes, and is deleted at its checkpoint
+    assert run.latest_checkpoint().name == "step_0000001.pt" and run.metrics_csv.is_file()
+    run.write_config("new: 1\n")
     assert run.checkpoints() == [] and not run.metrics_csv.exists()
+    run.save_checkpoint(2, {"x": torch.ones(1)})
+    run.release()
+    assert [p.name for p in run.checkpoints()] == ["step_0000002.pt"] and not (run.path / ".overwritten").exists()
 
 
 def test_run_dir_checkpoints_keep_the_newest_in_step_order(tmp_path):

@@ -35,6 +35,24 @@ def _torchrun_command(args) -> list[str]:
     return cmd
 
 
+def _wait_for_torchrun(cmd: list[str]) -> int:
+    """Run torchrun and return its exit code. Ctrl-C reaches torchrun from the terminal and torchrun passes it
+    to the ranks (each in its own session), so it is ignored here while waiting; a SIGTERM sent to this process
+    alone is passed on to torchrun. The ranks then checkpoint the same step and stop."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _cmd_train(args) -> int:
     from neural3d.cli.run_flags import check_resumable, run_mode
     from neural3d.config import load_config
@@ -44,9 +62,7 @@ def _cmd_train(args) -> int:
     if args.nproc is not None and args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
     if (args.nproc or 1) > 1 and not dist.launched_by_torchrun():  # one machine: let torchrun start the ranks
-        import subprocess
-
-        return subprocess.call(_torchrun_command(args))
+        return _wait_for_torchrun(_torchrun_command(args))
     from neural3d.training.trainer import Trainer
 
     dist.quiet_non_main()
@@ -257,11 +273,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _say_stopped(message: str) -> None:
+    """One line on stderr (under torchrun from rank 0 only: every rank stops the same way)."""
+    if os.environ.get("RANK", "0") in ("", "0"):
+        print(f"[neural3d] {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; an error of the user's input is one line on stderr and exit status 2 (:mod:`cli.errors`)."""
+    """Run a command; an error of the user's input is one line on stderr and exit status 2 (:mod:`cli.errors`);
+    a training stopped by a signal or a non-finite loss is one line and its own exit code (130, 143, 3)."""
+    from neural3d.training.stops import TrainingStopped
+
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
+    except TrainingStopped as e:  # a signal (checkpoint saved) or a non-finite loss: one line, its exit code
+        _say_stopped(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside training (loading, evaluating) or a second Ctrl-C
+        _say_stopped("interrupted")
+        return 130
     except (OSError, ValueError, RuntimeError) as e:
         message = user_error_message(e)
         if message is None or os.environ.get("NEURAL3D_DEBUG"):

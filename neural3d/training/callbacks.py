@@ -23,6 +23,8 @@ class MetricsLog:
     """
 
     def __init__(self, run_dir: RunDir, *, tensorboard: bool = True) -> None:
+        if is_main_process():
+            run_dir.start()  # --overwrite: the old run's logs move aside before the new log opens
         self.logger = MetricsLogger(run_dir.path, tensorboard=tensorboard) if is_main_process() else None
 
     def on_resume(self, loop, path: Path) -> None:

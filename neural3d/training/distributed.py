@@ -304,6 +304,21 @@ def all_reduce_mean(values: dict[str, Tensor], world_size: int) -> dict[str, Ten
     return {k: flat[i] for i, k in enumerate(keys)}
 
 
+def broadcast_object(obj, src: int = 0):
+    """``obj`` of rank ``src`` on every rank (picklable; returned unchanged by one process)."""
+    if not is_distributed() or _dist().get_world_size() == 1:
+        return obj
+    box = [obj]
+    _dist().broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def max_over_ranks(values: Tensor) -> Tensor:
+    """The element-wise maximum of ``values`` over the ranks (in place; one all-reduce)."""
+    _dist().all_reduce(values, op=_dist().ReduceOp.MAX)
+    return values
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when ``flag`` is True on some rank (stop decisions that must agree)."""
     t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)

@@ -19,12 +19,22 @@ also: runs ``task.step_begin`` on the random stream shared by all ranks and re-s
 for the rest of the step, averages the gradients over the ranks after ``backward`` (before clipping),
 averages the logged train metrics, agrees on ``max_seconds`` stops, evaluates on rank 0 only and checks at
 every checkpoint that the replicas agree. With one process none of that runs.
+
+Safety (every task): after ``backward`` the loss and the gradients are checked for NaN / infinity
+(:mod:`neural3d.training.nonfinite`, one host synchronisation per step): ``nonfinite="stop"`` raises
+:class:`~neural3d.training.stops.NonFiniteError` before the optimizer step (nothing of the bad state is saved;
+parameters are checked again before each checkpoint), ``"skip"`` drops the batch. A SIGINT / SIGTERM
+(:mod:`neural3d.training.signals`) ends the run after the step in progress with a checkpoint of that step and
+:class:`~neural3d.training.stops.TrainingInterrupted`. Under torchrun both flags are agreed by one small
+all-reduce per step, so every rank stops (or skips) at the same step. :meth:`Loop.run` releases the run
+directory (its lock, an ``--overwrite`` in progress) when it ends, however it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +44,10 @@ import torch
 from torch import Tensor
 
 from neural3d.training import distributed as dist
+from neural3d.training.nonfinite import NONFINITE_MODES, nonfinite_names, step_flags
 from neural3d.training.run_dir import RunDir, is_main_process
+from neural3d.training.signals import StopSignals
+from neural3d.training.stops import NonFiniteError, TrainingInterrupted
 from neural3d.training.task import TrainTask
 
 
@@ -63,6 +76,9 @@ class LoopConfig:
     seed: int = 0
     """The run seed; under torchrun each rank's random stream of step ``s`` is derived from ``(seed, rank, s)``
     (unused by one process)."""
+    nonfinite: str = "stop"
+    """A NaN / infinite loss or gradient: ``stop`` (raise :class:`~neural3d.training.stops.NonFiniteError`,
+    keep the last finite checkpoint) or ``skip`` (drop the batch, no optimizer step); checked when constructed."""
 
     def __post_init__(self) -> None:
         # YAML 1.1 reads a bare `off` / `on` as a boolean, which a str config field then holds as "False" / "True"
@@ -71,6 +87,8 @@ class LoopConfig:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         if self.mixed_precision not in ("off", "auto", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be off, auto, bf16 or fp16, got '{self.mixed_precision}'")
+        if self.nonfinite not in NONFINITE_MODES:
+            raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_MODES)}, got '{self.nonfinite}'")
 
 
 class Loop:
@@ -98,6 +116,9 @@ class Loop:
         self._window = (time.perf_counter(), 0)  # throughput window: (start, steps)
         self.rank, self.world_size = dist.rank_and_world()
         self.comm_bytes = 0  # gradient bytes all-reduced by the latest step (data-parallel runs)
+        self.skipped = 0  # batches dropped for a non-finite loss or gradient (nonfinite="skip")
+        self._signals: StopSignals | None = None  # installed while run() trains
+        self._stop_signal = 0  # a SIGINT / SIGTERM to stop at (agreed by the ranks under torchrun)
         self._rng: dist.RankRNG | None = None
         if self.world_size > 1:
             task.set_rank(self.rank, self.world_size)
@@ -114,6 +135,7 @@ class Loop:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng_cpu": torch.get_rng_state(),
+            "nonfinite_skipped": self.skipped,
         }
         if self.task.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.task.device)
@@ -133,11 +155,21 @@ class Loop:
         if "rng_cuda" in state and self.task.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.task.device)
         self.step, self.elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
+        self.skipped = int(state.get("nonfinite_skipped", 0))
 
     def save(self) -> Path | None:
-        """Write ``checkpoints/step_XXXXXXX.pt`` of the current step (None without a run directory)."""
+        """Write ``checkpoints/step_XXXXXXX.pt`` of the current step (None without a run directory).
+
+        Parameters holding NaN / infinity are never saved: :class:`NonFiniteError` instead.
+        """
         if self.run_dir is None:
             return None
+        bad = nonfinite_names(self.task.module)
+        if bad:
+            raise NonFiniteError(
+                f"non-finite parameters at step {self.step} ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+                f"training stopped without saving them; {self._last_checkpoint_text()}"
+            )
         if self.world_size > 1:
             differ = dist.replicas_agree(self.task.module)
             if differ:
@@ -146,8 +178,14 @@ class Loop:
                 return self.run_dir.checkpoints_dir / f"step_{self.step:07d}.pt"
         return self.run_dir.save_checkpoint(self.step, self.state_dict(), keep=self.config.keep_checkpoints)
 
+    def _last_checkpoint_text(self) -> str:
+        last = None if self.run_dir is None else self.run_dir.latest_checkpoint()
+        if last is None:
+            return "no checkpoint of this run was written before it"
+        return f"the last finite checkpoint is {last} (kept)"
+
     def resume(self) -> Path | None:
-        """Continue from the run directory's latest checkpoint (None: there is none, start at step 0)."""
+        """Continue from the run directory's newest readable checkpoint (None: there is none, start at step 0)."""
         if self.run_dir is None or self.run_dir.latest_checkpoint() is None:
             return None
         path, state = self.run_dir.load_checkpoint(map_location=self.task.device)
@@ -182,12 +220,40 @@ class Loop:
         loss.backward()
         if self.world_size > 1:
             self.comm_bytes = dist.all_reduce_gradients(task.module.parameters(), self.world_size)
-        if self.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(task.module.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        if self._finite_or_skip(loss):
+            if self.config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(task.module.parameters(), self.config.grad_clip)
+            self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         return {"loss": loss.detach(), **metrics}
+
+    def _finite_or_skip(self, loss: Tensor) -> bool:
+        """True: take the optimizer step. False: ``skip`` drops this batch. Raises under ``stop``.
+
+        One host synchronisation; under torchrun one all-reduce that also agrees on a stop signal.
+        """
+        flags = step_flags(loss, self.task.module.parameters())  # [loss bad, gradient bad]
+        if self.world_size > 1:
+            received = self._signals.received if self._signals is not None else None
+            flags = torch.cat([flags, flags.new_tensor([float(received or 0)])])
+            flags = dist.max_over_ranks(flags)
+            self._stop_signal = int(flags[2].item())
+        loss_bad, grad_bad = (bool(x) for x in flags[:2].tolist())
+        if not (loss_bad or grad_bad):
+            return True
+        what = f"loss ({float(loss.detach()):g})" if loss_bad else "gradients"
+        step = self.step + 1
+        if self.config.nonfinite == "stop":
+            raise NonFiniteError(
+                f"non-finite {what} at step {step}: training stopped; {self._last_checkpoint_text()}. Lower "
+                f"trainer.optim.lr, set trainer.optim.grad_clip, or trainer.nonfinite=skip to skip such batches"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped += 1
+        if is_main_process() and (self.skipped <= 3 or self.skipped % 100 == 0):
+            warnings.warn(f"non-finite {what} at step {step}: batch skipped ({self.skipped} so far)", stacklevel=3)
+        return False
 
     # ------------------------------------------------------------------ the run
     def log(self, step: int, values: dict[str, float], prefix: str) -> None:
@@ -215,6 +281,8 @@ class Loop:
         if self.task.throughput_key:
             row[self.task.throughput_key] = n * self.task.items_per_step / max(now - start, 1e-9)
         row.update(lr=self.scheduler.get_last_lr()[0], elapsed_s=self.elapsed)
+        if self.skipped:
+            row["nonfinite_skipped"] = float(self.skipped)
         self._window = (time.perf_counter(), 0)
         self.log(self.step, row, "train")
 
@@ -225,13 +293,48 @@ class Loop:
         return up
 
     def run(self) -> dict[str, float]:
-        """Train up to ``config.steps`` (or ``max_seconds``); returns the final evaluation, else the last train log."""
+        """Train up to ``config.steps`` (or ``max_seconds``); returns the final evaluation, else the last train log.
+
+        Raises :class:`TrainingInterrupted` after saving a checkpoint when a SIGINT / SIGTERM arrives, and
+        :class:`NonFiniteError` (``nonfinite="stop"``). The run directory is released at the end, however it ends.
+        """
+        try:
+            with StopSignals() as self._signals:
+                self._train_to_the_end()
+                signum = self._received_signal()
+                path = self.save()
+            self._signals = None
+            if signum:
+                raise TrainingInterrupted(signum, self.step, path)
+        finally:
+            self._signals = None
+            if self.run_dir is not None:
+                self.run_dir.release()
+        final = self.evaluate(self.step, final=True)
+        if final:
+            self.log(self.step, {**final, "elapsed_s": self.elapsed}, "eval")
+        return final or self.last_metrics
+
+    @property
+    def stop_requested(self) -> int:
+        """The SIGINT / SIGTERM number the run will stop at after the current step (0: none)."""
+        if self._signals is not None and self._signals.received:
+            return int(self._signals.received)
+        return self._stop_signal
+
+    def _received_signal(self) -> int:
+        """The stop signal (0: none): this process's own, or the one the ranks agreed on in the last step."""
+        if self.world_size > 1:
+            return self._stop_signal
+        return int(self._signals.received or 0) if self._signals is not None else 0
+
+    def _train_to_the_end(self) -> None:
         for cb in self.callbacks:
             if hasattr(cb, "on_train_begin"):
                 cb.on_train_begin(self)
         self._window = (time.perf_counter(), 0)
         try:
-            while self.step < self.config.steps and not self._time_is_up():
+            while self.step < self.config.steps and not self._received_signal() and not self._time_is_up():
                 if self.paused:
                     time.sleep(0.05)
                     self._window = (time.perf_counter(), 0)
@@ -249,8 +352,3 @@ class Loop:
             for cb in self.callbacks:
                 if hasattr(cb, "on_train_end"):
                     cb.on_train_end(self)
-        self.save()
-        final = self.evaluate(self.step, final=True)
-        if final:
-            self.log(self.step, {**final, "elapsed_s": self.elapsed}, "eval")
-        return final or self.last_metrics

@@ -20,24 +20,40 @@ Resume rule, the same for every training command: an existing run (one with chec
 with ``resume=True`` (``--resume``), started again with ``overwrite=True`` (``--overwrite``); neither raises
 :class:`RunExistsError`.
 
+A run is safe (:meth:`RunDir.prepare` ... :meth:`RunDir.release`): a trainer locks the run directory
+(:mod:`neural3d.training.run_lock`: a second trainer is refused, naming the holder); stray temporary files of
+an interrupted checkpoint write (``checkpoints/.step_*.pt.*.tmp``) are removed; ``--overwrite`` moves the old
+run aside only when the new one starts writing and deletes it at the new run's first checkpoint, restoring it
+when the new run fails before (:mod:`neural3d.training.previous_run`). Readers take the newest *readable*
+checkpoint, with a warning naming the unreadable ones (:meth:`RunDir.load_checkpoint`).
+
 Distributed training: only the process for which :func:`is_main_process` holds writes (checkpoints, logs,
 config); every process reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from neural3d.config import ConfigError
+from neural3d.training import distributed as dist
+from neural3d.training.previous_run import PreviousRun, recover
+from neural3d.training.run_lock import RunLock
 
 _CKPT = re.compile(r"step_(\d+)\.pt$")
+# what atomic_save / atomic_write_text leave behind when killed mid-write (mkstemp: 8 characters of [a-z0-9_])
+_STRAY_CKPT_TMP = re.compile(r"^\.step_\d+\.pt\.[a-z0-9_]{8}\.tmp$")
+_STRAY_RUN_TMP = (".config.yaml.tmp", ".run.json.tmp", ".metrics.json.tmp", "logs/metrics.tmp")
 
 
 class RunExistsError(ConfigError):
@@ -156,6 +172,12 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int =
     return path
 
 
+def _first_line(error: Exception, path: Path, limit: int = 100) -> str:
+    """The gist of a load error: its first line without the path, at most ``limit`` characters."""
+    text = str(error).removeprefix(f"{path}: ").strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class RunDir:
     """A run directory (see the module docstring for its layout).
 
@@ -165,6 +187,9 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock: RunLock | None = None  # held between prepare() and release() (main process)
+        self._previous: PreviousRun | None = None  # the run --overwrite replaces, until the first checkpoint
+        self._moved = False  # whether _previous was moved aside (start())
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -204,24 +229,80 @@ class RunDir:
 
     # ------------------------------------------------------------------ lifecycle
     def prepare(self, *, resume: bool = False, overwrite: bool = False) -> None:
-        """Apply the resume rule and create the directory.
+        """Lock the run, tidy it and apply the resume rule (main process; the others learn its verdict).
 
-        ``resume``: keep what is there (training continues from :meth:`latest_checkpoint`). ``overwrite``
-        (without ``resume``): delete the checkpoints and the metrics log. Neither, on a run that has
-        checkpoints: :class:`RunExistsError`.
+        ``resume``: keep what is there (training continues from the newest readable checkpoint).
+        ``overwrite`` (without ``resume``): the old run is moved aside when the new one starts writing
+        (:meth:`start`) and deleted at its first checkpoint, or restored by :meth:`release` if there is none.
+        Neither, on a run that has checkpoints: :class:`RunExistsError`. A run locked by another live
+        process: :class:`~neural3d.training.run_lock.RunLockedError`. Pair with :meth:`release`.
         """
-        if self.latest_checkpoint() is not None and not (resume or overwrite):
-            raise RunExistsError(
-                f"{self.path} already holds a run; pass --resume to continue it, --overwrite to start again, "
-                f"or choose another run directory (experiment=NAME / output_dir=DIR)"
+        error = None
+        if is_main_process():
+            try:
+                self._prepare_main(resume=resume, overwrite=overwrite)
+            except ConfigError as e:
+                error = e
+        shared = dist.broadcast_object(None if error is None else str(error))
+        if error is not None:
+            raise error
+        if shared is not None:  # another rank (rank 0) refused: stop here too, with its reason
+            raise ConfigError(shared)
+
+    def _prepare_main(self, *, resume: bool, overwrite: bool) -> None:
+        if self._lock is None:
+            self._lock = RunLock(self.path)
+        self._lock.acquire()
+        try:
+            recover(self.path)
+            if self.latest_checkpoint() is not None and not (resume or overwrite):
+                raise RunExistsError(
+                    f"{self.path} already holds a run; pass --resume to continue it, --overwrite to start again, "
+                    f"or choose another run directory (experiment=NAME / output_dir=DIR)"
+                )
+            self.remove_stray_files()
+        except BaseException:
+            self.release()
+            raise
+        previous = PreviousRun(self.path)
+        self._previous = previous if overwrite and not resume and previous.exists() else None
+
+    def remove_stray_files(self) -> list[Path]:
+        """Delete the temporary files of writes killed midway (only names our atomic writes make); returns them."""
+        stray = [p for p in self.checkpoints_dir.glob(".step_*.tmp") if _STRAY_CKPT_TMP.match(p.name)]
+        stray += [self.path / name for name in _STRAY_RUN_TMP if (self.path / name).is_file()]
+        for p in stray:
+            p.unlink(missing_ok=True)
+        return stray
+
+    def start(self) -> None:
+        """The new run starts writing: with ``--overwrite``, move the old run aside now (idempotent)."""
+        if self._previous is not None and not self._moved:
+            self._previous.move_aside()
+            self._moved = True
+
+    def release(self) -> None:
+        """End of training (or of a failed start): restore an overwritten run that got no new checkpoint; unlock."""
+        previous, self._previous = self._previous, None
+        if previous is not None and self._moved:
+            self._moved = False
+            previous.restore()
+            warnings.warn(
+                f"{self.path}: the new run stopped before writing a checkpoint; the previous run is restored",
+                stacklevel=2,
             )
-        if not is_main_process():
-            return
-        if overwrite and not resume:
-            for p in self.checkpoints():
-                p.unlink()
-            self.metrics_csv.unlink(missing_ok=True)
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @contextlib.contextmanager
+    def releasing_on_error(self) -> Iterator[RunDir]:
+        """``with run.releasing_on_error(): ...`` (setup after :meth:`prepare`): :meth:`release` if it raises."""
+        try:
+            yield self
+        except BaseException:
+            self.release()
+            raise
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoints(self) -> list[Path]:
@@ -231,16 +312,41 @@ class RunDir:
         return latest_checkpoint(self.path)
 
     def save_checkpoint(self, step: int, state: dict[str, Any], keep: int = 3) -> Path:
-        return save_checkpoint(self.path, step, state, keep=keep)
+        """Save (atomically, the ``keep`` newest kept); the first checkpoint of an ``--overwrite`` run commits it."""
+        self.start()
+        path = save_checkpoint(self.path, step, state, keep=keep)
+        if self._previous is not None and is_main_process():
+            self._previous.commit()
+            self._previous, self._moved = None, False
+        return path
 
     def load_checkpoint(self, path: str | Path | None = None, map_location: Any = "cpu") -> tuple[Path, dict]:
-        """(path, state) of ``path`` or, when None, of the latest checkpoint; FileNotFoundError if none."""
-        if path is None:
-            path = self.latest_checkpoint()
-            if path is None:
-                what = "is not a directory" if not self.path.is_dir() else "holds no checkpoints/step_*.pt"
-                raise FileNotFoundError(f"{self.path} {what}")
-        return Path(path), load_checkpoint(path, map_location=map_location)
+        """(path, state) of ``path`` or, when None, of the newest readable checkpoint.
+
+        Unreadable newer checkpoints (truncated, corrupt) are skipped with a warning naming them and the one
+        used; ValueError when none is readable (naming each), FileNotFoundError when there is none.
+        """
+        if path is not None:
+            return Path(path), load_checkpoint(path, map_location=map_location)
+        ckpts = self.checkpoints()
+        if not ckpts:
+            what = "is not a directory" if not self.path.is_dir() else "holds no checkpoints/step_*.pt"
+            raise FileNotFoundError(f"{self.path} {what}")
+        failures: list[str] = []  # "step_X.pt (reason)", newest first
+        for candidate in reversed(ckpts):
+            try:
+                state = load_checkpoint(candidate, map_location=map_location)
+            except ValueError as e:
+                failures.append(f"{candidate.name} ({_first_line(e, candidate)})")
+                continue
+            if failures:
+                warnings.warn(
+                    f"{self.checkpoints_dir}: {', '.join(failures)} unreadable; using {candidate.name}, "
+                    f"the newest readable checkpoint",
+                    stacklevel=2,
+                )
+            return candidate, state
+        raise ValueError(f"{self.checkpoints_dir}: no readable checkpoint: " + ", ".join(failures))
 
     # ------------------------------------------------------------------ text files
     def write_config(self, yaml_text: str) -> None:
@@ -265,5 +371,6 @@ class RunDir:
     def write_text(self, relpath: str, text: str) -> Path:
         path = self.path / relpath
         if is_main_process():
+            self.start()
             atomic_write_text(text, path)
         return path

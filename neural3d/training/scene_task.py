@@ -41,6 +41,7 @@ def scene_loop_config(cfg) -> LoopConfig:
         mixed_precision=t.mixed_precision,
         progress=t.progress,
         seed=cfg.seed,
+        nonfinite=t.nonfinite,
     )
 
 

@@ -123,6 +123,9 @@ class TrainerConfig:
     """torch.distributed backend under torchrun: ``auto`` = nccl when training on CUDA, gloo on CPU."""
     dist_timeout_s: PositiveFloat = 1800.0
     """Collective timeout under torchrun (seconds): a rank waiting longer on its peers fails instead of hanging."""
+    nonfinite: Literal["stop", "skip"] = "stop"
+    """A NaN / infinite loss or gradient: ``stop`` training at once (exit 3, naming the step and the last finite
+    checkpoint, which is kept) or ``skip`` the batch (no optimizer step; counted in ``train/nonfinite_skipped``)."""
 
 
 @dataclass

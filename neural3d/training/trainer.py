@@ -30,7 +30,7 @@ class Trainer:
     Args:
         cfg: the run's config (:func:`neural3d.config.load_config`).
         resume: continue the run in ``run_dir`` from its latest checkpoint.
-        overwrite: start again, deleting the run's checkpoints and metrics log.
+        overwrite: start again: the run's checkpoints and logs are replaced once the new run has a checkpoint.
         run_dir: default ``output_dir/experiment``.
         on_step: ``fn(trainer, step)`` after every step (the live viewer chains its own).
 
@@ -52,15 +52,16 @@ class Trainer:
         dist.init_from_env(cfg.trainer.dist_backend, device=str(cfg.device), timeout_s=cfg.trainer.dist_timeout_s)
         self.run = RunDir(run_dir if run_dir is not None else run_directory(cfg))
         self.run.prepare(resume=resume, overwrite=overwrite)
-        dist.barrier()  # rank 0 has applied the resume rule before any rank reads the run directory
-        self.task = SceneTask(cfg)
-        lc = scene_loop_config(cfg)
-        callbacks = instantiate(standard_callbacks, lc, run_dir=self.run)
-        self.loop = Loop(self.task, lc, run_dir=self.run, callbacks=[*callbacks, StepHook(self._on_step)])
-        self.on_step = on_step
-        if resume:
-            self.loop.resume()
-        self._write_run_files()
+        with self.run.releasing_on_error():  # the lock is released and an overwritten run restored on failure
+            dist.barrier()  # rank 0 has applied the resume rule before any rank reads the run directory
+            self.task = SceneTask(cfg)  # data and model checked before anything of the old run moves
+            lc = scene_loop_config(cfg)
+            callbacks = instantiate(standard_callbacks, lc, run_dir=self.run)
+            self.loop = Loop(self.task, lc, run_dir=self.run, callbacks=[*callbacks, StepHook(self._on_step)])
+            self.on_step = on_step
+            if resume:
+                self.loop.resume()
+            self._write_run_files()
 
     # ------------------------------------------------------------------ views of the task and the loop
     run_dir = property(lambda self: self.run.path)

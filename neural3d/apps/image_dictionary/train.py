@@ -10,6 +10,7 @@ usage, the logged history). The final checkpoint also stores the Gaussian code p
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,15 +89,16 @@ def train_dictionary(
     if run is not None:
         run.prepare(resume=resume, overwrite=overwrite)
     dist.barrier()  # rank 0 has applied the resume rule before any rank reads the run directory
-    with dist.main_first():  # generated training images: rank 0 renders them, the others read them
-        task = DictionaryTask(cfg, images=images, device=device, synth_dir=synth_dir_of(run and run.path))
-    history = History()
-    callbacks = standard_callbacks(run, eval_every=0, checkpoint_every=cfg.checkpoint_every, progress=True, log=log)
-    loop = Loop(task, dictionary_loop_config(cfg), run_dir=run, callbacks=[*callbacks, history])
-    if run is not None:
-        run.write_config(OmegaConf.to_yaml(cfg))
-        if resume and (path := loop.resume()) is not None:
-            log(f"[nid] resumed from {path} (step {loop.step})")
+    with run.releasing_on_error() if run is not None else contextlib.nullcontext():
+        with dist.main_first():  # generated training images: rank 0 renders them, the others read them
+            task = DictionaryTask(cfg, images=images, device=device, synth_dir=synth_dir_of(run and run.path))
+        history = History()
+        callbacks = standard_callbacks(run, eval_every=0, checkpoint_every=cfg.checkpoint_every, progress=True, log=log)
+        loop = Loop(task, dictionary_loop_config(cfg), run_dir=run, callbacks=[*callbacks, history])
+        if run is not None:
+            run.write_config(OmegaConf.to_yaml(cfg))
+            if resume and (path := loop.resume()) is not None:
+                log(f"[nid] resumed from {path} (step {loop.step})")
     t0 = time.perf_counter()
     final = loop.run()
     metrics = {**final, "seconds": time.perf_counter() - t0, "history": history.rows.get("train", [])}

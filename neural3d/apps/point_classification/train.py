@@ -17,6 +17,7 @@ from neural3d.config import instantiate, to_yaml
 from neural3d.training import distributed as dist
 from neural3d.training.callbacks import standard_callbacks
 from neural3d.training.loop import Loop
+from neural3d.training.nonfinite import require_finite
 from neural3d.training.run_dir import RunDir
 from neural3d.training.setup import select_device
 
@@ -41,14 +42,15 @@ class PointCloudTrainer:
         self.run = RunDir(run_dir or pc_run_dir(cfg))
         self.run.prepare(resume=resume, overwrite=overwrite)
         dist.barrier()  # rank 0 has applied the resume rule before any rank reads the run directory
-        self.task = PointCloudTask(cfg)
-        lc = pc_loop_config(cfg)
-        log = print if cfg.progress else None
-        callbacks = instantiate(standard_callbacks, lc, run_dir=self.run, log=log, name="pointcloud")
-        self.loop = Loop(self.task, lc, run_dir=self.run, callbacks=callbacks)
-        if resume:
-            self.loop.resume()
-        self.run.write_config(to_yaml(cfg))
+        with self.run.releasing_on_error():
+            self.task = PointCloudTask(cfg)
+            lc = pc_loop_config(cfg)
+            log = print if cfg.progress else None
+            callbacks = instantiate(standard_callbacks, lc, run_dir=self.run, log=log, name="pointcloud")
+            self.loop = Loop(self.task, lc, run_dir=self.run, callbacks=callbacks)
+            if resume:
+                self.loop.resume()
+            self.run.write_config(to_yaml(cfg))
 
     run_dir = property(lambda self: self.run.path)
     device = property(lambda self: self.task.device)
@@ -96,4 +98,5 @@ def load_pc_run(run_dir, *, device: str = "cpu", checkpoint: Path | None = None)
     cfg = build_pc_config(state["config"], source=str(path))
     model = build_pc_model(cfg, state["meta"]).to(dev)
     model.load_state_dict(state["model"])
+    require_finite(model, path)
     return model.eval(), cfg, state

@@ -12,6 +12,7 @@ fine-tune of everything, and records test PSNR against seconds.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -113,13 +114,14 @@ def train_family(
     if run is not None:
         run.prepare(resume=resume, overwrite=overwrite)
     dist.barrier()  # rank 0 has applied the resume rule before any rank reads the run directory
-    task = SceneFamilyTask(cfg, scenes)
-    callbacks = standard_callbacks(run, eval_every=0, checkpoint_every=cfg.checkpoint_every, progress=True, log=log)
-    loop = Loop(task, family_loop_config(cfg), run_dir=run, callbacks=[*callbacks])
-    if run is not None:
-        run.write_config(OmegaConf.to_yaml(task.cfg))
-        if resume and (path := loop.resume()) is not None:
-            log(f"[nid-3d] resumed from {path} (step {loop.step})")
+    with run.releasing_on_error() if run is not None else contextlib.nullcontext():
+        task = SceneFamilyTask(cfg, scenes)
+        callbacks = standard_callbacks(run, eval_every=0, checkpoint_every=cfg.checkpoint_every, progress=True, log=log)
+        loop = Loop(task, family_loop_config(cfg), run_dir=run, callbacks=[*callbacks])
+        if run is not None:
+            run.write_config(OmegaConf.to_yaml(task.cfg))
+            if resume and (path := loop.resume()) is not None:
+                log(f"[nid-3d] resumed from {path} (step {loop.step})")
     loop.run()
     return task.model
 
