@@ -21,7 +21,9 @@ def check_resumable(run_dir: Path, resume: bool) -> None:
     """With ``resume``, raise :class:`NoRunToResumeError` unless ``run_dir`` holds a checkpoint: ``--resume`` never
     starts a fresh run silently (a mistyped ``experiment=`` would otherwise train from scratch)."""
     from neural3d.training.run_dir import RunDir
+    from neural3d.training.run_lock import check_not_in_use
 
+    check_not_in_use(run_dir)  # a run another trainer holds is named as such, whatever it holds yet
     if resume and RunDir(run_dir).latest_checkpoint() is None:
         what = "does not exist" if not Path(run_dir).exists() else "holds no checkpoints/step_*.pt"
         raise NoRunToResumeError(

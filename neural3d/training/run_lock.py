@@ -77,6 +77,31 @@ def _release_at_exit(ref: weakref.ref) -> None:
         lock.release()
 
 
+def _in_use_message(run_dir: Path, info: dict[str, Any]) -> str:
+    return (
+        f"{run_dir} is in use: {describe_holder(info)} is training into it. Wait for it to finish, stop it, or "
+        f"choose another run directory (experiment=NAME / output_dir=DIR)"
+    )
+
+
+def check_not_in_use(run_dir: str | Path) -> None:
+    """Raise :class:`RunLockedError` naming the holder when a live trainer holds ``run_dir``'s lock; no lock is
+    taken and nothing is created (a check before the work that precedes :meth:`RunLock.acquire`)."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file (or unreadable): nothing holds the run that we could name
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunLockedError(_in_use_message(Path(run_dir), _read_info(fd))) from None
+    except OSError:  # a file system without locks: RunLock.acquire warns
+        pass
+    finally:
+        os.close(fd)
+
+
 class RunLock:
     """An exclusive lock on ``run_dir`` (see the module docstring).
 
@@ -104,10 +129,7 @@ class RunLock:
             except BlockingIOError:
                 info = _read_info(fd)
                 os.close(fd)
-                raise RunLockedError(
-                    f"{self.path.parent} is in use: {describe_holder(info)} is training into it. Wait for it to "
-                    f"finish, stop it, or choose another run directory (experiment=NAME / output_dir=DIR)"
-                ) from None
+                raise RunLockedError(_in_use_message(self.path.parent, info)) from None
             except OSError as e:
                 os.close(fd)
                 if e.errno not in _NO_LOCKS:
