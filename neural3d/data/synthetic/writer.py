@@ -16,6 +16,8 @@ LLFF layout (``load_llff.py``)::
     out/depth/image{i:03d}.npy, out/depth_2/...  float32 z-depth at both resolutions
     out/scene.json
 
+DTU layout (IDR / NeuS ``cameras_sphere.npz``, ``image/``, ``mask/``): :mod:`.dtu_writer`.
+
 Everything is a deterministic function of the arguments: the same call writes byte-identical files.
 """
 
@@ -62,12 +64,21 @@ def _save_json(path: Path, obj: dict) -> None:
 
 
 def _render_batches(
-    scene: SynthScene, c2w: np.ndarray, fx: float, cx: float, cy: float, width: int, height: int, supersample: int
+    scene: SynthScene,
+    c2w: np.ndarray,
+    fx: float,
+    cx: float,
+    cy: float,
+    width: int,
+    height: int,
+    supersample: int,
+    fy: float | None = None,
 ):
-    """Yield (first index, RenderOutput) over batches of cameras; c2w: [n_cams, 3, 4] float64."""
+    """Yield (first index, RenderOutput) over batches of cameras; c2w: [n_cams, 3, 4] float64; fy defaults to fx."""
     step = max(1, _PIXELS_PER_BATCH // (width * height))
+    fy = fx if fy is None else fy
     for i0 in range(0, c2w.shape[0], step):
-        yield i0, scene.render(torch.from_numpy(c2w[i0 : i0 + step]), fx, fx, cx, cy, width, height, supersample)
+        yield i0, scene.render(torch.from_numpy(c2w[i0 : i0 + step]), fx, fy, cx, cy, width, height, supersample)
 
 
 def _check(res: int, supersample: int, counts: dict[str, int], even: bool = False) -> None:
@@ -213,7 +224,11 @@ def write_llff_scene(out_dir, *, seed: int = 0, res: int = 64, n_images: int = 2
     return out
 
 
-_WRITERS = {"blender": write_blender_scene, "llff": write_llff_scene}
+def _writers() -> dict:
+    """Layout name -> writer (the DTU writer imports this module, so it is looked up when called)."""
+    from .dtu_writer import write_dtu_scene
+
+    return {"blender": write_blender_scene, "llff": write_llff_scene, "dtu": write_dtu_scene}
 
 
 def family_seed(seed: int, index: int) -> int:
@@ -230,21 +245,21 @@ def write_scene_family(
         out_dir: parent folder.
         n_scenes: number of scenes (< 100000).
         seed: family seed; scene i uses :func:`family_seed` (seed, i).
-        layout: "blender" or "llff".
+        layout: "blender", "llff" or "dtu".
         res: resolution passed to the writer.
-        **kw: further keyword arguments of :func:`write_blender_scene` / :func:`write_llff_scene`.
+        **kw: further keyword arguments of :func:`write_blender_scene` / :func:`write_llff_scene` /
+            :func:`~neural3d.data.synthetic.dtu_writer.write_dtu_scene`.
 
     Returns:
         the scene folders, in order.
     """
-    if layout not in _WRITERS:
-        raise ValueError(f"layout must be one of {sorted(_WRITERS)}, got {layout!r}")
+    writers = _writers()
+    if layout not in writers:
+        raise ValueError(f"layout must be one of {sorted(writers)}, got {layout!r}")
     if not 0 <= n_scenes < 100_000:
         raise ValueError(f"n_scenes must be in [0, 100000), got {n_scenes}")
     out = Path(out_dir)
-    paths = [
-        _WRITERS[layout](out / f"scene_{i:03d}", seed=family_seed(seed, i), res=res, **kw) for i in range(n_scenes)
-    ]
+    paths = [writers[layout](out / f"scene_{i:03d}", seed=family_seed(seed, i), res=res, **kw) for i in range(n_scenes)]
     _save_json(
         out / "family.json",
         {
@@ -263,24 +278,25 @@ def cli_synth(out, layout: str = "blender", res: int = 64, seed: int = 0, n_view
 
     Args:
         out: output folder.
-        layout: "blender" or "llff".
+        layout: "blender", "llff" or "dtu".
         res: image width (and height for blender).
         seed: scene seed.
-        n_views: blender: number of *training* views (val/test keep 8 each), >= 1; llff: number of images,
-            >= 2 (every 8th image, the first included, is held out). None keeps the defaults (40 / 20).
+        n_views: blender: number of *training* views (val/test keep 8 each), >= 1; llff / dtu: number of images,
+            >= 2 (llff, and dtu below 49 views, hold out every 8th image, the first included). None keeps the
+            defaults (40 / 20 / 49).
     Raises:
         ValueError: a count that would write a scene without training views (``--views 0``).
 
     Returns:
         the output folder.
     """
-    if layout not in ("blender", "llff"):
-        raise ValueError(f"layout must be 'blender' or 'llff', got {layout!r}")
+    writers = _writers()
+    if layout not in writers:
+        raise ValueError(f"layout must be one of {sorted(writers)}, got {layout!r}")
     # the smallest count whose scene loads with a training view (LLFF holds out every 8th image, the first included)
     least = 1 if layout == "blender" else 2
     if n_views is not None and n_views < least:
         what = "training views" if layout == "blender" else "images (image 0 is held out for testing)"
         raise ValueError(f"--views must be >= {least} for the {layout} layout ({what}), got {n_views}")
-    if layout == "blender":
-        return write_blender_scene(out, seed=seed, res=res, **({} if n_views is None else {"n_train": n_views}))
-    return write_llff_scene(out, seed=seed, res=res, **({} if n_views is None else {"n_images": n_views}))
+    count = {"blender": "n_train", "llff": "n_images", "dtu": "n_views"}[layout]
+    return writers[layout](out, seed=seed, res=res, **({} if n_views is None else {count: n_views}))
