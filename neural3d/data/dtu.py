@@ -117,7 +117,7 @@ def read_dtu_cameras(path: Path, n_views: int) -> tuple[np.ndarray, np.ndarray]:
     Args:
         path: ``cameras.npz`` / ``cameras_sphere.npz``.
         n_views: number of images; keys ``world_mat_0 .. world_mat_{n_views-1}`` (and ``scale_mat_*``) must exist,
-            and no ``world_mat_{n_views}``.
+            and no ``world_mat_{n_views}`` (more cameras than images: an image is missing).
     Returns:
         P [n_views, 3, 4] float64 (normalised frame) and s [n_views] (file units per normalised unit).
     Raises:
@@ -130,18 +130,18 @@ def read_dtu_cameras(path: Path, n_views: int) -> tuple[np.ndarray, np.ndarray]:
     if not hasattr(data, "files"):
         raise DatasetError(f"{path}: expected an .npz archive of named matrices, got a single array")
     with data:
-        n_mats = sum(1 for k in data.files if k.startswith("world_mat_") and k[10:].isdigit())
-        if n_mats != n_views:
-            raise DatasetError(
-                f"{path}: {n_mats} 'world_mat_*' matrices but {n_views} images in {path.parent / 'image'}; "
-                "counts must match"
-            )
         P, scales = np.empty((n_views, 3, 4)), np.empty(n_views)
         for i in range(n_views):
             W = _matrix(data, f"world_mat_{i}", path, [(4, 4), (3, 4)])
             S = _matrix(data, f"scale_mat_{i}", path, [(4, 4)])
             scales[i] = _check_scale_mat(S, path, f"scale_mat_{i}")
             P[i] = W[:3, :4] @ S
+        if f"world_mat_{n_views}" in data.files:
+            n_mats = sum(1 for k in data.files if k.startswith("world_mat_") and k[10:].isdigit())
+            raise DatasetError(
+                f"{path}: {n_mats} 'world_mat_*' matrices but {n_views} images in {path.parent / 'image'}; "
+                "counts must match (a missing image?)"
+            )
     return P, scales
 
 
