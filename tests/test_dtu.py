@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from neural3d.cli.main import main
 from neural3d.core.projection_matrix import SingularProjectionError, compose_projection, decompose_projection
 from neural3d.core.rays import image_rays
 from neural3d.data import DatasetError, DatasetFileNotFoundError, detect_format, load_dtu, load_scene
@@ -302,3 +305,22 @@ def test_bad_depth_and_npz_files(dtu3):
     (dtu3 / "cameras_sphere.npz").write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(DatasetError, match=r"cameras_sphere\.npz: unreadable \.npz"):
         load_dtu(dtu3)
+
+
+# ------------------------------------------------------------------------------------------ command line
+def test_cli_synth_and_a_few_training_steps_on_a_generated_dtu_scene(tmp_path, capsys):
+    out = tmp_path / "synth_dtu"
+    assert main(["data", "synth", "--out", str(out), "--layout", "dtu", "--res", "16", "--views", "10"]) == 0
+    assert "wrote synthetic dtu scene" in capsys.readouterr().out
+    assert (out / "cameras_sphere.npz").is_file() and len(list((out / "mask").glob("*.png"))) == 10
+    config = Path(__file__).resolve().parents[1] / "configs" / "dtu_ngp.yaml"
+    tiny = ["model.n_levels=4", "model.log2_hashmap_size=10", "model.max_resolution=32", "model.sampler.n_samples=8",
+            "model.sampler.n_coarse=16", "model.sampler.resolution=16", "trainer.batch_size=256",
+            "trainer.progress=false"]  # fmt: skip
+    run = tmp_path / "run"
+    overrides = [f"data.path={out}", "data.factor=1", "data.dtu_split=auto", f"output_dir={tmp_path}", "experiment=run"]
+    assert main(["train", str(config), *overrides, "trainer.steps=15", *tiny]) == 0
+    assert main(["eval", str(run)]) == 0
+    metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
+    assert len(metrics["per_image"]) == 2  # 10 views, llffhold 8: views 0 and 8 held out
+    assert all(np.isfinite(r["psnr"]) for r in metrics["per_image"])

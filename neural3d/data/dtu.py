@@ -101,8 +101,9 @@ def _matrix(data, key: str, path: Path, shapes: Sequence[tuple[int, int]]) -> np
 def _check_scale_mat(S: np.ndarray, path: Path, key: str) -> float:
     """The scale ``s`` of a similarity ``[[s Q, c], [0, 1]]`` (``Q`` a rotation); DatasetError otherwise."""
     A = S[:3, :3]
-    s2 = float(np.trace(A.T @ A)) / 3.0
-    ok = s2 > 0 and np.allclose(A.T @ A, s2 * np.eye(3), rtol=0, atol=SIMILARITY_ATOL * s2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        s2 = float(np.trace(A.T @ A)) / 3.0
+        ok = 0 < s2 < np.inf and np.allclose(A.T @ A, s2 * np.eye(3), rtol=0, atol=SIMILARITY_ATOL * s2)
     if not ok or np.linalg.det(A) <= 0 or not np.allclose(S[3], [0, 0, 0, 1]):
         raise DatasetError(
             f"{path}: '{key}' must be a similarity [[s R, c], [0, 0, 0, 1]] with s > 0 and R a rotation "
@@ -135,7 +136,10 @@ def read_dtu_cameras(path: Path, n_views: int) -> tuple[np.ndarray, np.ndarray]:
             W = _matrix(data, f"world_mat_{i}", path, [(4, 4), (3, 4)])
             S = _matrix(data, f"scale_mat_{i}", path, [(4, 4)])
             scales[i] = _check_scale_mat(S, path, f"scale_mat_{i}")
-            P[i] = W[:3, :4] @ S
+            with np.errstate(over="ignore", invalid="ignore"):
+                P[i] = W[:3, :4] @ S
+            if not np.isfinite(P[i]).all():
+                raise DatasetError(f"{path}: 'world_mat_{i}' @ 'scale_mat_{i}' overflows (entries too large)")
         if f"world_mat_{n_views}" in data.files:
             n_mats = sum(1 for k in data.files if k.startswith("world_mat_") and k[10:].isdigit())
             raise DatasetError(
