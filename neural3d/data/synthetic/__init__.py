@@ -11,7 +11,7 @@ Quick use::
 
 Modules: ``shapes`` and ``torus`` (primitives, exact intersection and SDF), ``shading`` (textures, Blinn-Phong),
 ``scene`` (SynthScene and the antialiased renderer), ``generate`` (random scenes from a seed), ``poses``
-(camera poses and pixel rays), ``writer`` and ``dtu_writer`` (dataset layouts).
+(camera poses and pixel rays), ``writer`` and ``dtu_writer`` (dataset layouts), ``files`` (their file formats).
 """
 
 from .dtu_writer import dtu_poses, write_dtu_scene

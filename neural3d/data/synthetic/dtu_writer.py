@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import check_args, render_batches, save_depth, save_json, save_png
 from .generate import OBJECT_RADIUS, make_scene
 from .poses import look_at
-from .writer import _check, _render_batches, _save_depth, _save_json, _save_png
 
 CAPTURE_SCALE = 150.0
 CAPTURE_OFFSET = (35.0, -60.0, 620.0)
@@ -118,7 +118,7 @@ def write_dtu_scene(out_dir, *, seed: int = 0, res: int = 64, n_views: int = DTU
     Returns:
         ``Path(out_dir)``.
     """
-    _check(res, supersample, {"n_views": n_views}, even=True)
+    check_args(res, supersample, {"n_views": n_views}, even=True)
     if n_views < 1:
         raise ValueError(f"n_views must be >= 1, got {n_views}")
     out = Path(out_dir)
@@ -127,20 +127,20 @@ def write_dtu_scene(out_dir, *, seed: int = 0, res: int = 64, n_views: int = DTU
     fx, fy, cx, cy = dtu_intrinsics(width, height)
     c2w = dtu_poses(seed, n_views)
     backdrop = np.array(DTU_BACKDROP)
-    for i0, views in _render_batches(scene, c2w, fx, cx, cy, width, height, supersample, fy=fy):
+    for i0, views in render_batches(scene, c2w, fx, cx, cy, width, height, supersample, fy=fy):
         alpha = views.alpha.double().numpy()
         rgb = views.rgb.double().numpy() * alpha + backdrop * (1.0 - alpha)
         for k in range(rgb.shape[0]):
-            _save_png(out / "image" / f"{i0 + k:06d}.png", rgb[k])
-            _save_png(out / "mask" / f"{i0 + k:03d}.png", alpha[k, :, :, 0])
-            _save_depth(out / "depth" / f"{i0 + k:06d}.npy", CAPTURE_SCALE * views.depth[k].double().numpy())
+            save_png(out / "image" / f"{i0 + k:06d}.png", rgb[k])
+            save_png(out / "mask" / f"{i0 + k:03d}.png", alpha[k, :, :, 0])
+            save_depth(out / "depth" / f"{i0 + k:06d}.npy", CAPTURE_SCALE * views.depth[k].double().numpy())
     world, scale = dtu_world_mats(c2w, width, height), dtu_scale_mat()
     mats = {}
     for i in range(n_views):
         mats.update({f"world_mat_{i}": world[i], f"world_mat_inv_{i}": np.linalg.inv(world[i])})
         mats.update({f"scale_mat_{i}": scale, f"scale_mat_inv_{i}": np.linalg.inv(scale)})
     save_npz(out / "cameras_sphere.npz", mats)
-    _save_json(
+    save_json(
         out / "scene.json",
         {
             **scene.to_dict(),
