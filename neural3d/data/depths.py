@@ -74,6 +74,28 @@ def read_depth(path: Path, size: tuple[int, int]) -> np.ndarray:
     return arr
 
 
+def depth_files(root: Path, names: Sequence[str]) -> list[Path]:
+    """``root/depth/<name>.npy`` for each image name; [] when ``root/depth`` is not a folder.
+
+    Args:
+        root: the scene folder.
+        names: ``n_images`` names without extension (Blender: ``train/r_0``; DTU: the image's stem).
+    Raises:
+        DatasetFileNotFoundError: ``depth/`` exists but some images have no file (names the first, counts them).
+    """
+    folder = Path(root) / "depth"
+    if not folder.is_dir():
+        return []
+    files = [folder / f"{name}.npy" for name in names]
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        raise DatasetFileNotFoundError(
+            f"{missing[0]}: depth file not found ({len(missing)} of {len(files)} images have none; "
+            "every image needs one when depth/ exists)"
+        )
+    return files
+
+
 def load_depth_stack(
     paths: Sequence[Path], size: tuple[int, int], *, factor: int = 1, scale: Sequence[float] | None = None
 ) -> np.ndarray:

@@ -54,7 +54,7 @@ import torch
 
 from neural3d.core.cameras import Cameras
 from neural3d.core.projection_matrix import SingularProjectionError, decompose_projection
-from neural3d.data.depths import load_depth_stack
+from neural3d.data.depths import depth_files, load_depth_stack
 from neural3d.data.images import IMAGE_EXTENSIONS, load_image_stack
 from neural3d.data.scene import DatasetError, DatasetFileNotFoundError, SceneData
 
@@ -287,20 +287,14 @@ def load_dtu(
             "counts must match"
         )
     P, scales = read_dtu_cameras(cam_file, len(image_files))
-    depth_files = [root / "depth" / f"{p.stem}.npy" for p in image_files] if (root / "depth").is_dir() else []
-    missing = [p for p in depth_files if not p.is_file()]
-    if missing:
-        raise DatasetFileNotFoundError(
-            f"{missing[0]}: depth file not found ({len(missing)} of {len(image_files)} images have none; "
-            "every image needs one when depth/ exists)"
-        )
+    depths_from = depth_files(root, [p.stem for p in image_files])
     images, alphas, size = load_image_stack(image_files, factor=factor, background=background)
     if mask_files:
         images, alphas = _composite_masks(images, alphas, mask_files, size, factor, background)
     cams, skew_shift = dtu_cameras(P, size, factor, cam_file)
     depths = None
-    if depth_files:
-        depths = torch.from_numpy(load_depth_stack(depth_files, size, factor=factor, scale=scales))
+    if depths_from:
+        depths = torch.from_numpy(load_depth_stack(depths_from, size, factor=factor, scale=scales))
     splits, used = dtu_splits(len(image_files), split, int(train_views), int(llffhold), cam_file)
     near, far = unit_sphere_bounds(cams)
     return SceneData(
