@@ -51,7 +51,7 @@ class SceneData:
         near, far: ray segment bounds in ``t`` (z-depth) units; 0 and 1 when ``ndc`` (NDC ray units).
         scene_box: [2, 3] axis-aligned box (min corner, max corner) holding the scene; in NDC when ``ndc``.
         background: [3] colour the RGBA images were composited on.
-        kind: loader name ('blender', 'llff', 'transforms').
+        kind: loader name ('blender', 'llff', 'transforms', 'dtu').
         root: dataset directory.
         image_paths: ``n_images`` source files.
         alphas: optional [n_images, H, W, 1] alpha channel of RGBA images (DTU: the masks).
