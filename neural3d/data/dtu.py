@@ -194,7 +194,7 @@ def dtu_cameras(P: np.ndarray, size: tuple[int, int], factor: int, path: Path) -
     return cams, float(shift.max())
 
 
-def unit_sphere_bounds(cameras: Cameras, radius: float = 1.0) -> tuple[float, float]:
+def unit_sphere_bounds(cameras: Cameras, radius: float = 1.0, source: object = "DTU") -> tuple[float, float]:
     """Scene-wide (near, far) z-depths enclosing the sphere of ``radius`` about the origin from every camera.
 
     For a camera at ``C`` looking along the unit axis ``f`` the sphere's z-depths are exactly
@@ -205,7 +205,7 @@ def unit_sphere_bounds(cameras: Cameras, radius: float = 1.0) -> tuple[float, fl
     mid = (-c2w[:, :, 3] * forward).sum(-1)
     far = float((mid + radius).max())
     if far <= 0:
-        raise DatasetError("DTU: the unit sphere lies behind every camera (check the scale matrices)")
+        raise DatasetError(f"{source}: the unit sphere lies behind every camera (check the scale matrices)")
     return max(float((mid - radius).min()), 0.01 * far), far
 
 
@@ -296,7 +296,7 @@ def load_dtu(
     if depths_from:
         depths = torch.from_numpy(load_depth_stack(depths_from, size, factor=factor, scale=scales))
     splits, used = dtu_splits(len(image_files), split, int(train_views), int(llffhold), cam_file)
-    near, far = unit_sphere_bounds(cams)
+    near, far = unit_sphere_bounds(cams, source=cam_file)
     return SceneData(
         images=torch.from_numpy(images),
         alphas=None if alphas is None else torch.from_numpy(alphas),
