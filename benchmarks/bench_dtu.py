@@ -9,7 +9,7 @@ renders the first ``--eval-images`` test views:
 * ``pixelnerf-9`` / ``pixelnerf-3``: the pixelNeRF / RegNeRF split with 9 or 3 training views, 25 test views;
 * ``llffhold-42``: every 8th view held out (7 test views), 42 training views.
 
-Metrics: PSNR / SSIM of the whole composited image (``neural3d eval``), and the masked PSNR of the few-view DTU
+Metrics: PSNR / SSIM of the whole composited image (the functions ``neural3d eval`` uses), and the masked PSNR of the few-view DTU
 papers (RegNeRF: prediction and target both multiplied by the object mask, then the whole-image PSNR). Training
 time is the process CPU time (``resource.getrusage``, all threads) and the wall time.
 
@@ -56,25 +56,28 @@ def _cpu_seconds() -> float:
 
 
 @torch.no_grad()
-def masked_psnr(scene, split: str, max_images: int) -> float:
-    """Mean over images of the RegNeRF-style masked PSNR: ``psnr(pred * mask, target * mask)``."""
-    from neural3d.evaluation.metrics import psnr
+def evaluate(scene, split: str, max_images: int) -> dict[str, float]:
+    """Mean PSNR / SSIM of whole images and the RegNeRF-style masked PSNR ``psnr(pred * mask, target * mask)``.
+
+    One render per image (``render_rays`` in chunks of 4096); the metrics are ``neural3d.evaluation.metrics``'.
+    """
+    from neural3d.evaluation.metrics import psnr, ssim
 
     data = scene.dataset()
-    values = []
+    rows = []
     for i in data.split_indices(split, nonempty=True)[:max_images].tolist():
-        rays = data.image_rays(i)
-        out = scene.model.render_rays(rays, chunk=4096, context=scene.model.render_context(data.cameras, i))
-        mask = data.alphas[i]
-        pred = out["rgb"].clamp(0, 1).reshape(data.images[i].shape)
-        values.append(float(psnr(pred * mask, data.images[i] * mask)))
-    return sum(values) / len(values)
+        out = scene.model.render_rays(
+            data.image_rays(i), chunk=4096, context=scene.model.render_context(data.cameras, i)
+        )
+        pred, target, mask = out["rgb"].clamp(0, 1).reshape(data.images[i].shape), data.images[i], data.alphas[i]
+        rows.append([float(psnr(pred, target)), float(ssim(pred, target)), float(psnr(pred * mask, target * mask))])
+    mean = torch.tensor(rows, dtype=torch.float64).mean(0).tolist()
+    return {"psnr": mean[0], "ssim": mean[1], "masked_psnr": mean[2], "images": len(rows)}
 
 
 def run(scene_dir: Path, name: str, overrides: list[str], steps: int, eval_images: int, work: Path) -> dict:
     from neural3d.api import load
     from neural3d.cli.main import main as cli
-    from neural3d.evaluation.evaluate import evaluate_split
 
     argv = ["train", str(ROOT / "configs" / "dtu_ngp.yaml"), f"data.path={scene_dir}", "data.factor=1"]
     argv += [*CPU_MODEL, *overrides, f"output_dir={work}", f"experiment={name}", f"trainer.steps={steps}", "seed=0"]
@@ -84,17 +87,9 @@ def run(scene_dir: Path, name: str, overrides: list[str], steps: int, eval_image
     assert cli(argv) == 0, name
     cpu, wall = _cpu_seconds() - cpu0, time.perf_counter() - wall0
     scene = load(work / name)
-    data = scene.dataset()
-    res = evaluate_split(scene.model, data, "test", max_images=eval_images, chunk=4096)
-    row = {
-        "train_views": len(data.splits["train"]),
-        "test_views_evaluated": min(eval_images, len(data.splits["test"])),
-        "psnr": float(res["mean"]["psnr"]),
-        "ssim": float(res["mean"]["ssim"]),
-        "masked_psnr": masked_psnr(scene, "test", eval_images),
-        "train_cpu_seconds": cpu,
-        "train_wall_seconds": wall,
-    }
+    scene.model.eval()
+    row = {"train_views": len(scene.dataset().splits["train"]), **evaluate(scene, "test", eval_images)}
+    row.update(train_cpu_seconds=cpu, train_wall_seconds=wall)
     print(name, json.dumps(row), flush=True)
     return row
 
