@@ -9,9 +9,9 @@ renders the first ``--eval-images`` test views:
 * ``pixelnerf-9`` / ``pixelnerf-3``: the pixelNeRF / RegNeRF split with 9 or 3 training views, 25 test views;
 * ``llffhold-42``: every 8th view held out (7 test views), 42 training views.
 
-Metrics: PSNR / SSIM of the whole composited image (the functions ``neural3d eval`` uses), and the masked PSNR of the few-view DTU
-papers (RegNeRF: prediction and target both multiplied by the object mask, then the whole-image PSNR). Training
-time is the process CPU time (``resource.getrusage``, all threads) and the wall time.
+Metrics: PSNR / SSIM of the whole composited image (the functions ``neural3d eval`` uses), and the masked
+PSNR of the few-view DTU papers (RegNeRF: prediction and target both multiplied by the object mask, then the
+whole-image PSNR). Training time is the process CPU time (``resource.getrusage``, all threads) and the wall time.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_dtu.py --steps 1200 --out benchmarks/results/dtu_ngp.json
 """
