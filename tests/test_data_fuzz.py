@@ -1,16 +1,16 @@
 """Fuzz test (issue 23): malformed scene and camera-path files end in the library's own error, never another.
 
 Over Blender (``transforms_{split}.json`` + PNGs), LLFF (``poses_bounds.npy`` + images), instant-ngp /
-nerfstudio ``transforms.json`` and ``camera_path.json``, hypothesis mutates a small valid input (JSON values
+nerfstudio ``transforms.json``, DTU (IDR / NeuS ``cameras_sphere.npz`` + ``image/`` + ``mask/``) and
+``camera_path.json``, hypothesis mutates a small valid input (JSON values
 replaced by values of other types or invalid numbers, keys deleted, lists truncated, files truncated or replaced by
-random bytes, arrays of other shapes / dtypes / non-finite entries, images damaged). Two properties:
+random bytes, arrays of other shapes / dtypes / non-finite entries, matrices of an .npz deleted, singular or
+reshaped, masks missing, images damaged). Two properties:
 
 * every mutated input either loads or raises :class:`~neural3d.data.DatasetError` (a ``ValueError``) with a message
   -- no ``TypeError``, ``KeyError``, ``IndexError``, numpy / torch / Pillow error leaks out;
 * inputs that are malformed for certain (truncated JSON, a required key missing, a non-rigid pose, a damaged
-  image, a wrongly shaped array) raise it.
-
-DTU is not covered: neural3d has no DTU loader yet.
+  image, a wrongly shaped array, a missing or singular ``world_mat``, a mask / image count mismatch) raise it.
 
 Bounded: a fixed number of examples per property (``max_examples``), a per-example deadline, derandomized (the
 same examples every run) and no example database written to the repository.
@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from neural3d.data import DatasetError, load_blender, load_llff, load_transforms  # noqa: E402
+from neural3d.data import DatasetError, load_blender, load_dtu, load_llff, load_transforms  # noqa: E402
 from neural3d.media.camera_path_json import load_camera_path  # noqa: E402
 
 FUZZ = settings(
@@ -51,7 +51,8 @@ FUZZ = settings(
 def _png(w=8, h=6, seed=0, mode="RGBA") -> bytes:
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (h, w, len(mode)), dtype=np.uint8)).save(buf, format="PNG")
+    pixels = rng.integers(0, 256, (h, w, len(mode)), dtype=np.uint8)
+    Image.fromarray(pixels[..., 0] if mode == "L" else pixels).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -97,6 +98,36 @@ def llff_files() -> dict[str, bytes | object]:
     }
 
 
+def _npz(mats: dict) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **mats)
+    return buf.getvalue()
+
+
+def dtu_mats(n: int = 3) -> dict[str, np.ndarray]:
+    """``world_mat_i`` = K [R | t] (capture frame, OpenCV) and a scale matrix (scale 50, offset), as IDR / NeuS."""
+    K = np.array([[9.0, 0.0, 3.5], [0.0, 9.5, 2.5], [0.0, 0.0, 1.0]])
+    S = np.diag([50.0, 50.0, 50.0, 1.0])
+    S[:3, 3] = [10.0, -5.0, 300.0]
+    mats = {}
+    for i in range(n):
+        c2w_gl = np.array(_pose(i))
+        R_cv = (c2w_gl[:3, :3] * [1.0, -1.0, -1.0]).T
+        centre = 50.0 * c2w_gl[:3, 3] + S[:3, 3]
+        W = np.eye(4)
+        W[:3] = (1.0 + i) * K @ np.concatenate([R_cv, -(R_cv @ centre)[:, None]], 1)
+        mats[f"world_mat_{i}"], mats[f"scale_mat_{i}"] = W, S
+    return mats
+
+
+def dtu_files() -> dict[str, bytes | object]:
+    return {
+        "cameras_sphere.npz": _npz(dtu_mats()),
+        **{f"image/{i:06d}.png": _png(seed=i, mode="RGB") for i in range(3)},
+        **{f"mask/{i:03d}.png": _png(seed=10 + i, mode="L") for i in range(3)},
+    }
+
+
 def camera_path_files() -> dict[str, bytes | object]:
     entries = [{"camera_to_world": sum(_pose(i), []), "fov": 50.0, "aspect": 1.5} for i in range(3)]
     return {
@@ -115,6 +146,7 @@ LOADERS = {
     "blender": (blender_files, "transforms_train.json", lambda root: load_blender(root)),
     "transforms": (transforms_files, "transforms.json", lambda root: load_transforms(root)),
     "llff": (llff_files, "poses_bounds.npy", lambda root: load_llff(root, factor=1)),
+    "dtu": (dtu_files, "cameras_sphere.npz", lambda root: load_dtu(root)),
     "camera_path": (camera_path_files, "camera_path.json", lambda root: load_camera_path(root / "camera_path.json")),
 }
 
@@ -236,6 +268,33 @@ def mutated_llff_array(draw, data: bytes):
     return _npy(np.zeros((3, 17), dtype=dtype))
 
 
+@st.composite
+def mutated_dtu_npz(draw, data: bytes):
+    """The camera archive with 1-3 matrices deleted, reshaped, retyped, given non-finite entries, or added."""
+    with np.load(io.BytesIO(data)) as f:
+        mats = {k: f[k] for k in f.files}
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from(sorted(mats) + ["world_mat_3", "scale_mat_7", "camera_mat_0"]))
+        op = draw(st.sampled_from(["delete", "shape", "dtype", "entries"]))
+        if op == "delete":
+            mats.pop(key, None)
+        elif op == "shape":
+            mats[key] = np.ones(tuple(draw(st.lists(st.integers(0, 5), min_size=0, max_size=3))))
+        elif op == "dtype":
+            mats[key] = np.zeros((4, 4), dtype=draw(st.sampled_from(["<U3", "bool", "int8", "complex128", "V4"])))
+        else:
+            old = mats.get(key)
+            numeric = old is not None and old.dtype.kind in "fiub" and old.size > 0
+            m = np.array(old if numeric else np.eye(4), dtype=np.float64)
+            flat = m.reshape(-1)
+            for _ in range(draw(st.integers(1, 4))):
+                flat[draw(st.integers(0, flat.size - 1))] = draw(
+                    st.sampled_from([np.nan, np.inf, 0.0, -1.0, 1e308, 1e-30])
+                )
+            mats[key] = m
+    return _npz(mats)
+
+
 # ---------------------------------------------------------------------------------------------- property 1
 @pytest.mark.parametrize("fmt", ["blender", "transforms", "camera_path"])
 @FUZZ
@@ -247,7 +306,7 @@ def test_mutated_json_inputs_load_or_raise_dataset_error(fmt, data):
     outcome(fmt, files)
 
 
-@pytest.mark.parametrize("fmt", ["blender", "transforms", "llff"])
+@pytest.mark.parametrize("fmt", ["blender", "transforms", "llff", "dtu"])
 @FUZZ
 @given(data=st.data())
 def test_damaged_files_load_or_raise_dataset_error(fmt, data):
@@ -257,6 +316,8 @@ def test_damaged_files_load_or_raise_dataset_error(fmt, data):
     content = files[name] if isinstance(files[name], bytes) else json.dumps(files[name]).encode()
     if fmt == "llff" and name == "poses_bounds.npy" and data.draw(st.booleans()):
         files[name] = data.draw(mutated_llff_array(content))
+    elif fmt == "dtu" and name == "cameras_sphere.npz" and data.draw(st.booleans()):
+        files[name] = data.draw(mutated_dtu_npz(content))
     else:
         files[name] = data.draw(damaged_bytes(content))
     outcome(fmt, files)
@@ -325,13 +386,39 @@ def test_certainly_malformed_json_raises_dataset_error(fmt, data):
     assert err is not None, f"{kind}: a malformed {fmt} input loaded without an error"
 
 
-@pytest.mark.parametrize("fmt", ["blender", "transforms", "llff"])
+def _certainly_bad_dtu(data, files: dict) -> None:
+    """Damage the DTU input in a way that must fail: a camera matrix missing / singular / misshapen, counts."""
+    mats = dtu_mats()
+    i = data.draw(st.integers(0, 2))
+    kind = data.draw(st.sampled_from(["missing", "singular", "shape", "nonfinite", "extra", "scale", "masks"]))
+    if kind == "missing":
+        del mats[data.draw(st.sampled_from([f"world_mat_{i}", f"scale_mat_{i}"]))]
+    elif kind == "singular":  # P[:, :3] of rank <= 2: one row a combination of the others
+        w = data.draw(st.lists(st.floats(-2, 2), min_size=2, max_size=2))
+        mats[f"world_mat_{i}"][2, :3] = w[0] * mats[f"world_mat_{i}"][0, :3] + w[1] * mats[f"world_mat_{i}"][1, :3]
+    elif kind == "shape":
+        shape = data.draw(st.tuples(st.integers(0, 5), st.integers(0, 5)).filter(lambda s: s not in ((4, 4), (3, 4))))
+        mats[f"world_mat_{i}"] = np.ones(shape)
+    elif kind == "nonfinite":
+        mats[f"scale_mat_{i}"][data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))] = np.nan
+    elif kind == "extra":  # 4 cameras, 3 images (an image missing)
+        mats["world_mat_3"], mats["scale_mat_3"] = mats["world_mat_0"], mats["scale_mat_0"]
+    elif kind == "scale":  # not a similarity: anisotropic or reflecting
+        mats[f"scale_mat_{i}"] = np.diag([*data.draw(st.sampled_from([(1, 2, 1), (-1, 1, 1), (1, 1, 0)])), 1.0])
+    else:
+        del files[data.draw(st.sampled_from(sorted(n for n in files if n.startswith("mask/"))))]
+    files["cameras_sphere.npz"] = _npz(mats)
+
+
+@pytest.mark.parametrize("fmt", ["blender", "transforms", "llff", "dtu"])
 @FUZZ
 @given(data=st.data())
 def test_damaged_images_and_arrays_raise_dataset_error(fmt, data):
     files = LOADERS[fmt][0]()
     images = sorted(n for n in files if n.endswith(".png"))
-    if fmt == "llff" and data.draw(st.booleans()):
+    if fmt == "dtu" and data.draw(st.booleans()):
+        _certainly_bad_dtu(data, files)
+    elif fmt == "llff" and data.draw(st.booleans()):
         arr = np.load(io.BytesIO(files["poses_bounds.npy"]))
         kind = data.draw(st.sampled_from(["shape", "nonfinite", "bounds", "focal", "count"]))
         if kind == "shape":
@@ -366,8 +453,3 @@ def test_damaged_images_and_arrays_raise_dataset_error(fmt, data):
 def test_the_unmutated_inputs_load():
     for fmt, (make, _, _) in LOADERS.items():
         assert outcome(fmt, make()) is None, fmt
-
-
-@pytest.mark.skip(reason="no DTU loader in neural3d yet: nothing to fuzz (issue 23 lists DTU)")
-def test_dtu_inputs():
-    pass

@@ -258,10 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("synth", help="generate a procedural, analytically ray-traced scene")
     s.add_argument("--out", required=True)
-    s.add_argument("--layout", choices=["blender", "llff"], default="blender")
+    s.add_argument("--layout", choices=["blender", "llff", "dtu"], default="blender")
     s.add_argument("--res", type=positive_int, default=64)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--views", type=int, default=None, help="number of training views (default: layout's default)")
+    s.add_argument(
+        "--views",
+        type=int,
+        default=None,
+        help="blender: training views; llff, dtu: all images (default: the layout's own: 40, 20, 49)",
+    )
     s.set_defaults(fn=_cmd_synth)
 
     m = sub.add_parser("demo", help="generate the demo scene, train, evaluate and render an orbit video")

@@ -1,4 +1,4 @@
-"""Datasets: loaders for Blender, LLFF and transforms.json scenes, and ray batches for training.
+"""Datasets: loaders for Blender, LLFF, transforms.json and DTU (IDR / NeuS) scenes, and ray batches for training.
 
 ``load_scene(path)`` detects the layout and returns a :class:`SceneData`; :class:`RayLoader` draws random
 ray batches from one of its splits. The synthetic scene generator lives in :mod:`neural3d.data.synthetic`
@@ -16,6 +16,8 @@ from neural3d.data.colmap import (
     read_images_bin,
     read_points3d_bin,
 )
+from neural3d.data.depths import load_depth_stack
+from neural3d.data.dtu import load_dtu
 from neural3d.data.images import composite, find_image, load_image_stack, read_image, resize_area
 from neural3d.data.llff import load_llff
 from neural3d.data.load import detect_format, load_scene
@@ -38,6 +40,8 @@ __all__ = [
     "detect_format",
     "find_image",
     "load_blender",
+    "load_depth_stack",
+    "load_dtu",
     "load_image_stack",
     "load_llff",
     "load_scene",

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from neural3d.core.cameras import Cameras
+from neural3d.data.depths import depth_files, load_depth_stack
 from neural3d.data.images import load_image_stack, locate_frame_images
 from neural3d.data.scene import DatasetError, DatasetFileNotFoundError, SceneData
 from neural3d.data.transforms_json import frame_matrices, number, read_json, require
@@ -98,6 +99,15 @@ def read_blender_split(
     return paths, poses, angle
 
 
+def _depth_files(root: Path, image_paths: Sequence[Path]) -> list[Path]:
+    """``depth/<split>/r_i.npy`` beside each frame image (as the generated scenes write them), or []."""
+    try:
+        names = [str(p.relative_to(root).with_suffix("")) for p in image_paths]
+    except ValueError:  # an image outside the folder (allow_external_paths): no depth beside it
+        return []
+    return depth_files(root, names)
+
+
 def load_blender(
     root,
     *,
@@ -122,7 +132,8 @@ def load_blender(
         allow_external_paths: read ``file_path`` entries that lead outside ``root`` (``..``, absolute paths,
             symlinks out of the folder); refused by default, naming the frame.
     Returns:
-        SceneData with ``alphas``, ``scene_box`` [-1.5, 1.5]^3 and the 40-frame orbit ``render_poses``.
+        SceneData with ``alphas``, ``scene_box`` [-1.5, 1.5]^3, the 40-frame orbit ``render_poses`` and, when a
+        ``depth/`` folder holds ``depth/<split>/r_i.npy`` for every frame (generated scenes), ``depths``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -142,7 +153,9 @@ def load_blender(
         all_paths += paths
         all_poses.append(poses)
     poses = np.concatenate(all_poses, 0)
+    depths_from = _depth_files(root, all_paths)
     images, alphas, (H0, W0) = load_image_stack(all_paths, factor=factor, background=background)
+    depths = None if not depths_from else load_depth_stack(depths_from, (H0, W0), factor=factor)
     H, W = images.shape[1:3]
     # focal from the full-resolution width, then / factor (original half_res: focal / 2)
     focal = 0.5 * W0 / np.tan(0.5 * angle) / factor
@@ -150,6 +163,7 @@ def load_blender(
     return SceneData(
         images=torch.from_numpy(images),
         alphas=None if alphas is None else torch.from_numpy(alphas),
+        depths=None if depths is None else torch.from_numpy(depths),
         cameras=cams,
         splits=idx,
         near=float(near),

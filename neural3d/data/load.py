@@ -7,13 +7,15 @@ from pathlib import Path
 
 from neural3d.data.scene import DatasetError, DatasetFileNotFoundError, SceneData
 
-FORMATS = ("blender", "llff", "transforms")
+FORMATS = ("blender", "llff", "transforms", "dtu")
 
 # (format, file whose presence in the folder identifies it), in the order they are tried
 _MARKERS = (
     ("blender", "transforms_train.json"),
     ("llff", "poses_bounds.npy"),
     ("transforms", "transforms.json"),
+    ("dtu", "cameras_sphere.npz"),
+    ("dtu", "cameras.npz"),
 )
 
 
@@ -21,7 +23,8 @@ def detect_format(path) -> tuple[str, Path]:
     """The format of the dataset at ``path`` (a folder, or one of its marker files) and its root.
 
     ``transforms_train.json`` -> 'blender', ``poses_bounds.npy`` -> 'llff', ``transforms.json`` ->
-    'transforms'. A ``*.json`` file other than ``transforms_{split}.json`` is read as 'transforms'.
+    'transforms', ``cameras_sphere.npz`` / ``cameras.npz`` (IDR / NeuS) -> 'dtu'. A ``*.json`` file other than
+    ``transforms_{split}.json`` is read as 'transforms'.
     """
     path = Path(path)
     if path.is_file():
@@ -31,6 +34,8 @@ def detect_format(path) -> tuple[str, Path]:
             return "blender", path.parent
         if path.suffix == ".json":
             return "transforms", path
+        if path.name in ("cameras_sphere.npz", "cameras.npz"):
+            return "dtu", path.parent
     elif not path.is_dir():
         raise DatasetFileNotFoundError(f"{path}: no such file or directory")
     else:
@@ -45,25 +50,26 @@ def load_scene(path, *, format: str = "auto", **kwargs) -> SceneData:
     """Load any supported dataset.
 
     Args:
-        path: dataset folder (or a marker file: ``poses_bounds.npy``, ``transforms*.json``).
-        format: 'auto' (detect), 'blender', 'llff' or 'transforms'.
-        **kwargs: passed to :func:`load_blender`, :func:`load_llff` or :func:`load_transforms`. Options
-            of another format's loader (e.g. ``spherify`` for a Blender scene) are dropped, so one config
-            serves every format; a name no loader knows raises TypeError.
+        path: dataset folder (or a marker file: ``poses_bounds.npy``, ``transforms*.json``, ``cameras*.npz``).
+        format: 'auto' (detect), 'blender', 'llff', 'transforms' or 'dtu'.
+        **kwargs: passed to :func:`load_blender`, :func:`load_llff`, :func:`load_transforms` or
+            :func:`load_dtu`. Options of another format's loader (e.g. ``spherify`` for a Blender scene) are
+            dropped, so one config serves every format; a name no loader knows raises TypeError.
     Returns:
         SceneData.
     """
     from neural3d.data.blender import load_blender
+    from neural3d.data.dtu import load_dtu
     from neural3d.data.llff import load_llff
     from neural3d.data.transforms_json import load_transforms
 
-    loaders = {"blender": load_blender, "llff": load_llff, "transforms": load_transforms}
+    loaders = {"blender": load_blender, "llff": load_llff, "transforms": load_transforms, "dtu": load_dtu}
     if format == "auto":
         format, path = detect_format(path)
     elif format not in loaders:
         raise DatasetError(f"unknown dataset format '{format}' (use 'auto' or one of {list(FORMATS)})")
     path = Path(path)
-    if format in ("blender", "llff") and path.is_file():
+    if format in ("blender", "llff", "dtu") and path.is_file():
         path = path.parent
     params = {name: set(inspect.signature(fn).parameters) - {"root", "path"} for name, fn in loaders.items()}
     unknown = set(kwargs) - set().union(*params.values())

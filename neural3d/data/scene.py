@@ -52,10 +52,12 @@ class SceneData:
         near, far: ray segment bounds in ``t`` (z-depth) units; 0 and 1 when ``ndc`` (NDC ray units).
         scene_box: [2, 3] axis-aligned box (min corner, max corner) holding the scene; in NDC when ``ndc``.
         background: [3] colour the RGBA images were composited on.
-        kind: loader name ('blender', 'llff', 'transforms').
+        kind: loader name ('blender', 'llff', 'transforms', 'dtu').
         root: dataset directory.
         image_paths: ``n_images`` source files.
-        alphas: optional [n_images, H, W, 1] alpha channel of RGBA images.
+        alphas: optional [n_images, H, W, 1] alpha channel of RGBA images (DTU: the masks).
+        depths: optional [n_images, H, W] float32 z-depth of each pixel-centre ray (the ``t`` of
+            :meth:`image_rays`), 0 where unknown; read from ``depth/*.npy`` (:mod:`neural3d.data.depths`).
         ndc: rays are mapped to normalised device coordinates (forward-facing scenes).
         ndc_focal, ndc_width, ndc_height: intrinsics of the first camera used by ``ndc_rays``.
         render_poses: optional [n_frames, 3, 4] the dataset's own camera path (spiral, circle, orbit).
@@ -76,6 +78,7 @@ class SceneData:
     root: Path
     image_paths: list[Path]
     alphas: Tensor | None = None
+    depths: Tensor | None = None
     ndc: bool = False
     ndc_focal: float | None = None
     ndc_width: float | None = None
@@ -93,6 +96,11 @@ class SceneData:
         if len(self.cameras) != n or len(self.image_paths) != n:
             raise ValueError(
                 f"SceneData: {n} images but {len(self.cameras)} cameras and {len(self.image_paths)} image paths"
+            )
+        if self.depths is not None and tuple(self.depths.shape) != tuple(self.images.shape[:3]):
+            raise ValueError(
+                f"SceneData.depths must be [n_images, H, W] = {list(self.images.shape[:3])}, "
+                f"got {list(self.depths.shape)}"
             )
         if self.ndc and None in (self.ndc_focal, self.ndc_width, self.ndc_height):
             raise ValueError("SceneData: ndc=True needs ndc_focal, ndc_width and ndc_height")
@@ -169,6 +177,7 @@ class SceneData:
             self,
             images=self.images[idx.to(self.device)],
             alphas=None if self.alphas is None else self.alphas[idx.to(self.device)],
+            depths=None if self.depths is None else self.depths[idx.to(self.depths.device)],
             cameras=self.cameras[idx.to(self.cameras.device)],
             image_paths=[self.image_paths[i] for i in idx.tolist()],
             splits={name: torch.arange(idx.numel(), device=idx.device)},

@@ -50,8 +50,12 @@ def ensure_scene_files(data_cfg) -> Path:
         write_blender_scene(path, seed=s.seed, res=s.res, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test)
     elif s.layout == "llff":
         write_llff_scene(path, seed=s.seed, res=s.res, n_images=s.n_train + s.n_test)
+    elif s.layout == "dtu":
+        from neural3d.data.synthetic import write_dtu_scene
+
+        write_dtu_scene(path, seed=s.seed, res=s.res, n_views=s.n_train + s.n_val + s.n_test)
     else:
-        raise ConfigError(f"data.synth.layout must be 'blender' or 'llff', got '{s.layout}'")
+        raise ConfigError(f"data.synth.layout must be 'blender', 'llff' or 'dtu', got '{s.layout}'")
     return path
 
 
@@ -68,6 +72,9 @@ def load_scene_from_config(data_cfg):
         "spherify": data_cfg.spherify,
         "ndc": data_cfg.ndc,
         "allow_external_paths": data_cfg.allow_external_paths,
+        "split": data_cfg.dtu_split,
+        "train_views": data_cfg.dtu_train_views,
+        "use_masks": data_cfg.dtu_masks,
     }
     scene = load_scene(path, **kw)
     if data_cfg.near is not None:

@@ -19,8 +19,9 @@ class SynthConfig:
 
     enabled: bool = False
     """Generate the scene into ``data.path`` when that folder does not exist."""
-    layout: Literal["blender", "llff"] = "blender"
-    """Folder layout (and camera rig) of the generated scene: Blender (360°) or LLFF (forward-facing)."""
+    layout: Literal["blender", "llff", "dtu"] = "blender"
+    """Folder layout (and camera rig) of the generated scene: Blender (360°), LLFF (forward-facing) or DTU
+    (IDR / NeuS ``cameras_sphere.npz``, ``n_train + n_val + n_test`` views on a DTU-like cap)."""
     seed: int = 0
     """Seed of the generated scene (shapes, textures, cameras)."""
     res: PositiveInt = 64
@@ -38,8 +39,8 @@ class DataConfig:
     """The scene: where it is, its format, and how its rays are cast."""
 
     path: str = "data/demo"
-    """Scene folder (or a marker file inside it: ``transforms_*.json``, ``poses_bounds.npy``)."""
-    format: Literal["auto", "blender", "llff", "transforms"] = "auto"
+    """Scene folder (or a marker file in it: ``transforms_*.json``, ``poses_bounds.npy``, ``cameras_sphere.npz``)."""
+    format: Literal["auto", "blender", "llff", "transforms", "dtu"] = "auto"
     """Dataset format; ``auto`` detects it from the folder's files."""
     factor: PositiveInt = 1
     """Image downscale factor (LLFF: reads ``images_{factor}``)."""
@@ -47,6 +48,13 @@ class DataConfig:
     """RGB colour RGBA images are composited on (and renderers add behind the scene)."""
     llffhold: NonNegativeInt = 8
     """LLFF: every ``llffhold``-th image is held out for testing (original NeRF split)."""
+    dtu_split: Literal["auto", "pixelnerf", "llffhold", "all"] = "auto"
+    """DTU: ``pixelnerf`` (the few-view protocol: train views 25, 22, 28, 40, 44, 48, 0, 8, 13, 25 test views),
+    ``llffhold`` (every ``llffhold``-th view held out), ``all`` (no hold-out); ``auto``: pixelnerf from 49 views."""
+    dtu_train_views: int = 9
+    """DTU, pixelnerf split: training views, the first ``dtu_train_views`` of its list (3 = RegNeRF's 3-view)."""
+    dtu_masks: bool = True
+    """DTU: composite the images through ``mask/`` onto ``background`` (masks become alphas); false: raw images."""
     spherify: bool = False
     """LLFF: normalise 360° captures onto the unit sphere (original ``spherify_poses``)."""
     ndc: bool | None = None

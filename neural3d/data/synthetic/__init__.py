@@ -7,12 +7,14 @@ Quick use::
     views = scene.render(c2w, fx, fy, cx, cy, W, H)      # RenderOutput(rgb, alpha, depth), float32
     write_blender_scene("data/synth", seed=0, res=64)    # NeRF-Blender layout (+ exact depth maps)
     write_llff_scene("data/synth_llff", seed=0, res=64)  # LLFF layout (poses_bounds.npy, images, images_2)
+    write_dtu_scene("data/synth_dtu", seed=0, res=64)    # IDR/NeuS DTU layout (cameras_sphere.npz, image, mask)
 
 Modules: ``shapes`` and ``torus`` (primitives, exact intersection and SDF), ``shading`` (textures, Blinn-Phong),
 ``scene`` (SynthScene and the antialiased renderer), ``generate`` (random scenes from a seed), ``poses``
-(camera poses and pixel rays), ``writer`` (dataset layouts).
+(camera poses and pixel rays), ``writer`` and ``dtu_writer`` (dataset layouts), ``files`` (their file formats).
 """
 
+from .dtu_writer import dtu_poses, write_dtu_scene
 from .generate import make_scene
 from .poses import forward_poses, hemisphere_poses, look_at, pixel_rays
 from .scene import GENERATOR_VERSION, RenderOutput, SceneHit, SynthScene
@@ -46,6 +48,7 @@ __all__ = [
     "Torus",
     "blender_poses",
     "cli_synth",
+    "dtu_poses",
     "forward_poses",
     "hemisphere_poses",
     "llff_pose_matrix",
@@ -54,6 +57,7 @@ __all__ = [
     "make_scene",
     "pixel_rays",
     "write_blender_scene",
+    "write_dtu_scene",
     "write_llff_scene",
     "write_scene_family",
 ]

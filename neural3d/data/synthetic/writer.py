@@ -16,68 +16,28 @@ LLFF layout (``load_llff.py``)::
     out/depth/image{i:03d}.npy, out/depth_2/...  float32 z-depth at both resolutions
     out/scene.json
 
+DTU layout (IDR / NeuS ``cameras_sphere.npz``, ``image/``, ``mask/``): :mod:`.dtu_writer`.
+
 Everything is a deterministic function of the arguments: the same call writes byte-identical files.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from .files import check_args, render_batches, save_depth, save_json, save_png
 from .generate import make_scene
 from .poses import forward_poses, hemisphere_poses
-from .scene import SynthScene
 
 BLENDER_CAMERA_ANGLE_X = 0.6911112070083618  # as in the NeRF synthetic scenes
 BLENDER_RADIUS = 4.0
 LLFF_FOV_X_DEG = 60.0
 _SPLIT_STREAM = {"train": 11, "val": 12, "test": 13}
 _LLFF_STREAM = 21
-_PIXELS_PER_BATCH = 1 << 21  # cameras rendered (and held in memory) at once
-
-
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    """[..., C] float in [0, 1] -> uint8 (round half up)."""
-    return np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def _save_png(path: Path, img: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_to_uint8(img)).save(path, format="PNG")
-
-
-def _save_depth(path: Path, depth: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, depth.astype(np.float32))
-
-
-def _save_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-
-
-def _render_batches(
-    scene: SynthScene, c2w: np.ndarray, fx: float, cx: float, cy: float, width: int, height: int, supersample: int
-):
-    """Yield (first index, RenderOutput) over batches of cameras; c2w: [n_cams, 3, 4] float64."""
-    step = max(1, _PIXELS_PER_BATCH // (width * height))
-    for i0 in range(0, c2w.shape[0], step):
-        yield i0, scene.render(torch.from_numpy(c2w[i0 : i0 + step]), fx, fx, cx, cy, width, height, supersample)
-
-
-def _check(res: int, supersample: int, counts: dict[str, int], even: bool = False) -> None:
-    if res < 2 or (even and res % 2):
-        raise ValueError(f"res must be an {'even ' if even else ''}integer >= 2, got {res}")
-    if supersample < 1:
-        raise ValueError(f"supersample must be >= 1, got {supersample}")
-    for name, n in counts.items():
-        if n < 0:
-            raise ValueError(f"{name} must be >= 0, got {n}")
 
 
 def blender_poses(seed: int, split: str, n_views: int) -> np.ndarray:
@@ -106,7 +66,7 @@ def write_blender_scene(
         ``Path(out_dir)``.
     """
     splits = {"train": n_train, "val": n_val, "test": n_test}
-    _check(res, supersample, {f"n_{k}": v for k, v in splits.items()})
+    check_args(res, supersample, {f"n_{k}": v for k, v in splits.items()})
     if n_train < 1:
         raise ValueError(f"n_train must be >= 1 (a scene needs training views), got {n_train}")
     out = Path(out_dir)
@@ -116,18 +76,18 @@ def write_blender_scene(
         if n_views == 0:
             continue
         c2w = blender_poses(seed, split, n_views)
-        for i0, views in _render_batches(scene, c2w, focal, res / 2, res / 2, res, res, supersample):
+        for i0, views in render_batches(scene, c2w, focal, res / 2, res / 2, res, res, supersample):
             rgba = torch.cat([views.rgb, views.alpha], -1).numpy()
             for k in range(rgba.shape[0]):
-                _save_png(out / split / f"r_{i0 + k}.png", rgba[k])
-                _save_depth(out / "depth" / split / f"r_{i0 + k}.npy", views.depth[k].numpy())
+                save_png(out / split / f"r_{i0 + k}.png", rgba[k])
+                save_depth(out / "depth" / split / f"r_{i0 + k}.npy", views.depth[k].numpy())
         bottom = np.array([[0.0, 0.0, 0.0, 1.0]])
         frames = [
             {"file_path": f"./{split}/r_{i}", "transform_matrix": np.concatenate([c2w[i], bottom]).tolist()}
             for i in range(n_views)
         ]
-        _save_json(out / f"transforms_{split}.json", {"camera_angle_x": BLENDER_CAMERA_ANGLE_X, "frames": frames})
-    _save_json(
+        save_json(out / f"transforms_{split}.json", {"camera_angle_x": BLENDER_CAMERA_ANGLE_X, "frames": frames})
+    save_json(
         out / "scene.json",
         {
             **scene.to_dict(),
@@ -161,7 +121,7 @@ def write_llff_scene(out_dir, *, seed: int = 0, res: int = 64, n_images: int = 2
     Returns:
         ``Path(out_dir)``.
     """
-    _check(res, supersample, {"n_images": n_images}, even=True)
+    check_args(res, supersample, {"n_images": n_images}, even=True)
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
     out = Path(out_dir)
@@ -171,7 +131,7 @@ def write_llff_scene(out_dir, *, seed: int = 0, res: int = 64, n_images: int = 2
     c2w = llff_poses(seed, n_images)
     digits = max(3, len(str(n_images - 1)))
     bounds = np.zeros((n_images, 2))
-    for i0, views in _render_batches(scene, c2w, focal, width / 2, height / 2, width, height, supersample):
+    for i0, views in render_batches(scene, c2w, focal, width / 2, height / 2, width, height, supersample):
         alpha = views.alpha.double()
         rgb = (views.rgb.double() * alpha + (1 - alpha)).numpy()  # opaque backdrop: alpha is 1
         half = rgb.reshape(rgb.shape[0], height // 2, 2, width // 2, 2, 3).mean((2, 4))
@@ -187,17 +147,17 @@ def write_llff_scene(out_dir, *, seed: int = 0, res: int = 64, n_images: int = 2
         ).numpy()
         for k in range(rgb.shape[0]):
             name = f"image{i0 + k:0{digits}d}"
-            _save_png(out / "images" / f"{name}.png", rgb[k])
-            _save_png(out / "images_2" / f"{name}.png", half[k])
-            _save_depth(out / "depth" / f"{name}.npy", depth[k])
-            _save_depth(out / "depth_2" / f"{name}.npy", depth_half[k])
+            save_png(out / "images" / f"{name}.png", rgb[k])
+            save_png(out / "images_2" / f"{name}.png", half[k])
+            save_depth(out / "depth" / f"{name}.npy", depth[k])
+            save_depth(out / "depth_2" / f"{name}.npy", depth_half[k])
             valid = depth[k][depth[k] > 0]
             if valid.size == 0:
                 raise ValueError(f"write_llff_scene: view {i0 + k} of seed {seed} sees nothing")
             bounds[i0 + k] = [0.9 * float(valid.min()), 1.1 * float(valid.max())]
     poses = llff_pose_matrix(c2w, height, width, focal)
     np.save(out / "poses_bounds.npy", np.concatenate([poses.reshape(n_images, 15), bounds], -1))
-    _save_json(
+    save_json(
         out / "scene.json",
         {
             **scene.to_dict(),
@@ -213,7 +173,11 @@ def write_llff_scene(out_dir, *, seed: int = 0, res: int = 64, n_images: int = 2
     return out
 
 
-_WRITERS = {"blender": write_blender_scene, "llff": write_llff_scene}
+def _writers() -> dict:
+    """Layout name -> writer (the DTU writer is imported when called: it is the larger module)."""
+    from .dtu_writer import write_dtu_scene
+
+    return {"blender": write_blender_scene, "llff": write_llff_scene, "dtu": write_dtu_scene}
 
 
 def family_seed(seed: int, index: int) -> int:
@@ -230,22 +194,22 @@ def write_scene_family(
         out_dir: parent folder.
         n_scenes: number of scenes (< 100000).
         seed: family seed; scene i uses :func:`family_seed` (seed, i).
-        layout: "blender" or "llff".
+        layout: "blender", "llff" or "dtu".
         res: resolution passed to the writer.
-        **kw: further keyword arguments of :func:`write_blender_scene` / :func:`write_llff_scene`.
+        **kw: further keyword arguments of :func:`write_blender_scene` / :func:`write_llff_scene` /
+            :func:`~neural3d.data.synthetic.dtu_writer.write_dtu_scene`.
 
     Returns:
         the scene folders, in order.
     """
-    if layout not in _WRITERS:
-        raise ValueError(f"layout must be one of {sorted(_WRITERS)}, got {layout!r}")
+    writers = _writers()
+    if layout not in writers:
+        raise ValueError(f"layout must be one of {sorted(writers)}, got {layout!r}")
     if not 0 <= n_scenes < 100_000:
         raise ValueError(f"n_scenes must be in [0, 100000), got {n_scenes}")
     out = Path(out_dir)
-    paths = [
-        _WRITERS[layout](out / f"scene_{i:03d}", seed=family_seed(seed, i), res=res, **kw) for i in range(n_scenes)
-    ]
-    _save_json(
+    paths = [writers[layout](out / f"scene_{i:03d}", seed=family_seed(seed, i), res=res, **kw) for i in range(n_scenes)]
+    save_json(
         out / "family.json",
         {
             "layout": layout,
@@ -263,24 +227,25 @@ def cli_synth(out, layout: str = "blender", res: int = 64, seed: int = 0, n_view
 
     Args:
         out: output folder.
-        layout: "blender" or "llff".
+        layout: "blender", "llff" or "dtu".
         res: image width (and height for blender).
         seed: scene seed.
-        n_views: blender: number of *training* views (val/test keep 8 each), >= 1; llff: number of images,
-            >= 2 (every 8th image, the first included, is held out). None keeps the defaults (40 / 20).
+        n_views: blender: number of *training* views (val/test keep 8 each), >= 1; llff / dtu: number of images,
+            >= 2 (llff, and dtu below 49 views, hold out every 8th image, the first included). None keeps the
+            defaults (40 / 20 / 49).
     Raises:
         ValueError: a count that would write a scene without training views (``--views 0``).
 
     Returns:
         the output folder.
     """
-    if layout not in ("blender", "llff"):
-        raise ValueError(f"layout must be 'blender' or 'llff', got {layout!r}")
+    writers = _writers()
+    if layout not in writers:
+        raise ValueError(f"layout must be one of {sorted(writers)}, got {layout!r}")
     # the smallest count whose scene loads with a training view (LLFF holds out every 8th image, the first included)
     least = 1 if layout == "blender" else 2
     if n_views is not None and n_views < least:
         what = "training views" if layout == "blender" else "images (image 0 is held out for testing)"
         raise ValueError(f"--views must be >= {least} for the {layout} layout ({what}), got {n_views}")
-    if layout == "blender":
-        return write_blender_scene(out, seed=seed, res=res, **({} if n_views is None else {"n_train": n_views}))
-    return write_llff_scene(out, seed=seed, res=res, **({} if n_views is None else {"n_images": n_views}))
+    count = {"blender": "n_train", "llff": "n_images", "dtu": "n_views"}[layout]
+    return writers[layout](out, seed=seed, res=res, **({} if n_views is None else {count: n_views}))
