@@ -62,6 +62,9 @@ class SceneData:
         points3d_rgb: optional [n_points, 3] their colours in [0, 1].
         pixel_center: offset of ray pixel coordinates (0.5: true centres; 0.0: original NeRF code).
         metadata: loader-specific extras (e.g. the original LLFF hold-out index).
+        depths: optional [n_images, H, W] float32 z-depth per pixel (the ``t`` of the unnormalised ray through
+            the pixel centre at the first surface, as the renderers' ``depth``), 0 where unknown; filled by
+            loaders that have depth.
     """
 
     images: Tensor
@@ -84,6 +87,7 @@ class SceneData:
     points3d_rgb: Tensor | None = None
     pixel_center: float = 0.5
     metadata: dict = field(default_factory=dict)
+    depths: Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -95,6 +99,11 @@ class SceneData:
             )
         if self.ndc and None in (self.ndc_focal, self.ndc_width, self.ndc_height):
             raise ValueError("SceneData: ndc=True needs ndc_focal, ndc_width and ndc_height")
+        if self.depths is not None and tuple(self.depths.shape) != tuple(self.images.shape[:3]):
+            raise ValueError(
+                f"SceneData.depths must be [n_images, H, W] = {tuple(self.images.shape[:3])}, "
+                f"got {tuple(self.depths.shape)}"
+            )
         for name, idx in self.splits.items():
             if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
                 raise ValueError(f"SceneData: split '{name}' has indices outside [0, {n})")
@@ -136,6 +145,7 @@ class SceneData:
             self,
             images=self.images[idx.to(self.device)],
             alphas=None if self.alphas is None else self.alphas[idx.to(self.device)],
+            depths=None if self.depths is None else self.depths[idx.to(self.device)],
             cameras=self.cameras[idx.to(self.cameras.device)],
             image_paths=[self.image_paths[i] for i in idx.tolist()],
             splits={name: torch.arange(idx.numel(), device=idx.device)},
