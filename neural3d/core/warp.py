@@ -6,9 +6,10 @@ v + pixel_center)``. Projected into the target camera it lands at continuous coo
 ``z'``; it is splatted to the nearest target pixel centre ``round(x' - pixel_center)``. Where several points land
 on one pixel the nearest wins (z-buffer; equal depths: the lowest reference pixel index, so the result is
 deterministic). Forward splatting leaves cracks where the target magnifies a surface; background points seen
-through such a crack would win their pixel for lack of a competitor, so a splat is also rejected when another
-splat within ``radius`` pixels is nearer by more than the relative ``depth_tolerance`` (a z-buffer with a
-(2 radius + 1)^2 footprint). Pixels that receive no accepted point are holes (``mask`` false): regions occluded
+through such a crack would win their pixel for lack of a competitor, so a pixel is also emptied when, along a
+row, a column or a diagonal, splats nearer by more than the relative ``depth_tolerance`` lie within ``radius``
+pixels on both sides of it (a crack in a nearer surface; a silhouette has the nearer surface on one side only
+and is kept). Pixels that receive no accepted point are holes (``mask`` false): regions occluded
 in, or outside of, the reference view, cracks, and pixels of reference depth 0.
 
 SinNeRF's official code splats with ``floor`` and no z-buffer (the last write wins); both are replaced here.
@@ -19,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from neural3d.core.cameras import Cameras
@@ -54,12 +54,29 @@ def unproject_depth(camera: Cameras, depth: Tensor, pixel_center: float = 0.5) -
     return rays.origins + depth[..., None] * rays.directions
 
 
-def _neighbourhood_min(zbuf: Tensor, radius: int) -> Tensor:
-    """[H, W] minimum over (2 radius + 1)^2 windows (inf outside the image)."""
+def _shifted(zbuf: Tensor, dy: int, dx: int) -> Tensor:
+    """[H, W] ``zbuf[y + dy, x + dx]`` (inf outside the image)."""
+    H, W = zbuf.shape
+    out = torch.full_like(zbuf, float("inf"))
+    out[max(0, -dy) : H - max(0, dy), max(0, -dx) : W - max(0, dx)] = zbuf[
+        max(0, dy) : H - max(0, -dy), max(0, dx) : W - max(0, -dx)
+    ]
+    return out
+
+
+def _sandwiched(zbuf: Tensor, radius: int, depth_tolerance: float) -> Tensor:
+    """[H, W] bool: pixels with a nearer splat (by the relative tolerance) within ``radius`` on BOTH sides along
+    a row, a column or a diagonal: a crack in a nearer surface. A surface's own silhouette pixels have nearer
+    splats on one side only and are kept."""
+    out = torch.zeros_like(zbuf, dtype=torch.bool)
     if radius <= 0:
-        return zbuf
-    padded = F.pad(-zbuf[None, None], (radius,) * 4, value=-float("inf"))
-    return -F.max_pool2d(padded, 2 * radius + 1, stride=1)[0, 0]
+        return out
+    limit = zbuf / (1.0 + depth_tolerance)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        ahead = torch.stack([_shifted(zbuf, k * dy, k * dx) for k in range(1, radius + 1)]).amin(0)
+        behind = torch.stack([_shifted(zbuf, -k * dy, -k * dx) for k in range(1, radius + 1)]).amin(0)
+        out |= (ahead < limit) & (behind < limit)
+    return out
 
 
 def forward_warp(
@@ -80,8 +97,8 @@ def forward_warp(
         source: the reference camera (one, H x W).
         target: the target camera (one; its own size).
         pixel_center: offset of a pixel's ray within the pixel (``data.pixel_center``).
-        radius: footprint of the occlusion test in target pixels (0: a plain per-pixel z-buffer).
-        depth_tolerance: relative depth margin of that test (a splat loses to a neighbour nearer by more).
+        radius: reach of the crack test in target pixels (0: a plain per-pixel z-buffer).
+        depth_tolerance: relative depth margin of that test (neighbours nearer by more count as a nearer surface).
     Returns:
         :class:`WarpResult` at the target's resolution.
     """
@@ -96,8 +113,8 @@ def forward_warp(
     uv, z, colours = uv[inside], z[inside], colours[inside]
     lin = uv[:, 1] * W + uv[:, 0]
     zbuf = torch.full((H * W,), float("inf"), dtype=z.dtype, device=z.device).scatter_reduce(0, lin, z, "amin")
-    near = _neighbourhood_min(zbuf.reshape(H, W), radius).reshape(-1)
-    wins = (z <= zbuf[lin]) & (z <= near[lin] * (1.0 + depth_tolerance))
+    cracks = _sandwiched(zbuf.reshape(H, W), radius, depth_tolerance).reshape(-1)
+    wins = (z <= zbuf[lin]) & ~cracks[lin]
     order = torch.arange(z.numel(), device=z.device)
     n = z.numel()
     owner = torch.full((H * W,), n, dtype=torch.long, device=z.device)
