@@ -13,13 +13,13 @@ import torch
 from neural3d.cli.main import main
 from neural3d.config import ConfigError, load_config
 from neural3d.data.scene import DatasetError
+from neural3d.training.sinnerf.dino import DinoViT, interpolate_pos_embed, load_dino
 from neural3d.training.sinnerf.discriminator import (
     PatchDiscriminator,
     diff_augment,
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from neural3d.training.sinnerf.dino import DinoViT, interpolate_pos_embed, load_dino
 from neural3d.training.sinnerf.losses import edge_aware_smoothness, masked_smooth_l1
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -6,8 +6,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-
 from _analytic_scene import R, ring_cameras
+
 from neural3d.core.rays import image_rays
 from neural3d.core.warp import forward_warp, unproject_depth
 from neural3d.training.sinnerf.views import orbit_pose, patch_pixels, rotation_xyz
