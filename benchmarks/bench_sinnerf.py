@@ -85,8 +85,14 @@ def _cpu_seconds(log: Path) -> float:
 
 
 def _train_all(jobs: list[tuple[str, list[str]]], work: Path, parallel: int) -> dict[str, float]:
-    """Run ``neural3d train`` argument lists, ``parallel`` at a time; CPU seconds per run."""
-    pending, running, cpu = list(jobs), {}, {}
+    """Run ``neural3d train`` argument lists, ``parallel`` at a time; CPU seconds per run. A run whose log
+    already reports its CPU seconds (an earlier invocation on the same ``--work``) is not trained again."""
+    cpu = {}
+    for name, _ in jobs:
+        log = work / f"{name}.log"
+        if log.is_file() and "CPU_SECONDS" in log.read_text():
+            cpu[name] = _cpu_seconds(log)
+    pending, running = [j for j in jobs if j[0] not in cpu], {}
     while pending or running:
         while pending and len(running) < parallel:
             name, argv = pending.pop(0)
@@ -156,8 +162,7 @@ def main() -> None:
         oracle = ["train", str(ROOT / "configs" / "blender_ngp.yaml"), f"data.path={others}", "data.factor=8"]
         oracle += ["data.allow_external_paths=true", f"output_dir={work}", "experiment=lego_oracle", *MODEL]
         oracle += [f"trainer.steps={a.oracle_steps}", "trainer.eval_every=0", *common]
-        if not (work / "lego_oracle" / "checkpoints").is_dir():
-            _train_all([("lego_oracle", oracle)], work, 1)
+        _train_all([("lego_oracle", oracle)], work, 1)
         depth = ["sinnerf.depth.source=oracle", f"sinnerf.depth.path={work / 'lego_oracle'}"]
         scenes["lego100"] = (lego, ["data.factor=8"], LEGO_REFERENCE, depth)
     if a.only:

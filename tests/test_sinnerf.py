@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_augnerf import NGP_SAMPLERS, TINY_NERF
+from test_augnerf import TINY_NGP as _TINY_NGP
 
 from neural3d.cli.main import main
 from neural3d.config import ConfigError, load_config
@@ -23,17 +25,7 @@ from neural3d.training.sinnerf.discriminator import (
 from neural3d.training.sinnerf.losses import edge_aware_smoothness, masked_smooth_l1
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY_NERF = ["model.n_coarse=8", "model.n_fine=8", "model.width=32", "model.depth=3", "model.skips=[1]"]
-TINY_NGP = [
-    "model.n_levels=4",
-    "model.log2_hashmap_size=10",
-    "model.max_resolution=32",
-    "model.hashgrid_backend=torch",
-    "model.sampler.resolution=16",
-    "model.sampler.step_size=0.08",
-    "model.sampler.backend=torch",
-    "model.sampler.update_every=2",
-]
+TINY_NGP = [*_TINY_NGP, *NGP_SAMPLERS["occupancy"], "model.sampler.update_every=2"]
 SMALL = ["sinnerf.patch.size=8", "sinnerf.patch.stride=2", "sinnerf.texture.channels=4"]
 
 

@@ -72,13 +72,18 @@ def _occluded_from(centre: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return t < 1.0 - 1e-6
 
 
-def test_warping_into_a_rotated_pose_matches_the_analytic_render():
+def _rotated_pair():
+    """(reference camera, its exact depth and colour, the camera orbited 20 degrees about z, its exact render)."""
     ref = _camera()
     normal = _scene_normal(ref)
     depth, rgb, _ = _trace(ref, normal)
     c2w = orbit_pose(ref.camera_to_worlds[0], torch.zeros(3), torch.tensor([0.0, 0.0, 20.0]), torch.zeros(3))
     target = ref.replace(camera_to_worlds=c2w[None])
-    t_depth, t_rgb, t_points = _trace(target, normal)
+    return ref, depth, rgb, target, _trace(target, normal)
+
+
+def test_warping_into_a_rotated_pose_matches_the_analytic_render():
+    ref, depth, rgb, target, (t_depth, t_rgb, t_points) = _rotated_pair()
     out = forward_warp(rgb.float(), depth.float(), ref, target, radius=1, depth_tolerance=0.05)
 
     xy, _ = ref.project(t_points.float().reshape(1, -1, 3))
@@ -103,12 +108,7 @@ def test_warping_into_a_rotated_pose_matches_the_analytic_render():
 
 def test_without_the_occlusion_footprint_cracks_let_the_background_through():
     """radius 0 is a plain per-pixel z-buffer: the magnified side of the sphere shows plane points."""
-    ref = _camera()
-    normal = _scene_normal(ref)
-    depth, rgb, _ = _trace(ref, normal)
-    c2w = orbit_pose(ref.camera_to_worlds[0], torch.zeros(3), torch.tensor([0.0, 0.0, 20.0]), torch.zeros(3))
-    target = ref.replace(camera_to_worlds=c2w[None])
-    t_depth, _, _ = _trace(target, normal)
+    ref, depth, rgb, target, (t_depth, _, _) = _rotated_pair()
     wrong = {}
     for radius in (0, 1):
         out = forward_warp(rgb.float(), depth.float(), ref, target, radius=radius)

@@ -112,6 +112,8 @@ class SceneTask(TaskBase):
         """Shard the ray loader: each rank trains on ``trainer.batch_size / world_size`` rays of every batch."""
         if world_size == 1:
             return
+        if self.sinnerf is not None:
+            raise NotImplementedError("sinnerf: data-parallel single-view training is not implemented yet")
         if not hasattr(self.loader, "shard"):
             raise NotImplementedError(
                 f"method '{self.cfg.method}': its batch source {type(self.loader).__name__} cannot be sharded "
