@@ -65,45 +65,64 @@ def _lego_others(work: Path, lego: Path) -> Path:
     return out
 
 
-def _run(argv: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def _run(argv: list[str], log: Path, evaluate: tuple | None) -> subprocess.Popen:
+    """One ``neural3d train`` process (one thread), then its held-out evaluation (``_evaluate(*evaluate)``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = f"{ROOT}:{ROOT / 'benchmarks'}"
     code = (
         "import json, sys, time, torch; torch.set_num_threads(1); from neural3d.cli.main import main; "
         "t = time.process_time(); rc = main(sys.argv[1:]); "
-        "print('CPU_SECONDS', time.process_time() - t); sys.exit(rc)"
+        "print('CPU_SECONDS', time.process_time() - t, flush=True)\n"
+        f"if rc == 0 and {evaluate!r} is not None:\n"
+        f"    import bench_sinnerf; print('EVAL_JSON', json.dumps(bench_sinnerf._evaluate(*{evaluate!r})))\n"
+        "sys.exit(rc)"
     )
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *argv], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env
-    )
+    out = log.open("w")
+    return subprocess.Popen([sys.executable, "-c", code, *argv], stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
-def _cpu_seconds(log: Path) -> float:
+def _log_value(log: Path, key: str) -> str:
     for line in log.read_text().splitlines():
-        if line.startswith("CPU_SECONDS"):
-            return float(line.split()[1])
-    raise RuntimeError(f"{log}: the run failed:\n{log.read_text()[-3000:]}")
+        if line.startswith(key + " "):
+            return line.split(" ", 1)[1]
+    raise RuntimeError(f"{log}: the run failed (no {key}):\n{log.read_text()[-3000:]}")
 
 
-def _train_all(jobs: list[tuple[str, list[str]]], work: Path, parallel: int) -> dict[str, float]:
-    """Run ``neural3d train`` argument lists, ``parallel`` at a time; CPU seconds per run. A run whose log
-    already reports its CPU seconds (an earlier invocation on the same ``--work``) is not trained again."""
-    cpu = {}
-    for name, _ in jobs:
+def _train_all(jobs: list[tuple[str, list[str], tuple | None]], work: Path, parallel: int) -> dict[str, dict]:
+    """Run ``neural3d train`` argument lists (and their evaluations), ``parallel`` at a time: per run its CPU
+    seconds (training) and evaluation. A run whose log already has them (an earlier invocation on the same
+    ``--work``) is not run again."""
+    done: dict[str, dict] = {}
+
+    def finished(name: str, evaluate: tuple | None) -> dict | None:
         log = work / f"{name}.log"
-        if log.is_file() and "CPU_SECONDS" in log.read_text():
-            cpu[name] = _cpu_seconds(log)
-    pending, running = [j for j in jobs if j[0] not in cpu], {}
+        text = log.read_text() if log.is_file() else ""
+        if "CPU_SECONDS" not in text or (evaluate is not None and "EVAL_JSON" not in text):
+            return None
+        res = {"cpu_s": float(_log_value(log, "CPU_SECONDS"))}
+        return {**res, **json.loads(_log_value(log, "EVAL_JSON"))} if evaluate is not None else res
+
+    pending, running = [], {}
+    for name, argv, evaluate in jobs:
+        res = finished(name, evaluate)
+        if res is None:
+            pending.append((name, argv, evaluate))
+        else:
+            done[name] = res
     while pending or running:
         while pending and len(running) < parallel:
-            name, argv = pending.pop(0)
-            running[name] = _run(argv, work / f"{name}.log")
-        for name, proc in list(running.items()):
+            name, argv, evaluate = pending.pop(0)
+            running[name] = (_run(argv, work / f"{name}.log", evaluate), evaluate)
+        for name, (proc, evaluate) in list(running.items()):
             if proc.poll() is not None:
-                cpu[name] = _cpu_seconds(work / f"{name}.log")
-                print(f"{name}: {cpu[name]:.0f} CPU s", flush=True)
+                res = finished(name, evaluate)
+                if res is None:
+                    raise RuntimeError(f"{name} failed:\n{(work / f'{name}.log').read_text()[-3000:]}")
+                done[name] = res
+                print(name, json.dumps(done[name]), flush=True)
                 del running[name]
         time.sleep(2)
-    return cpu
+    return done
 
 
 def _held_out(scene, reference: int, max_angle: float) -> list[int]:
@@ -113,10 +132,11 @@ def _held_out(scene, reference: int, max_angle: float) -> list[int]:
     ref = centres[reference] / centres[reference].norm()
     cos = (centres / centres.norm(dim=-1, keepdim=True)) @ ref
     angles = torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
-    return [i for i in range(scene.n_images) if i != reference and float(angles[i]) <= max_angle]
+    views = [i for i in range(scene.n_images) if i != reference and float(angles[i]) <= max_angle]
+    return sorted(views, key=lambda i: float(angles[i]))  # nearest first
 
 
-def _evaluate(run: Path, reference_view: int, max_angle: float) -> dict:
+def _evaluate(run: str, reference_view: int, max_angle: float, max_views: int) -> dict:
     import torch
 
     from neural3d.api import load
@@ -125,7 +145,7 @@ def _evaluate(run: Path, reference_view: int, max_angle: float) -> dict:
 
     loaded = load(run, device="cpu")
     scene = loaded.dataset()
-    views = _held_out(scene, int(scene.split_indices("train")[reference_view]), max_angle)
+    views = _held_out(scene, int(scene.split_indices("train")[reference_view]), max_angle)[:max_views]
     ps, ss = [], []
     with torch.no_grad():
         for i in views:
@@ -140,6 +160,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--oracle-steps", type=int, default=800)
     p.add_argument("--max-angle", type=float, default=45.0)
+    p.add_argument("--max-views", type=int, default=12, help="the held-out views nearest the reference")
+    p.add_argument("--variants", default="", help="comma-separated variant names (default: all)")
     p.add_argument("--jobs", type=int, default=4)
     p.add_argument("--dino", default=None, help="local dino_deitsmall16_pretrain.pth: adds variant d")
     p.add_argument("--only", default="", help="comma-separated scene names (generated64, lego100)")
@@ -162,12 +184,12 @@ def main() -> None:
         oracle = ["train", str(ROOT / "configs" / "blender_ngp.yaml"), f"data.path={others}", "data.factor=8"]
         oracle += ["data.allow_external_paths=true", f"output_dir={work}", "experiment=lego_oracle", *MODEL]
         oracle += [f"trainer.steps={a.oracle_steps}", "trainer.eval_every=0", *common]
-        _train_all([("lego_oracle", oracle)], work, 1)
+        _train_all([("lego_oracle", oracle, None)], work, 1)
         depth = ["sinnerf.depth.source=oracle", f"sinnerf.depth.path={work / 'lego_oracle'}"]
         scenes["lego100"] = (lego, ["data.factor=8"], LEGO_REFERENCE, depth)
     if a.only:
         scenes = {k: v for k, v in scenes.items() if k in a.only.split(",")}
-    variants = dict(VARIANTS)
+    variants = {k: v for k, v in VARIANTS.items() if not a.variants or k in a.variants.split(",")}
     if a.dino:
         variants["d_semantic"] = [f"sinnerf.semantic.weights={a.dino}", "sinnerf.texture.weight=0.01"]
     jobs = []
@@ -177,15 +199,9 @@ def main() -> None:
             argv += [f"output_dir={work}", f"experiment={name}-{label}", *MODEL, *extra]
             argv += [f"trainer.steps={a.steps}", f"sinnerf.reference_view={ref}", "sinnerf.poses.pivot=world_origin"]
             argv += [f"sinnerf.schedule.stage2_step={a.steps // 2}", "eval.split=val", "trainer.eval_every=0", *common]
-            jobs.append((f"{name}-{label}", argv))
-    cpu = _train_all(jobs, work, a.jobs)
-    results: dict = {"machine": machine(), "steps": a.steps, "max_angle": a.max_angle, "runs": {}}
-    for name, (_, _, ref, _) in scenes.items():
-        for label in variants:
-            run = f"{name}-{label}"
-            res = _evaluate(work / run, ref, a.max_angle)
-            results["runs"][run] = {**res, "cpu_s": cpu[run]}
-            print(run, json.dumps(results["runs"][run]), flush=True)
+            jobs.append((f"{name}-{label}", argv, (str(work / f"{name}-{label}"), ref, a.max_angle, a.max_views)))
+    runs = _train_all(jobs, work, a.jobs)
+    results: dict = {"machine": machine(), "steps": a.steps, "max_angle": a.max_angle, "runs": runs}
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
