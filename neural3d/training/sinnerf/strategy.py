@@ -21,8 +21,8 @@ nothing; with every patch weight 0 no patch is rendered (plain single-view train
 Differences from the official code (``models/sinnerf.py``): depth losses supervise the final ``depth`` only (not
 coarse and fine) and only where the reference depth is known (the official Blender code also pulls the rendered
 depth of background pixels to 0); the discriminator sees the fake patch rendered for the generator step
-(Lightning re-renders it); the forward warp has a z-buffer; the official extra patch of the reference view is not rendered (the
-reference rays carry colour and depth); its learning-rate drop for stage 2 (a new run at lr / 4) is left to
+(Lightning re-renders it); the forward warp has a z-buffer; the official extra patch of the reference view is
+not rendered (the reference rays carry colour and depth); its learning-rate drop for stage 2 (a new run at lr / 4) is left to
 ``trainer.optim``.
 """
 
