@@ -22,8 +22,8 @@ Differences from the official code (``models/sinnerf.py``): depth losses supervi
 coarse and fine) and only where the reference depth is known (the official Blender code also pulls the rendered
 depth of background pixels to 0); the discriminator sees the fake patch rendered for the generator step
 (Lightning re-renders it); the forward warp has a z-buffer; the official extra patch of the reference view is
-not rendered (the reference rays carry colour and depth); its learning-rate drop for stage 2 (a new run at lr / 4) is left to
-``trainer.optim``.
+not rendered (the reference rays carry colour and depth); its learning-rate drop for stage 2 (a new run at
+lr / 4) is left to ``trainer.optim``.
 """
 
 from __future__ import annotations
