@@ -5,14 +5,18 @@ One step of :class:`Loop` (``task`` is a :class:`~neural3d.training.task.TrainTa
     task.module.train(); task.step_begin(step); batch = task.next_batch(step)
     with autocast: loss, metrics = task.loss_and_metrics(batch, step)
     optimizer.zero_grad(set_to_none=True); loss.backward(); clip_grad_norm_(module, grad_clip)
-    optimizer.step(); scheduler.step(); step += 1
+    optimizer.step(); scheduler.step()
+    for name, aux in auxiliary optimizers:               # e.g. a GAN discriminator (none for most tasks)
+        with autocast: aux_loss, aux_metrics = task.auxiliary_loss(name, step)   # None: skipped
+        aux.zero_grad(set_to_none=True); aux_loss.backward(); aux.step()
+    step += 1
 
 Metrics stay on the device until a log step (``step % log_every == 0`` or the last step): the only host
 synchronisation of the loop. After each step the callbacks run in order (periodic evaluation, checkpoints,
 user hooks such as the live viewer); at the end the loop saves a checkpoint and runs the task's final
 evaluation. Checkpoints hold the loop's keys (``step``, ``elapsed``, ``optimizer``, ``scheduler``,
-``rng_cpu``, ``rng_cuda``) next to the task's, and :meth:`Loop.resume` restores all of them, so N steps
-equal N/2 + resume + N/2 bit for bit.
+``rng_cpu``, ``rng_cuda``, and ``auxiliary_optimizers`` when the task has some) next to the task's, and
+:meth:`Loop.resume` restores all of them, so N steps equal N/2 + resume + N/2 bit for bit.
 
 Under torchrun (a process group of ``W > 1`` ranks, :mod:`neural3d.training.distributed`) the same step
 also: runs ``task.step_begin`` on the random stream shared by all ranks and re-seeds the rank's own stream
@@ -111,6 +115,8 @@ class Loop:
         self.task, self.config, self.run_dir = task, config, run_dir
         self.callbacks = list(callbacks)
         self.optimizer, self.scheduler = task.configure_optimizers(config.steps)
+        configure_aux = getattr(task, "configure_auxiliary_optimizers", None)
+        self.aux_optimizers: dict[str, torch.optim.Optimizer] = configure_aux(config.steps) if configure_aux else {}
         self.step, self.elapsed, self.paused = 0, 0.0, False
         self.last_metrics: dict[str, float] = {}
         self._window = (time.perf_counter(), 0)  # throughput window: (start, steps)
@@ -137,6 +143,8 @@ class Loop:
             "rng_cpu": torch.get_rng_state(),
             "nonfinite_skipped": self.skipped,
         }
+        if self.aux_optimizers:
+            state["auxiliary_optimizers"] = {k: opt.state_dict() for k, opt in self.aux_optimizers.items()}
         if self.task.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.task.device)
         if self._rng is not None:  # the stream shared by the ranks (the rank streams follow from the step)
@@ -148,6 +156,10 @@ class Loop:
         self.task.load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        for name, opt in self.aux_optimizers.items():
+            if name not in state.get("auxiliary_optimizers", {}):
+                raise KeyError(f"checkpoint has no state for the auxiliary optimizer '{name}'")
+            opt.load_state_dict(state["auxiliary_optimizers"][name])
         if self._rng is not None:
             self._rng.load(state)
         elif "rng_cpu" in state:
@@ -225,6 +237,8 @@ class Loop:
                 torch.nn.utils.clip_grad_norm_(task.module.parameters(), self.config.grad_clip)
             self.optimizer.step()
         self.scheduler.step()
+        for name, optimizer in self.aux_optimizers.items():
+            metrics.update(self._auxiliary_step(name, optimizer))
         self.step += 1
         return {"loss": loss.detach(), **metrics}
 
@@ -254,6 +268,21 @@ class Loop:
         if is_main_process() and (self.skipped <= 3 or self.skipped % 100 == 0):
             warnings.warn(f"non-finite {what} at step {step}: batch skipped ({self.skipped} so far)", stacklevel=3)
         return False
+
+    def _auxiliary_step(self, name: str, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+        """One update of an auxiliary optimizer on ``task.auxiliary_loss`` (gradients averaged across ranks)."""
+        with self.autocast():
+            result = self.task.auxiliary_loss(name, self.step)
+        if result is None:
+            return {}
+        loss, metrics = result
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.world_size > 1:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            dist.all_reduce_gradients(params, self.world_size)
+        optimizer.step()
+        return metrics
 
     # ------------------------------------------------------------------ the run
     def log(self, step: int, values: dict[str, float], prefix: str) -> None:

@@ -66,10 +66,17 @@ class SceneTask(TaskBase):
 
             self.scene = corrupt_training_images(self.scene, cfg.data.corruption)
         self.scene = self.scene.to(self.device)
+        sinnerf_cfg = getattr(cfg, "sinnerf", None)
+        reference = None
+        if sinnerf_cfg is not None and sinnerf_cfg.enabled:  # the model and loader see the reference view alone
+            from neural3d.training.sinnerf.strategy import single_view_scene
+
+            self.scene, reference = single_view_scene(self.scene, sinnerf_cfg.reference_view)
         self.info = scene_info(self.scene)
         self.model = build_model(cfg.method, cfg.model, self.info).to(self.device)
         self.model.attach_scene(self.scene)
         self.model.prepare_training()
+        self.sinnerf = None
         self.augment = None
         augment_cfg = getattr(cfg, "augment", None)
         if augment_cfg is not None:
@@ -86,6 +93,17 @@ class SceneTask(TaskBase):
             self.loader = RayLoader(
                 self.scene, split="train", batch_size=t.batch_size, device=self.device, seed=cfg.seed
             )
+        if reference is not None:
+            self._build_sinnerf(sinnerf_cfg, reference)
+
+    def _build_sinnerf(self, sinnerf_cfg, reference: int) -> None:
+        from neural3d.training.sinnerf.strategy import SinNeRF
+
+        if self.augment is not None:
+            raise ConfigError("sinnerf and augment cannot be combined yet: turn one of them off")
+        if self.cfg.method not in ("nerf", "ngp"):
+            raise ConfigError(f"sinnerf: method '{self.cfg.method}' is not supported (nerf, ngp)")
+        self.sinnerf = SinNeRF(sinnerf_cfg, self.scene, reference)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -95,6 +113,8 @@ class SceneTask(TaskBase):
         """Shard the ray loader: each rank trains on ``trainer.batch_size / world_size`` rays of every batch."""
         if world_size == 1:
             return
+        if self.sinnerf is not None:
+            raise NotImplementedError("sinnerf: data-parallel single-view training is not implemented yet")
         if not hasattr(self.loader, "shard"):
             raise NotImplementedError(
                 f"method '{self.cfg.method}': its batch source {type(self.loader).__name__} cannot be sharded "
@@ -107,6 +127,16 @@ class SceneTask(TaskBase):
         optimizer = build_optimizer(self.model.param_groups(), optim)
         return optimizer, build_scheduler(optimizer, total_steps, optim)
 
+    def configure_auxiliary_optimizers(self, total_steps: int) -> dict[str, torch.optim.Optimizer]:
+        """SinNeRF's discriminator: Adam at ``trainer.optim.lr x sinnerf.texture.lr_scale`` (official betas, eps)."""
+        if self.sinnerf is None or self.sinnerf.discriminator is None:
+            return {}
+        lr = self.cfg.trainer.optim.lr * self.cfg.sinnerf.texture.lr_scale
+        return {"discriminator": torch.optim.Adam(self.sinnerf.discriminator.parameters(), lr=lr, eps=1e-8)}
+
+    def auxiliary_loss(self, name: str, step: int) -> tuple[Tensor, dict[str, Tensor]] | None:
+        return self.sinnerf.discriminator_loss(step) if self.sinnerf is not None else None
+
     def step_begin(self, step: int) -> None:
         self.model.training_step_begin(step)
 
@@ -116,6 +146,8 @@ class SceneTask(TaskBase):
     def loss_and_metrics(self, batch: Any, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         """The model's loss (``sum(loss_dict)``), or Aug-NeRF's ``(1 - w) L_clean + w L_adv`` with ``augment`` on."""
         context = getattr(batch, "context", None)
+        if self.sinnerf is not None:
+            return self.sinnerf.loss(self.model, batch, step)
         if self.augment is not None:
             loss, outputs, extra = self.augment.loss(self.model, batch, context)
             metrics = {k: v.detach() for k, v in self.model.metrics_dict(outputs, batch).items()}
@@ -149,6 +181,7 @@ class SceneTask(TaskBase):
             "scene": self.info.state(),
             "model": self.model.state_dict(),
             "loader": self.loader.state_dict(),
+            **({"sinnerf": self.sinnerf.state_dict()} if self.sinnerf is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -156,6 +189,8 @@ class SceneTask(TaskBase):
             raise ConfigError(f"checkpoint is for method '{state.get('method')}', config says '{self.cfg.method}'")
         self.model.load_state_dict(state["model"])
         self.loader.load_state_dict(state["loader"])
+        if self.sinnerf is not None:
+            self.sinnerf.load_state_dict(state["sinnerf"])
         self._warn_ignored_optim_changes(state.get("config", {}).get("trainer", {}).get("optim", {}))
 
     def _warn_ignored_optim_changes(self, saved: dict) -> None:

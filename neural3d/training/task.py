@@ -90,6 +90,11 @@ class TrainTask(Protocol):
         """Restore :meth:`state_dict`'s keys from a checkpoint (``--resume``)."""
         ...
 
+    # Optional (TaskBase has the defaults): further optimizers, each stepped after the main one every step on its
+    # own loss (a GAN's discriminator; its parameters must not be in ``module``).
+    #   configure_auxiliary_optimizers(total_steps) -> dict[name, Optimizer]
+    #   auxiliary_loss(name, step) -> (loss, detached metrics) | None  (None: that optimizer skips the step)
+
 
 class TaskBase:
     """Defaults for the optional parts of :class:`TrainTask` (no throughput, no evaluation, one process)."""
@@ -106,3 +111,11 @@ class TaskBase:
 
     def evaluate(self, step: int, *, final: bool) -> dict[str, float]:
         return {}
+
+    def configure_auxiliary_optimizers(self, total_steps: int) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers stepped after the main one, in order, on :meth:`auxiliary_loss` (none by default)."""
+        return {}
+
+    def auxiliary_loss(self, name: str, step: int) -> tuple[Tensor, dict[str, Tensor]] | None:
+        """(loss, detached metrics) of auxiliary optimizer ``name`` at ``step``, after the main update (None: skip)."""
+        return None

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from neural3d.config_bounds import NonNegativeFloat, NonNegativeInt, Port, PositiveFloat, PositiveInt
 from neural3d.training.augment_config import AugmentConfig, CorruptionConfig
+from neural3d.training.sinnerf.config import SinNeRFConfig
 
 
 @dataclass
@@ -210,6 +211,8 @@ class TrainConfig:
     """Live viewer."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Aug-NeRF: adversarial perturbations of coordinates, features and raw outputs during training (off by default)."""
+    sinnerf: SinNeRFConfig = field(default_factory=SinNeRFConfig)
+    """SinNeRF: training from one reference view (RGB-D) with pseudo-labels on unseen views (off by default)."""
     output_dir: str = "runs"
     """Folder holding run directories."""
     experiment: str = ""
