@@ -5,8 +5,9 @@ the viewer's render worker (full-resolution path, row bands), both on the same v
 
 The worker is fed one camera and its ``still_delay`` set to 0, so every request is one full-resolution render
 (``RenderSettings.max_side`` = the image size); the time is from the request to the finished image handed to
-``send`` (banding, colour conversion included). Figures are the median over ``--frames`` renders after one
-warm-up; the machine's load average is printed next to them.
+``send`` (banding, colour conversion included). Figures are the median wall and process CPU time over
+``--frames`` renders after one warm-up (on a loaded machine the CPU time is the one to read); the machine's load
+average is printed next to them.
 """
 
 from __future__ import annotations
@@ -26,19 +27,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine
 
 
-def api_seconds(loaded, cam, frames: int) -> list[float]:
-    """Seconds per ``LoadedScene.render`` of the one-camera ``cam``."""
+def api_seconds(loaded, cam, frames: int) -> list[tuple[float, float]]:
+    """(wall, process CPU) seconds per ``LoadedScene.render`` of the one-camera ``cam``."""
     loaded.render(cam)
     times = []
     for _ in range(frames):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         loaded.render(cam)
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start, time.process_time() - cpu))
     return times
 
 
-def worker_seconds(loaded, cam, frames: int) -> list[float]:
-    """Seconds from a camera update to the full-resolution image of the viewer's :class:`RenderWorker`."""
+def worker_seconds(loaded, cam, frames: int) -> list[tuple[float, float]]:
+    """(wall, process CPU) seconds from a camera update to the full-resolution image of the viewer's
+    :class:`RenderWorker` (the main thread only waits meanwhile, so the process CPU time is the worker's)."""
     from neural3d.viewer import SceneHandle
     from neural3d.viewer.camera import CameraState
     from neural3d.viewer.worker import RenderSettings, RenderWorker
@@ -59,13 +61,13 @@ def worker_seconds(loaded, cam, frames: int) -> list[float]:
         for i in range(frames + 1):
             done.clear()
             state = CameraState(c2w=c2w.copy(), fov=fov, aspect=w / h)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             worker.update_camera(state)
             worker.request_full()
             if not done.wait(600):
                 raise RuntimeError(f"no full-resolution frame in 600 s (worker errors: {worker.stats.errors})")
             if i:  # the first one warms up
-                times.append(time.perf_counter() - start)
+                times.append((time.perf_counter() - start, time.process_time() - cpu))
     finally:
         worker.stop()
     return times
@@ -88,10 +90,10 @@ def main() -> None:
     print(f"machine: {machine()}; load average {os.getloadavg()}", flush=True)
     for name, fn in (("LoadedScene.render", api_seconds), ("viewer RenderWorker (full res)", worker_seconds)):
         times = fn(loaded, cam, args.frames)
-        med = statistics.median(times)
+        med, med_cpu = statistics.median(t for t, _ in times), statistics.median(c for _, c in times)
         print(
-            f"{name:32s} {int(cam.height[0])}x{int(cam.width[0])}: median {med * 1000:.1f} ms "
-            f"({1 / med:.1f} frames/s), best {min(times) * 1000:.1f} ms, {len(times)} frames",
+            f"{name:32s} {int(cam.height[0])}x{int(cam.width[0])}: median {med * 1000:.1f} ms wall "
+            f"({1 / med:.1f} frames/s), {med_cpu * 1000:.1f} ms process CPU, {len(times)} frames",
             flush=True,
         )
 
