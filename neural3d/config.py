@@ -419,6 +419,46 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
 
 
 # ============================================================================ the scene-training config
+DEVICE_PROFILE_KEY = "cpu"
+"""Top-level key of a scene config holding the settings that replace the file's own on a machine without a GPU."""
+
+
+def trains_on_cpu(device: str) -> bool:
+    """Whether a run with ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) trains on the CPU."""
+    if device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return device == "cpu"
+
+
+def device_profile(user: DictConfig, ov: DictConfig, source: str) -> DictConfig:
+    """Pop the ``cpu:`` section out of a scene config (and ``cpu.*`` overrides); return it when training on a CPU.
+
+    A config sized for a GPU (big hash table, fine grid, large batches) crawls on a CPU; its ``cpu:`` section
+    (same shape as the file: ``model:``, ``trainer:``, ...) holds the settings measured fastest there. It is
+    merged after the file's own values and before ``key=value`` overrides when ``device`` (the override, else the
+    file's, else ``auto``) resolves to the CPU; on a GPU it is ignored. Built configs never keep the section, so a
+    run directory's ``config.yaml`` holds the values the run trained with.
+    """
+    sections = []
+    for part_source, part in ((source, user), ("overrides", ov)):
+        section = part.pop(DEVICE_PROFILE_KEY, None)
+        if section is not None and not isinstance(section, DictConfig):
+            raise ConfigError(
+                f"{part_source}: '{DEVICE_PROFILE_KEY}' must be a section (model:, trainer:, ...), got {section!r}"
+            )
+        if section is not None:
+            sections.append((part_source, section))
+    device = str(ov.get("device", user.get("device", "auto")))
+    if not trains_on_cpu(device):
+        return OmegaConf.create({})
+    profile = OmegaConf.create({})
+    for part_source, section in sections:
+        profile = _merged(profile, section, part_source, None, f"{DEVICE_PROFILE_KEY}.")
+    return profile
+
+
 def build_config(
     yaml_cfg: DictConfig | dict | None = None, overrides: Sequence[str] = (), source: str = "config"
 ) -> tuple[DictConfig, Any]:
@@ -427,6 +467,8 @@ def build_config(
     A model config dataclass may define a classmethod ``resolve(model_cfg, cfg, source)`` returning the model
     config with values derived from the other sections (or raising ConfigError when they contradict them).
 
+    A ``cpu:`` section of the file is merged over it when the run trains on a CPU (:func:`device_profile`).
+
     Returns:
         (full config as a DictConfig, the model config as a typed DictConfig of the method's dataclass).
     """
@@ -434,8 +476,11 @@ def build_config(
 
     user = OmegaConf.create(yaml_cfg or {})
     ov = parse_overrides(overrides)
-    model_parts = [(source, user.pop("model", None) or {}), ("overrides", ov.pop("model", None) or {})]
-    cfg = merge(TrainConfig, [(source, user), ("overrides", ov)])
+    profile = device_profile(user, ov, source)  # the file's ``cpu:`` section when training on a CPU, else {}
+    psource = f"{source} (cpu:)"
+    model_parts = [(source, user.pop("model", None) or {}), (psource, profile.pop("model", None) or {})]
+    model_parts.append(("overrides", ov.pop("model", None) or {}))
+    cfg = merge(TrainConfig, [(source, user), (psource, profile), ("overrides", ov)])
     method = get_method(cfg.method)
     _check_renamed(method.config_class, model_parts, "model.")
     sections = _merge_variants(method.config_class, model_parts, "model.")

@@ -24,7 +24,16 @@ def build_optimizer(groups: dict[str, list[nn.Parameter]], cfg) -> torch.optim.O
     if kind not in ("adam", "adamw"):
         raise ConfigError(f"trainer.optim.optimizer must be adam or adamw, got '{kind}'")
     cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
-    return cls(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    return cls(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=_fusable(param_groups))
+
+
+def _fusable(param_groups: list[dict]) -> bool | None:
+    """True when every parameter is a float tensor on the CPU or CUDA: torch's fused Adam then updates each
+    tensor in one pass instead of the per-tensor loop of elementwise kernels (on 2 CPU cores, a 2^19-entry hash
+    table's step takes 17 ms of CPU time instead of 194 ms; BENCHMARKS.md, "lego race"). None: torch's default."""
+    params = [p for g in param_groups for p in g["params"]]
+    ok = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
+    return True if params and ok else None
 
 
 def lr_factor(step: int, total: int, cfg) -> float:

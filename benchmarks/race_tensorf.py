@@ -1,0 +1,274 @@
+"""The lego race against TensoRF (issue 24): PSNR vs training seconds, both sides in turns on one machine.
+
+    python benchmarks/race_tensorf.py --budget 540                                  # neural3d alone
+    python benchmarks/race_tensorf.py --budget 540 --tensorf /work/peers/TensoRF    # + the official TensoRF
+    python benchmarks/race_tensorf.py --budget 60 model.sampler.n_samples=...       # overrides: neural3d's config
+
+neural3d trains ``configs/blender_ngp.yaml`` (as the README command: the config sizes itself to the device) on
+the shared lego at factor 8 (100x100, area-downscaled, white background) and is scored on val. The peer is the
+official TensoRF checkout (apchenstu/TensoRF, outside the project), run unchanged by
+``benchmarks/tensorf_peer.py`` in a subprocess with its lego config sized for a CPU (64^3 -> 128^3 voxels,
+upsampling at 200/300/400/550/700, alpha-mask updates at 200/400, batch 1,024, 1,000 iterations) on the same
+images (neural3d's loader) and the same val views.
+
+How time is measured: the two sides train in turns of ``--slice`` seconds (the peer blocks on its stdin between
+turns), so they never run at the same time and the other engineers' load falls on both alike. Each side's clock
+adds up the process CPU time (``--clock cpu``, the default: on a machine shared with other jobs it counts the
+work each side got, not the time it waited for a core) or the wall time (``--clock wall``) of its own training
+steps only (set-up and evaluation excluded); the other measure is recorded next to it. Both sides get
+``--budget`` seconds; when TensoRF finishes its 1,000 iterations first, neural3d stops at TensoRF's final clock
+(equal time). Every ``--eval-every`` seconds of its clock each side
+renders the same ``--eval-images`` evenly spaced val views; at the budget each scores all val views (PSNR,
+SSIM: neural3d's metrics for both). Written: ``--out``/race.json (curves, finals, steps/s, samples per ray,
+peak resident memory), race.png (PSNR vs seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED_DATA, machine
+from race import plot_curves
+
+ROOT = Path(__file__).resolve().parents[1]
+# the issue's CPU sizing of TensoRF's configs/lego.txt (everything else as in that file)
+TENSORF_LEGO = [
+    "--config", "configs/lego.txt", "--downsample_train", "8", "--N_vis", "0", "--render_test", "0",
+    "--N_voxel_init", str(64**3), "--N_voxel_final", str(128**3), "--batch_size", "1024", "--n_iters", "1000",
+    *[a for it in (200, 300, 400, 550, 700) for a in ("--upsamp_list", str(it))],
+    *[a for it in (200, 400) for a in ("--update_AlphaMask_list", str(it))],
+]  # fmt: skip
+
+
+@dataclass
+class Side:
+    """One racer's record: curve points ``(train seconds, step, PSNR on the eval views)`` and the final score."""
+
+    name: str
+    curve: list[tuple[float, int, float]] = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+    clock: float = 0.0
+    cpu: float = 0.0
+    wall: float = 0.0
+    step: int = 0
+    done: bool = False
+
+
+def eval_views(n_total: int, n: int) -> list[int]:
+    """``n`` evenly spaced view positions of ``n_total`` (the same rule as the peer's)."""
+    return list(range(n_total))[:: max(1, n_total // n)][:n]
+
+
+class Neural3dSide:
+    """neural3d's trainer with its own clock (training steps only) and evaluations on val."""
+
+    def __init__(self, args, overrides: list[str]) -> None:
+        from neural3d.config import load_config
+        from neural3d.training.trainer import Trainer
+
+        data = args.data / "nerf_synthetic" / "lego"
+        base = [f"data.path={data}", "data.factor=8", "eval.split=val", f"output_dir={args.out}"]
+        base += ["experiment=race_neural3d", "trainer.progress=false", "trainer.checkpoint_every=0"]
+        cfg, _ = load_config(str(ROOT / args.config), [*base, *overrides])
+        self.trainer = Trainer(cfg, overwrite=True)
+        self.args, self.side = args, Side(f"neural3d ({args.config})")
+        self.next_eval, self.samples, self.rays = args.eval_every, 0.0, 0
+        self.budget = args.budget  # lowered to the peer's final clock when the peer ends first
+
+    def _subset(self, n: int):
+        scene = self.trainer.scene
+        idx = scene.splits["val"]
+        sub = {**scene.splits, "_race": idx[eval_views(len(idx), n)]}
+        return replace(scene, splits=sub)
+
+    def evaluate(self, n_images: int | None) -> dict:
+        from neural3d.evaluation.evaluate import evaluate_split
+
+        tr = self.trainer
+        scene = self._subset(self.args.final_images or len(tr.scene.splits["val"]))
+        scene = scene if n_images is None else self._subset(n_images)
+        split = "_race"
+        res = evaluate_split(tr.model, scene, split)
+        tr.model.train()
+        mean = res["mean"]
+        if n_images is None:  # the curve's views, for a point comparable with the curve
+            n_val = len(tr.scene.splits["val"])
+            final = eval_views(n_val, self.args.final_images or n_val)
+            curve = [final.index(v) for v in eval_views(n_val, self.args.eval_images) if v in final]
+            mean["psnr_eval_views"] = sum(res["per_image"][i]["psnr"] for i in curve) / len(curve)
+        return mean
+
+    def run_turn(self, until: float, log) -> None:
+        tr, s, a = self.trainer, self.side, self.args
+        while not s.done:
+            if s.clock >= self.budget or tr.step >= tr.cfg.trainer.steps:
+                self.finish(log)
+                break
+            if s.clock >= until:
+                break
+            start, cpu = time.perf_counter(), time.process_time()
+            out = tr.train_step()
+            s.cpu += time.process_time() - cpu
+            s.wall += time.perf_counter() - start
+            s.clock = s.cpu if a.clock == "cpu" else s.wall
+            s.step = tr.step
+            if "samples_per_ray" in out:
+                self.samples += float(out["samples_per_ray"]) * float(out.get("rays_used", 1.0))
+                self.rays += int(out.get("rays_used", 1.0))
+            if s.clock >= self.next_eval:
+                psnr = self.evaluate(a.eval_images)["psnr"]
+                s.curve.append((s.clock, s.step, psnr))
+                log(f"  {s.name:28s} t={s.clock:6.1f}s step={s.step:5d} PSNR={psnr:.2f}")
+                self.next_eval += a.eval_every
+
+    def finish(self, log) -> None:
+        s = self.side
+        self.trainer.save()  # the race's model, for benchmarks/race_render.py
+        res = self.evaluate(None)
+        s.done = True
+        s.final = {
+            "t": s.clock,
+            "cpu_s": s.cpu,
+            "wall_s": s.wall,
+            "step": s.step,
+            "steps_per_s": s.step / max(s.clock, 1e-9),
+            "rays_per_s": s.step * self.trainer.cfg.trainer.batch_size / max(s.clock, 1e-9),
+            "batch_size": self.trainer.cfg.trainer.batch_size,
+            "samples_per_ray": self.samples / self.rays if self.rays else None,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            **res,
+            "n_images": self.args.final_images or len(self.trainer.scene.splits["val"]),
+        }
+        s.curve.append((s.clock, s.step, res["psnr_eval_views"]))
+        log(f"  {s.name:28s} final t={s.clock:.1f}s step={s.step} val PSNR={res['psnr']:.2f} SSIM={res['ssim']:.4f}")
+
+
+class PeerSide:
+    """The TensoRF subprocess (``tensorf_peer.py``), driven one turn at a time over a JSON-lines pipe."""
+
+    def __init__(self, args) -> None:
+        cmd = [sys.executable, str(Path(__file__).with_name("tensorf_peer.py")), "--tensorf", str(args.tensorf)]
+        cmd += ["--budget", str(args.budget), "--eval-every", str(args.eval_every)]
+        cmd += ["--eval-images", str(args.eval_images), "--final-images", str(args.final_images)]
+        cmd += ["--threads", str(args.threads), "--clock", args.clock, "--"]
+        data = (args.data / "nerf_synthetic" / "lego").resolve()
+        cmd += [*TENSORF_LEGO, "--datadir", str(data), "--basedir", str((args.out / "tensorf").resolve())]
+        self.log_file = open(args.out / "tensorf.log", "w")
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log_file, text=True
+        )
+        self.side = Side("TensoRF (official, CPU-sized lego)")
+        self.command = cmd
+
+    def _read(self, log) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the TensoRF peer exited (code {self.proc.wait()}); see {self.log_file.name}")
+        msg = json.loads(line)
+        s = self.side
+        s.clock, s.step = msg["t"], msg["step"]
+        if msg["event"] == "eval":
+            s.curve.append((msg["t"], msg["step"], msg["psnr"]))
+            log(f"  {s.name:28s} t={msg['t']:6.1f}s step={msg['step']:5d} PSNR={msg['psnr']:.2f}")
+        elif msg["event"] == "final":
+            s.done, s.final = True, msg
+            s.curve.append((msg["t"], msg["step"], msg["psnr_eval_views"]))
+            scores = f"val PSNR={msg['psnr']:.2f} SSIM={msg['ssim']:.4f}"
+            log(f"  {s.name:28s} final t={msg['t']:.1f}s step={msg['step']} {scores}")
+        return msg
+
+    def start(self, log) -> None:
+        while self._read(log)["event"] != "turn":  # set-up done, waiting for its first turn
+            pass
+
+    def run_turn(self, until: float, log) -> None:
+        if self.side.done:
+            return
+        self.proc.stdin.write(json.dumps({"cmd": "run", "until": until}) + "\n")
+        self.proc.stdin.flush()
+        while self._read(log)["event"] not in ("turn", "final"):
+            pass
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write(json.dumps({"cmd": "stop"}) + "\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        self.log_file.close()
+
+
+def time_to(curve: list[tuple[float, int, float]], psnr: float) -> float | None:
+    """First curve time at which PSNR reaches ``psnr`` (None: never)."""
+    return next((t for t, _, p in curve if p >= psnr), None)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", type=float, default=540.0, help="training seconds of each side")
+    p.add_argument("--eval-every", type=float, default=60.0, help="curve point every this many training seconds")
+    p.add_argument("--eval-images", type=int, default=10, help="evenly spaced val views per curve point")
+    p.add_argument("--final-images", type=int, default=0, help="evenly spaced val views of the final score (0: all)")
+    p.add_argument("--slice", type=float, default=10.0, help="seconds of one turn")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of each side")
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="seconds counted: process CPU or wall")
+    p.add_argument("--tensorf", type=Path, default=None, help="TensoRF checkout: race it too")
+    p.add_argument("--config", default="configs/blender_ngp.yaml", help="neural3d config (relative to the repo)")
+    p.add_argument("--data", type=Path, default=SHARED_DATA)
+    p.add_argument("--out", type=Path, default=Path("runs/race"))
+    p.add_argument("overrides", nargs="*", help="neural3d config overrides (key=value)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    log(f"machine: {machine()}")
+    ours = Neural3dSide(args, args.overrides)
+    sides: list = [ours]
+    if args.tensorf is not None:  # the peer's turn comes first in each round: its end sets neural3d's budget
+        peer = PeerSide(args)
+        peer.start(log)
+        sides.insert(0, peer)
+    until, wall = 0.0, time.perf_counter()
+    try:
+        while not all(s.side.done for s in sides):
+            until += args.slice
+            for s in sides:
+                s.run_turn(until, log)
+                if s is not ours and s.side.done and not ours.side.done:
+                    ours.budget = min(ours.budget, s.side.final["t"])  # equal time
+    finally:
+        if args.tensorf is not None:
+            peer.close()
+    result = {
+        "machine": machine(),
+        "command": " ".join(sys.argv),
+        "wall_s": time.perf_counter() - wall,
+        "clock": f"{args.clock} seconds of each side's training steps, in alternating turns (cpu_s, wall_s: both)",
+        "sides": [{"name": s.side.name, "curve": s.side.curve, "final": s.side.final} for s in sides],
+    }
+    if args.tensorf is not None:
+        target = peer.side.final["psnr_eval_views"]  # the curves' views
+        reached = time_to(ours.side.curve, target)
+        result["tensorf_final_psnr"] = target
+        result["neural3d_time_to_tensorf_final_s"] = reached
+        result["ratio_to_tensorf_time"] = None if reached is None else reached / peer.side.final["t"]
+        log(f"neural3d reached TensoRF's final {target:.2f} dB at {reached} s (TensoRF: {peer.side.final['t']:.0f} s)")
+    (args.out / "race.json").write_text(json.dumps(result, indent=2))
+    plot_curves([s.side for s in sides], args.out / "race.png", target_psnr=sides[0].side.final["psnr_eval_views"])
+    log(f"wrote {args.out / 'race.json'}, {args.out / 'race.png'}")
+
+
+if __name__ == "__main__":
+    main()
