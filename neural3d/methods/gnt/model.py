@@ -85,9 +85,10 @@ class GNTModelConfig:
     """Eval mode without gradients: the fused network (:mod:`~neural3d.methods.gnt.fused`: the same outputs up to
     float rounding, tested to 1e-5; less work); False: the reference arithmetic everywhere."""
     pass_view_rows: int = 12288
-    """Rendering without gradients: rays go through projection and network in groups of about this many
-    (sample, source view) pairs, whatever chunk the caller renders (bounded memory, cache-sized tensors; outputs
-    do not depend on it beyond float rounding); 0: a caller's whole chunk at once."""
+    """Rendering on CPU without gradients: rays go through projection and network in groups of about this many
+    (sample, source view) pairs, whatever chunk the caller renders (cache-sized tensors, bounded memory; outputs
+    do not depend on it beyond float rounding); 0: a caller's whole chunk at once. GPUs always take the whole
+    chunk (small groups would leave them idle)."""
     n_samples: int = 64
     """Coarse point samples per ray in training (paper: 64)."""
     n_samples_eval: int = 0
@@ -277,10 +278,10 @@ class GNTModel(Model):
     def _network_pass(
         self, renderer: RayTransformerRenderer, samples: RaySamples, context: SourceViews
     ) -> RenderOutputs:
-        """Field (projection) and network over ``samples``; without gradients in groups of rays of about
+        """Field (projection) and network over ``samples``; on CPU without gradients in groups of rays of about
         ``pass_view_rows`` (sample, view) pairs. Rays are independent, so the groups give the same outputs."""
         per_ray = samples.n_samples * context.n_views
-        rows = self.config.pass_view_rows
+        rows = self.config.pass_view_rows if samples.starts.device.type == "cpu" else 0
         group = max(1, rows // per_ray) if rows > 0 else samples.n_rays
         if torch.is_grad_enabled() or samples.ray_subset is not None or group >= samples.n_rays:
             return renderer(self.field(samples, context), samples)
