@@ -195,8 +195,9 @@ def worker(conn, spec: dict) -> None:
         conn.send((w1 - w0, c1 - c0, rgb, depth))
 
 
-def race(specs: dict[str, dict], samples: list[int], rounds: int) -> dict:
-    """Start one worker per contestant, then rounds of one render each, the order rotating."""
+def race(specs: dict[str, dict], samples: list[int], rounds: int, on_result=None) -> dict:
+    """Start one worker per contestant, then rounds of one render each, the order rotating; ``on_result(n, res)``
+    after each sample count."""
     ctx = mp.get_context("spawn")
     conns, procs = {}, []
     for name, spec in specs.items():
@@ -220,6 +221,8 @@ def race(specs: dict[str, dict], samples: list[int], rounds: int) -> dict:
                 res["cpu"][name].append(n_rays / cpu)
                 res["outputs"].setdefault(name, (rgb, depth))
         out[n] = res
+        if on_result is not None:
+            on_result(n, res)
     for conn in conns.values():
         conn.send(None)
     for proc in procs:
@@ -251,7 +254,7 @@ def summarise(res: dict, base: str = "official") -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--official", default="", help="checkout of github.com/VITA-Group/GNT (default: neural3d only)")
+    ap.add_argument("--official", default="", help="checkout of github.com/VITA-Group/GNT (required)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "nerf_llff_data" / "fern"))
     ap.add_argument("--factor", type=int, default=8, help="LLFF image downscale factor (images_N)")
     ap.add_argument("--depth", type=int, default=8, help="transformer blocks (8: gnt_full, 4: single-scene)")
@@ -294,20 +297,25 @@ def main() -> None:
         f"load average {os.getloadavg()}"
     )
     report: dict = {"args": vars(args), "machine": machine(), "results": {}}
-    for n_samples, res in race(specs, args.samples, args.rounds).items():
+    for n_samples, res in race(specs, args.samples, args.rounds, on_result=print_table).items():
         summary = summarise(res)
         report["results"][str(n_samples)] = summary
-        print(f"\n{n_samples} samples per ray (N_samples={n_samples}, N_importance=0); load {os.getloadavg()}")
-        print("| contestant | rays/s (wall, median) | rays/s (CPU) | ratio wall | ratio CPU | max abs rgb | depth |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for name, row in summary.items():
-            print(
-                f"| {name} | {row['rays_per_s_wall']:.1f} | {row['rays_per_s_cpu']:.1f} | "
-                f"{row.get('ratio_wall', 1.0):.2f} | {row.get('ratio_cpu', 1.0):.2f} | "
-                f"{row.get('max_abs_rgb', 0.0):.2e} | {row.get('max_abs_depth', 0.0):.2e} |"
-            )
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
+
+
+def print_table(n_samples: int, res: dict) -> None:
+    """The figures of one sample count, as a markdown table."""
+    summary = summarise(res)
+    print(f"\n{n_samples} samples per ray (N_samples={n_samples}, N_importance=0); load {os.getloadavg()}")
+    print("| contestant | rays/s (wall, median) | rays/s (CPU) | ratio wall | ratio CPU | max abs rgb | depth |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, row in summary.items():
+        print(
+            f"| {name} | {row['rays_per_s_wall']:.1f} | {row['rays_per_s_cpu']:.1f} | "
+            f"{row.get('ratio_wall', 1.0):.2f} | {row.get('ratio_cpu', 1.0):.2f} | "
+            f"{row.get('max_abs_rgb', 0.0):.2e} | {row.get('max_abs_depth', 0.0):.2e} |"
+        )
 
 
 if __name__ == "__main__":
