@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from neural3d.methods.gnt.transformer import FeedForward, GNTNetwork, RayTransformer, ViewTransformer
+# The blocks are typed as nn.Module: transformer.py (GNTNetwork, ViewTransformer, RayTransformer, FeedForward)
+# imports this module, and this one does not import it back.
 
 MASK_FILL = -1e9  # logit of an invalid view (official value)
 EXP_FLOOR = -80.0  # softmax logits below the row maximum by more are taken as 80 below: exp(-80) ~ 1.8e-35, not 0;
@@ -80,13 +79,13 @@ class FoldedNetwork:
     qkv_w: list[Tensor]
 
 
-def weights_key(net: torch.nn.Module) -> tuple:
+def weights_key(net: nn.Module) -> tuple:
     """Identity of the current weights: storage, dtype and version counter (bumped by every in-place update:
     optimizer steps, ``load_state_dict``) of each parameter."""
     return tuple((p.data_ptr(), p.dtype, p._version) for p in net.parameters())
 
 
-def fold_view_block(block: ViewTransformer) -> FoldedViewBlock:
+def fold_view_block(block: nn.Module) -> FoldedViewBlock:
     """The folded maps of one view block (products in float64, rounded once)."""
     attn = block.attn
 
@@ -116,7 +115,7 @@ def fold_view_block(block: ViewTransformer) -> FoldedViewBlock:
     )
 
 
-def fold_network(net: GNTNetwork) -> FoldedNetwork:
+def fold_network(net: nn.Module) -> FoldedNetwork:
     """All folded weights of ``net`` (see the module docstring)."""
     pos_first = [block.attn.pos_fc[0] for block in net.view_blocks]
     ray_attn = [block.attn for block in net.ray_blocks]
@@ -129,13 +128,13 @@ def fold_network(net: GNTNetwork) -> FoldedNetwork:
     )
 
 
-def feed_forward(ff: FeedForward, x: Tensor) -> Tensor:
+def feed_forward(ff: nn.Module, x: Tensor) -> Tensor:
     """``ff(x)`` in eval mode (no dropout), the ReLU in place. [*batch, C] -> [*batch, C]."""
     return ff.fc2(ff.fc1(x).relu_())
 
 
 def view_block(
-    block: ViewTransformer,
+    block: nn.Module,
     folded: FoldedViewBlock,
     q: Tensor,
     rows: Tensor,
@@ -172,7 +171,7 @@ def view_block(
     return feed_forward(block.ff, block.ff_norm(x)) + x
 
 
-def ray_block(block: RayTransformer, qkv_w: Tensor, x: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+def ray_block(block: nn.Module, qkv_w: Tensor, x: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
     """One ray block with fused attention. ``x`` [n_rays, n_samples, C] -> (same, weights [n_rays, n_samples] of
     the first sample's attention row averaged over heads, or None unless ``need_weights``)."""
     n_rays, n_samples, C = x.shape
@@ -189,7 +188,7 @@ def ray_block(block: RayTransformer, qkv_w: Tensor, x: Tensor, need_weights: boo
 
 
 def fused_forward(
-    net: GNTNetwork, rgb_feat: Tensor, ray_diff: Tensor, mask: Tensor, points: Tensor, ray_dirs: Tensor
+    net: nn.Module, rgb_feat: Tensor, ray_diff: Tensor, mask: Tensor, points: Tensor, ray_dirs: Tensor
 ) -> tuple[Tensor, Tensor]:
     """:meth:`GNTNetwork.reference` for inference (eval mode: no dropout), same arguments and results.
 
