@@ -30,6 +30,7 @@ from torch import Tensor
 
 from neural3d.config import instantiate
 from neural3d.core.rays import RayBundle
+from neural3d.core.samples import RaySamples
 from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.gnt.batches import SourceViewBatches
 from neural3d.methods.gnt.bounds import apply_official_depth_range
@@ -40,6 +41,7 @@ from neural3d.methods.gnt.resunet import ResUNet
 from neural3d.methods.gnt.sampling import FinePointSampler, PointSampler
 from neural3d.methods.gnt.selection import identical_poses, nearest_views
 from neural3d.methods.registry import register_method
+from neural3d.render.renderers import RenderOutputs
 from neural3d.samplers.base import WeightedSamples
 
 
@@ -79,6 +81,14 @@ class GNTModelConfig:
     """False: a separate fine network and a 2 x ``feature_dim`` ResUNet (official option)."""
     dropout: float = 0.1
     """Dropout in the transformers (training)."""
+    fused_inference: bool = True
+    """Eval mode without gradients: the fused network (:mod:`~neural3d.methods.gnt.fused`: the same outputs up to
+    float rounding, tested to 1e-5; less work); False: the reference arithmetic everywhere."""
+    pass_view_rows: int = 12288
+    """Rendering on CPU without gradients: rays go through projection and network in groups of about this many
+    (sample, source view) pairs, whatever chunk the caller renders (cache-sized tensors, bounded memory; outputs
+    do not depend on it beyond float rounding); 0: a caller's whole chunk at once. GPUs always take the whole
+    chunk (small groups would leave them idle)."""
     n_samples: int = 64
     """Coarse point samples per ray in training (paper: 64)."""
     n_samples_eval: int = 0
@@ -255,14 +265,32 @@ class GNTModel(Model):
             context = context.to(rays.device)
         coarse_feats, fine_feats = self._features(context)
         samples = self.sampler.sample(rays)
-        out = self.renderer(self.field(samples, replace(context, features=coarse_feats)), samples)
+        out = self._network_pass(self.renderer, samples, replace(context, features=coarse_feats))
         if self.config.n_fine <= 0:
             return ModelOutputs(out.rgb, out.depth, out.opacity, samples=samples, weights=out.weights)
         fine_samples = self.fine_sampler.sample(rays, prior=WeightedSamples(samples, out.weights))
         renderer = self.renderer if self.renderer_fine is None else self.renderer_fine
-        fine = renderer(self.field(fine_samples, replace(context, features=fine_feats)), fine_samples)
+        fine = self._network_pass(renderer, fine_samples, replace(context, features=fine_feats))
         return ModelOutputs(
             fine.rgb, fine.depth, fine.opacity, rgb_coarse=out.rgb, samples=fine_samples, weights=fine.weights
+        )
+
+    def _network_pass(
+        self, renderer: RayTransformerRenderer, samples: RaySamples, context: SourceViews
+    ) -> RenderOutputs:
+        """Field (projection) and network over ``samples``; on CPU without gradients in groups of rays of about
+        ``pass_view_rows`` (sample, view) pairs. Rays are independent, so the groups give the same outputs."""
+        per_ray = samples.n_samples * context.n_views
+        rows = self.config.pass_view_rows if samples.starts.device.type == "cpu" else 0
+        group = max(1, rows // per_ray) if rows > 0 else samples.n_rays
+        if torch.is_grad_enabled() or samples.ray_subset is not None or group >= samples.n_rays:
+            return renderer(self.field(samples, context), samples)
+        parts = []
+        for i in range(0, samples.n_rays, group):
+            sub = RaySamples(samples.rays[i : i + group], samples.starts[i : i + group], samples.ends[i : i + group])
+            parts.append(renderer(self.field(sub, context), sub))
+        return RenderOutputs(
+            *(torch.cat([getattr(p, k) for p in parts]) for k in ("rgb", "depth", "opacity", "weights"))
         )
 
     @property

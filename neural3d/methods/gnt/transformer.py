@@ -26,8 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from neural3d.fields.encodings import PositionalEncoding
-
-MASK_FILL = -1e9  # logit of an invalid view (official value)
+from neural3d.methods.gnt.fused import MASK_FILL, FoldedNetwork, fold_network, fused_forward, weights_key
 
 
 def mlp2(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
@@ -150,6 +149,9 @@ class GNTNetwork(nn.Module):
         n_heads: heads of the ray transformer (4).
         n_freqs: positional-encoding frequencies of positions and directions (10).
         dropout: dropout rate (0.1; active in training only).
+        fused_inference: in eval mode without gradients, ``run`` evaluates the network through
+            :func:`~neural3d.methods.gnt.fused.fused_forward` (same outputs up to float rounding, less work);
+            False: always the reference arithmetic.
 
     ``forward(rgb_feat [n_rays, n_samples, n_views, 3 + feature_dim], ray_diff [..., n_views, 4],
     mask [..., n_views, 1], points [n_rays, n_samples, 3], ray_dirs [n_rays, 3])``
@@ -165,6 +167,7 @@ class GNTNetwork(nn.Module):
         n_heads: int = 4,
         n_freqs: int = 10,
         dropout: float = 0.1,
+        fused_inference: bool = True,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -186,6 +189,8 @@ class GNTNetwork(nn.Module):
         )
         self.norm = nn.LayerNorm(width)
         self.rgb_fc = nn.Linear(width, 3)
+        self.fused_inference = fused_inference
+        self._folded: FoldedNetwork | None = None  # folded weights for fused inference (not in the state dict)
 
     def forward(
         self, rgb_feat: Tensor, ray_diff: Tensor, mask: Tensor, points: Tensor, ray_dirs: Tensor
@@ -195,7 +200,25 @@ class GNTNetwork(nn.Module):
     def run(
         self, rgb_feat: Tensor, ray_diff: Tensor, mask: Tensor, points: Tensor, ray_dirs: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """See the class docstring (``forward`` of subclasses may differ; ``run`` never does)."""
+        """See the class docstring (``forward`` of subclasses may differ; ``run`` never does).
+
+        Eval mode without gradients (and ``fused_inference``): the fused path; otherwise :meth:`reference`.
+        """
+        if self.fused_inference and not self.training and not torch.is_grad_enabled():
+            return fused_forward(self, rgb_feat, ray_diff, mask, points, ray_dirs)
+        return self.reference(rgb_feat, ray_diff, mask, points, ray_dirs)
+
+    def folded_weights(self) -> FoldedNetwork:
+        """The folded weights of the fused path, made again whenever a parameter has changed."""
+        if self._folded is None or self._folded.key != weights_key(self):
+            with torch.no_grad():
+                self._folded = fold_network(self)
+        return self._folded
+
+    def reference(
+        self, rgb_feat: Tensor, ray_diff: Tensor, mask: Tensor, points: Tensor, ray_dirs: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The official arithmetic, step by step (training, gradients, and the fused path's reference)."""
         viewdirs = ray_dirs / torch.linalg.norm(ray_dirs, dim=-1, keepdim=True)
         pts_enc = self.pos_enc(points)
         dir_enc = self.dir_enc(viewdirs)[:, None, :].expand(*points.shape[:2], -1)
