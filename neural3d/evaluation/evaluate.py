@@ -36,12 +36,14 @@ def evaluate_split(
     out_dir: Path | None = None,
     lpips_fn=None,
     distributed: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Render every image of ``split`` (or the first ``max_images``) and compute metrics.
 
     ``distributed`` (under torchrun, every rank calling): rank ``r`` of ``W`` renders images ``r, r + W, ...``;
     rank 0 gathers the records and images and returns / writes exactly what one process would (the other
-    ranks return empty metrics and write nothing). Without a process group it is ignored.
+    ranks return empty metrics and write nothing). Without a process group it is ignored. ``progress``: a
+    progress bar (:mod:`neural3d.progress`) over this rank's images.
 
     Returns:
         ``{"mean": {psnr, ssim[, lpips]}, "per_image": [{index, name, psnr, ssim[, lpips]}], "split": split}``.
@@ -49,15 +51,15 @@ def evaluate_split(
     """
     from neural3d.media.frames import depth_panel
     from neural3d.media.video import to_uint8
+    from neural3d.progress import progress as counted
 
     indices = scene.split_indices(split, nonempty=True)
     if max_images is not None:
         indices = indices[:max_images]
     rank, world = _rank_and_world() if distributed else (0, 1)
     per_image, images = [], []
-    for pos, i in enumerate(indices.tolist()):
-        if pos % world != rank:  # torchrun: rank r renders images r, r + W, ... (rank 0 writes them all)
-            continue
+    mine = [i for pos, i in enumerate(indices.tolist()) if pos % world == rank]  # torchrun: r, r + W, ...
+    for i in counted(mine, desc=f"eval {split}", unit="image", enabled=progress and rank == 0):
         out = render_image(model, scene, i, chunk)
         gt = scene.images[i].to(out["rgb"].device)
         rec = {

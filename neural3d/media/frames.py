@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from neural3d.core.cameras import Cameras
+from neural3d.progress import ProgressBar
 
 OUTPUTS = ("rgb", "depth", "opacity")
 
@@ -45,9 +44,8 @@ def render_frames(
     loaded, cameras: Cameras, outputs: Sequence[str] = ("rgb",), chunk: int = 8192, progress: bool = True
 ) -> Iterator[torch.Tensor]:
     """Yield one composed [H, W', 3] frame per camera, with a frames/s progress bar."""
-    bar = tqdm(total=len(cameras), disable=not progress, desc="render", unit="frame")
+    bar = ProgressBar(len(cameras), "render", unit="frame", enabled=progress)
     depth_range = None
-    start = time.perf_counter()
     for i in range(len(cameras)):
         out = loaded.render(cameras[i], chunk=chunk)
         out = {k: v[0] for k, v in out.items()}
@@ -56,7 +54,6 @@ def render_frames(
             if d.numel() > 10:
                 depth_range = (float(torch.quantile(d, 0.02)), float(torch.quantile(d, 0.98)))
         bar.update(1)
-        bar.set_postfix(fps=f"{(i + 1) / (time.perf_counter() - start):.2f}")
         yield compose_frame(out, outputs, depth_range)
     bar.close()
 
