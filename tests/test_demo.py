@@ -51,3 +51,27 @@ def test_reduced_demo_prints_next_commands_and_writes_comparisons(tmp_path, monk
     h, w = pred.shape[:2]
     assert compare.shape[:2] == (h, 3 * w)
     np.testing.assert_array_equal(compare[:, :w, :3], pred[..., :3])  # prediction | ground truth | error
+
+
+def test_metrics_csv_one_liner_plots_it(tmp_path):
+    import subprocess
+    import sys
+
+    csv_path = tmp_path / "run" / "logs" / "metrics.csv"
+    csv_path.parent.mkdir(parents=True)
+    rows = ["step,train/loss,train/psnr,train/elapsed_s,eval/psnr"]
+    rows += [f"{s},{1.0 / s},{20 + s / 10},{s * 0.5}," for s in range(10, 110, 10)] + ["100,,,,28.5"]
+    csv_path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "psnr.png"
+    cmd = [sys.executable, "-m", "neural3d.media.plot", str(csv_path), "--x", "train/elapsed_s", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    from PIL import Image
+
+    img = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    blue = (np.abs(img - np.array([31, 119, 180])).sum(-1) < 30).sum()
+    assert blue > 200  # the line was drawn
+    from neural3d.media.plot import read_metrics
+
+    xs, ys = read_metrics(csv_path, "train/elapsed_s", "train/psnr")
+    assert len(xs) == 10 and xs[0] == 5.0 and ys[-1] == 30.0  # the eval-only row has no train/psnr
