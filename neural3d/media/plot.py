@@ -31,7 +31,7 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     if hi <= lo:
         return [lo]
     raw = (hi - lo) / n
-    step = 10 ** math.floor(math.log10(raw))
+    step = 10 ** math.floor(math.log(raw, 10))
     step *= next(m for m in (1, 2, 5, 10) if m * step >= raw)
     start = math.ceil(lo / step) * step
     return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
