@@ -75,3 +75,19 @@ def test_metrics_csv_one_liner_plots_it(tmp_path):
 
     xs, ys = read_metrics(csv_path, "train/elapsed_s", "train/psnr")
     assert len(xs) == 10 and xs[0] == 5.0 and ys[-1] == 30.0  # the eval-only row has no train/psnr
+
+
+def test_training_never_regenerates_an_existing_scene(tmp_path, capsys):
+    """Only the demo regenerates its own folder; ``neural3d train`` with ``data.synth`` on another generated scene
+    warns and uses it as it is (it may be the user's)."""
+    from neural3d.training.setup import ensure_scene_files
+    from neural3d.training.train_config import DataConfig, SynthConfig
+
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    spec = {"generator": "neural3d.data.synthetic", "seed": 7, "res": 20, "layout": "blender"}
+    (scene / "scene.json").write_text(json.dumps(spec))
+    cfg = DataConfig(path=str(scene), synth=SynthConfig(enabled=True, res=32))
+    assert ensure_scene_files(cfg) == scene
+    assert json.loads((scene / "scene.json").read_text()) == spec
+    assert "warning" in capsys.readouterr().out

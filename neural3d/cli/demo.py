@@ -35,11 +35,13 @@ def run_demo(config: str | None = None, overrides: Sequence[str] = ()) -> int:
     from neural3d.evaluation.evaluate import evaluate_split
     from neural3d.media.frames import render_frames, write_frames
     from neural3d.media.paths import path_cameras
+    from neural3d.training.setup import regenerate_if_stale
     from neural3d.training.trainer import Trainer
 
     start = time.perf_counter()
     cfg, _ = load_config(config or default_demo_config(), overrides)
     s = cfg.data.synth
+    regenerate_if_stale(cfg.data)  # data/demo from an older version (another seed or size)
     print(f"[demo] scene {cfg.data.path}: generated, seed {s.seed}, {s.res}x{s.res}, {s.n_train} training views")
     trainer = Trainer(cfg, overwrite=True)
     print(f"[demo] training {cfg.trainer.steps} steps into {trainer.run_dir} (device: {trainer.device})")

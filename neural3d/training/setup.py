@@ -51,14 +51,13 @@ def stale_generated_scene(path: Path, synth) -> str | None:
 def ensure_scene_files(data_cfg) -> Path:
     """Return ``data.path``, generating the synthetic scene there first when ``data.synth.enabled``.
 
-    A scene generated earlier with other ``data.synth`` settings (e.g. the 64x64 demo of older versions) is
-    generated again (into a sibling folder, then swapped in); a folder that is not a generated scene is used as is.
+    An existing folder is used as it is; a scene generated there earlier with other ``data.synth`` settings gets a
+    warning (``neural3d demo`` regenerates its own scene, :func:`regenerate_if_stale`).
     """
     path = Path(data_cfg.path)
     stale = stale_generated_scene(path, data_cfg.synth) if data_cfg.synth.enabled else None
     if stale:
-        print(f"[neural3d] {path} was generated with other settings ({stale}): generating it again")
-        return _generate(path, data_cfg.synth, replace=True)
+        print(f"[neural3d] warning: {path} was generated with other settings ({stale}); using it as it is")
     if path.exists() or not data_cfg.synth.enabled:
         if not path.exists():
             raise FileNotFoundError(
@@ -67,6 +66,17 @@ def ensure_scene_files(data_cfg) -> Path:
             )
         return path
     return _generate(path, data_cfg.synth)
+
+
+def regenerate_if_stale(data_cfg) -> str | None:
+    """Generate ``data.path`` again when it holds a scene generated with other ``data.synth`` settings (the demo's
+    own folder: an older version's 64x64 demo); returns what differed, or None."""
+    path = Path(data_cfg.path)
+    stale = stale_generated_scene(path, data_cfg.synth) if data_cfg.synth.enabled else None
+    if stale:
+        print(f"[neural3d] {path} was generated with other settings ({stale}): generating it again")
+        _generate(path, data_cfg.synth, replace=True)
+    return stale
 
 
 def _generate(path: Path, s, replace: bool = False) -> Path:
