@@ -4,7 +4,7 @@
     python benchmarks/real_data.py --scene fern --budget 1200
     python benchmarks/real_data.py --scene fern-gnt --budget 1800 --eval-pixels 4096 trainer.batch_size=256
 
-Needs ../shared/data (or --data). Prints the curve and writes it as CSV next to the run.
+Needs ../shared/data (or --data). Prints the curve and writes it as CSV and PNG (PSNR vs seconds) next to the run.
 """
 
 from __future__ import annotations
@@ -68,6 +68,11 @@ def main() -> None:
         w.writerow(["train_seconds", "step", f"{split}_psnr"])
         w.writerows(curve)
     print(f"curve: {out}")
+    from neural3d.media.plot import plot_lines
+
+    xs, ys = [float(r[0]) for r in curve], [float(r[2]) for r in curve]
+    png = plot_lines({args.scene: (xs, ys)}, out.with_suffix(".png"), xlabel="training seconds", title=f"{split} PSNR")
+    print(f"plot: {png}")
 
 
 if __name__ == "__main__":

@@ -281,7 +281,7 @@ def test_distributed_eval_and_render_equal_single_process(tmp_path, scene):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
     two = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
-    assert one == two and len(one) == 2 * 6 + 1  # rgb + depth PNG per train image, metrics.json
+    assert one == two and len(one) == 3 * 6 + 1  # rgb, depth, compare PNG per train image, metrics.json
     for rel in one:
         assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
     quiet = {str(p): p.read_text() for p in logs.rglob("*.log") if p.parent.name == "1" and p.read_text().strip()}

@@ -181,7 +181,7 @@ class _FakeSession:
     def __init__(self, scene):
         from types import SimpleNamespace
 
-        from neural3d.viewer.decorations import scene_layout
+        from neural3d.viewer.layout import scene_layout
         from neural3d.viewer.worker import RenderSettings
 
         self.client = SimpleNamespace(gui=_FakeGui(), scene=_FakeScene())

@@ -1,4 +1,5 @@
-"""Per-tab GUI controls: output, resolution cap, field of view, background, target fps, status line."""
+"""Per-tab GUI controls: output, resolution cap, field of view, background, target fps, status line; going to a
+training camera or back to the overview; pausing live training."""
 
 from __future__ import annotations
 
@@ -64,3 +65,21 @@ def build_training_controls(gui, live) -> object | None:
 
     button.on_click(toggle)
     return step
+
+
+def build_camera_controls(gui, session, indices: list[int]) -> None:
+    """ "Go to camera N" (a training camera's dataset index, ``indices`` are those shown) and "Overview" (the
+    first view) buttons; they move ``session``'s view."""
+    with gui.add_folder("Cameras"):
+        number = gui.add_number(
+            "Camera", initial_value=indices[0], min=min(indices), max=max(indices), step=1, hint="training camera index"
+        )
+        go = gui.add_button("Go to camera", hint="look through the chosen training camera (or click a frustum)")
+        overview = gui.add_button("Overview", hint="back to the first view: the whole scene, no camera in front")
+
+    def go_to(_) -> None:
+        wanted = int(number.value)
+        session.go_to_camera(min(indices, key=lambda i: abs(i - wanted)))  # the nearest shown camera
+
+    go.on_click(go_to)
+    overview.on_click(lambda _: session.go_to_overview())

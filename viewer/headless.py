@@ -105,6 +105,12 @@ class HeadlessChromium:
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         return target, session
 
+    def wait_for_frames(self, session: str, n: int = 2, timeout: float = 60.0) -> None:
+        """Return once the tab has drawn ``n`` more animation frames (what is on screen is what was sent)."""
+        js = f"new Promise(r => {{ let k = {int(n)}; const f = () => (--k > 0 ? requestAnimationFrame(f) : r(1)); "
+        js += "requestAnimationFrame(f); })"
+        self.call("Runtime.evaluate", {"expression": js, "awaitPromise": True}, session=session, timeout=timeout)
+
     def screenshot(self, session: str, path) -> Path:
         """PNG screenshot of a tab."""
         data = self.call("Page.captureScreenshot", {"format": "png"}, session=session)["data"]

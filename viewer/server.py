@@ -9,8 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from neural3d.viewer.camera import CameraState, viser_to_c2w
-from neural3d.viewer.decorations import add_scene_box, add_training_frustums, scene_layout
+import numpy as np
+from neural3d.viewer.camera import CameraState, c2w_to_viser, vertical_fov, viser_to_c2w
+from neural3d.viewer.decorations import add_scene_box, add_training_frustums
+from neural3d.viewer.layout import scene_layout
 from neural3d.viewer.memory import keep_large_blocks_mapped, release_native_memory
 from neural3d.viewer.worker import RenderSettings, RenderWorker
 
@@ -29,7 +31,7 @@ class ClientSession:
     """One browser tab: its GUI, its camera, its render worker."""
 
     def __init__(self, server: ViewerServer, client) -> None:
-        from neural3d.viewer.gui import build_render_controls, build_training_controls
+        from neural3d.viewer.gui import build_camera_controls, build_render_controls, build_training_controls
         from neural3d.viewer.path_editor import PathEditor
 
         self.server, self.client, self.scene, self.layout = server, client, server.scene, server.layout
@@ -45,10 +47,13 @@ class ClientSession:
             client.gui, self, start_fov=self.layout.start_fov, max_side=server.max_side, target_fps=server.target_fps
         )
         self.train_status = build_training_controls(client.gui, server.live) if server.live is not None else None
+        if server.frustums:
+            build_camera_controls(client.gui, self, sorted(server.frustums))
         height = int(server.dataset.cameras.height[0]) if server.dataset is not None else 256
         self.paths = PathEditor(self, server.out_dir, height)
         self._last_status = 0.0
         client.camera.on_update(self._on_camera)
+        self.go_to_overview()  # explicitly: viser's initial camera is off when the world up is not an axis
 
     def _on_camera(self, cam) -> None:
         state = CameraState(viser_to_c2w(cam.wxyz, cam.position), float(cam.fov), float(cam.aspect))
@@ -63,6 +68,14 @@ class ClientSession:
 
     def set_fov(self, fov: float) -> None:
         self.client.camera.fov = fov  # the browser echoes a camera update, which re-renders
+
+    def go_to_camera(self, index: int) -> None:
+        """Look through training camera ``index`` (dataset index); its frustum is hidden meanwhile."""
+        self.server.go_to_camera(self.client, index)
+
+    def go_to_overview(self) -> None:
+        """Back to the first view (the whole scene, no frustum in front of it)."""
+        self.server.go_to_pose(self.client, self.layout.start_c2w, self.layout.start_fov, self.layout.start_camera)
 
     def _send(self, image, kind: str) -> None:
         if self.server.sessions.get(self.client.client_id) is not self:  # the tab has closed: drop the frame
@@ -195,19 +208,56 @@ class ViewerServer:
         s, lay = self.server.scene, self.layout
         s.set_up_direction(tuple(float(x) for x in lay.up))
         cam = self.server.initial_camera
-        cam.position = tuple(float(x) for x in lay.start_c2w[:, 3])
-        cam.look_at = tuple(float(x) for x in lay.target)
+        eye, forward = lay.start_c2w[:, 3], -lay.start_c2w[:, 2]
+        depth = max(float((lay.target - eye) @ forward), 1e-3 * lay.scale)
+        cam.position = tuple(float(x) for x in eye)
+        cam.look_at = tuple(float(x) for x in eye + depth * forward)  # on the first view's optical axis
         cam.up = tuple(float(x) for x in lay.up)
         cam.fov = float(lay.start_fov)
         box = add_scene_box(s, self.scene.loaded.info)
-        self.decorations = ([box] if box is not None else []) + (
-            add_training_frustums(s, self.dataset, lay) if self.dataset is not None else []
+        self.frustums = (
+            add_training_frustums(s, self.dataset, lay, on_click=self.go_to_camera) if self.dataset is not None else {}
         )
+        self.decorations = ([box] if box is not None else []) + list(self.frustums.values())
+        self.show_cameras, self.hidden_camera = True, None
+        self._hide_frustum(lay.start_camera)  # a forward-facing first view sits on training camera 0
 
     def set_decorations_visible(self, visible: bool) -> None:
         """Show / hide the training-camera frustums and the scene box (shared by all tabs)."""
+        self.show_cameras = bool(visible)
         for handle in self.decorations:
             handle.visible = visible
+        self._hide_frustum(self.hidden_camera)
+
+    def _hide_frustum(self, index: int | None) -> None:
+        """Hide the frustum of the camera a view sits on (it would fill the view), show the one hidden before."""
+        old = self.frustums.get(self.hidden_camera) if self.hidden_camera is not None else None
+        if old is not None:
+            old.visible = self.show_cameras
+        self.hidden_camera = index
+        if index is not None and index in self.frustums:
+            self.frustums[index].visible = False
+
+    def go_to_camera(self, client, index: int) -> None:
+        """Move ``client``'s view onto training camera ``index`` (dataset index): its pose and field of view."""
+        cams = self.dataset.cameras
+        if not 0 <= int(index) < len(cams):
+            raise ValueError(f"camera index must be in [0, {len(cams) - 1}], got {index}")
+        c2w = cams.camera_to_worlds[int(index)].double().cpu().numpy()
+        self.go_to_pose(client, c2w, vertical_fov(float(cams.fy[index]), float(cams.height[index])), int(index))
+
+    def go_to_pose(self, client, c2w: np.ndarray, fov: float, camera: int | None = None) -> None:
+        """Move ``client``'s view to an OpenGL pose [3, 4] with vertical ``fov``; ``camera``: the training camera
+        it sits on (its frustum is hidden), or None."""
+        wxyz, pos = c2w_to_viser(c2w)
+        forward = -c2w[:, 2]
+        depth = max(float((self.layout.target - pos) @ forward), 1e-3 * self.layout.scale)
+        with client.atomic():
+            client.camera.position = pos
+            client.camera.look_at = pos + depth * forward  # the orbit pivot on the new optical axis
+            client.camera.wxyz = wxyz
+            client.camera.fov = fov
+        self._hide_frustum(camera)
 
     def _connect(self, client) -> None:
         session = ClientSession(self, client)

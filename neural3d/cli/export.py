@@ -141,7 +141,7 @@ def _export_mesh(loaded, args, out: Path) -> str:
         from neural3d.export.marching_cubes import marching_cubes_mesh
 
         mesh = marching_cubes_mesh(
-            loaded, resolution=args.resolution or 128, level=args.level, colors=not args.no_colors
+            loaded, resolution=args.resolution or 128, level=args.level, colors=not args.no_colors, progress=True
         )
     if len(mesh.triangles) == 0:
         raise ValueError("the extracted mesh is empty; try another --level / --opacity-threshold")

@@ -56,6 +56,7 @@ def _cmd_eval(args) -> int:
         chunk=args.chunk or loaded.config.eval.chunk,
         out_dir=out_dir,
         max_images=args.max_images,
+        progress=True,
     )
     res.update(step=loaded.step, scene=str(Path(args.scene).resolve()))
     (out_dir / "metrics.json").write_text(json.dumps(res, indent=2))

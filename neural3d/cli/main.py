@@ -152,6 +152,7 @@ def _eval(args, device) -> int:
         lpips_fn=lpips_fn,
         max_images=args.max_images,
         distributed=True,
+        progress=True,
     )
     if not is_main_process():
         return 0

@@ -36,28 +36,31 @@ def evaluate_split(
     out_dir: Path | None = None,
     lpips_fn=None,
     distributed: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Render every image of ``split`` (or the first ``max_images``) and compute metrics.
 
     ``distributed`` (under torchrun, every rank calling): rank ``r`` of ``W`` renders images ``r, r + W, ...``;
     rank 0 gathers the records and images and returns / writes exactly what one process would (the other
-    ranks return empty metrics and write nothing). Without a process group it is ignored.
+    ranks return empty metrics and write nothing). Without a process group it is ignored. ``progress``: a
+    progress bar (:mod:`neural3d.progress`) over this rank's images.
 
     Returns:
         ``{"mean": {psnr, ssim[, lpips]}, "per_image": [{index, name, psnr, ssim[, lpips]}], "split": split}``.
-        With ``out_dir``, writes ``rgb/``, ``depth/`` PNGs and ``metrics.json`` there.
+        With ``out_dir``, writes ``rgb/``, ``depth/``, ``compare/`` (:func:`comparison`) PNGs and ``metrics.json``
+        there.
     """
     from neural3d.media.frames import depth_panel
     from neural3d.media.video import to_uint8
+    from neural3d.progress import progress as counted
 
     indices = scene.split_indices(split, nonempty=True)
     if max_images is not None:
         indices = indices[:max_images]
     rank, world = _rank_and_world() if distributed else (0, 1)
     per_image, images = [], []
-    for pos, i in enumerate(indices.tolist()):
-        if pos % world != rank:  # torchrun: rank r renders images r, r + W, ... (rank 0 writes them all)
-            continue
+    mine = [i for pos, i in enumerate(indices.tolist()) if pos % world == rank]  # torchrun: r, r + W, ...
+    for i in counted(mine, desc=f"eval {split}", unit="image", enabled=progress and rank == 0):
         out = render_image(model, scene, i, chunk)
         gt = scene.images[i].to(out["rgb"].device)
         rec = {
@@ -71,7 +74,8 @@ def evaluate_split(
         per_image.append(rec)
         if out_dir is not None:
             depth = depth_panel(out["depth"][..., 0], out["opacity"][..., 0])
-            pngs = [(sub, to_uint8(img)) for sub, img in (("rgb", out["rgb"]), ("depth", depth))]
+            panels = (("rgb", out["rgb"]), ("depth", depth), ("compare", comparison(out["rgb"], gt)))
+            pngs = [(sub, to_uint8(img)) for sub, img in panels]
             if world == 1:
                 _write_pngs(Path(out_dir), rec["name"], pngs)
             else:
@@ -92,6 +96,16 @@ def evaluate_split(
     if out_dir is not None:
         (Path(out_dir) / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def comparison(pred: torch.Tensor, gt: torch.Tensor, max_error: float = 0.25) -> torch.Tensor:
+    """Side by side [H, 3W, 3]: prediction | ground truth | error (mean absolute RGB error, turbo colours,
+    0 -> blue, ``max_error`` and above -> red). ``pred``, ``gt``: [H, W, 3] in [0, 1]."""
+    from neural3d.media.video import colorize_scalar, side_by_side
+
+    err = (pred.float() - gt.float()).abs().mean(-1)
+    panels = [pred.clamp(0, 1), gt.clamp(0, 1), colorize_scalar(err, vmin=0.0, vmax=max_error, cmap="turbo")]
+    return side_by_side([p.cpu() for p in panels])
 
 
 def _rank_and_world() -> tuple[int, int]:

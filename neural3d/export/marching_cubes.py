@@ -37,12 +37,14 @@ def grid_axes(box: Tensor, resolution: int) -> list[Tensor]:
 
 
 @torch.no_grad()
-def density_grid(density_fn, axes: list[Tensor], device, chunk: int = 65536) -> np.ndarray:
+def density_grid(density_fn, axes: list[Tensor], device, chunk: int = 65536, progress: bool = False) -> np.ndarray:
     """Evaluate ``density_fn`` on the grid ``axes`` (three [n_a] tensors) -> [n_x, n_y, n_z] float32."""
+    from neural3d.progress import progress as counted
+
     shape = tuple(len(a) for a in axes)
     pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     out = torch.empty(pts.shape[0])
-    for s in range(0, pts.shape[0], chunk):
+    for s in counted(range(0, pts.shape[0], chunk), desc="density grid", unit="chunk", enabled=progress):
         out[s : s + chunk] = density_fn(pts[s : s + chunk].to(device)).reshape(-1).float().cpu()
     return out.reshape(shape).numpy()
 
@@ -78,6 +80,7 @@ def marching_cubes_mesh(
     box: Tensor | None = None,
     colors: bool = True,
     chunk: int = 65536,
+    progress: bool = False,
 ) -> Mesh:
     """Extract the ``level`` iso-surface of the model's density inside the scene box.
 
@@ -87,6 +90,7 @@ def marching_cubes_mesh(
         level: density iso-value; default :func:`default_level` (a voxel-thick slab is half opaque).
         box: [2, 3] box in field space (default: the scene box; NDC for forward-facing scenes).
         colors: render vertex colours (else grey).
+        progress: a progress bar over the density grid's chunks.
 
     Returns:
         :class:`Mesh` in world coordinates.
@@ -99,7 +103,7 @@ def marching_cubes_mesh(
     axes = grid_axes(box, resolution)
     voxel = float(axes[0][1] - axes[0][0]) if len(axes[0]) > 1 else 1.0
     level = default_level(voxel) if level is None else float(level)
-    sigma = density_grid(density_function(loaded.model), axes, loaded.device, chunk)
+    sigma = density_grid(density_function(loaded.model), axes, loaded.device, chunk, progress)
     lo, hi = float(sigma.min()), float(sigma.max())
     if not lo < level < hi:
         raise ValueError(

@@ -41,10 +41,10 @@ def point_cloud_from_views(
     """
     if not 0.0 <= opacity_threshold <= 1.0:
         raise ValueError(f"opacity threshold must be in [0, 1], got {opacity_threshold}")
-    from tqdm import tqdm
+    from neural3d.progress import progress as counted
 
     pts, cols = [], []
-    for i in tqdm(range(len(cameras)), disable=not progress, desc="pointcloud", unit="view"):
+    for i in counted(range(len(cameras)), desc="pointcloud", unit="view", enabled=progress):
         d = depth_points(loaded, cameras[i], chunk=chunk)
         keep = (d["opacity"] >= opacity_threshold) & (d["z"] > 0) & torch.isfinite(d["points"]).all(-1)
         pts.append(d["points"][keep].float().cpu())

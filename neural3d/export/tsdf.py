@@ -74,13 +74,13 @@ def tsdf_mesh(
     Returns:
         :class:`Mesh` in world coordinates with vertex colours.
     """
-    from tqdm import tqdm
+    from neural3d.progress import progress as counted
 
     if volume not in ("auto", "scalable", "uniform"):
         raise ValueError(f"TSDF volume must be auto, scalable or uniform, got {volume!r}")
     views = [
         rendered_rgbd(loaded, cameras[i], opacity_threshold, chunk)
-        for i in tqdm(range(len(cameras)), disable=not progress, desc="tsdf render", unit="view")
+        for i in counted(range(len(cameras)), desc="tsdf render", unit="view", enabled=progress)
     ]
     if voxel_length is None:
         voxel_length = _auto_voxel(views, cameras, resolution, opacity_threshold)

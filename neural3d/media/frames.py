@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from neural3d.core.cameras import Cameras
+from neural3d.progress import ProgressBar
 
 OUTPUTS = ("rgb", "depth", "opacity")
 
@@ -69,16 +68,14 @@ def render_frames(
     from neural3d.training.distributed import rank_and_world
 
     rank, world = rank_and_world() if distributed else (0, 1)
-    bar = tqdm(total=len(cameras), disable=not progress or rank != 0, desc="render", unit="frame")
+    bar = ProgressBar(len(cameras), "render", unit="frame", enabled=progress and rank == 0)
     depth_range = None
-    start = time.perf_counter()
-    for i, out in enumerate(_renders(loaded, cameras, chunk, rank, world)):
+    for out in _renders(loaded, cameras, chunk, rank, world):
         if depth_range is None:  # fix the colour scale on the first frame so videos do not flicker
             d = out["depth"][out["opacity"] > 0.5]
             if d.numel() > 10:
                 depth_range = (float(torch.quantile(d, 0.02)), float(torch.quantile(d, 0.98)))
         bar.update(1)
-        bar.set_postfix(fps=f"{(i + 1) / (time.perf_counter() - start):.2f}")
         yield compose_frame(out, outputs, depth_range)
     bar.close()
 

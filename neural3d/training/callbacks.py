@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from neural3d.progress import ProgressBar
 from neural3d.training.logger import MetricsLogger
 from neural3d.training.run_dir import RunDir, is_main_process
 
@@ -86,24 +87,23 @@ class StepHook:
 
 
 class Progress:
-    """A tqdm bar with the last loss / PSNR / throughput, or (with ``log``) one text line per train log.
+    """Training progress (:class:`neural3d.progress.ProgressBar`): a bar with rate, time left and the last loss /
+    PSNR / throughput on a terminal, plain periodic lines otherwise; with ``log``, also one metrics line per
+    train log through ``log`` (written above the bar).
 
     Args:
         enabled: False: silent.
-        log: a function taking a line (e.g. ``print``); None: a progress bar.
-        name: prefix of the lines (``[name] step 10/100 loss ...``).
+        log: a function taking a line (e.g. ``print``); None: the bar alone.
+        name: name of the bar and prefix of the lines (``[name] step 10/100 loss ...``).
     """
 
     def __init__(self, *, enabled: bool = True, log: Callable[[str], None] | None = None, name: str = "train") -> None:
         self.enabled, self.log, self.name = enabled and is_main_process(), log, name
-        self._bar: Any = None
+        self._bar: ProgressBar | None = None
 
     def on_train_begin(self, loop) -> None:
-        if self.enabled and self.log is None:
-            from tqdm import tqdm
-
-            total, start = loop.config.steps, loop.step
-            self._bar = tqdm(total=total, initial=start, dynamic_ncols=True, desc=self.name)
+        if self.enabled:
+            self._bar = ProgressBar(loop.config.steps, self.name, unit="step", initial=loop.step)
 
     def on_step_end(self, loop, step: int) -> None:
         if self._bar is not None:
@@ -118,11 +118,17 @@ class Progress:
                 post["psnr"] = f"{values['psnr']:.2f}"
             key = loop.task.throughput_key
             if key and key in values:
-                post[key.removesuffix("_per_s") + "_s"] = f"{values[key]:,.0f}"
+                post[key.removesuffix("_per_s") + "/s"] = f"{values[key]:,.0f}"
             self._bar.set_postfix(**post)
-        elif self.log is not None:
+        if self.log is not None:
             shown = "  ".join(f"{k} {v:.5g}" for k, v in values.items() if k not in ("lr", "elapsed_s"))
-            self.log(f"[{self.name}] step {step}/{loop.config.steps}  {shown}  ({values['elapsed_s']:.1f} s)")
+            line = f"[{self.name}] step {step}/{loop.config.steps}  {shown}  ({values['elapsed_s']:.1f} s)"
+            if self._bar is not None and self._bar.mode == "bar":
+                self._bar.clear()  # the line goes to log's stream (stdout): clear the bar, redraw after
+                self.log(line)
+                self._bar.refresh()
+            else:
+                self.log(line)
 
     def on_train_end(self, loop) -> None:
         if self._bar is not None:

@@ -33,9 +33,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def stale_generated_scene(path: Path, synth) -> str | None:
+    """Why the scene *generated* at ``path`` (its ``scene.json`` names our generator) differs from ``synth``
+    (seed, resolution, layout, view counts), or None (it matches, or it is not a generated scene)."""
+    import json
+
+    try:
+        spec = json.loads((path / "scene.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(spec, dict) or spec.get("generator") != "neural3d.data.synthetic":
+        return None
+    wanted = {"seed": synth.seed, "res": synth.res, "layout": synth.layout}
+    if synth.layout == "blender":
+        wanted["splits"] = {"train": synth.n_train, "val": synth.n_val, "test": synth.n_test}
+    diff = [f"{k} {spec.get(k)!r} -> {v!r}" for k, v in wanted.items() if spec.get(k) != v]
+    return ", ".join(diff) or None
+
+
 def ensure_scene_files(data_cfg) -> Path:
-    """Return ``data.path``, generating the synthetic scene there first when ``data.synth.enabled``."""
+    """Return ``data.path``, generating the synthetic scene there first when ``data.synth.enabled``.
+
+    An existing folder is used as it is; a scene generated there earlier with other ``data.synth`` settings gets a
+    warning (``neural3d demo`` regenerates its own scene, :func:`regenerate_if_stale`).
+    """
     path = Path(data_cfg.path)
+    stale = stale_generated_scene(path, data_cfg.synth) if data_cfg.synth.enabled else None
+    if stale:
+        print(f"[neural3d] warning: {path} was generated with other settings ({stale}); using it as it is")
     if path.exists() or not data_cfg.synth.enabled:
         if not path.exists():
             raise FileNotFoundError(
@@ -43,19 +68,47 @@ def ensure_scene_files(data_cfg) -> Path:
                 f"'neural3d data synth --out {path}'"
             )
         return path
+    return _generate(path, data_cfg.synth)
+
+
+def regenerate_if_stale(data_cfg) -> str | None:
+    """Generate ``data.path`` again when it holds a scene generated with other ``data.synth`` settings (the demo's
+    own folder: an older version's 64x64 demo); returns what differed, or None."""
+    path = Path(data_cfg.path)
+    stale = stale_generated_scene(path, data_cfg.synth) if data_cfg.synth.enabled else None
+    if stale:
+        print(f"[neural3d] {path} was generated with other settings ({stale}): generating it again")
+        _generate(path, data_cfg.synth, replace=True)
+    return stale
+
+
+def _generate(path: Path, s, replace: bool = False) -> Path:
+    """Write the generated scene of ``s`` (SynthConfig) into a sibling folder, then rename it to ``path`` (an
+    interrupted generation leaves no half-written scene behind; ``replace``: an older generated scene goes)."""
+    import shutil
+    import tempfile
+
     from neural3d.data.synthetic import write_blender_scene, write_llff_scene
 
-    s = data_cfg.synth
-    if s.layout == "blender":
-        write_blender_scene(path, seed=s.seed, res=s.res, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test)
-    elif s.layout == "llff":
-        write_llff_scene(path, seed=s.seed, res=s.res, n_images=s.n_train + s.n_test)
-    elif s.layout == "dtu":
-        from neural3d.data.synthetic import write_dtu_scene
-
-        write_dtu_scene(path, seed=s.seed, res=s.res, n_views=s.n_train + s.n_val + s.n_test)
-    else:
+    if s.layout not in ("blender", "llff", "dtu"):
         raise ConfigError(f"data.synth.layout must be 'blender', 'llff' or 'dtu', got '{s.layout}'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        if s.layout == "blender":
+            write_blender_scene(tmp, seed=s.seed, res=s.res, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test)
+        elif s.layout == "llff":
+            write_llff_scene(tmp, seed=s.seed, res=s.res, n_images=s.n_train + s.n_test)
+        else:
+            from neural3d.data.synthetic import write_dtu_scene
+
+            write_dtu_scene(tmp, seed=s.seed, res=s.res, n_views=s.n_train + s.n_val + s.n_test)
+        if replace and path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
     return path
 
 
