@@ -190,7 +190,7 @@ def _resized(base, size: int):
     full = torch.full_like(c.width, size)
     cams = replace(c, fx=c.fx * scale, fy=c.fy * scale, cx=c.cx * scale, cy=c.cy * scale, width=full, height=full)
     images = torch.nn.functional.interpolate(base.images.permute(0, 3, 1, 2), size=(size, size), mode="bilinear")
-    return replace(base, images=images.permute(0, 2, 3, 1).contiguous(), cameras=cams)
+    return replace(base, images=images.permute(0, 2, 3, 1).contiguous(), cameras=cams, depths=None, alphas=None)
 
 
 def render_speed(scene_path: Path, seconds: float, n_sources: int) -> dict:
