@@ -35,13 +35,10 @@ def _check(depth: np.ndarray, shape: tuple[int, int], source: object) -> Tensor:
 
 
 def _read_npy(path: Path, shape: tuple[int, int]) -> Tensor:
-    if not path.is_file():
-        raise DatasetFileNotFoundError(f"{path}: depth file not found")
-    try:
-        depth = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise DatasetError(f"{path}: cannot read a depth map: {e}") from None
-    return _check(np.asarray(depth), shape, path)
+    """A depth file in the scene format (:func:`neural3d.data.depths.read_depth`: checked, non-finite -> 0)."""
+    from neural3d.data.depths import read_depth
+
+    return torch.from_numpy(read_depth(path, shape).astype(np.float32))
 
 
 def generated_depth_path(scene: SceneData, index: int) -> Path:
