@@ -129,7 +129,7 @@ def train_interleaved(
 
 
 def evaluate(runs: dict[str, tuple[Path, int]], scenes: list[Path]) -> dict:
-    """Every run (and both baselines, on GNT's sources) on every test view of ``scenes``: PSNR and SSIM."""
+    """Every run (and, with GNT, both baselines on GNT's sources) on every test view of ``scenes``: PSNR, SSIM."""
     import neural3d
     from neural3d.evaluation.evaluate import render_image
     from neural3d.evaluation.metrics import psnr, ssim
@@ -140,7 +140,7 @@ def evaluate(runs: dict[str, tuple[Path, int]], scenes: list[Path]) -> dict:
             name: neural3d.load(run, data={"path": str(path)}, model={"n_source_views_eval": n}, device="cpu")
             for name, (run, n) in runs.items()
         }
-        scene = loaded["gnt"].model.attached_scene
+        scene = next(iter(loaded.values())).model.attached_scene
         for t in scene.split_indices("test").tolist():
             gt, row = scene.images[t], {"scene": path.name, "view": t}
             preds = {}
@@ -337,7 +337,10 @@ def plot_curve(out: dict, png: Path) -> Path:
 
     curve = out["curve"]
     xs = [pt["cpu_seconds"] for pt in curve]
-    series = {name: (xs, [pt["mean"][name]["psnr"] for pt in curve]) for name in curve[0]["mean"]}
+    series = {}
+    for name in dict.fromkeys(k for pt in curve for k in pt["mean"]):
+        pts = [(pt["cpu_seconds"], pt["mean"][name]["psnr"]) for pt in curve if name in pt["mean"]]
+        series[name] = ([x for x, _ in pts], [y for _, y in pts])
     for name, m in out.get("unseen", {}).get("mean", {}).items():
         if name not in series:
             series[name] = ([xs[0], xs[-1]], [m["psnr"], m["psnr"]])
@@ -346,7 +349,35 @@ def plot_curve(out: dict, png: Path) -> Path:
     )
 
 
-def main() -> None:
+def merge_results(paths: list[Path]) -> dict:
+    """One result from the JSONs of runs trained in separate processes: curve points joined by CPU seconds, the
+    newest evaluation of each method (baselines included) as ``unseen``."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    points: dict[float, dict] = {}
+    for part in parts:
+        for pt in part.get("curve", []):
+            merged = points.setdefault(
+                pt["cpu_seconds"], {"cpu_seconds": pt["cpu_seconds"], "training": {}, "mean": {}}
+            )
+            merged["training"].update(pt.get("training", {}))
+            merged["mean"].update(pt["mean"])
+    newest = sorted(parts, key=lambda part: max((pt["cpu_seconds"] for pt in part.get("curve", [])), default=0))
+    mean: dict = {}
+    for part in newest:
+        mean.update(part.get("unseen", {}).get("mean", {}))
+    return {
+        "machine": parts[-1].get("machine"),
+        "parts": {str(p): part.get("args") for p, part in zip(paths, parts)},
+        "curve": [points[k] for k in sorted(points)],
+        "unseen": {
+            "mean": mean,
+            "per_view": {str(p): part.get("unseen", {}).get("per_view") for p, part in zip(paths, parts)},
+        },
+        "render": next((part["render"] for part in parts if "render" in part), None),
+    }
+
+
+def _arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("runs/bench_lvsm"))
     ap.add_argument("--cpu-seconds", type=float, default=600.0, help="CPU training time of each run")
@@ -357,14 +388,24 @@ def main() -> None:
     ap.add_argument("--lvsm-sources", type=int, default=6, help="LVSM's source views at evaluation")
     ap.add_argument("--speed-seconds", type=float, default=60.0, help="CPU seconds of the render-speed round robin")
     ap.add_argument("--phase", choices=["all", "train", "eval", "speed"], default="all")
+    ap.add_argument("--runs", default=",".join(["gnt", *LVSM_SIZES]), help="comma-separated runs to train / evaluate")
     ap.add_argument(
         "--resume-from",
         type=float,
         default=0.0,
-        help="continue the runs in WORK/runs (exact resume), which used this many CPU seconds each",
+        help="the runs in WORK/runs used this many CPU seconds: train continues them (exact resume), eval records "
+        "its point of the curve there",
     )
+    ap.add_argument("--merge", type=Path, nargs="*", default=None, help="merge these result JSONs into --out")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/lvsm_vs_gnt.json"))
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    a = _arguments()
+    if a.merge:
+        write_results(merge_results(a.merge), a.out)
+        return
     torch.set_num_threads(1)
     from neural3d.training.trainer import Trainer
 
@@ -374,7 +415,17 @@ def main() -> None:
         out = json.loads(a.out.read_text())
     out.update(machine=machine(), args={k: str(v) for k, v in vars(a).items()})
     specs = {"gnt": ("gnt", BENCH_MODEL), **{k: ("lvsm", {**LVSM_TRAIN, **v}) for k, v in LVSM_SIZES.items()}}
+    specs = {k: specs[k] for k in a.runs.split(",")}
     runs = {name: (a.work / "runs" / name, 10 if m == "gnt" else a.lvsm_sources) for name, (m, _) in specs.items()}
+    out.setdefault("curve", [])
+
+    def on_milestone(cpu_s: float, stats: dict) -> None:  # "unseen": the newest point, baselines included
+        c0 = time.process_time()
+        out["unseen"], out["training"] = evaluate(runs, unseen), stats
+        point = {"cpu_seconds": cpu_s, "training": stats, "eval_cpu_seconds": time.process_time() - c0}
+        out["curve"].append({**point, "mean": {k: v for k, v in out["unseen"]["mean"].items() if k in runs}})
+        write_results(out, a.out)
+
     if a.phase in ("all", "train"):
         trainers = {
             name: Trainer(
@@ -384,26 +435,13 @@ def main() -> None:
             )
             for name, (m, kw) in specs.items()
         }
-        out["curve"] = []
         n_points = math.ceil(a.cpu_seconds / a.eval_every)
         milestones = [min(a.eval_every * (i + 1), a.cpu_seconds) for i in range(n_points)]
         milestones = [m for m in milestones if m > a.resume_from]
-
-        def on_milestone(cpu_s: float, stats: dict) -> None:  # "unseen": the newest point, baselines included
-            c0 = time.process_time()
-            out["unseen"], out["training"] = evaluate(runs, unseen), stats
-            point = {"cpu_seconds": cpu_s, "training": stats, "eval_cpu_seconds": time.process_time() - c0}
-            out["curve"].append({**point, "mean": {k: v for k, v in out["unseen"]["mean"].items() if k in runs}})
-            write_results(out, a.out)
-
-        if a.resume_from:  # the resumed runs' own point of the curve
-            on_milestone(
-                a.resume_from, {k: {"steps": tr.step, "cpu_seconds": a.resume_from} for k, tr in trainers.items()}
-            )
         train_interleaved(trainers, milestones, a.slice, on_milestone, start=a.resume_from)
         del trainers
     elif a.phase == "eval":
-        out["unseen"] = evaluate(runs, unseen)
+        on_milestone(a.resume_from, {})
     if a.phase in ("all", "speed"):
         out["render"] = render_speed(unseen[0], a.speed_seconds, a.lvsm_sources)
     write_results(out, a.out)
