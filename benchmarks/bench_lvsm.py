@@ -1,19 +1,27 @@
 """LVSM against GNT and two baselines on unseen generated scenes, at equal CPU training time.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_lvsm.py --work /tmp/bench_lvsm --cpu-seconds 600 \\
-        --out benchmarks/results/lvsm_vs_gnt.json
+        --eval-every 120 --out benchmarks/results/lvsm_vs_gnt.json            # all three runs in one process
+
+    # or one process per run (each keeps its own CPU clock), continuing runs that used 120 s, then merged:
+    ... --runs gnt --resume-from 120 --out part_gnt.json   (likewise lvsm-decoder-only, lvsm-encoder-decoder)
+    ... --phase eval --resume-from 120 --out part_120.json                     # the curve's point at 120 s
+    ... --merge part_*.json --out benchmarks/results/lvsm_vs_gnt.json          # + the PSNR-vs-CPU-s plot (.png)
+    ... --phase speed --out benchmarks/results/lvsm_render_speed.json
 
 1. The data of GNT's cross-scene bench (``bench_gnt.write_data``): 32 generated 48×48 object scenes (seed 1,
    16 training views each) to train on, and the unseen family (seed 2: 3 scenes × 4 test views) to evaluate on.
-2. Three runs train from scratch in interleaved turns of ``--slice`` seconds (so that load from anything else on
-   the machine falls on all of them alike), each until it has used ``--cpu-seconds`` of this process's CPU time
-   (``time.process_time``, one torch thread): GNT at the bench's size (depth 4, 24 samples, 6 sources), LVSM
-   decoder-only and LVSM encoder-decoder at bench sizes (``LVSM_SIZES``).
+2. The runs train from scratch (or continue, ``--resume-from``: exact resume) in interleaved turns of ``--slice``
+   seconds, each until it has used ``--cpu-seconds`` of this process's CPU time (``time.process_time``, one torch
+   thread): GNT at the bench's size (depth 4, 24 samples, 6 sources), LVSM decoder-only and LVSM
+   encoder-decoder at bench sizes (``LVSM_SIZES``). Every ``--eval-every`` CPU seconds all runs are saved and
+   evaluated (not counted in the clock): a point of the curve; the JSON and its plot are rewritten (atomically).
 3. On the 12 unseen test views, side by side: each run (GNT with the paper's 10 nearest sources, LVSM with
    ``--lvsm-sources``), the nearest source image itself, and the target's TRUE depth reprojected from the
    nearest source that sees it (an oracle). PSNR / SSIM.
-4. Rendering: frames/s of one LVSM forward pass per frame at 64² and 256² (bench and paper sizes), GNT's
-   rays/s and frames/s at the same sizes, parameters and FLOPs per frame (``torch.utils.flop_counter``).
+4. ``--phase speed``: frames/s of one LVSM forward pass per frame at 64² and 256² (bench sizes; paper sizes at
+   64²), the encoder-decoder with and without reusing its encoded latents, GNT's rays/s and frames/s at the same
+   sizes, all in process CPU time; parameters and FLOPs per frame (``torch.utils.flop_counter`` and by hand).
 """
 
 from __future__ import annotations
@@ -233,12 +241,14 @@ def _resized(base, size: int):
 
 def _lvsm_speed_jobs(res: dict, jobs: list, scene, rays, t: int, size: int, n_sources: int, info) -> None:
     """Add LVSM's render jobs at ``size``² (bench sizes, and the paper sizes at 64²) and their FLOPs to ``res``."""
+    from neural3d.methods.lvsm.batches import LVSMContext
+
     sizes = {**LVSM_SIZES, **(PAPER if size == 64 else {})}
     for name, kw in sizes.items():
         m = _lvsm_model({**kw, "n_source_views_eval": n_sources}, info)
         m.attach_scene(scene)
         ctx = m.render_context(scene.cameras, t)
-        variants = [("", ctx, False)]
+        variants = [("", LVSMContext(ctx.views, ctx.frame), False)]  # without latents: encoded in every forward
         if kw["variant"] == "encoder_decoder":
             with torch.no_grad():
                 variants.append((", latents reused", m.encode_context(ctx), True))

@@ -108,6 +108,7 @@ def test_cross_scene_cli_run_resumes_exactly_and_renders_an_unseen_scene(tmp_pat
 
 def test_encoder_decoder_model_renders_from_reused_latents(scenes):
     from neural3d.methods.base import SceneInfo
+    from neural3d.methods.lvsm.batches import LVSMContext
     from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
 
     torch.manual_seed(0)
@@ -121,11 +122,26 @@ def test_encoder_decoder_model_renders_from_reused_latents(scenes):
     assert encoded.latents.shape == (1, 8, 64)
     from neural3d.methods.lvsm.batches import scene_image_rays
 
+    fresh = LVSMContext(ctx.views, ctx.frame)  # no latents: encoded inside forward
     for i in test.tolist():
         rays = scene_image_rays(scene, i)
         a = model.render_rays(rays, context=encoded)["rgb"]
-        b = model.render_rays(rays, context=ctx)["rgb"]
+        b = model.render_rays(rays, context=fresh)["rgb"]
         assert a.shape == (20, 20, 3) and torch.allclose(a, b, atol=1e-6)
+
+    # render_context (eval mode) encodes a set of source views once, for as long as the sources and weights stay
+    assert ctx.latents is not None and torch.equal(ctx.latents, encoded.latents)
+    assert model.render_context(scene.cameras, int(test[0])).latents is ctx.latents
+    other = next(i for i in range(len(scene.cameras)) if not torch.equal(
+        model.render_context(scene.cameras, i).views.indices, ctx.views.indices))  # fmt: skip
+    assert model.render_context(scene.cameras, other).latents is not ctx.latents
+    with torch.no_grad():
+        model.net.n_light_field_latent.mul_(1.5)  # the weights change (an optimizer step, a load)
+    again = model.render_context(scene.cameras, int(test[0]))
+    assert not torch.allclose(again.latents, ctx.latents)
+    assert torch.allclose(again.latents, model.encode_context(fresh).latents)
+    model.train()
+    assert model.render_context(scene.cameras, int(test[0])).latents is None  # training: nothing cached
 
 
 def test_pose_normalisation_modes_change_only_the_frame(scenes):

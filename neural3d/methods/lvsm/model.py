@@ -144,6 +144,7 @@ class LVSMModel(Model):
             )
         self._scene = None
         self._scene_frame: Tensor | None = None
+        self._latents: tuple[tuple, Tensor] | None = None  # (key, latents) of the last encoded source views
         self._lpips: list = []  # the frozen LPIPS loss network, kept out of the state dict
         self._perceptual: list = []  # the frozen VGG-19 perceptual loss, kept out of the state dict
 
@@ -188,7 +189,21 @@ class LVSMModel(Model):
         )[0]
         chosen = train[idx]
         views = SourceViews(scene.images[chosen], scene.cameras[chosen], scene.pixel_center, chosen, attached=True)
-        return LVSMContext(views, self.views_frame(self._scene_frame, torch.cat([src[idx], target])))
+        context = LVSMContext(views, self.views_frame(self._scene_frame, torch.cat([src[idx], target])))
+        if self.config.variant == "encoder_decoder" and not self.training:
+            context = self._reuse_latents(context, (str(scene.root), id(scene), tuple(chosen.tolist())))
+        return context
+
+    def _reuse_latents(self, context: LVSMContext, sources: tuple) -> LVSMContext:
+        """Encoder-decoder in eval mode: ``context`` with the latents of its source views, encoded once and reused by
+        the next renders from the same sources (a camera path, the viewer) while the frame and the weights
+        (parameter versions: in-place updates and loads count) stay the same."""
+        frame = None if context.frame is None else tuple(context.frame.flatten().tolist())
+        versions = tuple(p._version for p in self.net.parameters())
+        key = (sources, frame, versions, str(self.background.device))
+        if self._latents is None or self._latents[0] != key:
+            self._latents = (key, self.encode_context(context).latents)
+        return LVSMContext(context.views, context.frame, self._latents[1])
 
     def views_frame(self, scene_frame: Tensor | None, c2w_views: Tensor) -> Tensor | None:
         """The frame of one render / step: over ``c2w_views`` ([n, 3, 4] sources and targets) in ``views`` mode,
