@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -277,19 +278,44 @@ def _lvsm_params(kw: dict, info) -> int:
         return sum(p.numel() for p in _lvsm_model(kw, info).parameters())
 
 
-def render_speed(scene_path: Path, seconds: float, n_sources: int) -> dict:
+def _gnt_speed_job(res: dict, jobs: list, scene, rays, t: int, size: int, info) -> None:
+    """GNT at ``size``²: 1,024 rays per call with the source feature maps cached (as across the frames of a camera
+    path in one scene); FLOPs per frame = per-ray FLOPs (256 rays counted) × pixels, the feature maps apart."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from neural3d.methods.gnt.model import GNTModel, GNTModelConfig
+
+    m = GNTModel(GNTModelConfig(**{**BENCH_MODEL, "n_source_views_eval": 10}), scene=info).eval()
+    m.attach_scene(scene)
+    ctx = m.render_context(scene.cameras, t)
+    with torch.no_grad():
+        m._features(ctx)  # cache the feature maps: the per-ray cost alone is counted below
+        with FlopCounterMode(display=False) as fc:
+            m.render_rays(rays.flatten()[:256], chunk=1024, context=ctx)
+        with FlopCounterMode(display=False) as feat:
+            m.feature_net(ctx.images[:1].permute(0, 3, 1, 2))
+    key = f"gnt (bench size, 48 samples, 10 sources) @ {size}²"
+    res[key] = {
+        "params": sum(p.numel() for p in m.parameters()),
+        "frames": 0,
+        "seconds": 0.0,
+        "gflops_per_frame": fc.get_total_flops() * size * size / 256 / 1e9,
+        "feature_gflops_per_source_view": feat.get_total_flops() / 1e9,
+    }
+    jobs.append((key, m, rays.flatten()[:1024], ctx, 1024 / (size * size)))
+
+
+def render_speed(scene_path: Path, seconds: float, n_sources: int, methods: Sequence[str] = ("lvsm", "gnt")) -> dict:
     """Frames/s (one LVSM forward pass per frame; GNT: 1,024 rays per call), round robin; params, FLOPs/frame.
 
     Time is this process's CPU time (``time.process_time``, one thread) per call, so the load of other processes
     counts little. LVSM FLOPs: ``torch.utils.flop_counter`` on the meta device (exact op shapes, no compute) and
-    counted by hand (:func:`lvsm_flops_analytic`); GNT's from 256 real rays, scaled. The paper-size LVSMs run at
-    64² only (a 256² frame of the 24-layer model is ~3 TFLOPs: minutes here).
+    counted by hand (:func:`lvsm_flops_analytic`); GNT's per ray from 256 real rays (feature maps cached), scaled, the
+    feature maps' FLOPs per source view apart. The paper-size LVSMs run at 64² only (a 256² frame with 6 sources is
+    about 6 TFLOPs: minutes on one core); at 256² their FLOPs and parameters are counted.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     from neural3d.data import load_scene
     from neural3d.methods.base import SceneInfo
-    from neural3d.methods.gnt.model import GNTModel, GNTModelConfig
 
     base = load_scene(scene_path)
     info = SceneInfo(base.scene_box, base.near, base.far)
@@ -299,16 +325,10 @@ def render_speed(scene_path: Path, seconds: float, n_sources: int) -> dict:
         scene = _resized(base, size)
         t = int(scene.split_indices("test")[0])
         rays = scene.image_rays(t)
-        _lvsm_speed_jobs(res, jobs, scene, rays, t, size, n_sources, info)
-        m = GNTModel(GNTModelConfig(**{**BENCH_MODEL, "n_source_views_eval": 10}), scene=info).eval()
-        m.attach_scene(scene)
-        ctx = m.render_context(scene.cameras, t)
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
-            m.render_rays(rays.flatten()[:256], chunk=1024, context=ctx)
-        key = f"gnt (bench size, 48 samples, 10 sources) @ {size}²"
-        res[key] = {"params": sum(p.numel() for p in m.parameters()), "frames": 0, "seconds": 0.0}
-        res[key]["gflops_per_frame"] = fc.get_total_flops() * size * size / 256 / 1e9
-        jobs.append((key, m, rays.flatten()[:1024], ctx, 1024 / (size * size)))
+        if "lvsm" in methods:
+            _lvsm_speed_jobs(res, jobs, scene, rays, t, size, n_sources, info)
+        if "gnt" in methods:
+            _gnt_speed_job(res, jobs, scene, rays, t, size, info)
     spent = 0.0
     with torch.no_grad():
         while spent < seconds:
@@ -397,6 +417,7 @@ def _arguments() -> argparse.Namespace:
     ap.add_argument("--n-train-scenes", type=int, default=32)
     ap.add_argument("--lvsm-sources", type=int, default=6, help="LVSM's source views at evaluation")
     ap.add_argument("--speed-seconds", type=float, default=60.0, help="CPU seconds of the render-speed round robin")
+    ap.add_argument("--speed-methods", default="lvsm,gnt", help="methods the speed phase (re)measures")
     ap.add_argument("--phase", choices=["all", "train", "eval", "speed"], default="all")
     ap.add_argument("--runs", default=",".join(["gnt", *LVSM_SIZES]), help="comma-separated runs to train / evaluate")
     ap.add_argument(
@@ -453,7 +474,8 @@ def main() -> None:
     elif a.phase == "eval":
         on_milestone(a.resume_from, {})
     if a.phase in ("all", "speed"):
-        out["render"] = render_speed(unseen[0], a.speed_seconds, a.lvsm_sources)
+        measured = render_speed(unseen[0], a.speed_seconds, a.lvsm_sources, a.speed_methods.split(","))
+        out["render"] = {**out.get("render", {}), **measured}
     write_results(out, a.out)
     print(json.dumps(out.get("unseen", {}).get("mean", {}), indent=1))
 
