@@ -257,3 +257,139 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     net(src, tgt).sum().backward()
     for a, p in zip(g, net.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- the whole network in float64
+def _ln(x, w):
+    """LayerNorm without bias, eps 1e-5."""
+    mu = x.mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(((x - mu) ** 2).mean(-1, keepdim=True) + 1e-5) * w
+
+
+def _block_ref(x, W, pre, dh=64):
+    """One official ``QK_Norm_TransformerBlock`` over ALL tokens (no mask), float64."""
+    d = x.shape[-1]
+    h = _ln(x, W[f"{pre}.norm1.weight"])
+    q, k, v = (h @ W[f"{pre}.attn.to_qkv.weight"].T).split(d, -1)
+    heads = []
+    for s in range(0, d, dh):
+        qh, kh = q[..., s : s + dh], k[..., s : s + dh]
+        qh = qh / torch.sqrt((qh**2).mean(-1, keepdim=True) + 1e-5) * W[f"{pre}.attn.q_norm.weight"]
+        kh = kh / torch.sqrt((kh**2).mean(-1, keepdim=True) + 1e-5) * W[f"{pre}.attn.k_norm.weight"]
+        heads.append(torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(dh), -1) @ v[..., s : s + dh])
+    x = x + torch.cat(heads, -1) @ W[f"{pre}.attn.fc.weight"].T
+    h = _ln(x, W[f"{pre}.norm2.weight"])
+    return x + F.gelu(h @ W[f"{pre}.mlp.mlp.0.weight"].T) @ W[f"{pre}.mlp.mlp.2.weight"].T
+
+
+def _tokens_ref(img, w, p):
+    """Official ``Rearrange("b v c (hh ph) (ww pw) -> (b v) (hh ww) (ph pw c)")`` then ``Linear`` (no bias), with
+    explicit loops over patches: [v, c, H, W] -> [v * n_patches, d]."""
+    v, c, H, W = img.shape
+    rows = [img[i, :, a : a + p, b : b + p].permute(1, 2, 0).reshape(-1) for i in range(v)
+            for a in range(0, H, p) for b in range(0, W, p)]  # fmt: skip
+    return torch.stack(rows) @ w.T
+
+
+def _render_ref(W, variant, src, tgt, p, n_layers):
+    """The official forward for one scene and one target in float64: src [v, 9, H, W], tgt [6, H, W] -> [3, H, W]."""
+    H, Wd = tgt.shape[-2:]
+    s_tok = _tokens_ref(src, W["image_tokenizer.1.weight"], p)
+    t_tok = _tokens_ref(tgt[None], W["target_pose_tokenizer.1.weight"], p)
+    n = t_tok.shape[0]
+    if variant == "decoder_only":
+        x = _ln(torch.cat([s_tok, t_tok]), W["transformer_input_layernorm.weight"])
+        for i in range(n_layers[0]):
+            x = _block_ref(x, W, f"transformer_blocks.{i}")
+        out = x[-n:]
+    else:
+        lat = W["n_light_field_latent"]
+        x = torch.cat([lat, s_tok])  # latents first, no input LayerNorm
+        for i in range(n_layers[0]):
+            x = _block_ref(x, W, f"transformer_encoder.{i}")
+        x = _ln(torch.cat([t_tok, x[: lat.shape[0]]]), W["transformer_input_layernorm_decoder.weight"])
+        for i in range(n_layers[1]):
+            x = _block_ref(x, W, f"transformer_decoder.{i}")
+        out = x[:n]
+    pix = torch.sigmoid(_ln(out, W["image_token_decoder.0.weight"]) @ W["image_token_decoder.1.weight"].T)
+    img = torch.zeros(3, H, Wd, dtype=torch.float64)
+    for j, (a, b) in enumerate((a, b) for a in range(0, H, p) for b in range(0, Wd, p)):
+        img[:, a : a + p, b : b + p] = pix[j].reshape(p, p, 3).permute(2, 0, 1)
+    return img
+
+
+@pytest.mark.parametrize("variant", ["decoder_only", "encoder_decoder"])
+def test_network_matches_a_float64_transcription_of_the_official_forward(variant):
+    """Token layout, input LayerNorms, token order (latents first in the encoder, target first in the decoder),
+    attention over all tokens (no mask), the pixel decoder: our network against the official forward, float64."""
+    torch.manual_seed(4)
+    layers = (2,) if variant == "decoder_only" else (1, 2)
+    official = _official_layout(variant, 128, layers, p=4, n_latents=5)
+    official = {k: 0.1 * v if v.ndim > 1 else 1 + 0.1 * v for k, v in official.items() if "loss_computer" not in k}
+    net = LVSMNetwork(
+        variant, dim=128, n_layers=layers[0], encoder_layers=layers[0], decoder_layers=layers[-1], n_latents=5,
+        patch_size=4,
+    ).double()  # fmt: skip
+    net.load_state_dict(official, strict=True)
+    src, tgt = torch.randn(1, 2, 9, 8, 12, dtype=torch.float64), torch.randn(1, 2, 6, 8, 12, dtype=torch.float64)
+    with torch.no_grad():
+        got = net(src, tgt)
+    W = {k: v.double() for k, v in official.items()}
+    for t in range(2):
+        ref = _render_ref(W, variant, src[0], tgt[0, t], 4, layers)
+        assert torch.allclose(got[0, t], ref, atol=1e-10)
+
+
+def test_qk_rms_norm_computes_in_float32_for_bfloat16_inputs():
+    from neural3d.methods.lvsm.network import RMSNorm
+
+    norm = RMSNorm(64)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = (torch.randn(3, 5, 64) * 1e3).to(torch.bfloat16)
+    got = norm(x)
+    xf = x.float()
+    ref = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(torch.bfloat16) * norm.weight.bfloat16()
+    assert got.dtype == torch.bfloat16 and torch.equal(got, ref)
+
+
+# ---------------------------------------------------------------------------- padding
+def test_padded_ray_maps_are_the_rays_of_the_larger_image():
+    """A 13x10 camera padded to 16x16 (p = 8): the padded pixels carry the rays of the same camera's 16x16 image."""
+    from dataclasses import replace
+
+    from neural3d.methods.lvsm.rays import extend_linearly
+
+    cams = _cameras([(3.0, 1.0, 2.0), (-2.0, 2.5, 1.0)], f=11.0, w=13, h=10)
+    frame = normalization_frame(cams.camera_to_worlds)
+    padded = camera_plucker(cams, 0.5, frame, patch_size=8)
+    big = replace(cams, width=torch.full_like(cams.width, 16), height=torch.full_like(cams.height, 16))
+    assert padded.shape == (2, 6, 16, 16)
+    assert torch.allclose(padded, camera_plucker(big, 0.5, frame), atol=1e-5)
+    assert torch.equal(camera_plucker(cams, 0.5, frame, patch_size=1), camera_plucker(cams, 0.5, frame))
+    assert extend_linearly(torch.ones(1, 1, 1), 4).shape == (1, 4, 4)  # one pixel: replicated
+
+
+def test_bad_official_checkpoints_name_the_file_and_keys(tmp_path):
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.lvsm.importer import import_official
+    from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
+    from neural3d.methods.lvsm.official import load_strict
+
+    official = _official_layout("decoder_only", 128, (2,))
+    model = LVSMModel(LVSMModelConfig(width=128, n_layers=2), scene=SceneInfo(torch.zeros(2, 3), 0.0, 1.0))
+    ours = official_to_state_dict(official)
+    bad = {k: v for k, v in ours.items() if "transformer_blocks.1.norm2" not in k}
+    bad["net.extra.weight"] = torch.zeros(1)
+    bad["net.image_tokenizer.1.weight"] = torch.zeros(128, 9 * 16 * 16)
+    with pytest.raises(ValueError) as err:
+        load_strict(model, bad, "ckpt.pt")
+    msg = str(err.value)
+    assert msg.startswith("ckpt.pt:") and "transformer_blocks.1.norm2.weight" in msg
+    assert "net.extra.weight" in msg and "net.image_tokenizer.1.weight (128, 2304)" in msg
+    torch.save({"model": {"encoder.weight": torch.zeros(2)}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: not an official LVSM state dict"):
+        import_official(tmp_path / "other.pt", tmp_path / "scene", tmp_path / "run")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="list.pt: not an LVSM checkpoint"):
+        import_official(tmp_path / "list.pt", tmp_path / "scene", tmp_path / "run")

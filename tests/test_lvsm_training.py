@@ -97,9 +97,18 @@ def test_cross_scene_cli_run_resumes_exactly_and_renders_an_unseen_scene(tmp_pat
     assert free["rgb"].shape == (1, 12, 28, 3)
     assert ((free["rgb"] >= 0) & (free["rgb"] <= 1)).all()
 
+    # neural3d.load(run, data=...): the same unseen scene through the run's own data section
+    import neural3d
+
+    other = neural3d.load(run, data={"path": str(scenes["other"])}, model={"n_source_views_eval": 3}, device="cpu")
+    assert other.model.attached_scene.root == scene.root
+    again = other.render(scene.cameras[scene.split_indices("test")])
+    assert torch.allclose(again["rgb"], out["rgb"], atol=1e-6)
+
 
 def test_encoder_decoder_model_renders_from_reused_latents(scenes):
     from neural3d.methods.base import SceneInfo
+    from neural3d.methods.lvsm.batches import LVSMContext
     from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
 
     torch.manual_seed(0)
@@ -113,11 +122,26 @@ def test_encoder_decoder_model_renders_from_reused_latents(scenes):
     assert encoded.latents.shape == (1, 8, 64)
     from neural3d.methods.lvsm.batches import scene_image_rays
 
+    fresh = LVSMContext(ctx.views, ctx.frame)  # no latents: encoded inside forward
     for i in test.tolist():
         rays = scene_image_rays(scene, i)
         a = model.render_rays(rays, context=encoded)["rgb"]
-        b = model.render_rays(rays, context=ctx)["rgb"]
+        b = model.render_rays(rays, context=fresh)["rgb"]
         assert a.shape == (20, 20, 3) and torch.allclose(a, b, atol=1e-6)
+
+    # render_context (eval mode) encodes a set of source views once, for as long as the sources and weights stay
+    assert ctx.latents is not None and torch.equal(ctx.latents, encoded.latents)
+    assert model.render_context(scene.cameras, int(test[0])).latents is ctx.latents
+    other = next(i for i in range(len(scene.cameras)) if not torch.equal(
+        model.render_context(scene.cameras, i).views.indices, ctx.views.indices))  # fmt: skip
+    assert model.render_context(scene.cameras, other).latents is not ctx.latents
+    with torch.no_grad():
+        model.net.n_light_field_latent.mul_(1.5)  # the weights change (an optimizer step, a load)
+    again = model.render_context(scene.cameras, int(test[0]))
+    assert not torch.allclose(again.latents, ctx.latents)
+    assert torch.allclose(again.latents, model.encode_context(fresh).latents)
+    model.train()
+    assert model.render_context(scene.cameras, int(test[0])).latents is None  # training: nothing cached
 
 
 def test_pose_normalisation_modes_change_only_the_frame(scenes):
@@ -281,3 +305,41 @@ def test_views_normalisation_is_over_sources_and_target(scenes):
     centres = torch.cat([views[:, :, 3], target_centre])
     mean = centres.mean(0)
     assert torch.allclose(frame[:3, :3] @ mean + frame[:3, 3], torch.zeros(3), atol=1e-5)
+
+
+def test_ndc_scenes_are_refused_and_grad_checkpoint_reaches_the_network():
+    from types import SimpleNamespace
+
+    from neural3d.methods.base import SceneInfo
+    from neural3d.methods.lvsm.model import LVSMModel, LVSMModelConfig
+
+    info = SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 0.0, 1.0)
+    model = LVSMModel(LVSMModelConfig(width=64, grad_checkpoint=True), scene=info)
+    assert model.net.grad_checkpoint
+    with pytest.raises(ValueError, match="fern: LVSM needs world-space rays; set data.ndc=false"):
+        model.attach_scene(SimpleNamespace(ndc=True, root="fern"))
+
+
+def _qkv_dtypes_of_one_step(tmp_path, scenes, *extra: str) -> tuple[list, dict]:
+    """The dtype of the first block's qkv projection during one training step, and the step's metrics."""
+    from neural3d.config import load_config
+    from neural3d.training.trainer import Trainer
+
+    cfg, _ = load_config(CONFIG, _argv(tmp_path, scenes, *extra)[2:])
+    tr = Trainer(cfg)
+    seen = []
+    hook = tr.model.net.transformer_blocks[0].attn.to_qkv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    metrics = tr.train_step()
+    hook.remove()
+    return seen, metrics
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast is CUDA-only")
+def test_cuda_training_step_runs_under_bf16_autocast(tmp_path, scenes):
+    seen, metrics = _qkv_dtypes_of_one_step(tmp_path, scenes, "device=cuda")
+    assert seen == [torch.bfloat16] and torch.isfinite(metrics["loss"])
+
+
+def test_cpu_training_never_autocasts(tmp_path, scenes):
+    seen, metrics = _qkv_dtypes_of_one_step(tmp_path, scenes, "trainer.mixed_precision=bf16")
+    assert seen == [torch.float32] and torch.isfinite(metrics["loss"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from neural3d.methods.lvsm.official import config_fields_from_state, official_to_state_dict
+from neural3d.methods.lvsm.official import config_fields_from_state, load_strict, official_to_state_dict
 
 
 def import_official(
@@ -28,14 +28,17 @@ def import_official(
 
     raw = load_checkpoint(Path(checkpoint))  # weights only: a file that would run code is refused
     official = raw.get("model", raw) if isinstance(raw, dict) else raw
+    if not isinstance(official, dict):
+        raise ValueError(f"{checkpoint}: not an LVSM checkpoint (a {type(official).__name__}, not a state dict)")
+    fields = config_fields_from_state(official, checkpoint)
     cfg, model_cfg = build_config(
-        {"method": "lvsm", "model": config_fields_from_state(official), "data": {"path": str(data_path), "ndc": False}},
+        {"method": "lvsm", "model": fields, "data": {"path": str(data_path), "ndc": False}},
         overrides,
         source=str(checkpoint),
     )
     state = official_to_state_dict(official)
     probe = LVSMModel(model_cfg, scene=SceneInfo(torch.tensor([[-1.0] * 3, [1.0] * 3]), 0.0, 1.0))
-    probe.load_state_dict(state, strict=True)  # no missing / unexpected keys, same shapes
+    load_strict(probe, state, checkpoint)  # no missing / unexpected keys, same shapes
     info = scene_info(load_scene_from_config(cfg.data))
     meta = {"data_path": str(Path(data_path).resolve()), "imported_from": str(Path(checkpoint).resolve())}
     return _write_run(Path(out_dir), cfg, info, probe.state_dict(), meta)

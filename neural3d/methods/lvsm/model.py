@@ -11,8 +11,8 @@ with a random number of source views from GNT's scene mixtures (``train_scenes``
 
 LVSM renders whole images: ``forward`` and ``render_rays`` take an [..., H, W] ray bundle of one image size
 (all rays of the images; ``chunk`` is ignored) -- :func:`neural3d.load` / ``LoadedScene.render`` and the
-evaluation hand over whole images. Sizes that are not multiples of the patch size are padded (edge replication)
-and the render is cropped back.
+evaluation hand over whole images. Sizes that are not multiples of the patch size are padded (ray maps with the
+rays of the camera's larger image, source colours by edge replication) and the render is cropped back.
 
 Outputs: ``rgb``; ``depth`` is 0 and ``opacity`` 1 (LVSM has no geometry).
 Loss: MSE, plus ``lpips_weight`` × LPIPS(VGG) when local LPIPS weights are given (MSE only otherwise; the
@@ -144,6 +144,7 @@ class LVSMModel(Model):
             )
         self._scene = None
         self._scene_frame: Tensor | None = None
+        self._latents: tuple[tuple, Tensor] | None = None  # (key, latents) of the last encoded source views
         self._lpips: list = []  # the frozen LPIPS loss network, kept out of the state dict
         self._perceptual: list = []  # the frozen VGG-19 perceptual loss, kept out of the state dict
 
@@ -161,6 +162,8 @@ class LVSMModel(Model):
         return normalization_frame(scene.cameras.camera_to_worlds[train], self.config.scene_scale_factor)
 
     def attach_scene(self, scene) -> None:
+        if scene.ndc:
+            raise ValueError(f"{scene.root}: LVSM needs world-space rays; set data.ndc=false for forward-facing scenes")
         if scene.split_indices("train").numel() < 1:
             raise ValueError(f"{scene.root}: LVSM needs training images as source views")
         self._scene = scene
@@ -186,7 +189,21 @@ class LVSMModel(Model):
         )[0]
         chosen = train[idx]
         views = SourceViews(scene.images[chosen], scene.cameras[chosen], scene.pixel_center, chosen, attached=True)
-        return LVSMContext(views, self.views_frame(self._scene_frame, torch.cat([src[idx], target])))
+        context = LVSMContext(views, self.views_frame(self._scene_frame, torch.cat([src[idx], target])))
+        if self.config.variant == "encoder_decoder" and not self.training:
+            context = self._reuse_latents(context, (str(scene.root), id(scene), tuple(chosen.tolist())))
+        return context
+
+    def _reuse_latents(self, context: LVSMContext, sources: tuple) -> LVSMContext:
+        """Encoder-decoder in eval mode: ``context`` with the latents of its source views, encoded once and reused by
+        the next renders from the same sources (a camera path, the viewer) while the frame and the weights
+        (parameter versions: in-place updates and loads count) stay the same."""
+        frame = None if context.frame is None else tuple(context.frame.flatten().tolist())
+        versions = tuple(p._version for p in self.net.parameters())
+        key = (sources, frame, versions, str(self.background.device))
+        if self._latents is None or self._latents[0] != key:
+            self._latents = (key, self.encode_context(context).latents)
+        return LVSMContext(context.views, context.frame, self._latents[1])
 
     def views_frame(self, scene_frame: Tensor | None, c2w_views: Tensor) -> Tensor | None:
         """The frame of one render / step: over ``c2w_views`` ([n, 3, 4] sources and targets) in ``views`` mode,
@@ -214,9 +231,10 @@ class LVSMModel(Model):
 
     def prepare_training(self) -> None:
         if self.config.init_checkpoint:
-            from neural3d.methods.lvsm.official import load_official_weights
+            from neural3d.methods.lvsm.official import load_official_weights, load_strict
 
-            self.load_state_dict(load_official_weights(self.config.init_checkpoint))
+            path = self.config.init_checkpoint
+            load_strict(self, load_official_weights(path), f"model.init_checkpoint {path}")
 
     # ------------------------------------------------------------------ rendering
     def _frame(self, context: LVSMContext) -> Tensor | None:
@@ -230,8 +248,9 @@ class LVSMModel(Model):
         """[1, v, 9, H', W'] source tokens' input: RGB·2−1 and Plücker maps, padded to the patch size."""
         views = context.views.to(self.background.device)
         rgb = views.images.permute(0, 3, 1, 2) * 2.0 - 1.0
-        pl = camera_plucker(views.cameras, views.pixel_center, self._frame(context)).to(rgb)
-        return pad_to_multiple(torch.cat([rgb, pl], 1), self.config.patch_size)[None]
+        p = self.config.patch_size
+        pl = camera_plucker(views.cameras, views.pixel_center, self._frame(context), p).to(rgb)
+        return torch.cat([pad_to_multiple(rgb, p), pl], 1)[None]
 
     @torch.no_grad()
     def encode_context(self, context: LVSMContext) -> LVSMContext:
@@ -248,9 +267,8 @@ class LVSMModel(Model):
         if len(rays.shape) not in (2, 3):
             raise ValueError(f"LVSM renders whole images: rays must be [H, W] or [t, H, W], got {tuple(rays.shape)}")
         H, W = rays.shape[-2:]
-        target = bundle_plucker(rays, self._frame(context))
-        target = target.reshape(1, -1, 6, H, W)
-        target = pad_to_multiple(target, self.config.patch_size)
+        target = bundle_plucker(rays, self._frame(context), self.config.patch_size)
+        target = target.reshape(1, -1, 6, *target.shape[-2:])
         if self.config.variant == "encoder_decoder":
             latents = context.latents if context.latents is not None else self.net.encode(self.posed_sources(context))
             out = self.net.decode(latents, target)

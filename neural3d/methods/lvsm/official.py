@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from torch import Tensor
+from torch import Tensor, nn
 
 DROPPED_PREFIXES = ("loss_computer.",)
 
@@ -46,14 +46,40 @@ def load_official_weights(path: str | Path) -> dict[str, Tensor]:
 
     ckpt = load_checkpoint(Path(path))  # weights only: a file that would run code is refused
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not an LVSM checkpoint (a {type(state).__name__}, not a state dict)")
     if state and all(k.startswith("net.") for k in state):
         return dict(state)
     return official_to_state_dict(state)
 
 
-def config_fields_from_state(official: Mapping[str, Tensor]) -> dict:
+def load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str | Path) -> None:
+    """Load ``state`` into ``model`` when the names and shapes match exactly; else one ``ValueError`` naming
+    ``source`` and the missing, unexpected and mis-shaped keys (the first few of each)."""
+    own = model.state_dict()
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    shapes = sorted(
+        f"{k} {tuple(state[k].shape)} (model: {tuple(own[k].shape)})"
+        for k in own.keys() & state.keys()
+        if state[k].shape != own[k].shape
+    )
+    problems = [
+        f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+        if keys
+    ]
+    if problems:
+        raise ValueError(f"{source}: the LVSM weights do not match the model ({'; '.join(problems)})")
+    model.load_state_dict(state, strict=True)
+
+
+def config_fields_from_state(official: Mapping[str, Tensor], source: str | Path = "checkpoint") -> dict:
     """:class:`~neural3d.methods.lvsm.model.LVSMModelConfig` fields matching an official state dict's shapes."""
     sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in official.items()}
+    if "image_tokenizer.1.weight" not in sd or not any(k.endswith("attn.to_qkv.weight") for k in sd):
+        keys = ", ".join(sorted(sd)[:6])
+        raise ValueError(f"{source}: not an official LVSM state dict (no image tokenizer or blocks; keys: {keys})")
     width, in_features = sd["image_tokenizer.1.weight"].shape
     patch = round((in_features / 9) ** 0.5)
 

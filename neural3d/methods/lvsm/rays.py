@@ -7,6 +7,9 @@ same world rays: the OpenGL direction ``(u, -v, -1)`` times ``c2w_gl = c2w_cv ·
 direction times ``c2w_cv``, so the unit ``viewdirs`` of :func:`~neural3d.core.rays.image_rays` (pixel centre 0.5)
 are the official directions (``tests/test_lvsm.py`` checks it).
 
+Sizes that are not multiples of the patch size p: ray maps are extended to the next multiple with the rays of the
+same camera's larger image (exact for pinhole cameras), source colours by edge replication; renders are cropped back.
+
 Pose normalisation (official ``data/dataset_scene.py: Dataset.preprocess_poses``): centre = mean camera centre;
 axes = the average camera in OpenCV axes (forward = normalised mean of the c2w z columns, right =
 normalise(mean down × forward), down = forward × right); then translations divided by ``1.35 × max |t|``.
@@ -58,25 +61,52 @@ def transform_rays(origins: Tensor, directions: Tensor, frame: Tensor | None) ->
     return o, F.normalize(directions @ frame[:3, :3].T, dim=-1)
 
 
-def bundle_plucker(rays: RayBundle, frame: Tensor | None = None) -> Tensor:
-    """[..., H, W] ray bundle -> [..., 6, H, W] Plücker map (unit ``viewdirs``, in ``frame``)."""
-    o, d = transform_rays(rays.origins, rays.viewdirs, frame)
+def bundle_plucker(rays: RayBundle, frame: Tensor | None = None, patch_size: int = 1) -> Tensor:
+    """[..., H, W] ray bundle -> [..., 6, H', W'] Plücker map (unit directions, in ``frame``), H' and W' the next
+    multiples of ``patch_size``: the added pixels get the rays of the same camera's larger image (origins and
+    unnormalised ``directions`` extended linearly, exact for pinhole cameras: :func:`extend_linearly`)."""
+    o = extend_linearly(rays.origins.movedim(-1, -3), patch_size).movedim(-3, -1)
+    d = extend_linearly(rays.directions.movedim(-1, -3), patch_size).movedim(-3, -1)
+    o, d = transform_rays(o, F.normalize(d, dim=-1), frame)
     return plucker(o, d).movedim(-1, -3)
 
 
-def camera_plucker(cameras: Cameras, pixel_center: float = 0.5, frame: Tensor | None = None) -> Tensor:
-    """[n, 6, H, W] Plücker maps of ``n`` cameras of one size."""
+def camera_plucker(
+    cameras: Cameras, pixel_center: float = 0.5, frame: Tensor | None = None, patch_size: int = 1
+) -> Tensor:
+    """[n, 6, H', W'] Plücker maps of ``n`` cameras of one size (padded as :func:`bundle_plucker`)."""
     return torch.stack(
-        [bundle_plucker(image_rays(cameras, i, 0.0, 1.0, pixel_center), frame) for i in range(len(cameras))]
+        [bundle_plucker(image_rays(cameras, i, 0.0, 1.0, pixel_center), frame, patch_size) for i in range(len(cameras))]
     )
 
 
-def pad_to_multiple(x: Tensor, p: int) -> Tensor:
-    """Pad [..., H, W] at the bottom and right by edge replication to multiples of ``p``."""
+def _padding(x: Tensor, p: int) -> tuple[int, int]:
     H, W = x.shape[-2:]
-    ph, pw = (-H) % p, (-W) % p
+    return (-H) % p, (-W) % p
+
+
+def pad_to_multiple(x: Tensor, p: int) -> Tensor:
+    """Pad [..., H, W] at the bottom and right by edge replication to multiples of ``p`` (the source images)."""
+    H, W = x.shape[-2:]
+    ph, pw = _padding(x, p)
     if ph == 0 and pw == 0:
         return x
     lead = x.shape[:-2]
     y = F.pad(x.reshape(-1, 1, H, W), (0, pw, 0, ph), mode="replicate")
     return y.reshape(*lead, H + ph, W + pw)
+
+
+def extend_linearly(x: Tensor, p: int) -> Tensor:
+    """Pad [..., H, W] at the bottom and right to multiples of ``p`` by linear extrapolation of the last two rows /
+    columns (``x[..., H - 1 + k] = x[..., H - 1] + k (x[..., H - 1] - x[..., H - 2])``); one row or column is
+    replicated. A map affine in the pixel coordinates (a pinhole camera's ray directions) is extended exactly."""
+    ph, pw = _padding(x, p)
+    if ph:
+        step = x[..., -1:, :] - x[..., -2:-1, :] if x.shape[-2] > 1 else torch.zeros_like(x[..., -1:, :])
+        k = torch.arange(1, ph + 1, dtype=x.dtype, device=x.device)[:, None]
+        x = torch.cat([x, x[..., -1:, :] + k * step], dim=-2)
+    if pw:
+        step = x[..., :, -1:] - x[..., :, -2:-1] if x.shape[-1] > 1 else torch.zeros_like(x[..., :, -1:])
+        k = torch.arange(1, pw + 1, dtype=x.dtype, device=x.device)
+        x = torch.cat([x, x[..., :, -1:] + k * step], dim=-1)
+    return x
