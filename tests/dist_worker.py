@@ -8,7 +8,8 @@ after installing:
   mode, ``os.replace`` / ``rename``, ``mkdir``, ``mkstemp``, ``torch.save``) and write the list to
   ``FILE.rank{R}`` at exit (the test asserts it is empty);
 * ``--dump DIR``: after training, every rank saves its module's state dict to ``DIR/rank{R}.pt`` (the test
-  compares ranks: parameters *and* buffers such as the occupancy grid) and, for GNT / LVSM, the indices of the
+  compares ranks: parameters *and* buffers such as the occupancy grid; SinNeRF: its generator's state and the
+  discriminator's weights too) and, for GNT / LVSM, the indices of the
   training scenes it loaded to ``DIR/rank{R}.scenes``;
 * ``--no-jitter``: marching without the stratified per-ray offset (the one per-rank random draw of an NGP
   occupancy step), GNT's depths without jitter (coarse) and with ``det`` (fine) and the uniform sampler's
@@ -176,6 +177,12 @@ def main() -> int:
         def run_and_dump(self):
             out = run(self)
             state = {k: v.detach().cpu().clone() for k, v in self.task.module.state_dict().items()}
+            sinnerf = getattr(self.task, "sinnerf", None)
+            if sinnerf is not None:  # SinNeRF: its pose / patch stream and the discriminator's weights
+                state["sinnerf.generator"] = sinnerf.generator.get_state()
+                if sinnerf.discriminator is not None:
+                    disc = sinnerf.discriminator.state_dict()
+                    state.update({f"sinnerf.discriminator.{k}": v.detach().cpu().clone() for k, v in disc.items()})
             Path(a.dump).mkdir(parents=True, exist_ok=True)
             torch.save(state, Path(a.dump) / f"rank{rank}.pt")
             loader = getattr(self.task, "loader", None)

@@ -188,6 +188,30 @@ def shard_slice(n: int, rank: int, world_size: int, what: str) -> slice | None:
     return slice(rank * per, (rank + 1) * per)
 
 
+def padded_shard(n: int, rank: int, world_size: int, device=None) -> Tensor:
+    """[ceil(n / world_size)] int64 indices of this rank's contiguous part of ``n`` items (all of them for one
+    process); parts are equal-sized for :func:`gather_shards`: the last parts are padded with item ``n - 1``.
+
+    Example: ``n = 5``, 2 ranks: rank 0 ``[0, 1, 2]``, rank 1 ``[3, 4, 4]``.
+    """
+    per = -(-n // world_size)
+    return (torch.arange(per, device=device) + rank * per).clamp_(max=n - 1)
+
+
+def gather_shards(part: Tensor, n: int) -> Tensor:
+    """The ``n`` items of which every rank holds its :func:`padded_shard` ``part`` [ceil(n / W), ...] -> [n, ...].
+
+    Differentiable: every rank gets the whole, and the backward pass sums the ranks' gradients of the whole
+    into each rank's part (gloo: all-to-all; NCCL: reduce-scatter), so a loss computed identically on every rank
+    from the whole gives, after the loop's gradient averaging, one process's gradient. One process: ``part[:n]``.
+    """
+    if rank_and_world()[1] == 1:
+        return part[:n]
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(part), 0)[:n]
+
+
 def sum_over_ranks(x: Tensor) -> Tensor:
     """``x`` summed over the ranks, differentiably (``x`` itself without a process group of > 1 ranks).
 
