@@ -6,8 +6,14 @@ Driver (no torchrun environment)::
     python benchmarks/bench_distributed.py --nprocs 1 2 --rounds 1 --steps 300 --eval-every 100 \\
         --out benchmarks/results/distributed.json [key=value overrides of the ngp config]
 
-starts ``torchrun --standalone --nproc-per-node N`` of this file (``--worker``) for each N in turn, round after
-round (N alternating, so load from other work on the machine falls on both alike), every process with one
+``--suite gnt`` measures GNT cross-scene training instead (``configs/gnt_generalizable.yaml`` on a generated
+4-scene family, scene-sharded across the ranks; no evaluation: ``--eval-every`` above ``--steps``)::
+
+    python benchmarks/bench_distributed.py --suite gnt --nprocs 1 2 --rounds 2 --steps 40 --skip 5 \\
+        --eval-every 1000000 --out benchmarks/results/distributed_gnt.json
+
+The driver starts ``torchrun --standalone --nproc-per-node N`` of this file (``--worker``) for each N in turn,
+round after round (N alternating, so load from other work on the machine falls on both alike), every process with one
 intra-op thread (``OMP_NUM_THREADS=1``). Each worker trains the same config at the same *global* batch
 (``trainer.batch_size``) and records per step: wall seconds, process CPU seconds, the wall seconds of the
 gradient all-reduce (:func:`neural3d.training.distributed.all_reduce_gradients`, timed around the call),
@@ -44,6 +50,39 @@ DEFAULTS = [
     "trainer.progress=false",
     "trainer.log_every=1000000",
 ]
+
+# GNT cross-scene (``--suite gnt``): configs/gnt_generalizable.yaml at the CPU size of benchmarks/bench_gnt.py's
+# cross-scene model (depth 4, 24 samples, 6 source views, 128 rays per step; the shipped depth-8 config costs
+# 14 CPU s per step here) on a generated family of 4 scenes at 48x48 (written once by the driver; 2 per rank
+# with 2 processes: scene sharding) and a generated unseen scene as the run's own.
+GNT_DEFAULTS = [
+    "device=cpu",
+    "data.synth.enabled=false",
+    "model.depth=4",
+    "model.n_samples=24",
+    "model.n_source_views=6",
+    "trainer.batch_size=128",
+    "model.family.n_scenes=4",
+    "trainer.progress=false",
+    "trainer.log_every=1000000",
+    "trainer.eval_every=0",
+]
+SUITES = {
+    "ngp": ("blender_ngp.yaml", DEFAULTS),
+    "gnt": ("gnt_generalizable.yaml", GNT_DEFAULTS),
+}
+
+
+def _gnt_data(root: Path) -> list[str]:
+    """Write the unseen scene and the family under ``root`` once (before any rank starts); their overrides."""
+    from neural3d.data.synthetic import write_blender_scene, write_scene_family
+
+    unseen, family = root / "unseen", root / "family"
+    if not unseen.is_dir():
+        write_blender_scene(unseen, seed=9001, res=48, n_train=16, n_val=2, n_test=4)
+    if not family.is_dir():
+        write_scene_family(family, n_scenes=4, seed=1, res=48, n_train=16, n_val=2, n_test=2)
+    return [f"data.path={unseen}", f"model.family.root={family}"]
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -83,7 +122,8 @@ def worker(args, overrides: list[str]) -> None:
     from neural3d.training.trainer import Trainer
 
     torch.set_num_threads(1)
-    cfg, _ = load_config(str(REPO / "configs" / "blender_ngp.yaml"), [*DEFAULTS, *overrides])
+    config, defaults = SUITES[args.suite]
+    cfg, _ = load_config(str(REPO / "configs" / config), [*defaults, *overrides])
     trainer = Trainer(cfg, overwrite=True)
     loop = trainer.loop
     rank, world = dist.rank_and_world()
@@ -148,7 +188,7 @@ def print_projection(nbytes: float = GPU_CONFIG_BYTES) -> None:
 def _launch(nproc: int, args, overrides: list[str], out: Path, run_dir: Path) -> list[dict]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd += [str(Path(__file__).resolve()), "--worker", "--out", str(out), "--steps", str(args.steps)]
-    cmd += ["--eval-every", str(args.eval_every), "--eval-images", str(args.eval_images), "--"]
+    cmd += ["--eval-every", str(args.eval_every), "--eval-images", str(args.eval_images), "--suite", args.suite, "--"]
     cmd += [*overrides, f"output_dir={run_dir}", f"experiment=n{nproc}"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     subprocess.run(cmd, env=env, check=True, cwd=REPO)
@@ -163,9 +203,12 @@ def _summary(ranks: list[dict], batch: int, skip: int) -> dict:
         "processes": ranks[0]["world"],
         "step_wall_s": step_wall,
         "rays_per_s": batch / step_wall,
+        "steps_per_s": 1.0 / step_wall,
         "cpu_s_per_step_per_process": statistics.median(r["cpu_s"] for r in r0),
+        "cpu_s_per_step_by_rank": [statistics.median(r["cpu_s"] for r in rk["records"][skip:]) for rk in ranks],
         "evals": ranks[0]["evals"],
     }
+    out["steps_per_s_one_core_each"] = 1.0 / max(out["cpu_s_per_step_by_rank"])  # each process with a core
     if ranks[0]["world"] > 1:
         out["allreduce_s"] = statistics.median(r["allreduce_s"] for r in r0)
         out["allreduce_share"] = out["allreduce_s"] / step_wall
@@ -174,6 +217,16 @@ def _summary(ranks: list[dict], batch: int, skip: int) -> dict:
     if touched:
         out["hash_touched_median"] = statistics.median(touched)
     return out
+
+
+def _batch_size(suite: str, overrides: list[str]) -> int:
+    """The run's global ``trainer.batch_size`` (the last override, else the suite's config file)."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("trainer.batch_size=")]
+    if given:
+        return int(given[-1])
+    from neural3d.config import load_config
+
+    return int(load_config(str(REPO / "configs" / SUITES[suite][0]), [])[0].trainer.batch_size)
 
 
 def main() -> None:
@@ -187,6 +240,7 @@ def main() -> None:
     p.add_argument("--skip", type=int, default=20, help="warm-up steps left out of the medians")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "distributed.json"))
     p.add_argument("--project", action="store_true", help="print the 8-GPU projection model only")
+    p.add_argument("--suite", choices=sorted(SUITES), default="ngp", help="ngp on lego, or GNT cross-scene")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     overrides = [o for o in args.overrides if o != "--"]
@@ -196,9 +250,12 @@ def main() -> None:
     if args.project:
         print_projection()
         return
-    batch = int(next(o.split("=")[1] for o in [*DEFAULTS, *overrides][::-1] if o.startswith("trainer.batch_size=")))
+    defaults = SUITES[args.suite][1]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.suite == "gnt":
+            overrides = [*_gnt_data(Path(tmp) / "data"), *overrides]
+        batch = _batch_size(args.suite, [*defaults, *overrides])
         for rnd in range(args.rounds):
             for n in args.nprocs:
                 ranks = _launch(n, args, overrides, Path(tmp) / f"r{rnd}n{n}", Path(tmp) / "runs")
@@ -209,7 +266,7 @@ def main() -> None:
                     json.dumps(shown),
                     [(e["step"], round(e["train_wall_s"], 1), round(e["psnr"], 2)) for e in s["evals"]],
                 )
-    meta = {"argv": sys.argv[1:], "overrides": [*DEFAULTS, *overrides], "when": time.strftime("%Y-%m-%d %H:%M")}
+    meta = {"argv": sys.argv[1:], "overrides": [*defaults, *overrides], "when": time.strftime("%Y-%m-%d %H:%M")}
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}))
     print(f"wrote {args.out}")
 

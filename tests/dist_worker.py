@@ -8,8 +8,10 @@ after installing:
   mode, ``os.replace`` / ``rename``, ``mkdir``, ``mkstemp``, ``torch.save``) and write the list to
   ``FILE.rank{R}`` at exit (the test asserts it is empty);
 * ``--dump DIR``: after training, every rank saves its module's state dict to ``DIR/rank{R}.pt`` (the test
-  compares ranks: parameters *and* buffers such as the occupancy grid) and, for GNT / LVSM, the indices of the
-  training scenes it loaded to ``DIR/rank{R}.scenes``;
+  compares ranks: parameters *and* buffers such as the occupancy grid; SinNeRF: its generator's state and the
+  discriminator's weights too) and, for GNT / LVSM, the indices of the
+  training scenes it loaded to ``DIR/rank{R}.scenes``; every rank writes the folders it passed to
+  ``neural3d.data.load_scene`` (one line per call) to ``DIR/rank{R}.loads``;
 * ``--no-jitter``: marching without the stratified per-ray offset (the one per-rank random draw of an NGP
   occupancy step), GNT's depths without jitter (coarse) and with ``det`` (fine) and the uniform sampler's
   depths (NID) without jitter, so that 1 and 2 processes see the same samples;
@@ -171,16 +173,33 @@ def main() -> int:
     if a.ready:
         _hold_for_a_signal(a, rank)
     if a.dump:
+        import neural3d.data
+
+        loads: list[str] = []  # every scene folder this rank loads (load_scene is looked up at call time)
+        load_scene = neural3d.data.load_scene
+
+        def counted_load(path, *args, **kw):
+            loads.append(str(Path(path).resolve()))
+            return load_scene(path, *args, **kw)
+
+        neural3d.data.load_scene = counted_load
         run = Loop.run
 
         def run_and_dump(self):
             out = run(self)
             state = {k: v.detach().cpu().clone() for k, v in self.task.module.state_dict().items()}
+            sinnerf = getattr(self.task, "sinnerf", None)
+            if sinnerf is not None:  # SinNeRF: its pose / patch stream and the discriminator's weights
+                state["sinnerf.generator"] = sinnerf.generator.get_state()
+                if sinnerf.discriminator is not None:
+                    disc = sinnerf.discriminator.state_dict()
+                    state.update({f"sinnerf.discriminator.{k}": v.detach().cpu().clone() for k, v in disc.items()})
             Path(a.dump).mkdir(parents=True, exist_ok=True)
             torch.save(state, Path(a.dump) / f"rank{rank}.pt")
             loader = getattr(self.task, "loader", None)
             if hasattr(loader, "loaded"):  # GNT / LVSM: the scenes this rank loaded
                 (Path(a.dump) / f"rank{rank}.scenes").write_text(" ".join(map(str, loader.loaded())))
+            (Path(a.dump) / f"rank{rank}.loads").write_text("\n".join(loads))
             return out
 
         Loop.run = run_and_dump

@@ -101,6 +101,16 @@ def _max_diff(a: dict, b: dict) -> dict[str, float]:
     return out
 
 
+def _close_optimizer_states(a: dict, b: dict) -> None:
+    """Two optimizer state dicts hold the same parameters, steps and moments (within ATOL)."""
+    assert a["param_groups"] == b["param_groups"] and a["state"].keys() == b["state"].keys()
+    for i, sa in a["state"].items():
+        sb = b["state"][i]
+        assert sa.keys() == sb.keys(), i
+        for k, v in sa.items():
+            assert v.shape == sb[k].shape and float((v.double() - sb[k].double()).abs().max()) <= ATOL, (i, k)
+
+
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
     from neural3d.data.synthetic import write_blender_scene
@@ -171,11 +181,26 @@ def test_two_processes_equal_one_process_ngp_occupancy(tmp_path, scene):
     ckpt = _load(tmp_path / "runs" / "two" / "checkpoints" / "step_0000006.pt")
     assert all(torch.equal(ckpt["model"][k], r0[k]) for k in r0)
 
+    # one optimizer state per parameter of the model, whatever the world size: the checkpoints' Adam moments agree
+    ckpt_one = _load(tmp_path / "runs" / "one" / "checkpoints" / "step_0000006.pt")
+    _close_optimizer_states(ckpt_one["optimizer"], ckpt["optimizer"])
+
     # resume on another world size: the 2-process run from its step-3 checkpoint, on 1 process
     _interrupted_copy(tmp_path / "runs" / "two", tmp_path / "runs" / "resumed")
     _train(1, cfg, "resumed", "--resume", worker_opts=("--no-jitter", "--dump", str(tmp_path / "d3")))
     diffs = _max_diff(_load(tmp_path / "d3" / "rank0.pt"), r0)
     assert max(diffs.values()) <= ATOL, diffs
+
+    # and the other way: the 1-process run from its step-3 checkpoint, on 2 processes
+    _interrupted_copy(tmp_path / "runs" / "one", tmp_path / "runs" / "grown")
+    _train(2, cfg, "grown", "--resume", worker_opts=("--no-jitter", "--dump", str(tmp_path / "d4")))
+    g0, g1 = _load(tmp_path / "d4" / "rank0.pt"), _load(tmp_path / "d4" / "rank1.pt")
+    assert all(v == 0 for v in _max_diff(g0, g1).values()), "ranks differ"
+    diffs = _max_diff(g0, one)
+    assert max(diffs.values()) <= ATOL, diffs
+    grown = _load(tmp_path / "runs" / "grown" / "checkpoints" / "step_0000006.pt")
+    _close_optimizer_states(ckpt_one["optimizer"], grown["optimizer"])
+    assert grown["loader"]["step"] == 6 and torch.equal(grown["loader"]["generator"], ckpt["loader"]["generator"])
 
 
 def test_two_processes_rank0_writes_quiet_others_same_state_and_exact_resume(tmp_path, scene):
@@ -329,6 +354,24 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_and_only_rank0_l
     assert not (run / ".lock").exists()
     state = _load(ckpt)  # resumable: a complete checkpoint of step 3 (the resume itself is tested above)
     assert state["step"] == 3 and {"optimizer", "scheduler", "rng_cpu", "model", "loader"} <= set(state)
+
+
+def test_a_rank_stalled_past_the_collective_timeout_fails_the_group(tmp_path, scene):
+    """Rank 1 stops answering after step 2 (held, no signal): rank 0's next collective fails after
+    ``trainer.dist_timeout_s`` instead of waiting for ever, and torchrun ends rank 1."""
+    import time
+
+    cfg = _cfg(tmp_path, scene)
+    opts = ("--hold-rank=1", "--hold-step=2", f"--ready={tmp_path / 'ready'}")
+    logs = tmp_path / "torchrun_logs"
+    start = time.monotonic()
+    res = _train(2, cfg, "stall", "trainer.dist_timeout_s=4", worker_opts=opts, log_dir=logs, ok=False)
+    took = time.monotonic() - start
+    assert res.returncode != 0 and took < 60, took  # the hold lasts 60 s: the timeout ended the run first
+    rank_err = {p.parent.name: p.read_text() for p in logs.rglob("stderr.log")}
+    expected = "neural3d: error: a collective of the process group timed out after 4 s (trainer.dist_timeout_s)"
+    assert expected in rank_err["0"] and "Traceback" not in rank_err["0"], rank_err["0"][-3000:]
+    assert not list((tmp_path / "runs" / "stall" / "checkpoints").glob("*.pt"))  # it failed in step 3
 
 
 def test_a_diverging_run_stops_on_every_rank(tmp_path, scene):

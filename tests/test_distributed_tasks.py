@@ -163,6 +163,14 @@ trainer: {{steps: 2, batch_size: 32, progress: false, log_every: 1, checkpoint_e
     assert all(v == 0 for v in _max_diff(r0, r1).values()), "ranks differ"
     loaded = [(tmp_path / "d" / f"rank{r}.scenes").read_text() for r in range(2)]
     assert loaded == ["0 2", "1"]
+    # counted at load_scene: each family scene once, by its rank (and the run's own scene once on every rank)
+    loads = [(tmp_path / "d" / f"rank{r}.loads").read_text().splitlines() for r in range(2)]
+    fam = (tmp_path / "fam").resolve()
+    assert [sorted(Path(p).name for p in rank if Path(p).parent == fam) for rank in loads] == [
+        ["scene_000", "scene_002"],
+        ["scene_001"],
+    ]
+    assert all(rank.count(str(ngp_scene.resolve())) == 1 for rank in loads)
 
 
 def test_lvsm_two_processes_equal_one(tmp_path, ngp_scene):
@@ -280,10 +288,12 @@ def test_gnt_fewer_scenes_than_ranks_splits_the_rays_of_one_target(family):
 
 
 def test_lvsm_ranks_render_disjoint_slices_of_the_steps_targets(family):
+    """One scene (fewer scenes than ranks): every rank draws the same step and renders its slice of the targets
+    (a mixture of >= 2 scenes is split across the ranks instead: test_distributed_generalizable.py)."""
     from neural3d.data import load_scene
     from neural3d.methods.lvsm.batches import ImageBatches
 
-    data = [load_scene(p) for p in family]
+    data = [load_scene(family[0])]
     kw = {
         "n_views_min": 1,
         "n_views_max": 2,

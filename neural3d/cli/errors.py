@@ -1,9 +1,10 @@
 """What the command line prints for an exception a user can cause: one line, no traceback (exit status 2).
 
 :func:`user_error_message` maps the errors that bad input produces -- the library's own (``ConfigError``,
-``DatasetError``, ...: ``ValueError``), files (``OSError``: missing, unwritable, disk full) and a checkpoint that
-does not fit the model built from the config (torch's ``load_state_dict`` report) -- to one line; anything
-else is a bug and keeps its traceback. ``NEURAL3D_DEBUG=1`` shows the traceback of every error.
+``DatasetError``, ...: ``ValueError``), files (``OSError``: missing, unwritable, disk full), a checkpoint that
+does not fit the model built from the config (torch's ``load_state_dict`` report) and a torchrun collective that
+timed out (a stalled peer) -- to one line; anything else is a bug and keeps its traceback. ``NEURAL3D_DEBUG=1``
+shows the traceback of every error.
 """
 
 from __future__ import annotations
@@ -41,6 +42,23 @@ def state_dict_mismatch(err: RuntimeError) -> str | None:
     return f"checkpoint does not fit the model: {'; '.join(keys) or text.splitlines()[0]}; {advice}"
 
 
+_TIMEOUT = re.compile(r"timed out waiting (?P<ms>\d+)\s*ms|watchdog caught collective operation timeout", re.I)
+
+
+def collective_timeout(err: RuntimeError) -> str | None:
+    """One line for a collective of the torchrun process group that timed out (gloo's ``Timed out waiting Nms``,
+    NCCL's watchdog); None for any other RuntimeError."""
+    match = _TIMEOUT.search(str(err))
+    if match is None:
+        return None
+    limit = f" after {int(match['ms']) / 1000:g} s" if match["ms"] else ""
+    return (
+        f"a collective of the process group timed out{limit} (trainer.dist_timeout_s): another process stalled or "
+        f"died (its own log says why); if it is only slow (a long rank-0 evaluation, a paused live viewer), raise "
+        f"trainer.dist_timeout_s. ({_shorten(str(err).splitlines()[0])})"
+    )
+
+
 def _shorten(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 5] + " ..."
 
@@ -62,7 +80,7 @@ def user_error_message(err: BaseException) -> str | None:
     if isinstance(err, ValueError):
         return str(err)
     if isinstance(err, RuntimeError):
-        return state_dict_mismatch(err)
+        return state_dict_mismatch(err) or collective_timeout(err)
     return None
 
 

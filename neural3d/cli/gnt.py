@@ -7,8 +7,10 @@
 * ``neural3d gnt import CKPT --data SCENE --out RUN [model.KEY=V ...]``: wrap an official GNT checkpoint as a
   neural3d run (then ``neural3d eval RUN`` / ``neural3d render RUN`` / ``neural3d.load(RUN)`` work).
 
-Options and overrides may come in any order. The work is done by :func:`neural3d.api.load_for_scene` and
-:func:`neural3d.methods.gnt.official.import_official`; this module only parses arguments.
+Under ``torchrun`` (``torchrun --nproc-per-node N -m neural3d gnt eval|render ...``) the ranks split the images /
+frames and rank 0 writes exactly the files one process writes. Options and overrides may come in any order.
+The work is done by :func:`neural3d.api.load_for_scene` and :func:`neural3d.methods.gnt.official.import_official`;
+this module only parses arguments.
 """
 
 from __future__ import annotations
@@ -39,14 +41,20 @@ class _IntermixedParser(Parser):
 
 
 def _cmd_eval(args) -> int:
+    from neural3d.cli.main import run_split_work
+
+    return run_split_work(_eval, args)  # torchrun: the ranks split the images, rank 0 writes
+
+
+def _eval(args, device: str) -> int:
     from neural3d.api import load_for_scene
     from neural3d.evaluation.evaluate import evaluate_split
     from neural3d.media.frames import check_output
-    from neural3d.training.run_dir import RunDir
+    from neural3d.training.run_dir import RunDir, is_main_process
 
     if args.out:
         check_output(Path(args.out), directory=True)
-    loaded = load_for_scene(args.run_dir, args.scene, args.overrides, args.device)
+    loaded = load_for_scene(args.run_dir, args.scene, args.overrides, device)
     scene = loaded.model.attached_scene
     out_dir = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir(f"{Path(args.scene).name}-{args.split}")
     res = evaluate_split(
@@ -56,8 +64,11 @@ def _cmd_eval(args) -> int:
         chunk=args.chunk or loaded.config.eval.chunk,
         out_dir=out_dir,
         max_images=args.max_images,
+        distributed=True,
         progress=True,
     )
+    if not is_main_process():
+        return 0
     res.update(step=loaded.step, scene=str(Path(args.scene).resolve()))
     (out_dir / "metrics.json").write_text(json.dumps(res, indent=2))
     means = "  ".join(f"{k.upper()} {v:.4f}" for k, v in res["mean"].items())
@@ -67,17 +78,28 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_render(args) -> int:
+    from neural3d.cli.main import run_split_work
+
+    return run_split_work(_render, args)  # torchrun: the ranks split the frames, rank 0 writes
+
+
+def _render(args, device: str) -> int:
     from neural3d.api import load_for_scene
     from neural3d.media.frames import check_output, parse_outputs, render_frames, write_frames
     from neural3d.media.paths import path_cameras
+    from neural3d.training.run_dir import is_main_process
 
     check_output(Path(args.out))  # before the model is loaded and the frames rendered
     outputs = parse_outputs(args.outputs)
-    loaded = load_for_scene(args.run_dir, args.scene, args.overrides, args.device)
+    loaded = load_for_scene(args.run_dir, args.scene, args.overrides, device)
     cams = path_cameras(loaded.model.attached_scene, args.path, n_frames=args.frames, scale=args.scale)
-    out = write_frames(
-        render_frames(loaded, cams, outputs, chunk=args.chunk or loaded.config.eval.chunk), Path(args.out), fps=args.fps
-    )
+    chunk = args.chunk or loaded.config.eval.chunk
+    frames = render_frames(loaded, cams, outputs, chunk=chunk, distributed=True)
+    if not is_main_process():  # this rank renders its share of the frames; rank 0 writes them all
+        for _ in frames:
+            pass
+        return 0
+    out = write_frames(frames, Path(args.out), fps=args.fps)
     print(f"[neural3d] wrote {len(cams)} frames ({', '.join(outputs)}) of {args.scene} to {out}")
     return 0
 

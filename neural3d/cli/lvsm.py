@@ -4,6 +4,8 @@
   given only its images and poses (source views from its ``train`` split); the same as ``neural3d gnt eval``.
 * ``neural3d lvsm render RUN SCENE --path orbit --out video.mp4``: a camera path of that scene (one forward pass
   per frame).
+* under ``torchrun`` (``torchrun --nproc-per-node N -m neural3d lvsm eval|render ...``) the ranks split the images /
+  frames and rank 0 writes exactly the files one process writes (as ``neural3d gnt``).
 * ``neural3d lvsm import CKPT --data SCENE --out RUN [model.KEY=V ...]``: wrap an official LVSM checkpoint
   (decoder-only or encoder-decoder; sizes read off its shapes) as a neural3d run; the mapping is strict.
 """

@@ -116,14 +116,20 @@ def _split_work_device(device: str) -> str:
     return device
 
 
-def _cmd_eval(args) -> int:
+def run_split_work(work, args) -> int:
+    """``work(args, device)`` of ``eval`` / ``render`` commands: under torchrun in a process group (the ranks split
+    the images or frames, rank 0 writes; :func:`_split_work_device`), destroyed at the end."""
     from neural3d.training import distributed as dist
 
     device = _split_work_device(args.device)
     try:
-        return _eval(args, device)
+        return work(args, device)
     finally:
         dist.shutdown()
+
+
+def _cmd_eval(args) -> int:
+    return run_split_work(_eval, args)
 
 
 def _eval(args, device) -> int:
@@ -165,13 +171,7 @@ def _eval(args, device) -> int:
 
 
 def _cmd_render(args) -> int:
-    from neural3d.training import distributed as dist
-
-    device = _split_work_device(args.device)
-    try:
-        return _render(args, device)
-    finally:
-        dist.shutdown()
+    return run_split_work(_render, args)
 
 
 def _render(args, device) -> int:

@@ -29,8 +29,10 @@ What each piece does:
   are comparable step by step. The ray loader draws the global batch from its seeded generator on every
   rank (a few integers) and each rank takes its own slice: shards never overlap, and the data order is
   that of one process whatever ``W`` is. The other tasks do the same with their items (NID patches, the
-  scene family's scenes, point-cloud shapes, LVSM's target images); GNT on a scene mixture splits the
-  scenes instead (each rank loads only its part; ``methods/gnt/batches.py``).
+  scene family's scenes, point-cloud shapes, LVSM's target images); GNT and LVSM on a scene mixture split
+  the scenes instead (each rank loads only its part; ``methods/gnt/batches.py``). SinNeRF also splits every
+  unseen patch (:func:`padded_shard`) and hands each rank the whole rendered patch (:func:`gather_shards`, a
+  differentiable all-gather) for the patch terms.
 * **batch statistics** (:func:`sum_over_ranks`): a loss term that is a statistic of the whole batch (NID's
   cv^2 of the expert importance and load) sums its per-rank parts with a differentiable all-reduce, so every
   rank's loss and the averaged gradient are one process's.
@@ -48,9 +50,10 @@ What each piece does:
 * **restarts**: under ``torchrun --max-restarts K`` a failed group is restarted; the CLI then resumes from the
   last checkpoint (``TORCHELASTIC_RESTART_COUNT`` > 0), and each attempt's process group lives under its
   own key prefix of torchrun's store.
-* **evaluation and rendering**: ``neural3d eval`` / ``render`` under torchrun split the images / frames across
-  ranks (``evaluate_split(..., distributed=True)``, ``render_frames(..., distributed=True)``) and rank 0
-  gathers and writes them, byte for byte what one process writes.
+* **evaluation and rendering**: ``neural3d eval`` / ``render`` (and ``gnt|lvsm eval|render``) under torchrun
+  split the images / frames across ranks (``evaluate_split(..., distributed=True)``,
+  ``render_frames(..., distributed=True)``) and rank 0 gathers and writes them, byte for byte what one process
+  writes.
 * **generated files**: code that writes missing data (a scene family, NID's renders) runs under
   :func:`main_first`: rank 0 writes, the others then read.
 
@@ -186,6 +189,30 @@ def shard_slice(n: int, rank: int, world_size: int, what: str) -> slice | None:
         raise ValueError(f"{what} = {n} must be divisible by the {world_size} data-parallel processes")
     per = n // world_size
     return slice(rank * per, (rank + 1) * per)
+
+
+def padded_shard(n: int, rank: int, world_size: int, device=None) -> Tensor:
+    """[ceil(n / world_size)] int64 indices of this rank's contiguous part of ``n`` items (all of them for one
+    process); parts are equal-sized for :func:`gather_shards`: the last parts are padded with item ``n - 1``.
+
+    Example: ``n = 5``, 2 ranks: rank 0 ``[0, 1, 2]``, rank 1 ``[3, 4, 4]``.
+    """
+    per = -(-n // world_size)
+    return (torch.arange(per, device=device) + rank * per).clamp_(max=n - 1)
+
+
+def gather_shards(part: Tensor, n: int) -> Tensor:
+    """The ``n`` items of which every rank holds its :func:`padded_shard` ``part`` [ceil(n / W), ...] -> [n, ...].
+
+    Differentiable: every rank gets the whole, and the backward pass sums the ranks' gradients of the whole
+    into each rank's part (gloo: all-to-all; NCCL: reduce-scatter), so a loss computed identically on every rank
+    from the whole gives, after the loop's gradient averaging, one process's gradient. One process: ``part[:n]``.
+    """
+    if rank_and_world()[1] == 1:
+        return part[:n]
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(part), 0)[:n]
 
 
 def sum_over_ranks(x: Tensor) -> Tensor:

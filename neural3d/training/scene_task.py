@@ -110,11 +110,12 @@ class SceneTask(TaskBase):
         return self.model
 
     def set_rank(self, rank: int, world_size: int) -> None:
-        """Shard the ray loader: each rank trains on ``trainer.batch_size / world_size`` rays of every batch."""
+        """Shard the ray loader: each rank trains on ``trainer.batch_size / world_size`` rays of every batch
+        (SinNeRF: and on its share of every unseen patch)."""
         if world_size == 1:
             return
         if self.sinnerf is not None:
-            raise NotImplementedError("sinnerf: data-parallel single-view training is not implemented yet")
+            self.sinnerf.shard(rank, world_size)
         if not hasattr(self.loader, "shard"):
             raise NotImplementedError(
                 f"method '{self.cfg.method}': its batch source {type(self.loader).__name__} cannot be sharded "

@@ -154,17 +154,26 @@ class SourceViewBatches:
         weight > 0 the scenes are split across the ranks (each loads and draws only its own part), else every
         rank draws one process's batch and keeps slice ``rank`` of its rays.
         """
-        from neural3d.methods.gnt.mixture import partition_scenes
-
         cut = dist.shard_slice(self.batch_size, rank, world_size, "trainer.batch_size (the global batch)")
         if cut is None:
             return
-        if int((self.weights > 0).sum()) < world_size:
+        if self._split_scenes(rank, world_size):
+            self.batch_size = cut.stop - cut.start
+        else:
             self._shard = cut
-            return
+
+    def _split_scenes(self, rank: int, world_size: int) -> bool:
+        """Scene sharding when at least ``world_size`` scenes weigh > 0 (else False, nothing changed): this rank
+        loads and draws only its part of the scenes, on the stream of (seed, rank, step), and its loss is scaled
+        by ``world_size x`` its part's share of the total weight."""
+        from neural3d.methods.gnt.mixture import partition_scenes
+
+        if int((self.weights > 0).sum()) < world_size:
+            return False
         self.mine = partition_scenes(self.weights.tolist(), world_size)[rank]
-        self.batch_size, self._rank = cut.stop - cut.start, rank
+        self._rank = rank
         self._loss_scale = world_size * float(self.weights[self.mine].sum() / self.weights.sum())
+        return True
 
     def __iter__(self):
         return self

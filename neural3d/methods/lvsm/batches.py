@@ -7,8 +7,17 @@ source views ``n`` uniformly in ``[n_views_min, n_views_max]``, and ``n`` of the
 views nearest to the (first) target (never a target). The batch's rays are the whole target images ([H, W] or
 [t, H, W] bundle).
 
-Data-parallel (torchrun, :meth:`ImageBatches.shard`): every rank draws the same scene, targets and source views
-and renders its own slice of the targets (``model.targets_per_step`` must divide by the world size).
+Data-parallel (torchrun, :meth:`ImageBatches.shard`; ``model.targets_per_step`` must divide by the world size
+``W``), the two ways of GNT's batches:
+
+* **one scene** (or fewer scenes of weight > 0 than processes): every rank draws the same scene, targets and
+  source views and renders its own slice of the targets: the global step is one process's.
+* **a mixture** (at least ``W`` scenes of weight > 0): the scenes are split across the ranks
+  (:func:`~neural3d.methods.gnt.mixture.partition_scenes`) and each rank loads only its own part. Every step
+  each rank draws what one process would draw from its part (a scene, ``targets_per_step`` targets, source
+  views, the pose-normalisation frame over all of them) on the stream of (seed, rank, step) and renders its
+  slice of those targets: a global step covers ``targets_per_step`` images from ``W`` scenes. The loss is
+  scaled by ``W x`` the part's share of the total weight (an unbiased estimate of the mixture's gradient).
 """
 
 from __future__ import annotations
@@ -93,8 +102,12 @@ class ImageBatches(SourceViewBatches):
             )
 
     def shard(self, rank: int, world_size: int) -> None:
-        """Data-parallel: render slice ``rank`` of ``world_size`` of every step's target images."""
+        """Data-parallel: render slice ``rank`` of ``world_size`` of every step's target images; on a mixture of
+        at least ``world_size`` scenes of weight > 0, of targets drawn from this rank's own scenes (module
+        docstring)."""
         self._targets = dist.shard_slice(self.n_targets, rank, world_size, "model.targets_per_step")
+        if self._targets is not None:
+            self._split_scenes(rank, world_size)
 
     def sample(self) -> ContextRayBatch:
         g = self.generator
@@ -128,7 +141,7 @@ class ImageBatches(SourceViewBatches):
         rgb = scene.images[targets].reshape(-1, 3)
         alpha = None if scene.alphas is None else scene.alphas[targets].reshape(-1, *scene.alphas.shape[3:])
         self.step += 1
-        return ContextRayBatch(rays, rgb, alpha, LVSMContext(views, frame), k)
+        return ContextRayBatch(rays, rgb, alpha, LVSMContext(views, frame), k, self._loss_scale)
 
 
 def scene_image_rays(scene: SceneData, index: int):

@@ -18,6 +18,20 @@ Stages (``schedule``): before ``stage2_step`` the texture term is off (unless ``
 semantic term is off (unless ``stage2_semantic``) and patches use ``stage2_stride``. Terms of weight 0 cost
 nothing; with every patch weight 0 no patch is rendered (plain single-view training).
 
+Data-parallel (torchrun; :meth:`SinNeRF.shard`): the reference rays are the ray loader's shards of the global
+``trainer.batch_size``; every rank draws the same unseen camera, patch and reference patch from :attr:`generator`
+(seeded by ``sinnerf.seed``, advanced by the same draws on every rank, checkpointed: identical by construction,
+on any world size), renders its contiguous share of the patch's rays (equal shares, the last padded) and
+receives the whole rendered patch through a differentiable all-gather; every patch term (depth, colour,
+smoothness, DINO, the generator's hinge loss) is then computed on the whole patch, identically on every rank,
+and the all-gather's backward sums the ranks' gradients into each rank's rays, so the loop's gradient average
+is one process's gradient. The DINO network and the discriminator run on every rank (the same inputs: the
+price of identical terms without another collective). The discriminator's gradients are averaged like the
+model's (the loop's auxiliary step), so its weights and Adam state stay identical; its DiffAugment draws from
+the per-rank stream, so with ``texture.augment_prob > 0`` each rank augments differently and the averaged
+discriminator gradient is that of ``W`` augmentations (one process: one). Schedules and pose spreads are
+functions of the step.
+
 Differences from the official code (``models/sinnerf.py``): depth losses supervise the final ``depth`` only (not
 coarse and fine) and only where the reference depth is known (the official Blender code also pulls the rendered
 depth of background pixels to 0); the discriminator sees the fake patch rendered for the generator step
@@ -39,6 +53,7 @@ from torch import Tensor
 from neural3d.config import ConfigError
 from neural3d.core.warp import forward_warp
 from neural3d.data.scene import SceneData
+from neural3d.training import distributed as dist
 from neural3d.training.sinnerf.depth_source import reference_depth
 from neural3d.training.sinnerf.discriminator import (
     PatchDiscriminator,
@@ -86,6 +101,13 @@ class SinNeRF:
         self.reference_feature: Tensor | None = None
         self.discriminator = self._build_discriminator()
         self._fake: Tensor | None = None
+        self.rank, self.world_size = 0, 1  # data-parallel: see shard
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Data-parallel: render share ``rank`` of ``world_size`` of every unseen patch (the module docstring)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"bad rank {rank} of world size {world_size}")
+        self.rank, self.world_size = rank, world_size
 
     # ------------------------------------------------------------------ construction
     def _pivot(self) -> Tensor:
@@ -154,9 +176,7 @@ class SinNeRF:
         metrics = {k: v.detach() for k, v in model.metrics_dict(outputs, batch).items()}
         w_ref = self.cfg.geometry.reference_depth
         if w_ref > 0:
-            px = batch.rays.pixels
-            target = self.depth[px[:, 1], px[:, 0]][:, None]
-            ref_depth = masked_smooth_l1(outputs.depth, target, target > 0)
+            ref_depth = self._reference_depth_loss(outputs.depth, batch.rays.pixels)
             loss = loss + w_ref * ref_depth
             metrics["ref_depth"] = ref_depth.detach()
         self._fake = None
@@ -166,6 +186,22 @@ class SinNeRF:
             loss = loss + patch_loss
             metrics.update(patch_metrics)
         return loss, metrics
+
+    def _reference_depth_loss(self, depth: Tensor, pixels: Tensor) -> Tensor:
+        """Smooth-L1 between ``depth`` [n_rays, 1] and the reference depth at ``pixels`` [n_rays, 2], averaged over
+        the rays of known depth of the whole (global) batch.
+
+        Data-parallel: the ranks' rays hold different numbers of known depths, so each rank divides its sum by
+        the global count (one all-reduce) and multiplies by ``W``: the loop's gradient average is then one
+        process's gradient, and the mean of the logged values one process's value.
+        """
+        target = self.depth[pixels[:, 1], pixels[:, 0]][:, None]
+        known = target > 0
+        if self.world_size == 1:
+            return masked_smooth_l1(depth, target, known)
+        total = dist.sum_over_ranks(known.sum().to(depth.dtype)).clamp(min=1.0)
+        part = F.smooth_l1_loss(depth[known], target[known], reduction="sum")
+        return part * (self.world_size / total)
 
     def _patch_loss(self, model, step: int, terms: dict[str, float]) -> tuple[Tensor, dict[str, Tensor]]:
         cfg, size, stride = self.cfg, self.cfg.patch.size, self.stride(step)
@@ -190,9 +226,9 @@ class SinNeRF:
         x0, y0 = choose_patch(warp.mask, size, stride, cfg.patch.min_valid, self.generator)
         px = patch_pixels(x0, y0, size, stride, device=self.device)
         rays = patch_rays(camera, px, self.scene.near, self.scene.far, self.scene.pixel_center, self.index)
-        out = model(rays.flatten())
-        rgb = out.rgb.reshape(size, size, 3).permute(2, 0, 1)[None]  # [1, 3, size, size]
-        depth = out.depth.reshape(size, size)[None, None]
+        rgb, depth = self._render_patch(model, rays.flatten())
+        rgb = rgb.reshape(size, size, 3).permute(2, 0, 1)[None]  # [1, 3, size, size]
+        depth = depth.reshape(size, size)[None, None]
         mask = warp.mask[px[..., 1], px[..., 0]][None, None]
         loss = rgb.sum() * 0.0
         metrics: dict[str, Tensor] = {"warp_valid": mask.float().mean()}
@@ -216,6 +252,21 @@ class SinNeRF:
             loss = loss + terms["texture"] * metrics["texture_g"]
             self._fake, self._real = rgb.detach(), real
         return loss, {k: v.detach() for k, v in metrics.items()}
+
+    def _render_patch(self, model, rays) -> tuple[Tensor, Tensor]:
+        """[n_rays, 3] colours and [n_rays, 1] depths of the patch's rays [n_rays].
+
+        Data-parallel: this rank renders its contiguous share of the rays and every rank receives the whole
+        patch (:func:`~neural3d.training.distributed.gather_shards`, differentiable), on which every patch term
+        is computed identically.
+        """
+        if self.world_size == 1:
+            out = model(rays)
+            return out.rgb, out.depth
+        n = len(rays)
+        out = model(rays[dist.padded_shard(n, self.rank, self.world_size, device=rays.origins.device)])
+        whole = dist.gather_shards(torch.cat([out.rgb, out.depth.to(out.rgb.dtype)], -1), n)
+        return whole[:, :3], whole[:, 3:]
 
     def _reference_patch(self, size: int, stride: int) -> Tensor:
         """A random strided patch of the reference image: [1, 3, size, size]."""
