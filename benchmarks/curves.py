@@ -25,7 +25,9 @@ class Side:
     """One racer's curve as ``race.plot_curves`` reads it: ``curve`` rows are (seconds, step, psnr)."""
 
     name: str
+    """Legend label."""
     curve: list[tuple[float, int, float]] = field(default_factory=list)
+    """(seconds, step, PSNR) points in time order."""
 
 
 def race_sides(result: dict) -> list[Side]:

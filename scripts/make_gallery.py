@@ -16,7 +16,9 @@ Every picture comes from a ``neural3d`` command run in a subprocess, exactly as 
 6. ``neural3d train configs/gnt_generalizable.yaml experiment=gallery-gnt ...`` (a small cross-scene GNT, trained
    for ``--gnt-steps`` steps on the generated family; resumed / reused when present), then
    ``neural3d gnt eval runs/gallery-gnt data/gnt_unseen`` -> ``gnt_unseen.png``: test views of a generated scene
-   the network never saw (its training views are the source views), prediction | ground truth | error.
+   the network never saw (its training views are the source views), prediction | ground truth | error;
+7. ``python benchmarks/bench_viewer.py --run runs/demo --first-view FOLDER`` -> ``viewer_first_view.png``: the
+   browser viewer's first view of the demo (headless Chromium; skipped with a note when Chromium is missing).
 
 Writes ``gallery.json`` (the commands run, PSNRs, steps, seconds) and rewrites the README block between
 ``<!-- gallery:start -->`` and ``<!-- gallery:end -->`` with the pictures and their measured captions.
@@ -180,6 +182,29 @@ def gnt_pictures(out: Path, work: Path, steps: int, log: list[dict]) -> dict:
             "gnt_images": len(res["per_image"]), "gnt_run": run_info.get("method", "gnt")}  # fmt: skip
 
 
+def viewer_picture(out: Path, work: Path, log: list[dict]) -> dict:
+    """Picture 7: a headless-Chromium screenshot of the viewer's first view of the demo run, and its timings."""
+    import re
+    import shutil
+
+    from PIL import Image
+
+    if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
+        print("[gallery] no chromium: the viewer screenshot is left as it is", flush=True)
+        return {}
+    shots = work / "viewer"
+    cmd = ["benchmarks/bench_viewer.py", "--run", "runs/demo", "--max-res", "512", "--first-view", rel(shots)]
+    shown = "python " + " ".join(cmd)
+    print(f"[gallery] $ {shown}", flush=True)
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, *cmd], cwd=ROOT, check=True, capture_output=True, text=True)
+    log.append({"command": shown, "wall_s": round(time.perf_counter() - t0, 1)})
+    shot = Image.open(shots / "first_view.png").convert("RGB")
+    save_image(shot.resize((shot.width // 2, shot.height // 2), Image.LANCZOS), out / "viewer_first_view.png")
+    m = re.search(r"first full-resolution frame sent ([\d.]+) s, -> shown on screen ([\d.]+) s", res.stdout)
+    return {"viewer_full_sent_s": float(m.group(1)), "viewer_shown_s": float(m.group(2))} if m else {}
+
+
 def readme_block(fig: dict) -> str:
     """The README's gallery block (pictures + captions with the measured figures)."""
     lines = [
@@ -206,6 +231,16 @@ def readme_block(fig: dict) -> str:
             "",
             f"`neural3d export runs/demo mesh`: marching cubes at 128³ with vertex colours ({m['vertices']:,}"
             f" vertices, {m['triangles']:,} triangles), drawn by `neural3d.media.raster` (flat shading, headless).",
+            "",
+        ]
+    if "viewer_shown_s" in fig:
+        lines += [
+            "![viewer first view](docs/gallery/viewer_first_view.png)",
+            "",
+            "`neural3d view runs/demo`: the first view in headless Chromium (software WebGL, shown at half size):"
+            " from outside the ring of training cameras, frustums small, the scene unobstructed. Full-resolution"
+            f" frame on screen {fig['viewer_shown_s']:.0f} s after page load on the machine that made it (CPU"
+            ' rendering, BENCHMARKS.md "Viewer first view").',
             "",
         ]
     if "gnt_psnr" in fig:
@@ -242,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gnt-steps", type=int, default=300, help="training steps of the gallery's GNT")
     p.add_argument("--skip-gnt", action="store_true", help="keep the GNT picture and caption as they are")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite README.md's gallery block")
+    p.add_argument("--skip-viewer", action="store_true", help="keep the viewer screenshot and caption as they are")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -249,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     figures_path = args.out / "gallery.json"
     old = json.loads(figures_path.read_text())["figures"] if figures_path.is_file() else {}
     figures = demo_pictures(args.out, args.work, log)
+    keep = {k: v for k, v in old.items() if k.startswith("viewer_")}
+    figures.update(keep if args.skip_viewer else (viewer_picture(args.out, args.work, log) or keep))
     if args.skip_gnt:
         figures.update({k: v for k, v in old.items() if k.startswith("gnt_")})
     else:
