@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Debian packages the test suite uses: Chromium (real-browser viewer test), libusb (needed by open3d's import).
 SYSTEM_PACKAGES ?= chromium libusb-1.0-0
 
-.PHONY: demo test install install-extras system-deps clean-demo
+.PHONY: demo gallery test install install-extras system-deps clean-demo
 
 $(BIN)/.neural3d-installed: pyproject.toml setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ system-deps:
 
 demo: install
 	$(BIN)/neural3d demo
+
+# the README gallery (docs/gallery/): reuses runs/demo (or runs `neural3d demo`), renders, evaluates, exports a mesh,
+# trains a small cross-scene GNT (runs/gallery-gnt, reused when present) and renders an unseen scene
+gallery: install-extras
+	$(BIN)/python scripts/make_gallery.py
 
 # lint and format check first (ruff is pinned in constraints.txt, installed by the test extra); any finding fails
 test: install-extras system-deps

@@ -35,6 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from curves import plot_distributed
+
 REPO = Path(__file__).resolve().parents[1]
 LEGO = "/work/shared/data/nerf_synthetic/lego"
 DEFAULTS = [
@@ -241,11 +244,15 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "distributed.json"))
     p.add_argument("--project", action="store_true", help="print the 8-GPU projection model only")
     p.add_argument("--suite", choices=sorted(SUITES), default="ngp", help="ngp on lego, or GNT cross-scene")
+    p.add_argument("--plot", action="store_true", help="only redraw the PSNR-vs-seconds PNG from the --out JSON")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     overrides = [o for o in args.overrides if o != "--"]
     if args.worker:
         worker(args, overrides)
+        return
+    if args.plot:
+        print(f"wrote {plot_distributed(Path(args.out))}")
         return
     if args.project:
         print_projection()
@@ -268,7 +275,8 @@ def main() -> None:
                 )
     meta = {"argv": sys.argv[1:], "overrides": [*defaults, *overrides], "when": time.strftime("%Y-%m-%d %H:%M")}
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}))
-    print(f"wrote {args.out}")
+    plot = f", {plot_distributed(Path(args.out))}" if args.suite == "ngp" else ""  # GNT: steps/s only, no curve
+    print(f"wrote {args.out}{plot}")
 
 
 if __name__ == "__main__":

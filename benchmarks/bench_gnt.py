@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine
+from curves import RESULTS, gnt_result_files, plot_gnt
 
 BENCH_MODEL = {
     "depth": 4,
@@ -316,6 +317,9 @@ def speed_and_flops(scene_path: Path, seconds: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/bench_gnt")
+    ap.add_argument(
+        "--plot", action="store_true", help="only redraw benchmarks/results/gnt_xscene.png from the gnt_xscene_*.json"
+    )
     ap.add_argument("--phase", choices=["all", "train", "eval"], default="all")
     ap.add_argument("--train-seconds", type=float, default=1200.0)
     ap.add_argument("--speed-seconds", type=float, default=30.0)
@@ -352,6 +356,9 @@ def main() -> None:
     ap.add_argument("--res", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a shared, oversubscribed CPU)")
     args = ap.parse_args()
+    if args.plot:
+        print(f"plot: {plot_gnt(gnt_result_files(), RESULTS / 'gnt_xscene.png')}")
+        return
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     print(machine())
@@ -422,6 +429,8 @@ def main() -> None:
     out = Path(args.out) if args.out else work / "results.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"results: {out}")
+    if out.parent.resolve() == RESULTS.resolve():  # the curve over every kept result, this one included
+        print(f"plot: {plot_gnt(gnt_result_files(), RESULTS / 'gnt_xscene.png')}")
 
 
 if __name__ == "__main__":

@@ -40,13 +40,11 @@ def wait(cond, timeout: float) -> float:
     return time.perf_counter() - start
 
 
-def bench_viewer(run: Path, max_res: int, target_fps: float, move_s: float, hide_cameras: bool = False) -> None:
+def serve(run: Path, max_res: int, target_fps: float = 8.0):
+    """A viewer server on ``run`` (this process, a free port) -> (loaded scene, server)."""
     from neural3d.viewer import SceneHandle, ViewerServer
-    from neural3d.viewer.camera import c2w_to_viser
-    from neural3d.viewer.headless import HeadlessChromium
 
     import neural3d
-    from neural3d.media.paths import orbit_path
 
     loaded = neural3d.load(run)
     server = ViewerServer(
@@ -56,14 +54,30 @@ def bench_viewer(run: Path, max_res: int, target_fps: float, move_s: float, hide
         target_fps=target_fps,
         verbose=False,
     )
+    return loaded, server
+
+
+def open_tab(browser, server, timeout: float) -> tuple[str, float, float, float]:
+    """Open the viewer in a tab -> (DevTools session, t0, seconds to the first frame sent, to the first full one)."""
+    counts = server.frames_by_client
+    t0 = time.perf_counter()
+    _, sess = browser.open(server.url)
+    first = wait(lambda: any(c["low"] + c["full"] for c in counts.values()), timeout)
+    full = wait(lambda: any(c["full"] for c in counts.values()), timeout) + first
+    return sess, t0, first, full
+
+
+def bench_viewer(run: Path, max_res: int, target_fps: float, move_s: float, hide_cameras: bool = False) -> None:
+    from neural3d.viewer.camera import c2w_to_viser
+    from neural3d.viewer.headless import HeadlessChromium
+
+    from neural3d.media.paths import orbit_path
+
+    _, server = serve(run, max_res, target_fps)
     server.set_decorations_visible(not hide_cameras)  # software WebGL draws 40 textured frustums slowly
     browser = HeadlessChromium(size=(1024, 768))
     try:
-        counts = server.frames_by_client
-        t0 = time.perf_counter()
-        _, _ = browser.open(server.url)
-        first = wait(lambda: any(c["low"] + c["full"] for c in counts.values()), 120)
-        first_full = wait(lambda: any(c["full"] for c in counts.values()), 120) + first
+        _, t0, first, first_full = open_tab(browser, server, 120)
         session = next(iter(server.sessions.values()))
         print(
             f"page load -> first frame {first:.2f} s, -> first full-resolution frame {first_full:.2f} s "
@@ -180,6 +194,74 @@ def truth_points(loaded, scene) -> None:
         )
 
 
+def _grey(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Grey float64 [H, W] of an RGB(A) uint8 image, resized (bilinear) to ``size`` = (H, W)."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None].double()
+    t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)[0]
+    return (0.299 * t[0] + 0.587 * t[1] + 0.114 * t[2]).numpy()
+
+
+def canvas_pearson(shot: np.ndarray, render: np.ndarray, panel_px: int = 340, notice_px: int = 190) -> float:
+    """Pearson correlation of a screenshot with a render (grey, render resized to the screenshot) over the
+    canvas left of the GUI panel and below the software-WebGL notice (the first-view test's measure)."""
+    size = shot.shape[:2]
+    a, b = _grey(shot, size), _grey(render, size)
+    rows, cols = slice(notice_px, size[0]), slice(0, size[1] - panel_px)
+    a, b = a[rows, cols].ravel(), b[rows, cols].ravel()
+    if a.std() == 0 or b.std() == 0:  # a blank page (nothing drawn yet) correlates with nothing
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def bench_first_view(run: Path, max_res: int, out: Path, size=(1024, 768), settle_s: float = 60.0) -> None:
+    """Page load -> first unobstructed full-resolution frame *on screen*, as a user opens the viewer.
+
+    Times (from the DevTools call that opens the tab): the server sends the first frame and the first
+    full-resolution frame; then screenshots every ~0.5 s until ``settle_s`` after that frame, each correlated
+    with the server's full-resolution render (``canvas_pearson``). Shown = the first screenshot whose
+    correlation reaches 95 % of the last one's. Also the correlation with the frustum layer alone (a white render
+    on the same page): a frustum-obstructed view correlates with the layer, an unobstructed one with the render.
+    """
+    import imageio.v3 as iio
+    from neural3d.viewer.headless import HeadlessChromium
+
+    _, server = serve(run, max_res)
+    browser = HeadlessChromium(size=size)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        sess, t0, first, full = open_tab(browser, server, 300)
+        session = next(iter(server.sessions.values()))
+        render = server.recent_images[session.client.client_id][-1]
+        shots: list[tuple[float, float]] = []
+        while not shots or shots[-1][0] < full + settle_s:
+            path = browser.screenshot(sess, out / "first_view.png")
+            shots.append((time.perf_counter() - t0, canvas_pearson(iio.imread(path), render)))
+            time.sleep(0.5)
+        print(
+            "screenshots (s after page load, Pearson r with the render): "
+            + ", ".join(f"{t:.1f} {r:.2f}" for t, r in shots)
+        )
+        final = shots[-1][1]
+        shown = next((t for t, r in shots if final > 0.2 and r >= 0.95 * final), float("nan"))
+        session.worker.stop()  # nothing may replace the blank render below
+        session.client.scene.set_background_image(np.full_like(render, 255), format="png")  # the layer alone
+        time.sleep(1.0)
+        browser.wait_for_frames(sess, 3)
+        layer = canvas_pearson(iio.imread(browser.screenshot(sess, out / "frustum_layer.png")), iio.imread(path))
+        print(
+            f"first view ({render.shape[1]}x{render.shape[0]} render, {size[0]}x{size[1]} tab): page load -> first "
+            f"frame sent {first:.2f} s, -> first full-resolution frame sent {full:.2f} s, -> shown on screen "
+            f"{shown:.2f} s (screenshots every ~{(shots[-1][0] - shots[0][0]) / max(len(shots) - 1, 1):.1f} s); "
+            f"Pearson r of the screenshot with the render {final:.3f}, of the frustum layer with the screenshot "
+            f"{layer:.3f}; screenshot: {out / 'first_view.png'}"
+        )
+    finally:
+        browser.close()
+        server.stop()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default="runs/demo")
@@ -188,6 +270,13 @@ def main() -> int:
     p.add_argument("--move-seconds", type=float, default=5.0)
     p.add_argument("--skip-export", action="store_true")
     p.add_argument("--hide-cameras", action="store_true", help="hide the frustums (lighter page for software WebGL)")
+    p.add_argument(
+        "--first-view",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="only time page load -> the first view's full-resolution frame on screen (screenshots in DIR)",
+    )
     args = p.parse_args()
     run = Path(args.run)
     if not run.is_dir():
@@ -195,6 +284,10 @@ def main() -> int:
         return 1
     print(machine())
     print(f"loadavg before: {os.getloadavg()}")
+    if args.first_view is not None:
+        bench_first_view(run, args.max_res, args.first_view)
+        print(f"loadavg after: {os.getloadavg()}")
+        return 0
     bench_viewer(run, args.max_res, args.target_fps, args.move_seconds, args.hide_cameras)
     print(f"loadavg: {os.getloadavg()}")
     if not args.skip_export:

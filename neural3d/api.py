@@ -10,7 +10,7 @@ torch.Size([1, 200, 200, 3])
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +69,15 @@ class LoadedScene:
         height: int | None = None,
         chunk: int = 8192,
         context: Any = None,
+        near: float | None = None,
+        far: float | None = None,
     ) -> dict[str, Tensor]:
         """Render cameras (or one pose given as ``c2w`` [3|4, 4] / [n, 3|4, 4] OpenGL and ``K`` [3, 3]).
 
         ``context`` defaults to ``model.render_context(cameras, i)`` per camera (for GNT: the nearest
-        source views of the attached scene, chosen for any pose).
+        source views of the attached scene, chosen for any pose). ``near`` / ``far``: ray bounds instead of the
+        run's (``info.near`` / ``info.far``; world units, ignored for NDC scenes whose rays span [0, 1]), e.g. for
+        a camera farther from the scene than the training cameras (the viewer's first view).
 
         Returns:
             dict of ``rgb`` [n, H, W, 3], ``depth`` [n, H, W], ``opacity`` [n, H, W] on the model's device.
@@ -81,9 +85,12 @@ class LoadedScene:
         """
         cameras = self._as_cameras(cameras, c2w, K, width, height).to(self.device)
         self.model.eval()
+        info = self.info
+        if (near is not None or far is not None) and not info.ndc:
+            info = replace(info, near=info.near if near is None else near, far=info.far if far is None else far)
         outs: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
         for i in range(len(cameras)):
-            rays = self.info.image_rays(cameras, i, self.pixel_center)
+            rays = info.image_rays(cameras, i, self.pixel_center)
             ctx = context if context is not None else self.model.render_context(cameras, i)
             o = self.model.render_rays(rays, chunk=chunk, context=ctx)
             for k in outs:

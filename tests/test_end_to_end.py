@@ -7,6 +7,7 @@ import json
 import imageio.v3 as iio
 import pytest
 import torch
+from _progress_lines import assert_progress_lines
 
 import neural3d
 from neural3d.cli.main import main
@@ -32,9 +33,11 @@ def _write_cfg(tmp_path, scene, method="ngp"):
 
 
 @pytest.mark.slow
-def test_train_eval_render_load(tmp_path, tiny_blender_scene):
+def test_train_eval_render_load(tmp_path, tiny_blender_scene, capsys, monkeypatch):
+    monkeypatch.delenv("NEURAL3D_PROGRESS", raising=False)
     cfg = _write_cfg(tmp_path, tiny_blender_scene)
-    assert main(["train", str(cfg), "trainer.steps=120", "trainer.checkpoint_every=60", *TINY_NGP]) == 0
+    argv = ["train", str(cfg), "trainer.steps=120", "trainer.checkpoint_every=60", *TINY_NGP, "trainer.progress=true"]
+    assert main(argv) == 0
     run = tmp_path / "runs" / "e2e"
     assert (run / "config.yaml").is_file() and (run / "logs" / "metrics.csv").is_file()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000060.pt", "step_0000120.pt"]
@@ -45,7 +48,11 @@ def test_train_eval_render_load(tmp_path, tiny_blender_scene):
     first, last = float(rows[1].split(",")[col]), float(rows[-1].split(",")[col])
     assert last > first + 3.0
 
+    out, err = capsys.readouterr()
+    assert_progress_lines(err, "train", 120)
+    assert f"neural3d eval {run}" in out and f"neural3d view {run}" in out  # the next commands
     assert main(["eval", str(run), "--split", "test"]) == 0
+    assert_progress_lines(capsys.readouterr().err, "eval test", 2)
     metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
     assert len(metrics["per_image"]) == 2 and metrics["mean"]["psnr"] > 14.0
     assert (run / "eval" / "test" / "rgb").is_dir() and len(list((run / "eval" / "test" / "depth").iterdir())) == 2
@@ -75,7 +82,9 @@ def test_train_eval_render_load(tmp_path, tiny_blender_scene):
     assert val["mean"]["lpips"] > 0 and all("lpips" in r for r in val["per_image"])
 
     video = tmp_path / "orbit.mp4"
+    capsys.readouterr()
     assert main(["render", str(run), "--path", "orbit", "--frames", "4", "--out", str(video)]) == 0
+    assert_progress_lines(capsys.readouterr().err, "render", 4)
     frames = list(iio.imiter(video))
     assert len(frames) == 4 and frames[0].shape[1] >= 2 * 24  # rgb | depth side by side
 

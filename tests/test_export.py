@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from _analytic_scene import R, ring_cameras, sphere_scene
+from _progress_lines import assert_progress_lines
 
 from neural3d.core.rays import RayBundle, ndc_rays
 from neural3d.export.geometry import depth_points, ndc_to_world
@@ -182,7 +183,9 @@ def test_cli_export_marching_cubes_mesh(tiny_run, tmp_path, capsys):
     assert main(["export", str(tiny_run), "mesh", "--resolution", "32", "--level", level, "--out", str(out)]) == 0
     mesh = o3d.io.read_triangle_mesh(str(out))
     assert len(mesh.triangles) > 0 and mesh.has_vertex_colors()
-    assert f"{len(mesh.vertices)} vertices" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert f"{len(mesh.vertices)} vertices" in out
+    assert_progress_lines(err, "density grid")
     assert main(["export", str(tiny_run), "mesh", "--out", str(tmp_path / "m.txt")]) == 2  # clear error, no crash
 
 

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from _progress_lines import assert_progress_lines
 from gnt_reference import random_official_checkpoint
 
 import neural3d
@@ -151,7 +152,7 @@ def _write_cfg(tmp_path, scenes, **model):
     return path
 
 
-def test_cross_scene_training_then_unseen_scene_from_cli(tmp_path, scenes):
+def test_cross_scene_training_then_unseen_scene_from_cli(tmp_path, scenes, capsys):
     cfg = _write_cfg(tmp_path, scenes)
     assert main(["train", str(cfg)]) == 0
     run = tmp_path / "runs" / "xscene"
@@ -161,7 +162,9 @@ def test_cross_scene_training_then_unseen_scene_from_cli(tmp_path, scenes):
     assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])  # it learns
     # an unseen scene, given only its images and poses: no optimisation
     out = tmp_path / "eval_other"
+    assert f"neural3d gnt eval {run}" in capsys.readouterr().out  # the next command after training
     assert main(["gnt", "eval", str(run), str(scenes["other"]), "--split", "test", "--out", str(out)]) == 0
+    assert_progress_lines(capsys.readouterr().err, "eval test", 1)
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["per_image"]) == 1 and math.isfinite(metrics["mean"]["psnr"])
     assert (out / "rgb").is_dir() and (out / "depth").is_dir()

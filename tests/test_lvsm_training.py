@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _progress_lines import assert_progress_lines
 
 from neural3d.api import load_for_scene
 from neural3d.cli.main import main
@@ -192,7 +193,7 @@ def test_viewer_renders_lvsm_frames_whole(tmp_path, scenes):
 
 
 @pytest.mark.parametrize("variant", ["decoder_only", "encoder_decoder"])
-def test_cli_imports_an_official_checkpoint_then_evaluates_and_renders(tmp_path, scenes, variant):
+def test_cli_imports_an_official_checkpoint_then_evaluates_and_renders(tmp_path, scenes, variant, capsys):
     from test_lvsm import _official_layout
 
     from neural3d.api import load
@@ -210,11 +211,14 @@ def test_cli_imports_an_official_checkpoint_then_evaluates_and_renders(tmp_path,
         if not k.startswith("loss_computer."):
             assert torch.equal(state["net." + k], v)
     out = tmp_path / "eval"
+    capsys.readouterr()
     assert main(["lvsm", "eval", str(run), str(scenes["other"]), "--max-images", "1", "--out", str(out)]) == 0
     assert (out / "metrics.json").is_file()
+    assert_progress_lines(capsys.readouterr().err, "eval test", 1)
     frames = tmp_path / "frames"
     argv = ["lvsm", "render", str(run), str(scenes["other"]), "--path", "orbit", "--frames", "2", "--out", str(frames)]
     assert main(argv) == 0
+    assert_progress_lines(capsys.readouterr().err, "render", 2)
     assert len(list(frames.iterdir())) >= 2
 
 

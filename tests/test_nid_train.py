@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _progress_lines import assert_progress_lines
 from PIL import Image
 
 from neural3d.apps.image_dictionary import (
@@ -223,7 +224,9 @@ def test_cli_train_dict_and_fit(tmp_path, capsys):
         f"gate: {{type: codebook, topk: 3}}\nsteps: 10\nwarmup_steps: 2\noutput_dir: {tmp_path / 'run'}\n"
     )
     assert main(["nid", "train-dict", str(cfg), "log_every=5"]) == 0
-    assert "dictionary: 8 experts" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "dictionary: 8 experts" in out and "neural3d nid fit configs/nid_fit.yaml dictionary=" in out
+    assert_progress_lines(err, "train", 10)
     fit_cfg = tmp_path / "fit.yaml"
     fit_cfg.write_text(f"dictionary: {tmp_path / 'run'}\noutput: {tmp_path / 'fit'}\n")
     assert main(["nid", "fit", str(fit_cfg), "--target", str(folder / "im4.png"), "observed_fraction=0.5"]) == 0

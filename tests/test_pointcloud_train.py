@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _progress_lines import assert_progress_lines
 
 from neural3d.apps.point_classification.config import build_pc_config, load_pc_config
 from neural3d.apps.point_classification.train import PointCloudTrainer
@@ -54,14 +55,18 @@ def test_config_rejects_unknown_keys_and_values():
 def test_cli_train_eval_lowers_loss(tmp_path, capsys):
     cfg = tmp_path / "pc.yaml"
     cfg.write_text(f"task: cls\noutput_dir: {tmp_path / 'runs'}\nexperiment: smoke\nlr: 3.0e-3\nwarmup_steps: 2\n")
-    assert main(["pointcloud", "train", str(cfg), "steps=40", "checkpoint_every=20", *TINY]) == 0
+    assert main(["pointcloud", "train", str(cfg), "steps=40", "checkpoint_every=20", *TINY, "progress=true"]) == 0
     run = tmp_path / "runs" / "smoke"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000020.pt", "step_0000040.pt"]
     losses = [float(r["train/loss"]) for r in _rows(run) if r.get("train/loss")]
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    out, err = capsys.readouterr()
+    assert_progress_lines(err, "pointcloud", 40)
+    assert f"neural3d pointcloud eval {run}" in out  # the next command
     assert main(["pointcloud", "eval", str(run)]) == 0
     res = json.loads((run / "eval" / "metrics.json").read_text())
     assert res["step"] == 40 and res["n_shapes"] == 20 and 0.0 <= res["accuracy"] <= 1.0
+    assert_progress_lines(capsys.readouterr().err, "eval", 20)
     enc = encode(torch.rand(128, 3), run)
     assert enc.tokens.shape == (1, 16, 192)
     capsys.readouterr()

@@ -502,3 +502,13 @@ def test_scene_family_and_cli(tmp_path):
     out = cli_synth(tmp_path / "cli", "llff", 16, 2, n_views=4)
     assert np.load(out / "poses_bounds.npy").shape == (4, 17)
     assert len(list((out / "images_2").iterdir())) == 4
+
+
+def test_writing_a_family_reports_progress_lines(tmp_path, capsys, monkeypatch):
+    from _progress_lines import assert_progress_lines
+
+    from neural3d.data.synthetic import write_scene_family
+
+    monkeypatch.delenv("NEURAL3D_PROGRESS", raising=False)
+    write_scene_family(tmp_path / "fam", n_scenes=2, seed=0, res=8, n_train=2, n_val=1, n_test=1, supersample=1)
+    assert_progress_lines(capsys.readouterr().err, "generate fam", 2)

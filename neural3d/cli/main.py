@@ -98,6 +98,10 @@ def _train(trainer, cfg) -> int:
         raise
     ckpts = trainer.run.checkpoints_dir
     say(f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; checkpoint in {ckpts}")
+    from neural3d.cli.next_steps import after_scene_training
+
+    ndc = bool(getattr(getattr(trainer, "scene", None), "ndc", False))
+    say("\n".join(after_scene_training(trainer.run_dir, cfg.method, scene=str(cfg.data.path), ndc=ndc)))
     if live is not None:
         live.finish()
     return 0

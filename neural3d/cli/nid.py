@@ -24,6 +24,9 @@ def _train_dict(args) -> int:
         f"[neural3d] dictionary: {m['num_experts']} experts, train PSNR {m['train_psnr']:.2f} dB, "
         f"load cv {m['load_cv']:.3f}, {m['dead_experts']} dead; run directory {res.run_dir}"
     )
+    from neural3d.cli.next_steps import after_dictionary_training
+
+    print("\n".join(after_dictionary_training(res.run_dir)))
     return 0
 
 

@@ -26,6 +26,9 @@ def _cmd_train(args) -> int:
         metrics = trainer.train()
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         dist.print_main(f"[neural3d] trained {trainer.step} steps in {trainer.elapsed:.1f} s; test {shown}")
+        from neural3d.cli.next_steps import after_pointcloud_training
+
+        dist.print_main("\n".join(after_pointcloud_training(trainer.run_dir)))
     return 0
 
 
@@ -39,7 +42,8 @@ def _cmd_eval(args) -> int:
     if args.split:
         cfg = replace(cfg, {"data": {"test_split": args.split}}, source="--split")
     _, test = build_datasets(cfg)
-    res = evaluate_set(model, test, cfg.task, batch_size=cfg.eval_batch_size, part_mask=state["meta"].get("part_mask"))
+    part_mask = state["meta"].get("part_mask")
+    res = evaluate_set(model, test, cfg.task, batch_size=cfg.eval_batch_size, part_mask=part_mask, progress=True)
     res = {**res, "step": int(state["step"]), "n_shapes": len(test), "split": cfg.data.test_split}
     out = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir() / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,18 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75))
+COLORS = (  # matplotlib's tab10 order
+    (31, 119, 180),
+    (214, 39, 40),
+    (44, 160, 44),
+    (255, 127, 14),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+)
 
 
 def read_metrics(path: Path, x: str, y: str) -> tuple[list[float], list[float]]:

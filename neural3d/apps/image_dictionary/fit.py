@@ -269,6 +269,7 @@ def fit_gradient(
     support: Tensor | None = None,
     target_loss: float = 0.0,
     lr_final: float | None = None,
+    progress: bool = False,
 ) -> CodeFit:
     """Adam on the codes (logits, and bias when ``fit_bias``) of a frozen dictionary.
 
@@ -280,7 +281,10 @@ def fit_gradient(
         expert_out: [P, E, D] frozen expert outputs (no gradient needed).
         targets: [S, P, D]; mask: [S, P] observed pixels.
         init_logits: [S, E] (default: zeros + 1e-3 noise); init_bias: [S, D] (default: observed mean).
+        progress: a progress bar over the steps (:mod:`neural3d.progress`).
     """
+    from neural3d.progress import ProgressBar
+
     S, P, _D = targets.shape
     E = expert_out.shape[1]
     X = expert_out.detach()
@@ -303,19 +307,21 @@ def fit_gradient(
     opt = torch.optim.Adam([coefs] + ([bias] if fit_bias else []), lr=lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, (lr_final / lr) ** (1.0 / max(steps, 1)) if lr_final else 1.0)
     history = []
-    for _ in range(steps):
-        if support is None:
-            _, idx, vals = topk_signed(coefs, k)
-        else:
-            idx, vals = support, coefs
-        value = recon_loss(mix_sparse(X, idx, vals, bias), targets, loss, mask)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
-        sched.step()
-        history.append(float(value.detach()))
-        if history[-1] < target_loss:
-            break
+    with ProgressBar(steps, "fit codes", unit="step", enabled=progress) as bar:
+        for _ in range(steps):
+            if support is None:
+                _, idx, vals = topk_signed(coefs, k)
+            else:
+                idx, vals = support, coefs
+            value = recon_loss(mix_sparse(X, idx, vals, bias), targets, loss, mask)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            sched.step()
+            history.append(float(value.detach()))
+            bar.update(1)
+            if history[-1] < target_loss:
+                break
     with torch.no_grad():
         if support is None:
             _, idx, vals = topk_signed(coefs, k)

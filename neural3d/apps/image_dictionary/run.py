@@ -91,7 +91,7 @@ def fit_from_config(cfg, target, source: str = "config") -> dict:
     fit_kwargs = config_kwargs(
         fit_image, cfg, loss=loss, k=cfg.k or None, prior=prior, prior_weight=cfg.prior_weight or None, stride=stride
     )
-    result = fit_image(trained.model, observed, patch=trained.patch_size, mask=mask, **fit_kwargs)
+    result = fit_image(trained.model, observed, patch=trained.patch_size, mask=mask, progress=True, **fit_kwargs)
     finetuned = 0
     if cfg.finetune_steps > 0:
         finetuned = cfg.finetune_steps
@@ -121,6 +121,7 @@ def fit_from_config(cfg, target, source: str = "config") -> dict:
             code_lr=10 * cfg.finetune_lr,
             loss=loss,
             stride=stride,
+            progress=True,
         )
     metrics = {
         "psnr": float(psnr(result.image, clean)),

@@ -114,6 +114,7 @@ def fit_image(
     prior_weight: float | None = None,
     stride: int | None = None,
     support: str = "topk",
+    progress: bool = False,
 ) -> ImageFit:
     """Represent an unseen image with the frozen dictionary.
 
@@ -132,6 +133,7 @@ def fit_image(
             validation on held-out observed pixels, :func:`choose_prior_weight`).
         stride: patch stride (default ``patch``: disjoint patches); smaller strides fit overlapping
             patches and average them when folding back.
+        progress: a progress bar over the gradient steps (``method="gradient"``).
     Returns:
         :class:`ImageFit`.
     """
@@ -195,6 +197,7 @@ def fit_image(
             loss=loss,
             fit_bias=fit_bias,
             target_loss=target_loss,
+            progress=progress,
         )
     recon = fold_patches_mean(codes.preds.reshape(-1, patch, patch, C), H, W, stride)[0].clamp(0.0, 1.0)
     return ImageFit(
@@ -264,6 +267,7 @@ def finetune_image(
     loss: str = "mse",
     stride: int | None = None,
     snapshot_every: int = 0,
+    progress: bool = False,
 ) -> ImageFit:
     """Continue a code fit by fine-tuning a *copy* of the bank together with the codes on the support.
 
@@ -275,11 +279,13 @@ def finetune_image(
         image: [H, W, C] observed image; mask: [H, W] observed pixels; stride: as in the fit.
         snapshot_every: also keep the folded image every this many steps (and at step 0) in
             ``ImageFit.snapshots`` as ``(step, [H, W, C])`` (0: none).
+        progress: a progress bar over the steps (:mod:`neural3d.progress`).
     """
     import copy
 
     from neural3d.apps.image_dictionary.fit import mix_support
     from neural3d.methods.nid.losses import recon_loss
+    from neural3d.progress import ProgressBar
 
     H, W, C = image.shape
     t0 = time.perf_counter()
@@ -301,6 +307,7 @@ def finetune_image(
     def fold(preds: Tensor) -> Tensor:
         return fold_patches_mean(preds.detach().reshape(-1, patch, patch, C), H, W, stride)[0].clamp(0.0, 1.0)
 
+    bar = ProgressBar(steps, "finetune", unit="step", enabled=progress)
     for step in range(steps + 1):
         preds = mix_support(bank(coords), fit.codes.indices, values, bias)
         if snapshot_every and step % snapshot_every == 0:
@@ -312,6 +319,8 @@ def finetune_image(
         value.backward()
         opt.step()
         history.append(float(value.detach()))
+        bar.update(1)
+    bar.close()
     codes = CodeFit(
         indices=fit.codes.indices, values=values.detach(), bias=bias.detach(), preds=preds.detach(), history=history
     )

@@ -34,30 +34,44 @@ def instance_miou(pred: Tensor, target: Tensor, parts_of_shape: Tensor) -> Tenso
 
 
 @torch.no_grad()
-def predict(model, data: PointCloudSet, task: str, batch_size: int = 64, part_mask: list | None = None) -> Tensor:
-    """Labels: [n_shapes] (cls) or [n_shapes, n_points] (seg, restricted to the category's parts)."""
+def predict(
+    model, data: PointCloudSet, task: str, batch_size: int = 64, part_mask: list | None = None, progress: bool = False
+) -> Tensor:
+    """Labels: [n_shapes] (cls) or [n_shapes, n_points] (seg, restricted to the category's parts).
+
+    ``progress``: a progress bar over the shapes (:mod:`neural3d.progress`; lines when not a terminal).
+    """
+    from neural3d.progress import ProgressBar
+
     model.eval()
     dev = next(model.parameters()).device
     preds = []
     mask = None if part_mask is None else torch.as_tensor(part_mask, dtype=torch.bool, device=dev)
-    for i in range(0, len(data), batch_size):
-        pts = data.points[i : i + batch_size].to(dev)
-        lab = data.labels[i : i + batch_size].to(dev)
-        if task == "cls":
-            preds.append(model(pts).argmax(-1).cpu())
-            continue
-        logits = model(pts, lab)
-        if mask is not None:
-            logits = logits.masked_fill(~mask[lab][:, None, :], float("-inf"))
-        preds.append(logits.argmax(-1).cpu())
+    with ProgressBar(len(data), "eval", unit="shape", enabled=progress) as bar:
+        for i in range(0, len(data), batch_size):
+            pts = data.points[i : i + batch_size].to(dev)
+            lab = data.labels[i : i + batch_size].to(dev)
+            if task == "cls":
+                preds.append(model(pts).argmax(-1).cpu())
+            else:
+                logits = model(pts, lab)
+                if mask is not None:
+                    logits = logits.masked_fill(~mask[lab][:, None, :], float("-inf"))
+                preds.append(logits.argmax(-1).cpu())
+            bar.update(len(pts))
     return torch.cat(preds)
 
 
 def evaluate_set(
-    model, data: PointCloudSet, task: str, batch_size: int = 64, part_mask: list | None = None
+    model,
+    data: PointCloudSet,
+    task: str,
+    batch_size: int = 64,
+    part_mask: list | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """cls: ``accuracy``, ``class_accuracy`` (mean per class); seg: ``point_accuracy``, ``instance_miou``."""
-    pred = predict(model, data, task, batch_size, part_mask)
+    pred = predict(model, data, task, batch_size, part_mask, progress)
     if task == "cls":
         correct = (pred == data.labels).float()
         per_class = [correct[data.labels == c].mean() for c in data.labels.unique()]

@@ -199,6 +199,8 @@ def write_scene_family(
         **kw: further keyword arguments of :func:`write_blender_scene` / :func:`write_llff_scene` /
             :func:`~neural3d.data.synthetic.dtu_writer.write_dtu_scene`.
 
+    A progress bar counts the scenes (:mod:`neural3d.progress`: lines when not a terminal).
+
     Returns:
         the scene folders, in order.
     """
@@ -207,8 +209,13 @@ def write_scene_family(
         raise ValueError(f"layout must be one of {sorted(writers)}, got {layout!r}")
     if not 0 <= n_scenes < 100_000:
         raise ValueError(f"n_scenes must be in [0, 100000), got {n_scenes}")
+    from neural3d.progress import progress
+
     out = Path(out_dir)
-    paths = [writers[layout](out / f"scene_{i:03d}", seed=family_seed(seed, i), res=res, **kw) for i in range(n_scenes)]
+    paths = [
+        writers[layout](out / f"scene_{i:03d}", seed=family_seed(seed, i), res=res, **kw)
+        for i in progress(range(n_scenes), desc=f"generate {out.name}", unit="scene")
+    ]
     save_json(
         out / "family.json",
         {
