@@ -189,3 +189,16 @@ def test_the_fused_path_runs_only_without_gradients_in_eval(monkeypatch):
     with torch.no_grad():
         model.render_rays(rays)
     assert used == [1]
+
+
+def test_dilated_grid_is_the_3x3x3_neighbourhood_and_follows_grid_changes():
+    grid = _grid(2, 0.02, seed=9, resolution=6)
+    ref = torch.nn.functional.max_pool3d(
+        torch.nn.functional.pad(grid.binaries.float()[:, None], (1,) * 6), kernel_size=3, stride=1, padding=1
+    )[:, 0]
+    assert torch.equal(dilated_binaries(grid), ref > 0)
+    grid.binaries.zero_()
+    assert not dilated_binaries(grid).any()  # the cache saw the in-place change
+    grid.binaries[1, 0, 5, 2] = True
+    d = dilated_binaries(grid)
+    assert int(d.sum()) == 27 and bool(d[1, 0:3, 5:8, 2:5].all())

@@ -16,8 +16,9 @@ samples are therefore exactly those of the plain march, bit for bit (same step i
 
 from __future__ import annotations
 
+import weakref
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from neural3d.samplers.occupancy_grid import OccupancyGrid
@@ -38,14 +39,30 @@ def block_steps(grid: OccupancyGrid, step_size: float) -> int:
     return max(1, int(2.0 * block_half_limit(grid) / step_size))
 
 
+_DILATED: weakref.WeakKeyDictionary[OccupancyGrid, tuple[tuple, Tensor]] = weakref.WeakKeyDictionary()
+
+
 def dilated_binaries(grid: OccupancyGrid) -> Tensor:
     """[levels, R + 2, R + 2, R + 2] bool: cell ``i`` (shifted by one) is occupied or has an occupied neighbour.
 
     Index ``i + 1`` holds cell ``i`` for ``i`` in ``[-1, R]``: the one-cell border outside the grid is dilated
-    too, so points just outside the box still see the occupied cells at its faces.
+    too, so points just outside the box still see the occupied cells at its faces. Cached per grid until its
+    ``binaries`` change (any in-place write bumps the tensor's version; a new tensor has another address).
     """
-    occ = F.pad(grid.binaries.float()[:, None], (1, 1, 1, 1, 1, 1))
-    return F.max_pool3d(occ, kernel_size=3, stride=1, padding=1)[:, 0] > 0
+    binaries = grid.binaries
+    key = (binaries._version, binaries.data_ptr(), binaries.shape)
+    cached = _DILATED.get(grid)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    levels, r = binaries.shape[0], binaries.shape[-1]
+    out = binaries.new_zeros(levels, r + 2, r + 2, r + 2)
+    out[:, 1:-1, 1:-1, 1:-1] = binaries
+    for dim in (1, 2, 3):  # separable: a 3x3x3 neighbourhood is three 3-cell passes
+        src = out.clone()
+        out.narrow(dim, 1, r + 1).logical_or_(src.narrow(dim, 0, r + 1))
+        out.narrow(dim, 0, r + 1).logical_or_(src.narrow(dim, 1, r + 1))
+    _DILATED[grid] = (key, out)
+    return out
 
 
 def near_occupied(grid: OccupancyGrid, dilated: Tensor, points: Tensor) -> Tensor:

@@ -85,6 +85,7 @@ class OccupancySampler(Sampler):
         self.backend = backend
         self.update_every, self.target_samples = update_every, target_samples
         self.render_fused, self.render_color_eps = render_fused, render_color_eps
+        self.skip_empty = True  # march_rays' block test (the samples are the same without; for benchmarks)
         self._resolved: dict[str, str] = {}
         self._warned_empty = False
 
@@ -138,6 +139,7 @@ class OccupancySampler(Sampler):
             cone_angle=self.cone_angle,
             stratified=stratified,
             aabb=self.grid.aabbs[-1],
+            skip_empty=self.skip_empty,
         )
 
     def forward(
