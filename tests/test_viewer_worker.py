@@ -131,7 +131,8 @@ class _SlowHandle(SceneHandle):
 def test_moving_camera_gets_low_res_frames_and_interrupts_the_stale_full_render():
     handle = _SlowHandle(sphere_scene(), delay=0.03)
     sent = _Collector()
-    w = RenderWorker(handle, sent, settings=RenderSettings(max_side=64, target_fps=20), still_delay=0.1)
+    settings = RenderSettings(max_side=64, target_fps=20)
+    w = RenderWorker(handle, sent, settings=settings, still_delay=0.1, min_band_rays=1)
     w.rate.rays_per_s = w.move_rate.rays_per_s = 2000.0  # slow: small low-res frames, one-row bands
     try:
         w.update_camera(_state(0))
@@ -154,6 +155,34 @@ def test_moving_camera_gets_low_res_frames_and_interrupts_the_stale_full_render(
         SceneHandle(sphere_scene()).render(_state(5, n=40).cameras(64)), "rgb", rendered_bg=handle.background
     )
     np.testing.assert_array_equal(full[0], ref)  # the full frame shows the final camera
+
+
+@pytest.mark.parametrize(
+    "rays_per_s,frame_seconds,one_call", [(1e6, 0.25, True), (2000.0, 0.25, False), (1e6, 0, False)]
+)
+def test_a_quick_full_frame_is_one_render_call(rays_per_s, frame_seconds, one_call):
+    handle = _SlowHandle(sphere_scene(), delay=0.0)
+    sent = _Collector()
+    w = RenderWorker(
+        handle,
+        sent,
+        settings=RenderSettings(max_side=40),
+        still_delay=0.0,
+        frame_seconds=frame_seconds,
+        band_seconds=200 / rays_per_s,  # 5-row bands
+        min_band_rays=1,
+    )
+    w.rate.rays_per_s = rays_per_s  # 1e6 rays/s: 1,600 rays take 1.6 ms; 2,000 rays/s: 0.8 s
+    w.rate.add = lambda n, s: w.rate.rays_per_s  # keep the rate fixed
+    try:
+        w.update_camera(_state(3))
+        sent.wait_for("full")
+    finally:
+        w.stop()
+    assert w.stats.low_res == 0  # still_delay 0: straight to full resolution
+    assert handle.heights == ([40] if one_call else [5] * 8)
+    ref = frame_image(handle.render(_state(3).cameras(40)), "rgb", rendered_bg=handle.background)
+    np.testing.assert_array_equal(next(img for img, k in sent.items if k == "full"), ref)
 
 
 def test_settings_and_new_weights_rerender_and_stop_frees_the_thread():

@@ -61,6 +61,12 @@ class RenderWorker:
         send: called with each finished uint8 [H, W, 3] image and ``"low"`` / ``"full"`` / ``"partial"``.
         still_delay: seconds without camera updates before the full-resolution render starts.
         min_height: smallest moving-render height.
+        chunk: rays per model call inside a render (``LoadedScene.render``).
+        band_seconds: work per row band of a full-resolution render (the camera is checked between bands).
+        frame_seconds: a full-resolution frame expected (at the measured rays/s) to take at most this long is
+            rendered in one call, not in bands: one march and no per-band overheads (0: always bands).
+        min_band_rays: the smallest band (rays, whole rows): every render call has a fixed cost (rays, chunking,
+            early-termination rounds: ~7 ms of CPU on the lego race's model), which small bands multiply.
     """
 
     def __init__(
@@ -73,6 +79,9 @@ class RenderWorker:
         min_height: int = 16,
         chunk: int = 8192,
         name: str = "viewer-render",
+        band_seconds: float = 0.05,
+        frame_seconds: float = 0.25,
+        min_band_rays: int = 4096,
     ) -> None:
         self.scene = scene
         self.send = send
@@ -80,6 +89,7 @@ class RenderWorker:
         self.still_delay = still_delay
         self.min_height = min_height
         self.chunk = chunk
+        self.band_seconds, self.frame_seconds, self.min_band_rays = band_seconds, frame_seconds, min_band_rays
         model = getattr(getattr(scene, "loaded", None), "model", None)
         self._whole_images = bool(getattr(model, "renders_whole_images", False))
         self.rate = RateMeter()  # rays/s of full-resolution bands (sizes the bands)
@@ -204,9 +214,10 @@ class RenderWorker:
             if self._stale(version):
                 self.stats.interrupted += 1
                 return False
-            rows = min(band_rows(self.rate.rays_per_s, w, seconds=0.05), h - row)
-            if self._whole_images:  # e.g. LVSM: an image is one forward pass, never a band of rows
-                rows = h - row
+            rows = max(band_rows(self.rate.rays_per_s, w, seconds=self.band_seconds), -(-self.min_band_rays // w))
+            rows = min(rows, h - row)
+            if self._whole_images or (row == 0 and h * w <= self.rate.rays_per_s * self.frame_seconds):
+                rows = h - row  # one call (one march): LVSM's whole images, or a frame quick enough to wait for
             band = cams.replace(cy=cams.cy - row, height=torch.full_like(cams.height, rows))
             start = time.perf_counter()
             out = self.scene.render(band, self.chunk)

@@ -65,8 +65,23 @@ class Field(nn.Module):
     perturbation_levels: frozenset[str] = frozenset()
     """The perturbation hooks this field applies (``coords``, ``features``, ``outputs``; see the module docstring)."""
 
+    deferred_color: bool = False
+    """True when the field implements :meth:`density_and_features` and :meth:`color` with ``query(x, d)`` equal to
+    ``(density, color(features, d))``: a renderer may then run the density part on every sample and the colour
+    part only where it shows (:mod:`neural3d.render.inference`)."""
+
     def density(self, positions: Tensor) -> Tensor:
         """[*batch, 3] world (or NDC) positions -> [*batch, 1] density."""
+        raise NotImplementedError
+
+    def density_and_features(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """[*batch, 3] positions -> (density [*batch, 1], features [*batch, C] that :meth:`color` takes);
+        fields with ``deferred_color``."""
+        raise NotImplementedError
+
+    def color(self, features: Tensor, viewdirs: Tensor) -> Tensor:
+        """[*batch, C] features of :meth:`density_and_features`, [*batch, 3] unit directions -> [*batch, 3] rgb;
+        fields with ``deferred_color``."""
         raise NotImplementedError
 
     def query(

@@ -71,6 +71,7 @@ class NGPField(Field):
     """
 
     perturbation_levels = frozenset({"coords", "features", "outputs"})
+    deferred_color = True
 
     def __init__(
         self,
@@ -168,8 +169,11 @@ class NGPField(Field):
         if perturb is not None:
             return self._perturbed_query(positions, viewdirs, perturb)
         density, geo = self.density_and_features(positions)
-        rgb = self.mlp_head(torch.cat([self.direction_encoding(viewdirs), geo], dim=-1))
-        return density, rgb
+        return density, self.color(geo, viewdirs)
+
+    def color(self, features: Tensor, viewdirs: Tensor) -> Tensor:
+        """[*batch, geo_feat_dim] geometry features, [*batch, 3] unit directions -> [*batch, 3] rgb (``mlp_head``)."""
+        return self.mlp_head(torch.cat([self.direction_encoding(viewdirs), features], dim=-1))
 
     def _perturbed_query(self, positions: Tensor, viewdirs: Tensor, perturb: FieldPerturbation) -> tuple[Tensor, ...]:
         """:meth:`query` with the ``features`` and ``outputs`` hooks of ``perturb`` applied."""

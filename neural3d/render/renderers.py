@@ -96,15 +96,26 @@ class VolumeRenderer(nn.Module):
         return RenderOutputs(rgb=rgb, depth=expected_depth(weights, samples, opacity), opacity=opacity, weights=weights)
 
     def _packed(self, outputs: FieldOutputs, samples: PackedRaySamples, background: Tensor | None) -> RenderOutputs:
-        ri, n = samples.ray_indices, samples.n_rays
+        weights = self.packed_weights(outputs.density[:, 0], samples)
+        return self.composite_packed(weights, outputs.rgb, samples, background)
+
+    def packed_weights(self, density: Tensor, samples: PackedRaySamples) -> Tensor:
+        """[n_samples] compositing weights of packed samples from their [n_samples] densities (``opaque_far``:
+        each ray's last interval is 1e10 long)."""
         distances = samples.distances
         if self.opaque_far:
             last = samples.packed_info[:, 0] + samples.packed_info[:, 1] - 1
             last = last[samples.packed_info[:, 1] > 0]
             distances = distances.index_fill(0, last, OPAQUE_FAR_DISTANCE)
-        weights, _, _ = render_weights_packed(outputs.density[:, 0], distances, ri, samples.packed_info)
+        return render_weights_packed(density, distances, samples.ray_indices, samples.packed_info)[0]
+
+    def composite_packed(
+        self, weights: Tensor, rgb: Tensor, samples: PackedRaySamples, background: Tensor | None
+    ) -> RenderOutputs:
+        """Per-ray outputs from [n_samples] weights and [n_samples, 3] colours of packed samples."""
+        ri, n = samples.ray_indices, samples.n_rays
         opacity = accumulate_packed(weights, ri, n)
-        rgb = accumulate_packed(weights, ri, n, outputs.rgb)
+        rgb = accumulate_packed(weights, ri, n, rgb)
         if background is not None:
             rgb = composite_background(rgb, opacity, background)
         return RenderOutputs(

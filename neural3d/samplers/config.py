@@ -113,6 +113,14 @@ class OccupancySamplerConfig:
     backend: Literal["auto", "torch", "nerfacc"] = "auto"
     """Ray marching: ``auto`` (nerfacc's CUDA traversal on CUDA when installed and it builds, else torch),
     ``torch``, or ``nerfacc`` (an error when unavailable)."""
+    render_fused: bool = True
+    """Renders without gradients (``neural3d eval`` / ``render``, the viewer, the Python API) take one density pass
+    with early ray termination and colour only where it shows (:mod:`neural3d.render.inference`: the same
+    samples as the training path's pruning, densities reused); false: the training path (march, prune, field)."""
+    render_color_eps: float = 0.0
+    """Fused renders skip the colour of a ray's samples whose weights sum below this, so each pixel's colour
+    changes by less than it (0: the colour of every visible sample, the training path's image; depth and
+    opacity never change)."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ from neural3d.core.rays import RayBundle
 from neural3d.core.samples import PackedRaySamples
 from neural3d.render.packed import visibility_packed
 from neural3d.samplers.aabb import ray_aabb_intersect
+from neural3d.samplers.empty_space import block_half_limit, block_steps, dilated_binaries, near_occupied
 from neural3d.samplers.occupancy_grid import OccupancyGrid
 
 
@@ -85,6 +86,7 @@ def march_rays(
     stratified: bool = False,
     aabb: Tensor | None = None,
     chunk_steps: int = 1 << 22,
+    skip_empty: bool = True,
 ) -> PackedRaySamples:
     """March rays through an occupancy grid.
 
@@ -96,6 +98,8 @@ def march_rays(
         stratified: shift each ray's step sequence by a random fraction of a step (training).
         aabb: [6] box to march in when ``grid`` is None.
         chunk_steps: candidate intervals tested per chunk (bounds memory).
+        skip_empty: test blocks of steps against the dilated grid first (:mod:`.empty_space`); the samples are
+            the same as without, bit for bit.
     Returns:
         packed samples (intervals in ``t`` units of ``rays.directions``), sorted per ray.
     """
@@ -111,24 +115,72 @@ def march_rays(
     rule = StepRule(s0, step_size, cone_angle)
     k_lo, count = _candidate_range(rule, torch.where(valid, lo, s0), torch.where(valid, hi, s0), valid)
 
-    ray_ids, starts, ends = [], [], []
-    for ids in _ray_chunks(count, chunk_steps):
-        width = int(count[ids].max()) if len(ids) else 0
+    march = _Candidates(rays, unit, dnorm, lo, hi, grid, rule)
+    blocks = block_steps(grid, step_size) if grid is not None and skip_empty else 1
+    if blocks > 1:
+        found = march.blocks(k_lo, count, blocks, chunk_steps)
+    else:
+        found = [march.keep(ids, k_lo[ids], count[ids]) for ids in _ray_chunks(count, chunk_steps)]
+    return _packed(rays, [f[0] for f in found], [f[1] for f in found], [f[2] for f in found])
+
+
+class _Candidates:
+    """The exact per-step test of :func:`march_rays` and the block test before it (:mod:`.empty_space`)."""
+
+    def __init__(self, rays: RayBundle, unit: Tensor, dnorm: Tensor, lo: Tensor, hi: Tensor, grid, rule: StepRule):
+        self.rays, self.unit, self.dnorm, self.lo, self.hi, self.grid, self.rule = rays, unit, dnorm, lo, hi, grid, rule
+
+    def keep(self, rows: Tensor, first: Tensor, count: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Test candidates ``first + j`` for ``j < count`` of the rays ``rows`` [m] (a ray may repeat).
+
+        Args:
+            rows: [m] ray of each row.
+            first: [m] float step index of each row's first candidate.
+            count: [m] candidates left in the ray from ``first`` (rows test at most the block width).
+        Returns:
+            (ray ids, starts, ends) of the samples, sorted by row then step.
+        """
+        width = int(count.max()) if len(rows) else 0
         if width == 0:
-            continue
-        k = k_lo[ids, None] + torch.arange(width, device=dev, dtype=k_lo.dtype)  # [m, width]
-        sub = StepRule(rule.s0[ids], step_size, cone_angle)
+            empty = self.lo.new_zeros(0)
+            return rows.new_zeros(0), empty, empty
+        j = torch.arange(width, device=rows.device)
+        k = first[:, None] + j.to(first.dtype)  # [m, width]
+        sub = StepRule(self.rule.s0[rows], self.rule.step, self.rule.cone)
         s_a, s_b = sub.start(k), sub.start(k + 1)
         mid = 0.5 * (s_a + s_b)
-        keep = (torch.arange(width, device=dev) < count[ids, None]) & (mid >= lo[ids, None]) & (mid < hi[ids, None])
-        if grid is not None:
-            pts = rays.origins[ids, None, :] + mid[..., None] * unit[ids, None, :]
-            keep &= grid.occupied(pts.reshape(-1, 3)).view_as(keep)
+        keep = (j < count[:, None]) & (mid >= self.lo[rows, None]) & (mid < self.hi[rows, None])
+        if self.grid is not None:
+            pts = self.rays.origins[rows, None, :] + mid[..., None] * self.unit[rows, None, :]
+            keep &= self.grid.occupied(pts.reshape(-1, 3)).view_as(keep)
         r, c = keep.nonzero(as_tuple=True)
-        ray_ids.append(ids[r])
-        starts.append(s_a[r, c] / dnorm[ids[r]])
-        ends.append(s_b[r, c] / dnorm[ids[r]])
-    return _packed(rays, ray_ids, starts, ends)
+        ray = rows[r]
+        return ray, s_a[r, c] / self.dnorm[ray], s_b[r, c] / self.dnorm[ray]
+
+    def blocks(self, k_lo: Tensor, count: Tensor, size: int, chunk_steps: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Test blocks of ``size`` steps against the dilated grid, then the steps of the blocks that pass."""
+        dilated = dilated_binaries(self.grid)
+        half_limit = block_half_limit(self.grid)
+        n_blocks = torch.div(count + size - 1, size, rounding_mode="floor")
+        found = []
+        for ids in _ray_chunks(n_blocks, max(1, chunk_steps // size)):
+            width = int(n_blocks[ids].max()) if len(ids) else 0
+            if width == 0:
+                continue
+            b = torch.arange(width, device=ids.device)
+            first = b * size  # [width] offset of each block's first step in the ray's range
+            k_a = k_lo[ids, None] + first.to(k_lo.dtype)
+            k_b = k_lo[ids, None] + torch.minimum(first + size, count[ids, None]).to(k_lo.dtype)
+            sub = StepRule(self.rule.s0[ids], self.rule.step, self.rule.cone)
+            s_a, s_b = sub.start(k_a), sub.start(k_b)
+            centre, half = 0.5 * (s_a + s_b), 0.5 * (s_b - s_a)
+            pts = self.rays.origins[ids, None, :] + centre[..., None] * self.unit[ids, None, :]
+            near = near_occupied(self.grid, dilated, pts.reshape(-1, 3)).view_as(half)
+            maybe = (b < n_blocks[ids, None]) & ((half > half_limit) | near)
+            r, c = maybe.nonzero(as_tuple=True)
+            left = (count[ids[r]] - first[c]).clamp_max(size)
+            found.append(self.keep(ids[r], k_a[r, c], left))
+        return found
 
 
 def _ray_chunks(count: Tensor, budget: int) -> list[Tensor]:

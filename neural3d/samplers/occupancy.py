@@ -48,6 +48,9 @@ class OccupancySampler(Sampler):
             else torch), ``torch`` or ``nerfacc`` (error if unavailable).
         update_every: training steps between grid refreshes (``step_begin``).
         target_samples: training sample budget of ``sample`` (0: off), see :meth:`forward`.
+        render_fused: models render without gradients through :func:`neural3d.render.inference.render_marched`
+            with this sampler's march and pruning rule (a flag for them; ``sample`` does not change).
+        render_color_eps: that render's colour tolerance (``color_eps``).
     """
 
     supervise_skipped_rays = False
@@ -68,6 +71,8 @@ class OccupancySampler(Sampler):
         backend: str = "auto",
         update_every: int = 16,
         target_samples: int = 0,
+        render_fused: bool = True,
+        render_color_eps: float = 0.0,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -79,6 +84,8 @@ class OccupancySampler(Sampler):
         self.early_stop_eps, self.alpha_thre = early_stop_eps, alpha_thre
         self.backend = backend
         self.update_every, self.target_samples = update_every, target_samples
+        self.render_fused, self.render_color_eps = render_fused, render_color_eps
+        self.skip_empty = True  # march_rays' block test (the samples are the same without; for benchmarks)
         self._resolved: dict[str, str] = {}
         self._warned_empty = False
 
@@ -132,6 +139,7 @@ class OccupancySampler(Sampler):
             cone_angle=self.cone_angle,
             stratified=stratified,
             aabb=self.grid.aabbs[-1],
+            skip_empty=self.skip_empty,
         )
 
     def forward(

@@ -42,6 +42,7 @@ from neural3d.methods.base import Model, ModelOutputs, SceneInfo
 from neural3d.methods.ngp.config import RENAMED_KEYS, NGPModelConfig
 from neural3d.methods.registry import register_method
 from neural3d.render import VolumeRenderer
+from neural3d.render.inference import render_rays_marched
 from neural3d.render.renderers import RenderOutputs
 from neural3d.samplers.base import Sampler
 from neural3d.samplers.config import build_sampler
@@ -105,6 +106,15 @@ class NGPModel(Model):
         if not sampler.supervise_skipped_rays:
             mask = torch.zeros(len(rays), dtype=torch.bool, device=rays.device).index_fill(0, samples.ray_subset, True)
         return ModelOutputs(rgb, depth, opacity, samples=samples, weights=out.weights, loss_mask=mask)
+
+    def render_rays(self, rays: RayBundle, chunk: int = 8192, context: Any = None) -> dict[str, Tensor]:
+        """Without gradients, an occupancy sampler with ``render_fused`` renders through
+        :func:`~neural3d.render.inference.render_rays_marched` (one density pass, early ray termination, colour
+        where it shows: the same image to ``render_color_eps``); otherwise the chunked ``forward``."""
+        sampler = self.active_sampler
+        if self.training or torch.is_grad_enabled() or not getattr(sampler, "render_fused", False):
+            return super().render_rays(rays, chunk=chunk, context=context)
+        return render_rays_marched(rays, sampler, self.field, self.renderer, self.background, chunk=chunk)
 
     def loss_dict(self, outputs: ModelOutputs, batch: Any) -> dict[str, Tensor]:
         """``loss_rgb`` (on ``loss_mask`` rays), the sampler's losses (interlevel), ``loss_distortion`` (if on)."""

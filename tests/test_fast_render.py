@@ -1,0 +1,204 @@
+"""The inference render path: block marching (empty-space skipping) and the fused density / colour render,
+each against the plain path it replaces (bit for bit where the arithmetic is the same)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neural3d.core.rays import RayBundle
+from neural3d.fields.base import Field
+from neural3d.methods.base import SceneInfo
+from neural3d.methods.ngp.config import NGPModelConfig
+from neural3d.methods.ngp.model import NGPModel
+from neural3d.render import VolumeRenderer, inference
+from neural3d.render.inference import field_callbacks, render_marched
+from neural3d.samplers.config import OccupancySamplerConfig
+from neural3d.samplers.empty_space import block_half_limit, block_steps, dilated_binaries, near_occupied
+from neural3d.samplers.marching import march_rays, prune_samples
+from neural3d.samplers.occupancy_grid import OccupancyGrid
+
+BOX = torch.tensor([-1.0, -1, -1, 1, 1, 1])
+
+
+def _rays(n: int, seed: int, inside: int = 0) -> RayBundle:
+    """[n] rays from a sphere of radius 3 towards the box (the first ``inside`` start inside it), ``t``-scaled."""
+    g = torch.Generator().manual_seed(seed)
+    o = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1) * 3.0
+    o[:inside] = torch.rand(inside, 3, generator=g) * 1.6 - 0.8
+    d = -o + torch.randn(n, 3, generator=g) * 0.6
+    d = d * (0.5 + torch.rand(n, 1, generator=g))  # directions of any length: t is not world distance
+    near = torch.where(torch.arange(n) < inside, torch.zeros(n), torch.full((n,), 0.5))
+    return RayBundle(o, d, torch.nn.functional.normalize(d, dim=-1), near, torch.full((n,), 9.0))
+
+
+def _grid(levels: int, fraction: float, seed: int, resolution: int = 16) -> OccupancyGrid:
+    grid = OccupancyGrid(aabb=BOX, resolution=resolution, levels=levels)
+    g = torch.Generator().manual_seed(seed)
+    grid.binaries.copy_(torch.rand(grid.binaries.shape, generator=g) < fraction)
+    return grid
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("starts", "ends", "ray_indices", "packed_info"))
+
+
+# ----------------------------------------------------------------------------- block marching
+@pytest.mark.parametrize(
+    "levels,cone,fraction,stratified",
+    [(1, 0.0, 0.05, False), (1, 0.0, 0.4, True), (2, 0.0, 0.1, False), (3, 0.02, 0.1, True), (1, 0.01, 0.08, False)],
+)
+def test_block_march_equals_plain_march_bit_for_bit(levels, cone, fraction, stratified):
+    grid, rays = _grid(levels, fraction, seed=levels), _rays(300, seed=2, inside=40)
+    step = 0.013
+    assert block_steps(grid, step) > 1  # the block path runs
+    torch.manual_seed(0)
+    plain = march_rays(rays, grid, step_size=step, cone_angle=cone, stratified=stratified, skip_empty=False)
+    torch.manual_seed(0)
+    fast = march_rays(rays, grid, step_size=step, cone_angle=cone, stratified=stratified)
+    torch.manual_seed(0)
+    small = march_rays(rays, grid, step_size=step, cone_angle=cone, stratified=stratified, chunk_steps=500)
+    assert plain.n_samples > 1000 and _same(plain, fast) and _same(plain, small)
+
+
+def test_block_march_keeps_a_single_cell_met_at_a_grazing_angle():
+    grid = _grid(1, 0.0, seed=0, resolution=8)
+    grid.binaries[0, 5, 2, 6] = True
+    g = torch.Generator().manual_seed(3)
+    centre = torch.tensor([0.375, -0.375, 0.625])  # the cell's centre; rays pass near its corners and edges
+    target = centre + (torch.rand(2000, 3, generator=g) - 0.5) * 0.3
+    o = target + torch.nn.functional.normalize(torch.randn(2000, 3, generator=g), dim=-1) * 4
+    d = target - o
+    rays = RayBundle(o, d, torch.nn.functional.normalize(d, dim=-1), torch.zeros(2000), torch.full((2000,), 2.0))
+    plain = march_rays(rays, grid, step_size=0.011, skip_empty=False)
+    assert plain.n_samples > 500 and _same(plain, march_rays(rays, grid, step_size=0.011))
+
+
+def test_near_occupied_is_conservative():
+    grid = _grid(2, 0.03, seed=5, resolution=8)
+    dilated, h = dilated_binaries(grid), block_half_limit(grid)
+    g = torch.Generator().manual_seed(6)
+    p = (torch.rand(3000, 3, generator=g) * 2 - 1) * 2.2  # inside and around both levels
+    axis = torch.linspace(-h, h, 5)
+    offsets = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    hit = grid.occupied((p[:, None] + offsets).reshape(-1, 3)).view(len(p), -1).any(-1)
+    near = near_occupied(grid, dilated, p)
+    assert int(hit.sum()) > 100 and bool(near[hit].all())
+    assert int(near.sum()) < len(p)  # and it does skip
+
+
+# ----------------------------------------------------------------------------- the fused render
+def _model(*, opaque_far: bool = False, alpha_thre: float = 0.0, **sampler) -> NGPModel:
+    torch.manual_seed(0)
+    cfg = NGPModelConfig(
+        n_levels=4,
+        log2_hashmap_size=10,
+        max_resolution=32,
+        opaque_far=opaque_far,
+        sampler=OccupancySamplerConfig(resolution=16, step_size=0.02, alpha_thre=alpha_thre, **sampler),
+    )
+    model = NGPModel(cfg, scene=SceneInfo(BOX.reshape(2, 3).clone(), 0.5, 9.0, False, torch.ones(3)))
+    with torch.no_grad():
+        model.field.encoding.params.normal_(0.0, 2.0)
+        model.field.mlp_base.layers[-1].weight[0].mul_(16.0)  # densities from ~0 to opaque: rays stop early
+        model.sampler.update_grid(model.field.density)
+    return model.eval()
+
+
+def _both(model: NGPModel, rays: RayBundle) -> tuple[dict, dict]:
+    with torch.no_grad():
+        model.sampler.render_fused = False
+        ref = model.render_rays(rays, chunk=128)
+        model.sampler.render_fused = True
+        return ref, model.render_rays(rays, chunk=128)
+
+
+@pytest.mark.parametrize("opaque_far,alpha_thre", [(False, 0.0), (True, 0.0), (False, 0.02)])
+def test_fused_render_equals_the_training_path(opaque_far, alpha_thre):
+    model, rays = _model(opaque_far=opaque_far, alpha_thre=alpha_thre), _rays(400, seed=1)
+    ref, fast = _both(model, rays)
+    for k in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(fast[k], ref[k], atol=1e-6, rtol=0)
+    assert float(ref["opacity"].max()) > 0.999 and float(ref["opacity"].min()) < 0.01  # opaque and empty rays
+
+
+def test_early_termination_evaluates_fewer_densities_than_marched():
+    model, rays = _model(), _rays(400, seed=1)
+    calls = []
+    fn = model.field.density_and_features
+    samples = model.sampler.march(rays, stratified=False)
+    with torch.no_grad():
+        render_marched(
+            samples,
+            lambda x: calls.append(len(x)) or fn(x),
+            field_callbacks(model.field)[1],
+            model.renderer,
+            model.background,
+        )
+        kept = prune_samples(samples, model.field.density).n_samples
+    assert kept <= sum(calls) < 0.95 * samples.n_samples
+
+
+def test_color_eps_bounds_each_pixel_and_leaves_depth_and_opacity():
+    model, rays = _model(render_color_eps=0.05), _rays(400, seed=4)
+    ref, fast = _both(model, rays)
+    calls = []
+    color = model.field.color
+    model.field.color = lambda f, d: calls.append(len(f)) or color(f, d)
+    with torch.no_grad():
+        model.render_rays(rays, chunk=128)
+        skipping = sum(calls)
+        model.sampler.render_color_eps = 0.0
+        model.render_rays(rays, chunk=128)
+    assert skipping < 0.8 * (sum(calls) - skipping)  # colour ran on fewer samples
+    diff = (fast["rgb"] - ref["rgb"]).abs()
+    assert 0 < float(diff.max()) < 0.05
+    for k in ("depth", "opacity"):
+        torch.testing.assert_close(fast[k], ref[k], atol=1e-6, rtol=0)
+
+
+class _Blob(Field):
+    """A Gaussian blob of density with a position-dependent colour (no ``deferred_color``)."""
+
+    def density(self, positions):
+        return 40.0 * torch.exp(-8.0 * (positions**2).sum(-1, keepdim=True))
+
+    def query(self, positions, viewdirs, context=None, perturb=None):
+        return self.density(positions), torch.sigmoid(positions + viewdirs)
+
+
+def test_a_field_without_deferred_color_renders_through_query():
+    field, renderer, rays = _Blob(), VolumeRenderer(), _rays(200, seed=7)
+    samples = march_rays(rays, None, step_size=0.02, aabb=BOX)
+    ref = renderer(field(prune_samples(samples, field.density)), prune_samples(samples, field.density), torch.ones(3))
+    fast = render_marched(samples, *field_callbacks(field), renderer, torch.ones(3))
+    for k in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(getattr(fast, k), getattr(ref, k), atol=1e-6, rtol=0)
+
+
+def test_the_fused_path_runs_only_without_gradients_in_eval(monkeypatch):
+    model, rays = _model(), _rays(20, seed=8)
+    used = []
+    real = inference.render_marched
+    monkeypatch.setattr(inference, "render_marched", lambda *a, **k: used.append(1) or real(*a, **k))
+    with torch.no_grad():
+        model.render_rays(rays)
+    assert used == [1]
+    model.render_rays(rays)  # gradients on: the training path
+    model.train()
+    with torch.no_grad():
+        model.render_rays(rays)
+    assert used == [1]
+
+
+def test_dilated_grid_is_the_3x3x3_neighbourhood_and_follows_grid_changes():
+    grid = _grid(2, 0.02, seed=9, resolution=6)
+    ref = torch.nn.functional.max_pool3d(
+        torch.nn.functional.pad(grid.binaries.float()[:, None], (1,) * 6), kernel_size=3, stride=1, padding=1
+    )[:, 0]
+    assert torch.equal(dilated_binaries(grid), ref > 0)
+    grid.binaries.zero_()
+    assert not dilated_binaries(grid).any()  # the cache saw the in-place change
+    grid.binaries[1, 0, 5, 2] = True
+    d = dilated_binaries(grid)
+    assert int(d.sum()) == 27 and bool(d[1, 0:3, 5:8, 2:5].all())
