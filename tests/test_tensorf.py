@@ -18,7 +18,7 @@ from neural3d.core.packing import packed_info_from_ray_indices
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import PackedRaySamples
 from neural3d.fields.tensorf_field import TensoRFField
-from neural3d.fields.vm_decomposition import MAT_MODES, VEC_MODES, VMDecomposition
+from neural3d.fields.vm_decomposition import MAT_MODES, VEC_MODES, VMDecomposition, sample_plane
 from neural3d.methods.base import SceneInfo
 from neural3d.methods.tensorf.config import TensoRFModelConfig
 from neural3d.methods.tensorf.model import TensoRFModel, resolution_for, voxel_schedule
@@ -91,6 +91,21 @@ def test_gradcheck_float64_tiny_grid():
         return torch.func.functional_call(vm, dict(zip(names, ps)), (x,))
 
     assert torch.autograd.gradcheck(fn, params, eps=1e-6, atol=1e-8)
+
+
+def test_plane_sampling_backward_equals_grid_sample():
+    torch.manual_seed(7)
+    plane = torch.randn(1, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    uv = torch.rand(30, 2, dtype=torch.float64) * 2.4 - 1.2  # some outside: the border's value
+    uv[0] = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    grad = torch.randn(3, 30, dtype=torch.float64)
+    ours = sample_plane(plane, uv)
+    (g_ours,) = torch.autograd.grad(ours, plane, grad)
+    grid = uv.clamp(-1, 1).view(1, -1, 1, 2)
+    ref = torch.nn.functional.grid_sample(plane, grid, align_corners=True)[0, :, :, 0]
+    (g_ref,) = torch.autograd.grad(ref, plane, grad)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-12)
 
 
 def test_upsampling_keeps_the_function_at_grid_aligned_points():
