@@ -255,8 +255,12 @@ def test_config_rejects_a_bad_schedule():
         _model(n_voxels_final=10)
 
 
-def test_blender_config_builds_the_tensorf_method():
+def test_blender_config_builds_the_tensorf_method_sized_to_the_device():
     from neural3d.config import load_config
 
-    cfg, _ = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "blender_tensorf.yaml"), [])
-    assert cfg.method == "tensorf" and cfg.model.sampler.type == "occupancy"
+    path = str(Path(__file__).resolve().parents[1] / "configs" / "blender_tensorf.yaml")
+    gpu, gpu_model = load_config(path, ["device=cuda"])
+    cpu, cpu_model = load_config(path, ["device=cpu"])
+    assert cpu.method == gpu.method == "tensorf" and cpu_model.sampler.type == "occupancy"
+    assert cpu_model.n_voxels_final < gpu_model.n_voxels_final and cpu.trainer.steps < gpu.trainer.steps
+    assert gpu_model.upsample_steps == [2000, 3000, 4000, 5500, 7000]  # the official lego schedule
