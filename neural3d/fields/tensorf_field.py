@@ -160,8 +160,9 @@ class TensoRFField(Field):
         res = torch.tensor(self.density_grid.resolution, dtype=torch.float64)
         aabb = self.aabb.double()
         unit = (aabb[1] - aabb[0]) / (res - 1)
-        lo = torch.floor((box[0].double() - aabb[0]) / unit).clamp(min=0).long()
-        hi = (torch.ceil((box[1].double() - aabb[0]) / unit).long() + 1).minimum(res.long())
+        n = res.long()
+        lo = torch.minimum(torch.floor((box[0].double() - aabb[0]) / unit).clamp(min=0).long(), n - 2)
+        hi = (torch.ceil((box[1].double() - aabb[0]) / unit).long() + 1).minimum(n)
         hi = torch.maximum(hi, lo + 2)  # at least 2 nodes per axis
         self.density_grid.crop(lo.tolist(), hi.tolist())
         self.app_grid.crop(lo.tolist(), hi.tolist())

@@ -37,7 +37,8 @@ class TensoRFModelConfig:
     """Step at which the box shrinks to the region of alpha above ``alpha_mask_thre`` (TensoRF's first alpha-mask
     update; 0: never). The L1 weight changes to ``l1_weight_rest`` there."""
     alpha_mask_thre: float = 1e-4
-    """Alpha (over a step of ``step_ratio`` voxels) above which a node counts as occupied when shrinking."""
+    """Alpha (over a step of ``step_ratio`` voxels; 0.5 when ``step_ratio`` is 0) above which a node counts as
+    occupied when shrinking."""
     density_components: list[int] = field(default_factory=lambda: [16, 16, 16])
     """Density components per mode (planes x lines)."""
     app_components: list[int] = field(default_factory=lambda: [48, 48, 48])

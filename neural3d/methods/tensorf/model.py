@@ -122,7 +122,7 @@ class TensoRFModel(Model):
         lo, hi = self.field.aabb[0], self.field.aabb[1]
         axes = [torch.linspace(float(lo[i]), float(hi[i]), res[i], device=lo.device) for i in range(3)]
         points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
-        step = max(self.config.step_ratio, 0.5) * self.voxel_size()
+        step = (self.config.step_ratio if self.config.step_ratio > 0 else 0.5) * self.voxel_size()
         alpha = torch.cat([1 - torch.exp(-self.field.density(p)[:, 0] * step) for p in points.split(chunk)])
         occupied = points[alpha > self.config.alpha_mask_thre]
         if len(occupied) == 0:
