@@ -3,6 +3,8 @@
     python benchmarks/race_tensorf.py --budget 540                                  # neural3d alone
     python benchmarks/race_tensorf.py --budget 540 --tensorf /work/peers/TensoRF    # + the official TensoRF
     python benchmarks/race_tensorf.py --budget 60 model.sampler.n_samples=...       # overrides: neural3d's config
+    python benchmarks/race_tensorf.py --config configs/blender_tensorf.yaml --peer-from runs/race/race.json
+                                               # TensoRF's curve from an earlier run of this harness and clock
 
 neural3d trains ``configs/blender_ngp.yaml`` (as the README command: the config sizes itself to the device) on
 the shared lego at factor 8 (100x100, area-downscaled, white background) and is scored on val. The peer is the
@@ -207,6 +209,27 @@ class PeerSide:
         self.log_file.close()
 
 
+def peer_from(path: Path, args) -> Side:
+    """TensoRF's side of an earlier race (``race.json``), checked to be comparable: same clock, same views."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"--peer-from {path}: cannot read it ({err})") from err
+    peers = [s for s in earlier.get("sides", []) if s["name"].startswith("TensoRF") and s.get("final")]
+    if not peers:
+        raise SystemExit(f"--peer-from {path}: no finished TensoRF side in it")
+    if not str(earlier.get("clock", "")).startswith(args.clock):
+        raise SystemExit(f"--peer-from {path}: its clock is '{earlier.get('clock')}', this run's is {args.clock}")
+    settings = earlier.get("settings", {})
+    for key in ("eval_images", "final_images"):
+        if key in settings and settings[key] != getattr(args, key):
+            raise SystemExit(
+                f"--peer-from {path}: it used --{key.replace('_', '-')} {settings[key]}, not {getattr(args, key)}"
+            )
+    peer = peers[0]
+    return Side(f"{peer['name']} [from {path}]", [tuple(p) for p in peer["curve"]], peer["final"], done=True)
+
+
 def time_to(curve: list[tuple[float, int, float]], psnr: float) -> float | None:
     """First curve time at which PSNR reaches ``psnr`` (None: never)."""
     return next((t for t, _, p in curve if p >= psnr), None)
@@ -222,11 +245,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads of each side")
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="seconds counted: process CPU or wall")
     p.add_argument("--tensorf", type=Path, default=None, help="TensoRF checkout: race it too")
+    p.add_argument(
+        "--peer-from",
+        type=Path,
+        default=None,
+        help="race.json of an earlier run of this script with the peer: reuse its TensoRF curve (same clock and views)",
+    )
     p.add_argument("--config", default="configs/blender_ngp.yaml", help="neural3d config (relative to the repo)")
     p.add_argument("--data", type=Path, default=SHARED_DATA)
     p.add_argument("--out", type=Path, default=Path("runs/race"))
     p.add_argument("overrides", nargs="*", help="neural3d config overrides (key=value)")
     args = p.parse_args()
+    if args.tensorf is not None and args.peer_from is not None:
+        p.error("--tensorf runs the peer, --peer-from reuses an earlier run of it: give one of them")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -240,6 +271,11 @@ def main() -> None:
         peer = PeerSide(args)
         peer.start(log)
         sides.insert(0, peer)
+    reused = None
+    if args.peer_from is not None:
+        reused = peer_from(args.peer_from, args)
+        ours.budget = min(ours.budget, reused.final["t"])  # equal time
+        log(f"TensoRF's curve from {args.peer_from}: final t={reused.final['t']:.1f}s PSNR={reused.final['psnr']:.2f}")
     until, wall = 0.0, time.perf_counter()
     try:
         while not all(s.side.done for s in sides):
@@ -256,17 +292,23 @@ def main() -> None:
         "command": " ".join(sys.argv),
         "wall_s": time.perf_counter() - wall,
         "clock": f"{args.clock} seconds of each side's training steps, in alternating turns (cpu_s, wall_s: both)",
+        "settings": {k: getattr(args, k) for k in ("budget", "eval_every", "eval_images", "final_images", "threads")},
         "sides": [{"name": s.side.name, "curve": s.side.curve, "final": s.side.final} for s in sides],
     }
-    if args.tensorf is not None:
-        target = peer.side.final["psnr_eval_views"]  # the curves' views
+    if reused is not None:
+        result["peer_from"] = f"{args.peer_from}: TensoRF's curve reused from that run (not run again here)"
+        result["sides"].insert(0, {"name": reused.name, "curve": reused.curve, "final": reused.final})
+    peer_side = peer.side if args.tensorf is not None else reused
+    if peer_side is not None:
+        target = peer_side.final["psnr_eval_views"]  # the curves' views
         reached = time_to(ours.side.curve, target)
         result["tensorf_final_psnr"] = target
         result["neural3d_time_to_tensorf_final_s"] = reached
-        result["ratio_to_tensorf_time"] = None if reached is None else reached / peer.side.final["t"]
-        log(f"neural3d reached TensoRF's final {target:.2f} dB at {reached} s (TensoRF: {peer.side.final['t']:.0f} s)")
+        result["ratio_to_tensorf_time"] = None if reached is None else reached / peer_side.final["t"]
+        log(f"neural3d reached TensoRF's final {target:.2f} dB at {reached} s (TensoRF: {peer_side.final['t']:.0f} s)")
     (args.out / "race.json").write_text(json.dumps(result, indent=2))
-    plot_curves([s.side for s in sides], args.out / "race.png", target_psnr=sides[0].side.final["psnr_eval_views"])
+    curves = ([] if reused is None else [reused]) + [s.side for s in sides]
+    plot_curves(curves, args.out / "race.png", target_psnr=curves[0].final["psnr_eval_views"])
     log(f"wrote {args.out / 'race.json'}, {args.out / 'race.png'}")
 
 

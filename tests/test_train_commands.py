@@ -42,6 +42,27 @@ def _ngp(tmp: Path, scene: Path) -> list[str]:
     ]
 
 
+TINY_TENSORF = [  # upsampling at 2 (in the step-3 checkpoint) and at 4 with the box shrinking (after resuming)
+    "data.factor=1",
+    "model.n_voxels_init=512",
+    "model.n_voxels_final=4096",
+    "model.upsample_steps=[2,4]",
+    "model.shrink_step=4",
+    "model.density_components=[2,2,2]",
+    "model.app_components=[3,3,3]",
+    "model.hidden_dim=16",
+    "model.sampler.resolution=16",
+    "model.sampler.update_every=2",
+    "model.sampler.backend=torch",
+    "trainer.batch_size=128",
+]
+
+
+def _tensorf(tmp: Path, scene: Path) -> list[str]:
+    cfg = str(CONFIGS / "blender_tensorf.yaml")
+    return ["train", cfg, f"data.path={scene}", f"output_dir={tmp}", "experiment=r", *SCENE, *TINY_TENSORF]
+
+
 def _gnt(tmp: Path, scene: Path) -> list[str]:
     return ["train", str(CONFIGS / "gnt_blender.yaml"), f"data.path={scene}", f"output_dir={tmp}", "experiment=r"] + [
         *SCENE,
@@ -102,6 +123,7 @@ def _nid_family(tmp: Path, scene: Path) -> list[str]:
 
 COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
     "ngp": _ngp,
+    "tensorf": _tensorf,
     "gnt": _gnt,
     "gnt_cross_scene": _gnt_cross_scene,
     "pointcloud": _pointcloud,

@@ -7,6 +7,8 @@ from neural3d.fields.hashgrid import GridLayout, HashGridEncoding, grid_indices,
 from neural3d.fields.mlp import MLP
 from neural3d.fields.nerf_field import NeRFField
 from neural3d.fields.ngp_field import NGPField, trunc_exp
+from neural3d.fields.tensorf_field import TensoRFField
+from neural3d.fields.vm_decomposition import VMDecomposition
 
 __all__ = [
     "MLP",
@@ -19,6 +21,8 @@ __all__ = [
     "PositionalEncoding",
     "SHEncoding",
     "SceneBox",
+    "TensoRFField",
+    "VMDecomposition",
     "contract",
     "grid_indices",
     "grid_layout",

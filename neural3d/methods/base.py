@@ -8,7 +8,8 @@ Lifecycle (called by the trainer, evaluation and the Python API):
   what the losses need (weights, samples, a loss mask) as typed fields, never as ``loss_*`` entries.
 * ``loss_dict(outputs, batch)`` and ``metrics_dict(outputs, batch)`` for training: every loss is computed
   here from the typed outputs.
-* ``param_groups()`` names parameter groups (``"encoding"`` groups get no weight decay).
+* ``param_groups()`` names parameter groups (``"encoding"`` groups get no weight decay); ``lr_scales()`` gives
+  a group's learning rate as a multiple of ``trainer.optim.lr`` (default 1).
 * ``training_step_begin(step)`` is a hook for stateful samplers (occupancy grids): models call their
   samplers' ``step_begin(step, field)`` (:mod:`neural3d.samplers.base`).
 
@@ -184,8 +185,13 @@ class Model(nn.Module):
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"network": [p for p in self.parameters() if p.requires_grad]}
 
+    def lr_scales(self) -> dict[str, float]:
+        """Learning rate of a parameter group (by name) as a multiple of ``trainer.optim.lr``; default: all 1."""
+        return {}
+
     def training_step_begin(self, step: int) -> None:
-        """Hook called before every training step."""
+        """Hook called before every training step. A model may resize parameters here (in place): the loop then
+        drops their optimizer moments (:func:`~neural3d.training.optim.drop_resized_state`)."""
 
     def attach_scene(self, scene: Any) -> None:
         """Hook: the dataset (:class:`~neural3d.data.SceneData`) this model renders; default ignores it."""

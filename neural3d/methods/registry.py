@@ -18,6 +18,7 @@ from dataclasses import dataclass
 _BUILTIN_MODULES = (
     "neural3d.methods.nerf.model",
     "neural3d.methods.ngp.model",
+    "neural3d.methods.tensorf.model",
     "neural3d.methods.gnt.model",
     "neural3d.methods.lvsm.model",
     "neural3d.methods.nid.model",

@@ -49,6 +49,7 @@ from torch import Tensor
 
 from neural3d.training import distributed as dist
 from neural3d.training.nonfinite import NONFINITE_MODES, nonfinite_names, step_flags
+from neural3d.training.optim import drop_resized_state
 from neural3d.training.run_dir import RunDir, is_main_process
 from neural3d.training.signals import StopSignals
 from neural3d.training.stops import NonFiniteError, TrainingInterrupted
@@ -235,6 +236,7 @@ class Loop:
         if self._finite_or_skip(loss):
             if self.config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(task.module.parameters(), self.config.grad_clip)
+            drop_resized_state(self.optimizer)  # a grid resampled by step_begin restarts its moments
             self.optimizer.step()
         self.scheduler.step()
         for name, optimizer in self.aux_optimizers.items():

@@ -12,11 +12,20 @@ from neural3d.config import ConfigError
 NO_DECAY_GROUPS = ("encoding", "no_decay")
 
 
-def build_optimizer(groups: dict[str, list[nn.Parameter]], cfg) -> torch.optim.Optimizer:
+def build_optimizer(
+    groups: dict[str, list[nn.Parameter]], cfg, lr_scales: dict[str, float] | None = None
+) -> torch.optim.Optimizer:
     """Adam or AdamW (``cfg.optimizer``) over named parameter groups; weight decay only on groups not named in
-    :data:`NO_DECAY_GROUPS`."""
+    :data:`NO_DECAY_GROUPS`. ``lr_scales``: a group's learning rate is ``cfg.lr`` times its scale (default 1);
+    the schedule multiplies every group's rate by the same factor."""
+    scales = lr_scales or {}
     param_groups = [
-        {"params": params, "name": name, "weight_decay": 0.0 if name in NO_DECAY_GROUPS else cfg.weight_decay}
+        {
+            "params": params,
+            "name": name,
+            "lr": cfg.lr * scales.get(name, 1.0),
+            "weight_decay": 0.0 if name in NO_DECAY_GROUPS else cfg.weight_decay,
+        }
         for name, params in groups.items()
         if params
     ]
@@ -54,3 +63,20 @@ def lr_factor(step: int, total: int, cfg) -> float:
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg) -> torch.optim.lr_scheduler.LambdaLR:
     lr_factor(0, total_steps, cfg)  # validate the schedule name early
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, cfg))
+
+
+def drop_resized_state(optimizer: torch.optim.Optimizer) -> int:
+    """Forget the moments of parameters whose shape changed since the optimizer last stepped them.
+
+    A field that resamples its grids (TensoRF's upsampling and box shrinking) replaces a parameter's data in
+    place; Adam's moments of the old shape no longer apply, so that parameter starts again from fresh moments
+    (the official TensoRF code builds a new optimizer at each upsampling). Returns how many were dropped.
+    """
+    dropped = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if state and any(isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape != p.shape for v in state.values()):
+                del optimizer.state[p]
+                dropped += 1
+    return dropped

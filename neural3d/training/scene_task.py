@@ -125,7 +125,7 @@ class SceneTask(TaskBase):
 
     def configure_optimizers(self, total_steps: int) -> tuple[torch.optim.Optimizer, LRScheduler]:
         optim = self.cfg.trainer.optim
-        optimizer = build_optimizer(self.model.param_groups(), optim)
+        optimizer = build_optimizer(self.model.param_groups(), optim, self.model.lr_scales())
         return optimizer, build_scheduler(optimizer, total_steps, optim)
 
     def configure_auxiliary_optimizers(self, total_steps: int) -> dict[str, torch.optim.Optimizer]:
