@@ -264,3 +264,51 @@ def test_blender_config_builds_the_tensorf_method_sized_to_the_device():
     assert cpu.method == gpu.method == "tensorf" and cpu_model.sampler.type == "occupancy"
     assert cpu_model.n_voxels_final < gpu_model.n_voxels_final and cpu.trainer.steps < gpu.trainer.steps
     assert gpu_model.upsample_steps == [2000, 3000, 4000, 5500, 7000]  # the official lego schedule
+
+
+def _rendering_model(app_weight_thre: float) -> TensoRFModel:
+    """A small model with dense random grids (opaque and empty regions) and a carved occupancy grid, in eval."""
+    torch.manual_seed(11)
+    comps = {"density_components": [4, 4, 4], "app_components": [4, 4, 4]}
+    model = _model(app_weight_thre=app_weight_thre, **comps)
+    with torch.no_grad():
+        for p in model.field.density_grid.parameters():
+            p.normal_(0.0, 1.5)
+        model.sampler.update_grid(model.field.density)
+    return model.eval()
+
+
+def _renders(model: TensoRFModel, rays: RayBundle) -> tuple[dict, dict]:
+    """(the chunked ``forward`` path, the fused inference path) of the same rays."""
+    with torch.no_grad():
+        model.sampler.render_fused = False
+        ref = model.render_rays(rays, chunk=96)
+        model.sampler.render_fused = True
+        return ref, model.render_rays(rays, chunk=96)
+
+
+def _box_rays(n: int) -> RayBundle:
+    g = torch.Generator().manual_seed(5)
+    origins = torch.randn(n, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.5, 4.0])
+    target = torch.rand(n, 3, generator=g) * (torch.tensor(BOX[1]) - torch.tensor(BOX[0])) + torch.tensor(BOX[0])
+    d = torch.nn.functional.normalize(target - origins, dim=-1)
+    return RayBundle(origins, d, d, torch.full((n,), 2.0), torch.full((n,), 6.0))
+
+
+def test_fused_render_equals_the_forward_path_when_every_sample_is_coloured():
+    """``app_weight_thre = 0``: both paths colour every kept sample (measured: equal to 1.2e-7)."""
+    model = _rendering_model(0.0)
+    ref, fast = _renders(model, _box_rays(300))
+    for k in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(fast[k], ref[k], atol=1e-6, rtol=0)
+    assert float(ref["opacity"].max()) > 0.99 and float(ref["opacity"].min()) < 0.01  # opaque and empty rays
+
+
+def test_fused_render_colours_what_the_forward_path_skips_within_its_weight_bound():
+    """The default ``app_weight_thre`` leaves samples of weight <= 1e-4 black in ``forward``; the fused path colours
+    them: each pixel differs by at most the weight left out (bounded by samples per ray x threshold)."""
+    model = _rendering_model(1e-4)
+    ref, fast = _renders(model, _box_rays(300))
+    torch.testing.assert_close(fast["opacity"], ref["opacity"], atol=1e-6, rtol=0)
+    difference = float((fast["rgb"] - ref["rgb"]).abs().max())
+    assert 0.0 < difference < 2e-3  # > 0: the fused path ran (it colours what forward leaves black)

@@ -109,6 +109,18 @@ class TensoRFField(Field):
         features = self.basis(self.app_grid(x))
         return self.mlp(torch.cat([self.feature_encoding(features), self.view_encoding(viewdirs)], dim=-1))
 
+    deferred_color = True
+
+    def density_and_features(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """[*batch, 3] -> (density [*batch, 1], features [*batch, 3]): the features are the box coordinates, from
+        which :meth:`color` reads the appearance planes only for the samples a renderer colours."""
+        x = self.box_coordinates(positions)
+        return self._density_of(x.reshape(-1, 3)).reshape(*x.shape[:-1], 1), x
+
+    def color(self, features: Tensor, viewdirs: Tensor) -> Tensor:
+        """[*batch, 3] box coordinates of :meth:`density_and_features`, [*batch, 3] unit directions -> [*batch, 3]."""
+        return self._rgb_of(features.reshape(-1, 3), viewdirs.reshape(-1, 3)).reshape(*features.shape[:-1], 3)
+
     def density(self, positions: Tensor) -> Tensor:
         """[*batch, 3] -> [*batch, 1] density (0 outside the box)."""
         x = self.box_coordinates(positions)
