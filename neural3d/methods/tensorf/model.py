@@ -139,8 +139,13 @@ class TensoRFModel(Model):
     def lr_scales(self) -> dict[str, float]:
         return {"network": self.config.network_lr_scale}
 
+    @property
+    def active_sampler(self):
+        """The training sampler, or ``eval_sampler`` in eval mode when one is configured."""
+        return self.sampler if self.training or self.eval_sampler is None else self.eval_sampler
+
     def forward(self, rays: RayBundle, context: Any = None) -> ModelOutputs:
-        sampler = self.sampler if self.training or self.eval_sampler is None else self.eval_sampler
+        sampler = self.active_sampler
         samples = sampler.sample(rays, density_fn=self.field.density)
         out = self.renderer(self.field(samples, context), samples, self.background)
         if samples.ray_subset is None:
@@ -155,7 +160,7 @@ class TensoRFModel(Model):
         """Without gradients, an occupancy sampler with ``render_fused`` renders through
         :func:`~neural3d.render.inference.render_rays_marched` (one density pass, early ray termination, colour of
         every kept sample); otherwise the chunked ``forward`` (colour where the weight exceeds ``app_weight_thre``)."""
-        sampler = self.sampler if self.training or self.eval_sampler is None else self.eval_sampler
+        sampler = self.active_sampler
         if self.training or torch.is_grad_enabled() or not getattr(sampler, "render_fused", False):
             return super().render_rays(rays, chunk=chunk, context=context)
         return render_rays_marched(rays, sampler, self.field, self.renderer, self.background, chunk=chunk)
