@@ -99,22 +99,14 @@ class NGPModel(Model):
             out = self.renderer(self.field(samples, context), samples, self.background)
         else:
             out = self.renderer(self.field(samples, context, perturb=field_perturb), samples, self.background)
-        if samples.ray_subset is None:
-            return ModelOutputs(out.rgb, out.depth, out.opacity, samples=samples, weights=out.weights)
-        rgb, depth, opacity = _scatter(out, samples.ray_subset, rays, self.background)
-        mask = None
-        if not sampler.supervise_skipped_rays:
-            mask = torch.zeros(len(rays), dtype=torch.bool, device=rays.device).index_fill(0, samples.ray_subset, True)
-        return ModelOutputs(rgb, depth, opacity, samples=samples, weights=out.weights, loss_mask=mask)
+        return marched_outputs(out, samples, rays, sampler, self.background)
 
     def render_rays(self, rays: RayBundle, chunk: int = 8192, context: Any = None) -> dict[str, Tensor]:
         """Without gradients, an occupancy sampler with ``render_fused`` renders through
         :func:`~neural3d.render.inference.render_rays_marched` (one density pass, early ray termination, colour
         where it shows: the same image to ``render_color_eps``); otherwise the chunked ``forward``."""
-        sampler = self.active_sampler
-        if self.training or torch.is_grad_enabled() or not getattr(sampler, "render_fused", False):
-            return super().render_rays(rays, chunk=chunk, context=context)
-        return render_rays_marched(rays, sampler, self.field, self.renderer, self.background, chunk=chunk)
+        fused = inference_render(self, rays, chunk)
+        return super().render_rays(rays, chunk=chunk, context=context) if fused is None else fused
 
     def loss_dict(self, outputs: ModelOutputs, batch: Any) -> dict[str, Tensor]:
         """``loss_rgb`` (on ``loss_mask`` rays), the sampler's losses (interlevel), ``loss_distortion`` (if on)."""
@@ -139,6 +131,28 @@ class NGPModel(Model):
             metrics["samples_per_ray"] = torch.tensor(float(outputs.samples.n_samples)) / max(len(rgb), 1)
             metrics["rays_used"] = torch.tensor(float(len(rgb)))
         return metrics
+
+
+def inference_render(model: Model, rays: RayBundle, chunk: int) -> dict[str, Tensor] | None:
+    """The fused render (:func:`~neural3d.render.inference.render_rays_marched`) of a model with ``active_sampler``,
+    ``field``, ``renderer`` and ``background`` when it applies — eval, no gradients, an occupancy sampler with
+    ``render_fused`` —, else None (the caller renders through ``forward``)."""
+    sampler = model.active_sampler
+    if model.training or torch.is_grad_enabled() or not getattr(sampler, "render_fused", False):
+        return None
+    return render_rays_marched(rays, sampler, model.field, model.renderer, model.background, chunk=chunk)
+
+
+def marched_outputs(out: RenderOutputs, samples, rays: RayBundle, sampler, background: Tensor) -> ModelOutputs:
+    """``ModelOutputs`` of a render of ``samples``: when the sampler skipped rays (``samples.ray_subset``), those
+    show the background at ``far`` and, unless ``sampler.supervise_skipped_rays``, are left out of the loss."""
+    if samples.ray_subset is None:
+        return ModelOutputs(out.rgb, out.depth, out.opacity, samples=samples, weights=out.weights)
+    rgb, depth, opacity = _scatter(out, samples.ray_subset, rays, background)
+    mask = None
+    if not sampler.supervise_skipped_rays:
+        mask = torch.zeros(len(rays), dtype=torch.bool, device=rays.device).index_fill(0, samples.ray_subset, True)
+    return ModelOutputs(rgb, depth, opacity, samples=samples, weights=out.weights, loss_mask=mask)
 
 
 def _scatter(out: RenderOutputs, subset: Tensor, rays: RayBundle, background: Tensor) -> tuple[Tensor, ...]:

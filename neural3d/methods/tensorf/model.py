@@ -31,11 +31,10 @@ from neural3d.core.samples import RaySamples
 from neural3d.evaluation.metrics import mse_to_psnr
 from neural3d.fields.tensorf_field import TensoRFField
 from neural3d.methods.base import Model, ModelOutputs, SceneInfo
-from neural3d.methods.ngp.model import _scatter
+from neural3d.methods.ngp.model import inference_render, marched_outputs
 from neural3d.methods.registry import register_method
 from neural3d.methods.tensorf.config import TensoRFModelConfig
 from neural3d.render import VolumeRenderer
-from neural3d.render.inference import render_rays_marched
 from neural3d.samplers.config import build_sampler
 
 __all__ = ["TensoRFModel", "TensoRFModelConfig", "voxel_schedule", "resolution_for"]
@@ -148,22 +147,14 @@ class TensoRFModel(Model):
         sampler = self.active_sampler
         samples = sampler.sample(rays, density_fn=self.field.density)
         out = self.renderer(self.field(samples, context), samples, self.background)
-        if samples.ray_subset is None:
-            return ModelOutputs(out.rgb, out.depth, out.opacity, samples=samples, weights=out.weights)
-        rgb, depth, opacity = _scatter(out, samples.ray_subset, rays, self.background)
-        mask = None
-        if not sampler.supervise_skipped_rays:
-            mask = torch.zeros(len(rays), dtype=torch.bool, device=rays.device).index_fill(0, samples.ray_subset, True)
-        return ModelOutputs(rgb, depth, opacity, samples=samples, weights=out.weights, loss_mask=mask)
+        return marched_outputs(out, samples, rays, sampler, self.background)
 
     def render_rays(self, rays: RayBundle, chunk: int = 8192, context: Any = None) -> dict[str, Tensor]:
         """Without gradients, an occupancy sampler with ``render_fused`` renders through
         :func:`~neural3d.render.inference.render_rays_marched` (one density pass, early ray termination, colour of
         every kept sample); otherwise the chunked ``forward`` (colour where the weight exceeds ``app_weight_thre``)."""
-        sampler = self.active_sampler
-        if self.training or torch.is_grad_enabled() or not getattr(sampler, "render_fused", False):
-            return super().render_rays(rays, chunk=chunk, context=context)
-        return render_rays_marched(rays, sampler, self.field, self.renderer, self.background, chunk=chunk)
+        fused = inference_render(self, rays, chunk)
+        return super().render_rays(rays, chunk=chunk, context=context) if fused is None else fused
 
     def density_l1(self) -> Tensor:
         """Sum over modes of the mean absolute value of the density plane and of the density line."""
