@@ -1,10 +1,18 @@
-"""The lego race against TensoRF (issue 24): PSNR vs training seconds, both sides in turns on one machine.
+"""The races against TensoRF (issue 24): PSNR vs training seconds, both sides in turns on one machine.
 
     python benchmarks/race_tensorf.py --budget 540                                  # neural3d alone
     python benchmarks/race_tensorf.py --budget 540 --tensorf /work/peers/TensoRF    # + the official TensoRF
     python benchmarks/race_tensorf.py --budget 60 model.sampler.n_samples=...       # overrides: neural3d's config
     python benchmarks/race_tensorf.py --config configs/blender_tensorf.yaml --peer-from runs/race/race.json
                                                # TensoRF's curve from an earlier run of this harness and clock
+    python benchmarks/race_tensorf.py --scene fern --budget 600 --tensorf /work/peers/TensoRF
+                                               # fern images_8 against TensoRF's LLFF config (flower.txt)
+
+``--scene fern``: neural3d trains ``configs/llff_tensorf.yaml`` (default for this scene) on fern ``images_8``
+(504x378, every 8th view held out: views 0, 8, 16) and is scored on that ``test`` split; the peer runs TensoRF's
+``configs/flower.txt`` sized for a CPU (``TENSORF_FERN``: 64^3 -> 200^3 voxels, upsampling at 200/300/400/550,
+alpha mask at 250, batch 1,024, 2,000 iterations) on the same pixels and the same held-out views. The rest of this
+text describes the lego race.
 
 neural3d trains ``configs/blender_ngp.yaml`` (as the README command: the config sizes itself to the device) on
 the shared lego at factor 8 (100x100, area-downscaled, white background) and is scored on val. The peer is the
@@ -50,6 +58,41 @@ TENSORF_LEGO = [
     *[a for it in (200, 300, 400, 550, 700) for a in ("--upsamp_list", str(it))],
     *[a for it in (200, 400) for a in ("--update_AlphaMask_list", str(it))],
 ]  # fmt: skip
+# the CPU sizing of TensoRF's configs/flower.txt for fern images_8 (BENCHMARKS.md, "TensoRF race on fern"): the
+# scene and resolution, and the lego race's scaling of its schedule (node counts, steps / 10, 1,024 rays)
+TENSORF_FERN = [
+    "--config", "configs/flower.txt", "--downsample_train", "8", "--N_vis", "0", "--render_test", "0",
+    "--render_path", "0", "--N_voxel_init", str(64**3), "--N_voxel_final", str(200**3), "--batch_size", "1024",
+    "--n_iters", "2000", *[a for it in (200, 300, 400, 550) for a in ("--upsamp_list", str(it))],
+    "--update_AlphaMask_list", "250",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A race scene: where its data is, neural3d's data overrides, the held-out split, the peer's arguments."""
+
+    data: str
+    overrides: tuple[str, ...]
+    split: str
+    peer_dataset: str
+    peer_args: tuple[str, ...]
+    config: str
+
+
+SCENES = {
+    "lego": Scene(
+        "nerf_synthetic/lego", ("data.factor=8",), "val", "blender", tuple(TENSORF_LEGO), "configs/blender_ngp.yaml"
+    ),
+    "fern": Scene(
+        "nerf_llff_data/fern",
+        ("data.factor=8", "data.llffhold=8"),
+        "test",
+        "llff",
+        tuple(TENSORF_FERN),
+        "configs/llff_tensorf.yaml",
+    ),
+}
 
 
 @dataclass
@@ -78,8 +121,10 @@ class Neural3dSide:
         from neural3d.config import load_config
         from neural3d.training.trainer import Trainer
 
-        data = args.data / "nerf_synthetic" / "lego"
-        base = [f"data.path={data}", "data.factor=8", "eval.split=val", f"output_dir={args.out}"]
+        scene = SCENES[args.scene]
+        self.split = scene.split
+        base = [f"data.path={args.data / scene.data}", *scene.overrides, f"eval.split={scene.split}"]
+        base += [f"output_dir={args.out}"]
         base += ["experiment=race_neural3d", "trainer.progress=false", "trainer.checkpoint_every=0"]
         cfg, _ = load_config(str(ROOT / args.config), [*base, *overrides])
         self.trainer = Trainer(cfg, overwrite=True)
@@ -89,7 +134,7 @@ class Neural3dSide:
 
     def _subset(self, n: int):
         scene = self.trainer.scene
-        idx = scene.splits["val"]
+        idx = scene.splits[self.split]
         sub = {**scene.splits, "_race": idx[eval_views(len(idx), n)]}
         return replace(scene, splits=sub)
 
@@ -97,14 +142,14 @@ class Neural3dSide:
         from neural3d.evaluation.evaluate import evaluate_split
 
         tr = self.trainer
-        scene = self._subset(self.args.final_images or len(tr.scene.splits["val"]))
+        scene = self._subset(self.args.final_images or len(tr.scene.splits[self.split]))
         scene = scene if n_images is None else self._subset(n_images)
         split = "_race"
         res = evaluate_split(tr.model, scene, split)
         tr.model.train()
         mean = res["mean"]
         if n_images is None:  # the curve's views, for a point comparable with the curve
-            n_val = len(tr.scene.splits["val"])
+            n_val = len(tr.scene.splits[self.split])
             final = eval_views(n_val, self.args.final_images or n_val)
             curve = [final.index(v) for v in eval_views(n_val, self.args.eval_images) if v in final]
             mean["psnr_eval_views"] = sum(res["per_image"][i]["psnr"] for i in curve) / len(curve)
@@ -149,10 +194,11 @@ class Neural3dSide:
             "samples_per_ray": self.samples / self.rays if self.rays else None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             **res,
-            "n_images": self.args.final_images or len(self.trainer.scene.splits["val"]),
+            "n_images": self.args.final_images or len(self.trainer.scene.splits[self.split]),
         }
         s.curve.append((s.clock, s.step, res["psnr_eval_views"]))
-        log(f"  {s.name:28s} final t={s.clock:.1f}s step={s.step} val PSNR={res['psnr']:.2f} SSIM={res['ssim']:.4f}")
+        scores = f"{self.split} PSNR={res['psnr']:.2f} SSIM={res['ssim']:.4f}"
+        log(f"  {s.name:28s} final t={s.clock:.1f}s step={s.step} {scores}")
 
 
 class PeerSide:
@@ -162,14 +208,15 @@ class PeerSide:
         cmd = [sys.executable, str(Path(__file__).with_name("tensorf_peer.py")), "--tensorf", str(args.tensorf)]
         cmd += ["--budget", str(args.budget), "--eval-every", str(args.eval_every)]
         cmd += ["--eval-images", str(args.eval_images), "--final-images", str(args.final_images)]
-        cmd += ["--threads", str(args.threads), "--clock", args.clock, "--"]
-        data = (args.data / "nerf_synthetic" / "lego").resolve()
-        cmd += [*TENSORF_LEGO, "--datadir", str(data), "--basedir", str((args.out / "tensorf").resolve())]
+        scene = SCENES[args.scene]
+        cmd += ["--threads", str(args.threads), "--clock", args.clock, "--dataset", scene.peer_dataset, "--"]
+        data = (args.data / scene.data).resolve()
+        cmd += [*scene.peer_args, "--datadir", str(data), "--basedir", str((args.out / "tensorf").resolve())]
         self.log_file = open(args.out / "tensorf.log", "w")
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log_file, text=True
         )
-        self.side = Side("TensoRF (official, CPU-sized lego)")
+        self.side = Side(f"TensoRF (official, CPU-sized {args.scene})")
         self.command = cmd
 
     def _read(self, log) -> dict:
@@ -185,7 +232,7 @@ class PeerSide:
         elif msg["event"] == "final":
             s.done, s.final = True, msg
             s.curve.append((msg["t"], msg["step"], msg["psnr_eval_views"]))
-            scores = f"val PSNR={msg['psnr']:.2f} SSIM={msg['ssim']:.4f}"
+            scores = f"held-out PSNR={msg['psnr']:.2f} SSIM={msg['ssim']:.4f}"
             log(f"  {s.name:28s} final t={msg['t']:.1f}s step={msg['step']} {scores}")
         return msg
 
@@ -221,7 +268,7 @@ def peer_from(path: Path, args) -> Side:
     if not str(earlier.get("clock", "")).startswith(args.clock):
         raise SystemExit(f"--peer-from {path}: its clock is '{earlier.get('clock')}', this run's is {args.clock}")
     settings = earlier.get("settings", {})
-    for key in ("eval_images", "final_images"):
+    for key in ("scene", "eval_images", "final_images"):
         if key in settings and settings[key] != getattr(args, key):
             raise SystemExit(
                 f"--peer-from {path}: it used --{key.replace('_', '-')} {settings[key]}, not {getattr(args, key)}"
@@ -251,11 +298,13 @@ def main() -> None:
         default=None,
         help="race.json of an earlier run of this script with the peer: reuse its TensoRF curve (same clock and views)",
     )
-    p.add_argument("--config", default="configs/blender_ngp.yaml", help="neural3d config (relative to the repo)")
+    p.add_argument("--scene", choices=sorted(SCENES), default="lego", help="lego (val) or fern (test)")
+    p.add_argument("--config", default=None, help="neural3d config (relative to the repo; default: the scene's)")
     p.add_argument("--data", type=Path, default=SHARED_DATA)
     p.add_argument("--out", type=Path, default=Path("runs/race"))
     p.add_argument("overrides", nargs="*", help="neural3d config overrides (key=value)")
     args = p.parse_args()
+    args.config = args.config or SCENES[args.scene].config
     if args.tensorf is not None and args.peer_from is not None:
         p.error("--tensorf runs the peer, --peer-from reuses an earlier run of it: give one of them")
     torch.set_num_threads(args.threads)
@@ -292,7 +341,9 @@ def main() -> None:
         "command": " ".join(sys.argv),
         "wall_s": time.perf_counter() - wall,
         "clock": f"{args.clock} seconds of each side's training steps, in alternating turns (cpu_s, wall_s: both)",
-        "settings": {k: getattr(args, k) for k in ("budget", "eval_every", "eval_images", "final_images", "threads")},
+        "settings": {
+            k: getattr(args, k) for k in ("scene", "budget", "eval_every", "eval_images", "final_images", "threads")
+        },
         "sides": [{"name": s.side.name, "curve": s.side.curve, "final": s.side.final} for s in sides],
     }
     if reused is not None:

@@ -14,6 +14,9 @@ unchanged, with these stand-ins around it:
   would resize with Lanczos, and at ``downsample_train != 1`` it does not resize at all: it resets
   ``self.downsample`` to 1 before reading). Alpha is handed over as 1, so TensoRF's blend returns the
   composited colour unchanged. Its ``test`` split is read from ``val`` (the developers' copy has no test).
+  LLFF (``--dataset llff``): TensoRF's loader reads ``images_4/<name>`` and resizes it with Lanczos; the stand-in
+  hands it ``images_<factor>/<name>`` as neural3d's LLFF loader reads it (the same float pixels; the size is
+  checked, nothing is resized). Its poses, NDC rays and hold-out (every 8th view as ``test``) are its own.
 * kornia's ``create_meshgrid`` (pixel-index grid), OpenCV, tensorboard's ``SummaryWriter``, plyfile and
   scikit-image when they are not installed: the first feeds ray generation (same integer grid), the others are
   imported but not used by training (logging, mesh export). LPIPS is never called (``--render_test 0``).
@@ -118,6 +121,43 @@ class _Images:
         return np.concatenate([rgb[0], np.ones_like(rgb[0][..., :1])], -1)  # RGBA, alpha 1: blend is a no-op
 
 
+class _LLFFImage:
+    """What TensoRF's LLFF loader calls on an opened image (``convert``, ``resize``): the pixels are fixed at open."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb  # [H, W, 3] float32 in [0, 1]
+
+    def convert(self, _mode):
+        return self
+
+    def resize(self, size, _filter=None):
+        if tuple(size) != (self.rgb.shape[1], self.rgb.shape[0]):
+            raise ValueError(f"tensorf_peer.py: the LLFF stand-in holds {self.rgb.shape[1::-1]} pixels, asked {size}")
+        return self
+
+    def __array__(self, dtype=None, copy=None):
+        return self.rgb if dtype is None else self.rgb.astype(dtype)
+
+
+class _LLFFImages:
+    """Stand-in for ``PIL.Image`` in TensoRF's LLFF loader, which reads ``images_4/<name>`` and resizes it with
+    Lanczos to ``img_wh``: the frame is ``images_<factor>/<name>`` read by **neural3d's** LLFF loader instead (the
+    same float pixels neural3d trains on; ``resize`` checks the size and changes nothing)."""
+
+    LANCZOS = None
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def open(self, path):
+        from neural3d.data.images import load_image_stack
+
+        path = Path(path)
+        small = path.parent.parent / f"images_{self.factor}" / path.name
+        rgb, _, _ = load_image_stack([small], keep_alpha=False)
+        return _LLFFImage(rgb[0])
+
+
 class PeerClock:
     """The loop's iterator: yields iteration numbers, keeps the clock, evaluates and hands turns back."""
 
@@ -182,8 +222,9 @@ class PeerClock:
 class Evaluator:
     """Renders val views with TensoRF's renderer (its test-time sample count) and scores them like neural3d."""
 
-    def __init__(self, dataset, renderer, n_curve: int, n_final: int) -> None:
+    def __init__(self, dataset, renderer, n_curve: int, n_final: int, ndc_ray: bool = False) -> None:
         self.n_curve, self.n_final = n_curve, n_final  # views of the curve points and of the final score (0: all)
+        self.white_bg, self.ndc_ray = bool(dataset.white_bg), bool(ndc_ray)  # as train.py's final evaluation
         self.rays = dataset.all_rays  # [n, H*W, 6]
         self.rgbs = dataset.all_rgbs  # [n, H, W, 3]
         self.renderer = renderer
@@ -191,7 +232,9 @@ class Evaluator:
     @torch.no_grad()
     def _render(self, tensorf, i: int) -> torch.Tensor:
         h, w = self.rgbs.shape[1:3]
-        rgb, *_ = self.renderer(self.rays[i], tensorf, chunk=4096, N_samples=-1, white_bg=True, device="cpu")
+        rgb, *_ = self.renderer(
+            self.rays[i], tensorf, chunk=4096, N_samples=-1, white_bg=self.white_bg, ndc_ray=self.ndc_ray, device="cpu"
+        )
         return rgb.clamp(0.0, 1.0).reshape(h, w, 3)
 
     def _views(self, n: int) -> list[int]:
@@ -237,6 +280,28 @@ def _count_samples(clock: PeerClock, model_cls) -> None:
     model_cls.compute_densityfeature, model_cls.forward, model_cls.training_ray_count = density, forward, False
 
 
+def _held_out_dataset(name: str, factor: int, train):
+    """Installs the image stand-in in TensoRF's loader ``name`` and returns the dataset class of its held-out
+    views: lego's ``val`` (the developers' copy has no ``test``: "test" reads val), LLFF's ``test`` (every 8th)."""
+    import dataLoader
+
+    if name == "llff":
+        import dataLoader.llff as llff
+
+        llff.Image = _LLFFImages(factor)
+        return llff.LLFFDataset
+    import dataLoader.blender as blender
+
+    blender.Image = _Images(factor)
+
+    class BlenderVal(blender.BlenderDataset):
+        def __init__(self, datadir, split="train", **kw):
+            super().__init__(datadir, split="val" if split == "test" else split, **kw)
+
+    train.dataset_dict = {**dataLoader.dataset_dict, "blender": BlenderVal}
+    return BlenderVal
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tensorf", type=Path, required=True, help="TensoRF checkout")
@@ -245,6 +310,7 @@ def main() -> None:
     p.add_argument("--eval-images", type=int, default=4)
     p.add_argument("--final-images", type=int, default=0, help="views of the final score (0: all)")
     p.add_argument("--factor", type=int, default=8)
+    p.add_argument("--dataset", choices=("blender", "llff"), default="blender", help="TensoRF's dataset_name")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="what the budget and curve measure")
     p.add_argument("peer_args", nargs=argparse.REMAINDER, help="-- then TensoRF's own arguments")
@@ -256,21 +322,14 @@ def main() -> None:
     os.chdir(args.tensorf)
     sys.argv = ["train.py", *[a for a in args.peer_args if a != "--"]]
 
-    import dataLoader
-    import dataLoader.blender as blender
     import train
     from models.tensoRF import TensorVMSplit
 
-    blender.Image = _Images(args.factor)
-
-    class BlenderVal(blender.BlenderDataset):  # the developers' lego has train + val: "test" reads val
-        def __init__(self, datadir, split="train", **kw):
-            super().__init__(datadir, split="val" if split == "test" else split, **kw)
-
-    train.dataset_dict = {**dataLoader.dataset_dict, "blender": BlenderVal}
+    held_out = _held_out_dataset(args.dataset, args.factor, train)
     peer = train.config_parser()
-    val = BlenderVal(peer.datadir, split="val", downsample=peer.downsample_train, is_stack=True)
-    clock = PeerClock(peer.n_iters, args, out, Evaluator(val, train.renderer, args.eval_images, args.final_images))
+    val = held_out(peer.datadir, split="test", downsample=peer.downsample_train, is_stack=True)
+    evaluator = Evaluator(val, train.renderer, args.eval_images, args.final_images, ndc_ray=bool(peer.ndc_ray))
+    clock = PeerClock(peer.n_iters, args, out, evaluator)
     _count_samples(clock, TensorVMSplit)
     train.tqdm = lambda *_a, **_k: clock
     torch.manual_seed(20211202)  # as train.py's __main__

@@ -312,3 +312,125 @@ def test_fused_render_colours_what_the_forward_path_skips_within_its_weight_boun
     torch.testing.assert_close(fast["opacity"], ref["opacity"], atol=1e-6, rtol=0)
     difference = float((fast["rgb"] - ref["rgb"]).abs().max())
     assert 0.0 < difference < 2e-3  # > 0: the fused path ran (it colours what forward leaves black)
+
+
+# ---------------------------------------------------------------------------------------------- LLFF settings
+def _tv_reference(plane: torch.Tensor) -> float:
+    """TensoRF's ``TVLoss`` of a [1, R, H, W] plane by explicit sums in float64: ``2 (sum_dH / count_H + sum_dW /
+    count_W)`` with ``count_H = R (H - 1) W`` and ``count_W = R H (W - 1)``."""
+    p = plane[0].double().tolist()
+    r, h, w = len(p), len(p[0]), len(p[0][0])
+    rows = sum((p[c][i + 1][j] - p[c][i][j]) ** 2 for c in range(r) for i in range(h - 1) for j in range(w))
+    cols = sum((p[c][i][j + 1] - p[c][i][j]) ** 2 for c in range(r) for i in range(h) for j in range(w - 1))
+    return 2.0 * (rows / (r * (h - 1) * w) + cols / (r * h * (w - 1)))
+
+
+def test_plane_tv_matches_a_float64_hand_computation():
+    from neural3d.fields.vm_decomposition import plane_tv
+
+    vm = _vm(res=(5, 4, 6), comps=(2, 3, 1))
+    for plane in vm.planes:
+        torch.testing.assert_close(plane_tv(plane), torch.tensor(_tv_reference(plane), dtype=torch.float64))
+    expected = sum(_tv_reference(p) for p in vm.planes)  # the lines are not regularised
+    torch.testing.assert_close(vm.plane_tv(), torch.tensor(expected, dtype=torch.float64))
+    flat = torch.full((1, 2, 3, 4), 0.7, dtype=torch.float64)
+    assert float(plane_tv(flat)) == 0.0
+
+
+def test_plane_tv_gradient_pulls_toward_smooth():
+    from neural3d.fields.vm_decomposition import plane_tv
+
+    plane = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    plane[0, 0, 2, 2] = 1.0  # a spike
+    plane.requires_grad_(True)
+    plane_tv(plane).backward()
+    grad = plane.grad[0, 0]
+    assert grad[2, 2] > 0  # descent lowers the spike
+    for i, j in ((1, 2), (3, 2), (2, 1), (2, 3)):
+        assert grad[i, j] < 0  # and raises its neighbours
+    assert float(grad.abs()[0, 0]) == 0.0  # nodes without a differing neighbour feel nothing
+    rough = torch.randn(1, 3, 6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    values = []
+    for _ in range(10):  # gradient descent on the TV alone smooths a random plane
+        rough.requires_grad_(True)
+        tv = plane_tv(rough)
+        (grad,) = torch.autograd.grad(tv, rough)
+        values.append(float(tv.detach()))
+        rough = (rough - 5.0 * grad).detach()
+    assert values == sorted(values, reverse=True) and values[-1] < 0.5 * values[0]
+
+
+def test_relu_density_is_the_scaled_relu_of_the_feature():
+    torch.manual_seed(3)
+    field = TensoRFField(aabb=BOX, resolution=(5, 6, 4), density_activation="relu", distance_scale=25.0)
+    x = torch.rand(64, 3) * (torch.tensor(BOX[1]) - torch.tensor(BOX[0])) + torch.tensor(BOX[0])
+    feature = field.density_grid.density_sum(field.box_coordinates(x))
+    assert (feature < 0).any() and (feature > 0).any()
+    torch.testing.assert_close(field.density(x)[:, 0], 25.0 * feature.clamp_min(0.0))
+    with pytest.raises(ValueError, match="density_activation"):
+        TensoRFField(aabb=BOX, resolution=(5, 6, 4), density_activation="exp")
+
+
+def test_tv_losses_follow_tensorf_weights_and_decay():
+    from neural3d.methods.tensorf.model import TV_SCALE
+
+    comps = {"density_components": [2, 1, 1], "app_components": [3, 1, 1]}
+    model = _model(tv_weight_density=1.0, tv_weight_app=0.5, tv_decay=0.1, tv_decay_steps=100, **comps)
+    assert model.tv_weights(99) == pytest.approx((0.1, 0.05))  # weight x 0.1 ** ((step + 1) / 100)
+    assert model.tv_weights(0) == pytest.approx((0.1 ** (1 / 100), 0.5 * 0.1 ** (1 / 100)))
+    model.train()
+    model.training_step_begin(49)
+    rays = _box_rays(32)
+    out = model(rays)
+    batch = type("Batch", (), {"rgb": torch.rand(32, 3)})()
+    losses = model.loss_dict(out, batch)
+    w = 0.1**0.5
+    torch.testing.assert_close(losses["loss_tv_density"], w * TV_SCALE * model.field.density_grid.plane_tv())
+    torch.testing.assert_close(losses["loss_tv_app"], 0.5 * w * TV_SCALE * model.field.app_grid.plane_tv())
+    assert "loss_l1" in losses  # the Blender default keeps its L1
+    assert "loss_tv_density" not in _model(**comps).train().loss_dict(out, batch)  # off by default
+    with pytest.raises(ConfigError, match="tv_weight"):
+        _model(tv_weight_app=-1.0)
+
+
+def test_llff_config_holds_tensorf_llff_facts_and_resolves_the_tv_decay():
+    from neural3d.config import load_config
+
+    path = str(Path(__file__).resolve().parents[1] / "configs" / "llff_tensorf.yaml")
+    gpu, gpu_model = load_config(path, ["device=cuda"])
+    cpu, cpu_model = load_config(path, ["device=cpu"])
+    assert gpu.method == cpu.method == "tensorf"
+    assert gpu_model.density_components == [16, 4, 4] and gpu_model.app_components == [48, 12, 12]
+    assert gpu_model.density_activation == "relu" and gpu_model.view_pe == gpu_model.feature_pe == 0
+    assert gpu_model.tv_weight_density == gpu_model.tv_weight_app == 1.0 and gpu_model.l1_weight_initial == 0.0
+    assert gpu_model.upsample_steps == [2000, 3000, 4000, 5500] and gpu_model.shrink_step == 2500
+    assert gpu_model.tv_decay_steps == gpu.trainer.steps == 25000  # resolved from the trainer
+    assert cpu_model.tv_decay_steps == cpu.trainer.steps < gpu.trainer.steps
+    assert cpu_model.n_voxels_final < gpu_model.n_voxels_final
+
+
+def test_llff_tensorf_trains_in_the_ndc_box(tmp_path, tiny_llff_scene):
+    """A few steps of ``configs/llff_tensorf.yaml`` on a tiny NDC scene: the field and the marching grid use the
+    loader's NDC box, every loss is finite and the colour loss falls."""
+    from neural3d.config import load_config
+    from neural3d.training.trainer import Trainer
+
+    path = str(Path(__file__).resolve().parents[1] / "configs" / "llff_tensorf.yaml")
+    tiny = ["model.n_voxels_init=4096", "model.n_voxels_final=32768", "model.upsample_steps=[10]"]
+    tiny += ["model.shrink_step=12", "model.sampler.resolution=16", "trainer.batch_size=256", "trainer.steps=24"]
+    run = [f"data.path={tiny_llff_scene}", "data.factor=1", f"output_dir={tmp_path}", "device=cpu"]
+    cfg, _ = load_config(path, [*run, *tiny, "trainer.progress=false", "trainer.checkpoint_every=0"])
+    trainer = Trainer(cfg, overwrite=True)
+    assert trainer.scene.ndc
+    box = trainer.scene.scene_box.float()
+    torch.testing.assert_close(trainer.model.field.aabb, box)
+    torch.testing.assert_close(trainer.model.sampler.grid.aabbs[0].reshape(2, 3), box)
+    losses = []
+    for _ in range(24):
+        out = trainer.train_step()
+        assert all(torch.isfinite(torch.as_tensor(v)).all() for v in out.values())
+        losses.append(float(out["loss"]))
+    assert sum(losses[-4:]) < 0.8 * sum(losses[:4])
+    model, batch = trainer.model.train(), trainer.loop.task.next_batch(24)
+    terms = model.loss_dict(model(batch.rays), batch)
+    assert set(terms) == {"loss_rgb", "loss_tv_density", "loss_tv_app"}  # no L1 on LLFF

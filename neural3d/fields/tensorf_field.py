@@ -1,8 +1,9 @@
 """TensoRF's radiance field with vector-matrix factors (``TensorVMSplit`` of Chen et al., ECCV 2022).
 
 positions -> box coordinates in [-1, 1] -> density: ``distance_scale * softplus(sum_m sum_r P V + shift)``
-(16 components per mode); appearance: the 3 x 48 component products through the basis matrix ``B`` (no bias)
-to 27 features -> MLP on ``[features, viewdir, PE(features), PE(viewdir)]`` (2 frequencies each; two hidden
+(16 components per mode; TensoRF's ``fea2denseAct = softplus``) or ``distance_scale * relu(sum_m sum_r P V)``
+(``relu``, its LLFF configs: no shift); appearance: the 3 x 48 component products through the basis matrix ``B``
+(no bias) to 27 features -> MLP on ``[features, viewdir, PE(features), PE(viewdir)]`` (2 frequencies each; two hidden
 layers of 128, last bias zero) -> sigmoid rgb. The official code multiplies the interval length by
 ``distance_scale`` (25) inside ``alpha = 1 - exp(-sigma * delta * distance_scale)``; here the density carries it,
 so every renderer and sampler of the library composites it unchanged. Outside the box the density is 0.
@@ -44,7 +45,8 @@ class TensoRFField(Field):
         resolution: initial grid nodes per axis (x, y, z).
         density_components, app_components: components per mode (16, 16, 16) and (48, 48, 48).
         app_dim: appearance features after the basis matrix (27).
-        density_shift: added to the density feature before the softplus (-10).
+        density_shift: added to the density feature before the softplus (-10; unused by ``relu``).
+        density_activation: ``softplus`` (shifted) or ``relu`` (TensoRF's ``fea2denseAct``).
         distance_scale: factor on the density (25; TensoRF's factor on interval lengths).
         init_scale: the grids start as ``init_scale * N(0, 1)`` (0.1).
         view_pe, feature_pe: frequencies of the positional encodings of view directions and features (2, 2).
@@ -69,12 +71,16 @@ class TensoRFField(Field):
         feature_pe: int = 2,
         hidden_dim: int = 128,
         app_weight_thre: float = 1e-4,
+        density_activation: str = "softplus",
     ) -> None:
         super().__init__()
         aabb = torch.as_tensor(aabb.aabb if isinstance(aabb, SceneBox) else aabb, dtype=torch.float32)
         if aabb.shape != (2, 3) or not bool((aabb[1] > aabb[0]).all()):
             raise ValueError(f"tensorf_field.py: aabb must be [2, 3] with max > min, got {aabb.tolist()}")
+        if density_activation not in ("softplus", "relu"):
+            raise ValueError(f"tensorf_field.py: density_activation must be softplus or relu, got {density_activation}")
         self.register_buffer("aabb", aabb.clone())
+        self.density_activation = density_activation
         self.density_shift, self.distance_scale, self.app_weight_thre = density_shift, distance_scale, app_weight_thre
         self.density_grid = VMDecomposition(
             n_components=density_components, resolution=resolution, init_scale=init_scale
@@ -102,6 +108,8 @@ class TensoRFField(Field):
         """[n, 3] box coordinates -> [n] density (0 outside the box)."""
         inside = (x.abs() <= 1.0).all(dim=-1)
         feature = self.density_grid.density_sum(x)
+        if self.density_activation == "relu":
+            return self.distance_scale * F.relu(feature) * inside
         return self.distance_scale * F.softplus(feature + self.density_shift) * inside
 
     def _rgb_of(self, x: Tensor, viewdirs: Tensor) -> Tensor:

@@ -95,6 +95,15 @@ def sample_line(line: Tensor, u: Tensor) -> Tensor:
     return lo + (vec.index_select(1, left + 1) - lo) * w
 
 
+def plane_tv(plane: Tensor) -> Tensor:
+    """Total variation of ``plane`` [1, R, H, W] as TensoRF's ``TVLoss``: ``2 (mean_dH + mean_dW)``, the means of
+    the squared differences of neighbouring nodes along the rows (``R (H-1) W`` terms) and along the columns
+    (``R H (W-1)`` terms). A scalar; its gradient pulls every node toward its neighbours."""
+    d_rows = (plane[:, :, 1:, :] - plane[:, :, :-1, :]).square().mean()
+    d_cols = (plane[:, :, :, 1:] - plane[:, :, :, :-1]).square().mean()
+    return 2.0 * (d_rows + d_cols)
+
+
 class VMDecomposition(nn.Module):
     """Three plane x line modes of ``n_components[m]`` components each over a ``resolution`` grid.
 
@@ -150,6 +159,10 @@ class VMDecomposition(nn.Module):
     def density_sum(self, x: Tensor) -> Tensor:
         """[n, 3] points in [-1, 1] -> [n] sum of all components (TensoRF's density feature)."""
         return sum(prod.sum(0) for prod in self.mode_products(x))
+
+    def plane_tv(self) -> Tensor:
+        """Sum over the modes of :func:`plane_tv` of each plane (TensoRF regularises the planes, not the lines)."""
+        return sum(plane_tv(plane) for plane in self.planes)
 
     @torch.no_grad()
     def upsample(self, resolution: Sequence[int]) -> None:

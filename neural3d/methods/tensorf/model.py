@@ -10,7 +10,10 @@ Training schedule (all decided by the step, so ``--resume`` replays it exactly):
 
 Resized parameters keep their ``nn.Parameter`` objects; the training loop drops their Adam moments
 (:func:`~neural3d.training.optim.drop_resized_state`). Losses: the colour MSE (on the rays the sampler kept)
-plus the L1 norm of the density planes and lines (``loss_l1``).
+plus the L1 norm of the density planes and lines (``loss_l1``) and TensoRF's total variation of the density and
+appearance planes (``loss_tv_density``, ``loss_tv_app``: weight x ``TV_SCALE`` x the sum of
+:func:`~neural3d.fields.vm_decomposition.plane_tv` over the three planes, the weight decaying by ``tv_decay``
+over ``tv_decay_steps`` as TensoRF's does with its learning rate).
 
 The default sampler is occupancy marching (:mod:`neural3d.samplers.occupancy`): the grid is refreshed from the
 field's density, empty cells are skipped and a gradient-free density pass drops samples behind opaque space, so
@@ -37,7 +40,10 @@ from neural3d.methods.tensorf.config import TensoRFModelConfig
 from neural3d.render import VolumeRenderer
 from neural3d.samplers.config import build_sampler
 
-__all__ = ["TensoRFModel", "TensoRFModelConfig", "voxel_schedule", "resolution_for"]
+__all__ = ["TensoRFModel", "TensoRFModelConfig", "voxel_schedule", "resolution_for", "TV_SCALE"]
+
+TV_SCALE = 1e-2
+"""Factor on each plane's TV inside TensoRF's ``TV_loss_density`` / ``TV_loss_app`` (``models/tensoRF.py``)."""
 
 
 def voxel_schedule(n_init: int, n_final: int, n_upsamples: int) -> list[int]:
@@ -73,6 +79,7 @@ class TensoRFModel(Model):
             feature_pe=config.feature_pe,
             hidden_dim=config.hidden_dim,
             app_weight_thre=config.app_weight_thre,
+            density_activation=config.density_activation,
         )
         self.sampler = build_sampler(config.sampler, aabb=box)
         self.eval_sampler = (
@@ -101,6 +108,14 @@ class TensoRFModel(Model):
         """Weight of the density L1 norm at ``step``: ``l1_weight_initial`` before ``shrink_step``, then the rest."""
         shrink = self.config.shrink_step
         return self.config.l1_weight_rest if 0 < shrink <= step else self.config.l1_weight_initial
+
+    def tv_weights(self, step: int) -> tuple[float, float]:
+        """(density, appearance) TV weights at ``step``: ``tv_weight_* x tv_decay ** ((step + 1) / tv_decay_steps)``
+        (TensoRF multiplies them by its learning-rate factor before each iteration); no decay when
+        ``tv_decay_steps`` is None (a config built without a trainer section)."""
+        cfg = self.config
+        decay = 1.0 if not cfg.tv_decay_steps else cfg.tv_decay ** ((step + 1) / cfg.tv_decay_steps)
+        return cfg.tv_weight_density * decay, cfg.tv_weight_app * decay
 
     def training_step_begin(self, step: int) -> None:
         if step in self.config.upsample_steps:
@@ -162,13 +177,22 @@ class TensoRFModel(Model):
         return sum(p.abs().mean() + v.abs().mean() for p, v in zip(grid.planes, grid.lines))
 
     def loss_dict(self, outputs: ModelOutputs, batch: Any) -> dict[str, Tensor]:
-        """``loss_rgb`` (MSE on the ``loss_mask`` rays) and, in training, ``loss_l1`` (density planes and lines)."""
+        """``loss_rgb`` (MSE on the ``loss_mask`` rays) and, in training, ``loss_l1`` (density planes and lines),
+        ``loss_tv_density`` and ``loss_tv_app`` (planes) when their weights are positive."""
         mask = outputs.loss_mask
         rgb, target = (outputs.rgb, batch.rgb) if mask is None else (outputs.rgb[mask], batch.rgb[mask])
         losses = {"loss_rgb": torch.mean((rgb - target) ** 2)}
-        weight = self.l1_weight(getattr(self, "_step", 0))
-        if self.training and weight > 0:
+        if not self.training:
+            return losses
+        step = getattr(self, "_step", 0)
+        weight = self.l1_weight(step)
+        if weight > 0:
             losses["loss_l1"] = weight * self.density_l1()
+        tv_density, tv_app = self.tv_weights(step)
+        if tv_density > 0:
+            losses["loss_tv_density"] = tv_density * TV_SCALE * self.field.density_grid.plane_tv()
+        if tv_app > 0:
+            losses["loss_tv_app"] = tv_app * TV_SCALE * self.field.app_grid.plane_tv()
         return losses
 
     def metrics_dict(self, outputs: ModelOutputs, batch: Any) -> dict[str, Tensor]:
