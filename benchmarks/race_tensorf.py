@@ -10,8 +10,8 @@
 
 ``--scene fern``: neural3d trains ``configs/llff_tensorf.yaml`` (default for this scene) on fern ``images_8``
 (504x378, every 8th view held out: views 0, 8, 16) and is scored on that ``test`` split; the peer runs TensoRF's
-``configs/flower.txt`` sized for a CPU (``TENSORF_FERN``: 64^3 -> 200^3 voxels, upsampling at 200/300/400/550,
-alpha mask at 250, batch 1,024, 2,000 iterations) on the same pixels and the same held-out views. The rest of this
+``configs/flower.txt`` sized for a CPU (``TENSORF_FERN``: 64^3 -> 128^3 voxels, upsampling at 200/300/400/550,
+alpha mask at 250, batch 1,024, 1,000 iterations) on the same pixels and the same held-out views. The rest of this
 text describes the lego race.
 
 neural3d trains ``configs/blender_ngp.yaml`` (as the README command: the config sizes itself to the device) on
@@ -62,8 +62,8 @@ TENSORF_LEGO = [
 # scene and resolution, and the lego race's scaling of its schedule (node counts, steps / 10, 1,024 rays)
 TENSORF_FERN = [
     "--config", "configs/flower.txt", "--downsample_train", "8", "--N_vis", "0", "--render_test", "0",
-    "--render_path", "0", "--N_voxel_init", str(64**3), "--N_voxel_final", str(200**3), "--batch_size", "1024",
-    "--n_iters", "2000", *[a for it in (200, 300, 400, 550) for a in ("--upsamp_list", str(it))],
+    "--render_path", "0", "--N_voxel_init", str(64**3), "--N_voxel_final", str(128**3), "--batch_size", "1024",
+    "--n_iters", "1000", *[a for it in (200, 300, 400, 550) for a in ("--upsamp_list", str(it))],
     "--update_AlphaMask_list", "250",
 ]  # fmt: skip
 
