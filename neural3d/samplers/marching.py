@@ -153,9 +153,10 @@ class _Candidates:
         if self.grid is not None:
             pts = self.rays.origins[rows, None, :] + mid[..., None] * self.unit[rows, None, :]
             keep &= self.grid.occupied(pts.reshape(-1, 3)).view_as(keep)
-        r, c = keep.nonzero(as_tuple=True)
-        ray = rows[r]
-        return ray, s_a[r, c] / self.dnorm[ray], s_b[r, c] / self.dnorm[ray]
+        flat = keep.reshape(-1).nonzero()[:, 0]  # row-major: r * width + c
+        ray = rows.index_select(0, torch.div(flat, width, rounding_mode="floor"))
+        dnorm = self.dnorm.index_select(0, ray)
+        return ray, s_a.reshape(-1).index_select(0, flat) / dnorm, s_b.reshape(-1).index_select(0, flat) / dnorm
 
     def blocks(self, k_lo: Tensor, count: Tensor, size: int, chunk_steps: int) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Test blocks of ``size`` steps against the dilated grid, then the steps of the blocks that pass."""
