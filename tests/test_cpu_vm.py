@@ -54,6 +54,25 @@ def test_kernel_matches_float64_reference(comps):
 
 
 @needs_kernel
+@pytest.mark.parametrize("out_dim", [27, 1, 32, 40])
+def test_fused_basis_matches_float64_reference(out_dim):
+    vm, ref = _grids((16, 12, 20))
+    basis = torch.randn(out_dim, 48)
+    x = _points()
+    with torch.no_grad():
+        out = vm.projected(x, basis)
+        expected = ref(x.double().clamp(-1, 1)) @ basis.double().T
+    assert out.shape == (len(x), out_dim)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad(), pytest.raises(ValueError, match="basis must be"):
+        vm.projected(x, torch.randn(out_dim, 47))
+    basis.requires_grad_()  # a gradient for the matrix: the PyTorch path, same values
+    with_grad = vm.projected(x, basis)
+    assert with_grad.requires_grad
+    torch.testing.assert_close(with_grad.detach(), out, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
 def test_kernel_equals_the_torch_path():
     """Same operations as ``grid_sample`` (its fused multiply-adds) and ``sample_line``: equal products; the density
     sums are sequential per mode as ``sum(0)`` over 16 rows."""

@@ -108,7 +108,7 @@ class TensoRFField(Field):
 
     def _rgb_of(self, x: Tensor, viewdirs: Tensor) -> Tensor:
         """[n, 3] box coordinates, [n, 3] unit directions -> [n, 3] colour."""
-        features = self.basis(self.app_grid(x))
+        features = self.app_grid.projected(x, self.basis.weight)
         return self.mlp(torch.cat([self.feature_encoding(features), self.view_encoding(viewdirs)], dim=-1))
 
     deferred_color = True

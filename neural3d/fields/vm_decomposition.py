@@ -168,16 +168,23 @@ class VMDecomposition(nn.Module):
         dtype = self.planes[0].dtype
         return resolve_vm_backend(self.backend, x.device, dtype, "vm_decomposition.py") == "cpu"
 
-    def _kernel(self, x: Tensor, *, reduce: bool) -> Tensor:
+    def _kernel(self, x: Tensor, *, reduce: bool = False, basis: Tensor | None = None) -> Tensor:
         if x.ndim != 2 or x.shape[-1] != 3:
             raise ValueError(f"vm_decomposition.py: points must be [n, 3], got {tuple(x.shape)}")
-        return vm_features(x, list(self.planes), list(self.lines), self._kernel_weights, reduce=reduce)
+        return vm_features(x, list(self.planes), list(self.lines), self._kernel_weights, reduce=reduce, basis=basis)
 
     def forward(self, x: Tensor) -> Tensor:
         """[n, 3] points in [-1, 1] -> [n, sum(n_components)] component products (mode 0 first)."""
         if self.uses_kernel(x):
             return self._kernel(x, reduce=False)
         return torch.cat(self.mode_products(x), dim=0).T
+
+    def projected(self, x: Tensor, matrix: Tensor) -> Tensor:
+        """[n, 3] points in [-1, 1], [out, sum(n_components)] matrix -> [n, out] ``forward(x) @ matrix.T`` (TensoRF's
+        appearance features through its basis; the C kernel does both in one pass)."""
+        if self.uses_kernel(x) and not (torch.is_grad_enabled() and matrix.requires_grad):
+            return self._kernel(x, basis=matrix)
+        return F.linear(self(x), matrix)
 
     def density_sum(self, x: Tensor) -> Tensor:
         """[n, 3] points in [-1, 1] -> [n] sum of all components (TensoRF's density feature)."""

@@ -15,9 +15,12 @@
  *
  * Layouts: x [n, 3] float32; plane m [H_m, W_m, R_m] and line m [L_m, R_m] float32, channels last (the caller
  * transposes PyTorch's [1, R, H, W] / [1, R, L, 1] once per set of weights), H_m = res[b], W_m = res[a], L_m = res[c];
- * dims [3][4] int64 = (W, H, L, R) per mode. Output: reduce = 0: out [n, R_0 + R_1 + R_2] (mode 0's components
- * first, as torch.cat(mode_products).T); reduce = 1: out [n], the sum of all components (sequentially per mode,
- * then mode 0 + mode 1 + mode 2).
+ * dims [3][4] int64 = (W, H, L, R) per mode. Output by mode: N3D_PRODUCTS: out [n, R_0 + R_1 + R_2] (mode 0's
+ * components first, as torch.cat(mode_products).T); N3D_SUM: out [n], the sum of all components (sequentially per
+ * mode, then mode 0 + mode 1 + mode 2; torch's sum(0) over 16 rows adds in the same order); N3D_PROJECT: out
+ * [n, out_dim], the products times a matrix (TensoRF's basis B [out_dim, sum R] given transposed and zero-padded,
+ * basis_t [sum R, out_pad], out_pad = out_dim rounded up to 32): out[j] = sum_k prod[k] B[j, k], k in order (a
+ * float rounding away from torch's matmul).
  * Parallelism: OpenMP over blocks of points; each point writes only its own outputs (no atomics, the same numbers
  * for any thread count). The per-block function is compiled for x86-64-v4 (AVX-512) / v3 (AVX2 + FMA) / baseline
  * and picked at load time (GCC's target_clones), so the channel loops are vectorised on any x86-64 machine; the
@@ -28,6 +31,8 @@
 #include <stdint.h>
 
 #define BLOCK 256 /* points per OpenMP task */
+
+enum { N3D_PRODUCTS = 0, N3D_SUM = 1, N3D_PROJECT = 2 }; /* what n3d_vm_forward writes per point */
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define N3D_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -65,44 +70,68 @@ static inline void mode_products(const float *plane, const float *line, const in
     }
 }
 
+/* Sum of the components (sequentially per mode, then mode 0 + mode 1 + mode 2). */
+static inline float component_sum(const float *prod, const int64_t *dims) {
+    float sum = 0.0f;
+    for (int m = 0; m < 3; ++m) {
+        float s = 0.0f;
+        for (int64_t r = 0; r < dims[4 * m + 3]; ++r) s += prod[r];
+        sum += s;
+        prod += dims[4 * m + 3];
+    }
+    return sum;
+}
+
+/* dst[j] = sum_k prod[k] * basis_t[k, j] (k in order), j < out_dim; basis_t rows are out_pad (a multiple of TILE)
+ * long, zero beyond out_dim. Outputs are done TILE at a time, their sums held in registers. */
+#define TILE 32
+static inline void project(const float *prod, int64_t total, const float *basis_t, int64_t out_dim, int64_t out_pad,
+                           float *dst) {
+    for (int64_t j0 = 0; j0 < out_pad; j0 += TILE) {
+        float acc[TILE] = {0.0f};
+        for (int64_t k = 0; k < total; ++k) {
+            const float a = prod[k];
+            const float *row = basis_t + k * out_pad + j0;
+            for (int j = 0; j < TILE; ++j) acc[j] += a * row[j];
+        }
+        const int64_t n = out_dim - j0 < TILE ? out_dim - j0 : TILE;
+        for (int64_t j = 0; j < n; ++j) dst[j0 + j] = acc[j];
+    }
+}
+
 N3D_CLONES
 static void vm_block(const float *x, int64_t begin, int64_t end, const float *const *planes,
-                     const float *const *lines, const int64_t *dims, int reduce, float *out) {
+                     const float *const *lines, const int64_t *dims, int mode, const float *basis_t, int64_t out_dim,
+                     float *out) {
     const int64_t total = dims[3] + dims[7] + dims[11];
+    const int64_t width = mode == N3D_SUM ? 1 : (mode == N3D_PROJECT ? out_dim : total);
+    const int64_t out_pad = (out_dim + TILE - 1) / TILE * TILE;
     float buffer[total];
     for (int64_t i = begin; i < end; ++i) {
         const float *xi = x + 3 * i;
-        float *dst = reduce ? buffer : out + i * total;
+        float *dst = out + i * width;
         if (isnan(xi[0]) || isnan(xi[1]) || isnan(xi[2])) {
-            if (reduce) out[i] = NAN;
-            else for (int64_t r = 0; r < total; ++r) dst[r] = NAN;
+            for (int64_t r = 0; r < width; ++r) dst[r] = NAN;
             continue;
         }
-        float *prod = dst;
+        float *prod = mode == N3D_PRODUCTS ? dst : buffer;
+        int64_t offset = 0;
         for (int m = 0; m < 3; ++m) {
-            mode_products(planes[m], lines[m], dims + 4 * m, xi[PLANE_A[m]], xi[PLANE_B[m]], xi[LINE_C[m]], prod);
-            prod += dims[4 * m + 3];
+            mode_products(planes[m], lines[m], dims + 4 * m, xi[PLANE_A[m]], xi[PLANE_B[m]], xi[LINE_C[m]],
+                          prod + offset);
+            offset += dims[4 * m + 3];
         }
-        if (reduce) {
-            float sum = 0.0f;
-            prod = buffer;
-            for (int m = 0; m < 3; ++m) {
-                float s = 0.0f;
-                for (int64_t r = 0; r < dims[4 * m + 3]; ++r) s += prod[r];
-                sum += s;
-                prod += dims[4 * m + 3];
-            }
-            out[i] = sum;
-        }
+        if (mode == N3D_SUM) *dst = component_sum(prod, dims);
+        else if (mode == N3D_PROJECT) project(prod, total, basis_t, out_dim, out_pad, dst);
     }
 }
 
 void n3d_vm_forward(const float *x, int64_t n, const float *const *planes, const float *const *lines,
-                    const int64_t *dims, int reduce, float *out, int n_threads) {
+                    const int64_t *dims, int mode, const float *basis_t, int64_t out_dim, float *out, int n_threads) {
     const int64_t n_blocks = (n + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t b = 0; b < n_blocks; ++b) {
         const int64_t begin = b * BLOCK, end = begin + BLOCK < n ? begin + BLOCK : n;
-        vm_block(x, begin, end, planes, lines, dims, reduce, out);
+        vm_block(x, begin, end, planes, lines, dims, mode, basis_t, out_dim, out);
     }
 }

@@ -34,8 +34,8 @@ VM_BACKENDS = ("auto", "torch", "cpu")
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    # x, n, planes[3], lines[3], dims[3][4], reduce, out, n_threads
-    lib.n3d_vm_forward.argtypes = [p, i64, p, p, p, i32, p, i32]
+    # x, n, planes[3], lines[3], dims[3][4], mode, basis_t, out_dim, out, n_threads
+    lib.n3d_vm_forward.argtypes = [p, i64, p, p, p, i32, p, i64, p, i32]
     lib.n3d_vm_forward.restype = None
 
 
@@ -115,7 +115,18 @@ class KernelWeights:
         return self._value
 
 
-def vm_features(x: Tensor, planes: Sequence[Tensor], lines: Sequence[Tensor], weights: KernelWeights, *, reduce: bool):
+_PRODUCTS, _SUM, _PROJECT = 0, 1, 2  # the kernel's output modes (cpu_vm.c)
+
+
+def vm_features(
+    x: Tensor,
+    planes: Sequence[Tensor],
+    lines: Sequence[Tensor],
+    weights: KernelWeights,
+    *,
+    reduce: bool = False,
+    basis: Tensor | None = None,
+) -> Tensor:
     """Vector-matrix features of float32 CPU points (no gradient).
 
     Args:
@@ -123,15 +134,25 @@ def vm_features(x: Tensor, planes: Sequence[Tensor], lines: Sequence[Tensor], we
         planes, lines: the three modes' ``[1, R_m, H_m, W_m]`` planes and ``[1, R_m, L_m, 1]`` lines (float32, CPU).
         weights: the :class:`KernelWeights` cache of these parameters.
         reduce: sum every component (the density feature) instead of returning them.
+        basis: [out_dim, R_0 + R_1 + R_2] matrix applied to the products in the same pass (TensoRF's basis ``B``).
     Returns:
-        [n, R_0 + R_1 + R_2] component products (mode 0 first), or [n] their sum with ``reduce``.
+        [n, R_0 + R_1 + R_2] component products (mode 0 first), [n] their sum with ``reduce``, or [n, out_dim]
+        ``products @ basis.T`` with ``basis``.
     """
     if x.device.type != "cpu" or planes[0].device.type != "cpu":
         raise ValueError(f"cpu_vm.py: the 'cpu' vector-matrix backend needs CPU tensors, got points on {x.device}")
-    p_cl, l_cl, dims, (plane_ptrs, line_ptrs) = weights.get(planes, lines)
+    _, _, dims, (plane_ptrs, line_ptrs) = weights.get(planes, lines)
+    total = int(dims[:, 3].sum())
     x32 = x.detach().contiguous().float()
     n = x32.shape[0]
-    out = torch.empty((n,) if reduce else (n, int(dims[:, 3].sum())), dtype=torch.float32)
+    basis_t, out_dim, mode = None, 0, _SUM if reduce else _PRODUCTS
+    if basis is not None:
+        if reduce or basis.ndim != 2 or basis.shape[1] != total:
+            raise ValueError(f"cpu_vm.py: basis must be [out_dim, {total}] (and no reduce), got {tuple(basis.shape)}")
+        out_dim, mode = basis.shape[0], _PROJECT
+        basis_t = basis.new_zeros(total, -(-out_dim // 32) * 32, dtype=torch.float32)  # [sum R, out_dim padded to 32]
+        basis_t[:, :out_dim] = basis.detach().T
+    out = torch.empty((n,) if reduce else (n, out_dim or total), dtype=torch.float32)
     if n > 0:
         load_library().n3d_vm_forward(
             x32.data_ptr(),
@@ -139,7 +160,9 @@ def vm_features(x: Tensor, planes: Sequence[Tensor], lines: Sequence[Tensor], we
             ctypes.addressof(plane_ptrs),
             ctypes.addressof(line_ptrs),
             dims.data_ptr(),
-            int(reduce),
+            mode,
+            None if basis_t is None else basis_t.data_ptr(),
+            out_dim,
             out.data_ptr(),
             max(torch.get_num_threads(), 1),
         )
