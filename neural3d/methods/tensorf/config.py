@@ -9,7 +9,7 @@ density with shift -10, distance scale 25, init scale 0.1, L1 weights 8e-5 then 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from neural3d.config import ConfigError, variant_field
 from neural3d.samplers.config import EVAL_SAMPLER_VARIANTS, SAMPLER_VARIANTS
@@ -66,6 +66,10 @@ class TensoRFModelConfig:
     """Weight of the density L1 norm from ``shrink_step`` on."""
     network_lr_scale: float = 0.05
     """Learning rate of the basis matrix and the MLP as a multiple of ``trainer.optim.lr``."""
+    vm_backend: Literal["auto", "torch", "cpu"] = "auto"
+    """How the planes and lines are read where no gradient is needed (rendering, density passes): ``cpu`` the
+    fused C kernel (:mod:`neural3d.fields.backends.cpu_vm`), ``torch`` the PyTorch path, ``auto`` the kernel for
+    float32 CPU tensors when a C compiler builds it. Training always uses the PyTorch path."""
     opaque_far: bool | None = None
     """Make the last sample's interval 1e10 long (rays end opaque); None: on for NDC scenes."""
 

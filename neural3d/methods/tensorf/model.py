@@ -73,6 +73,7 @@ class TensoRFModel(Model):
             feature_pe=config.feature_pe,
             hidden_dim=config.hidden_dim,
             app_weight_thre=config.app_weight_thre,
+            vm_backend=config.vm_backend,
         )
         self.sampler = build_sampler(config.sampler, aabb=box)
         self.eval_sampler = (
