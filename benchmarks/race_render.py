@@ -13,6 +13,9 @@ Variants (the same loaded model, switched between frames, so the machine's load 
   0.25 s in one call, else in 0.05 s bands of at least 4,096 rays.
 * ``after_eps`` (API only): ``after`` with ``render_color_eps = 1e-3`` (colour skipped where a ray's weights sum
   below 1e-3).
+* ``vm_torch`` (TensoRF models only): ``after`` with the vector-matrix features through PyTorch instead of the fused C
+  kernel (``vm_backend: torch``); ``vm_torch_plain`` also without the MLPs' in-place activations: the ``after`` path
+  as it was before the kernel (``--no-vm`` leaves both out).
 
 Each thread count runs ``--frames`` rounds after one warm-up round; a round times one frame of every variant in
 turn. Figures: median wall and process CPU time (``time.process_time``; on a loaded machine the one to read),
@@ -35,6 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import neural3d.fields.mlp as mlp_module
+from neural3d.fields.vm_decomposition import VMDecomposition
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine
 
@@ -49,13 +55,28 @@ VARIANTS = {  # sampler attributes and worker settings of each variant
     },
     "after_eps": {"render_fused": True, "skip_empty": True, "render_color_eps": 1e-3},
 }
-WORKER_VARIANTS = ("before", "after")
+VM_VARIANTS = {  # after, with the TensoRF kernel off; and with the MLPs' activations not in place either
+    "vm_torch": {**VARIANTS["after"], "vm_backend": "torch"},
+    "vm_torch_plain": {**VARIANTS["after"], "vm_backend": "torch", "plain_activations": True},
+}
+WORKER_VARIANTS = ("before", "after", "vm_torch_plain")
+_IN_PLACE = mlp_module._IN_PLACE.copy()
+
+
+def vm_grids(model) -> list[VMDecomposition]:
+    return [m for m in model.modules() if isinstance(m, VMDecomposition)]
 
 
 def set_variant(loaded, name: str) -> None:
     sampler = loaded.model.active_sampler
     for key in ("render_fused", "skip_empty", "render_color_eps"):
         setattr(sampler, key, VARIANTS[name][key])
+    for grid in vm_grids(loaded.model):
+        grid.backend = VARIANTS[name].get("vm_backend", "auto")
+    # the MLPs' in-place activations without gradients (neural3d.fields.mlp), off for "vm_torch_plain"
+    mlp_module._IN_PLACE.clear()
+    if not VARIANTS[name].get("plain_activations"):
+        mlp_module._IN_PLACE.update(_IN_PLACE)
 
 
 def timed(fn) -> tuple[float, float]:
@@ -125,7 +146,7 @@ def image_differences(loaded, cam) -> dict[str, dict[str, float]]:
 
 def run(loaded, cam, threads: int, frames: int) -> dict[str, dict]:
     torch.set_num_threads(threads)
-    workers = {name: WorkerClock(loaded, cam, name) for name in WORKER_VARIANTS}
+    workers = {name: WorkerClock(loaded, cam, name) for name in WORKER_VARIANTS if name in VARIANTS}
     api: dict[str, list] = {name: [] for name in VARIANTS}
     viewer: dict[str, list] = {name: [] for name in WORKER_VARIANTS}
     try:
@@ -155,10 +176,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--view", type=int, default=0, help="position in the val split")
     p.add_argument("--out", type=Path, help="write the figures as JSON")
+    p.add_argument("--no-vm", action="store_true", help="leave out the TensoRF kernel variants")
     args = p.parse_args()
     import neural3d
 
     loaded = neural3d.load(args.run)
+    if vm_grids(loaded.model) and not args.no_vm:
+        VARIANTS.update(VM_VARIANTS)
     scene = loaded.dataset()
     i = int(scene.splits["val"][args.view])
     cam = scene.cameras[i : i + 1]
@@ -173,11 +197,13 @@ def main() -> None:
         result[f"threads_{threads}"] = figures
         for path, by_variant in figures.items():
             base = by_variant["before"]
+            plain = by_variant.get("vm_torch_plain")
             for name, f in by_variant.items():
+                vs_plain = f"; wall {plain['wall_ms'] / f['wall_ms']:.2f}x of vm_torch_plain" if plain else ""
                 print(
-                    f"{threads} thread(s) {path:32s} {name:9s} {h}x{w}: {f['wall_ms']:7.1f} ms wall "
+                    f"{threads} thread(s) {path:32s} {name:14s} {h}x{w}: {f['wall_ms']:7.1f} ms wall "
                     f"({f['fps']:5.1f} frames/s), {f['cpu_ms']:7.1f} ms CPU; CPU {base['cpu_ms'] / f['cpu_ms']:.2f}x, "
-                    f"wall {base['wall_ms'] / f['wall_ms']:.2f}x of before",
+                    f"wall {base['wall_ms'] / f['wall_ms']:.2f}x of before{vs_plain}",
                     flush=True,
                 )
     result["load_after"] = os.getloadavg()

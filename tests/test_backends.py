@@ -173,6 +173,33 @@ def test_cpu_kernel_threads_give_the_same_numbers():
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
+@needs_cpu_kernel
+@pytest.mark.parametrize("F", [1, 2, 4, 8])
+def test_cpu_kernel_simd_path_is_bit_identical_to_scalar(F):
+    # The AVX-512 forward path (16 points a vector) against the scalar path, bit for bit: points inside, outside
+    # (uint32 wrap-around), on the far face (a dense level's index reaches its size: the group falls back to
+    # the scalar modulo), far out of the int32 cell range (fallback) and a count that leaves a scalar tail.
+    from neural3d.fields.backends import cpu_hash
+
+    if not cpu_hash.simd_enabled():
+        pytest.skip("this CPU has no AVX-512: only the scalar path exists")
+    layout = _layout(F)
+    g = torch.Generator().manual_seed(F)
+    table = torch.randn(layout.n_rows, F, generator=g)
+    x = torch.cat([_points(3000, seed=F, device=torch.device("cpu")), torch.ones(40, 3), torch.zeros(17, 3)])
+    x[100:116, 1] = 3e9  # one group of cells beyond int32 (the scalar path wraps them as uint32)
+    x = x[torch.randperm(len(x), generator=g)].contiguous()
+    outs = []
+    try:
+        for enabled in (False, True):
+            cpu_hash.set_simd(enabled)
+            outs.append(cpu_hash_encode(x, table, layout))
+    finally:
+        cpu_hash.set_simd(True)
+    assert torch.equal(outs[0], outs[1])
+    assert torch.allclose(outs[1], hash_encode(x, table, layout), atol=1e-5, rtol=1e-5)
+
+
 def _graph_names(t: torch.Tensor) -> set[str]:
     """Names of the autograd nodes that produced ``t``."""
     names, stack = set(), [t.grad_fn]

@@ -13,9 +13,11 @@ from neural3d.methods.ngp.config import NGPModelConfig
 from neural3d.methods.ngp.model import NGPModel
 from neural3d.render import VolumeRenderer, inference
 from neural3d.render.inference import field_callbacks, render_marched
+from neural3d.samplers import cpu_march
 from neural3d.samplers.config import OccupancySamplerConfig
 from neural3d.samplers.empty_space import block_half_limit, block_steps, dilated_binaries, near_occupied
 from neural3d.samplers.marching import march_rays, prune_samples
+from neural3d.samplers.occupancy import OccupancySampler
 from neural3d.samplers.occupancy_grid import OccupancyGrid
 
 BOX = torch.tensor([-1.0, -1, -1, 1, 1, 1])
@@ -52,13 +54,16 @@ def test_block_march_equals_plain_march_bit_for_bit(levels, cone, fraction, stra
     grid, rays = _grid(levels, fraction, seed=levels), _rays(300, seed=2, inside=40)
     step = 0.013
     assert block_steps(grid, step) > 1  # the block path runs
-    torch.manual_seed(0)
-    plain = march_rays(rays, grid, step_size=step, cone_angle=cone, stratified=stratified, skip_empty=False)
-    torch.manual_seed(0)
-    fast = march_rays(rays, grid, step_size=step, cone_angle=cone, stratified=stratified)
-    torch.manual_seed(0)
-    small = march_rays(rays, grid, step_size=step, cone_angle=cone, stratified=stratified, chunk_steps=500)
+
+    def march(**kw):
+        torch.manual_seed(0)
+        return march_rays(rays, grid, step_size=step, cone_angle=cone, stratified=stratified, **kw)
+
+    plain = march(skip_empty=False, backend="torch")
+    fast, small = march(backend="torch"), march(chunk_steps=500, backend="torch")
     assert plain.n_samples > 1000 and _same(plain, fast) and _same(plain, small)
+    if cone == 0 and cpu_march.available():  # the C kernel, with and without its block test
+        assert _same(plain, march(backend="cpu")) and _same(plain, march(backend="cpu", skip_empty=False))
 
 
 def test_block_march_keeps_a_single_cell_met_at_a_grazing_angle():
@@ -70,8 +75,39 @@ def test_block_march_keeps_a_single_cell_met_at_a_grazing_angle():
     o = target + torch.nn.functional.normalize(torch.randn(2000, 3, generator=g), dim=-1) * 4
     d = target - o
     rays = RayBundle(o, d, torch.nn.functional.normalize(d, dim=-1), torch.zeros(2000), torch.full((2000,), 2.0))
-    plain = march_rays(rays, grid, step_size=0.011, skip_empty=False)
-    assert plain.n_samples > 500 and _same(plain, march_rays(rays, grid, step_size=0.011))
+    plain = march_rays(rays, grid, step_size=0.011, skip_empty=False, backend="torch")
+    assert plain.n_samples > 500 and _same(plain, march_rays(rays, grid, step_size=0.011, backend="torch"))
+    if cpu_march.available():
+        assert _same(plain, march_rays(rays, grid, step_size=0.011, backend="cpu"))
+
+
+@pytest.mark.skipif(not cpu_march.available(), reason="no C compiler for the marching kernel")
+def test_cpu_march_kernel_equals_torch_on_a_trained_like_grid_and_rays_from_inside():
+    # A blob-shaped grid (connected occupied regions, as a trained grid has), rays starting inside and outside,
+    # cells at the box faces, 1 and 2 levels; every sample bit for bit, in the same order.
+    for levels in (1, 2):
+        grid = OccupancyGrid(aabb=BOX, resolution=32, levels=levels)
+        ijk = torch.stack(torch.meshgrid(*[torch.arange(32)] * 3, indexing="ij"), -1).float()
+        blob = ((ijk - 15.5).norm(dim=-1) < 9) | ((ijk - torch.tensor([31.0, 0, 31])).norm(dim=-1) < 4)
+        grid.binaries.copy_(blob.expand_as(grid.binaries))
+        rays = _rays(2000, seed=9 + levels, inside=300)
+        for stratified in (False, True):
+            torch.manual_seed(1)
+            ref = march_rays(rays, grid, step_size=0.007, stratified=stratified, backend="torch")
+            torch.manual_seed(1)
+            assert ref.n_samples > 10_000 and _same(ref, march_rays(rays, grid, step_size=0.007, stratified=stratified))
+
+
+def test_cpu_march_backend_refuses_what_it_cannot_march():
+    grid, rays = _grid(1, 0.1, seed=1), _rays(10, seed=1)
+    with pytest.raises(ValueError, match="cone_angle 0"):
+        march_rays(rays, grid, step_size=0.01, cone_angle=0.01, backend="cpu")
+    with pytest.raises(ValueError, match="march backend must be one of"):
+        march_rays(rays, grid, step_size=0.01, backend="fast")
+    with pytest.raises(ValueError, match="cone_angle 0"):
+        OccupancySampler(aabb=BOX, resolution=8, cone_angle=0.01, backend="cpu").resolve_backend(torch.device("cpu"))
+    auto = OccupancySampler(aabb=BOX, resolution=8, cone_angle=0.01).resolve_backend(torch.device("cpu"))
+    assert auto == "torch"  # growing steps: the torch march
 
 
 def test_near_occupied_is_conservative():

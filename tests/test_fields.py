@@ -37,6 +37,18 @@ def test_mlp_matches_manual_forward():
     torch.testing.assert_close(mlp(x), torch.relu(x @ w0.T + b0) @ w1.T + b1)
 
 
+def test_mlp_without_gradients_activates_in_place_to_the_same_values():
+    mlp = MLP(in_dim=7, out_dim=3, widths=[32, 16], output_activation="sigmoid")
+    x = torch.randn(50, 7)
+    with_grad = mlp(x)
+    assert with_grad.requires_grad
+    with torch.no_grad():
+        hidden = mlp.layers[0](x)
+        in_place = mlp(x)
+    assert torch.equal(in_place, with_grad.detach()) and not in_place.requires_grad
+    assert torch.equal(mlp.layers[0](x).detach(), hidden)  # the input and the layers are untouched
+
+
 # --------------------------------------------------------------------------------- contraction
 @pytest.mark.parametrize("order", ["inf", "l2"])
 def test_contraction_identity_continuity_and_range(order):

@@ -114,7 +114,7 @@ def test_wheel_ships_viewer_and_configs_under_neural3d(wheel):
     assert py - expected == set(), "modules in the wheel that the checkout does not have"
     configs = {f"neural3d/configs/{p.name}" for p in (ROOT / "configs").glob("*.yaml")}
     assert "neural3d/configs/demo.yaml" in configs and configs <= names
-    assert "neural3d/fields/backends/cpu_hash.c" in names  # the fused CPU kernel's source
+    assert {"neural3d/fields/backends/cpu_hash.c", "neural3d/fields/backends/cpu_vm.c"} <= names  # the C kernels
 
 
 def test_installed_package_is_the_wheel(installed):

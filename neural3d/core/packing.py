@@ -30,7 +30,7 @@ def ray_indices_from_packed_info(packed_info: Tensor) -> Tensor:
 
 def positions_in_ray(ray_indices: Tensor, packed_info: Tensor) -> Tensor:
     """[n_samples] index of each sample within its ray (0 for the first sample of every ray)."""
-    return torch.arange(len(ray_indices), device=ray_indices.device) - packed_info[ray_indices, 0]
+    return torch.arange(len(ray_indices), device=ray_indices.device) - packed_info[:, 0].index_select(0, ray_indices)
 
 
 def _flat_slots(ray_indices: Tensor, packed_info: Tensor) -> tuple[Tensor, int]:

@@ -125,26 +125,33 @@ class PackedRaySamples(_Intervals):
     @property
     def distances(self) -> Tensor:
         """[n_samples] interval lengths in world units (``t`` times ``|direction|``)."""
-        return self.deltas * torch.linalg.norm(self.rays.directions, dim=-1)[self.ray_indices]
+        return self.deltas * torch.linalg.norm(self.rays.directions, dim=-1).index_select(0, self.ray_indices)
 
     @property
     def positions(self) -> Tensor:
         """[n_samples, 3] positions ``o + t d`` at the midpoints."""
         ri = self.ray_indices
-        return self.rays.origins[ri] + self.mids[:, None] * self.rays.directions[ri]
+        return self.rays.origins.index_select(0, ri) + self.mids[:, None] * self.rays.directions.index_select(0, ri)
 
     @property
     def viewdirs(self) -> Tensor:
         """[n_samples, 3] unit viewing directions."""
-        return self.rays.viewdirs[self.ray_indices]
+        return self.rays.viewdirs.index_select(0, self.ray_indices)
 
     def mask(self, keep: Tensor) -> PackedRaySamples:
         """Keep the samples where ``keep`` [n_samples] bool is true (rays are kept, counts shrink)."""
-        ri = self.ray_indices[keep]
+        return self.take(keep.nonzero()[:, 0])
+
+    def take(self, index: Tensor) -> PackedRaySamples:
+        """Keep the samples ``index`` ([k] increasing int64; rays are kept, counts shrink).
+
+        ``index_select`` rather than boolean or advanced indexing: the same values, several times faster on a CPU.
+        """
+        ri = self.ray_indices.index_select(0, index)
         return PackedRaySamples(
             self.rays,
-            self.starts[keep],
-            self.ends[keep],
+            self.starts.index_select(0, index),
+            self.ends.index_select(0, index),
             ri,
             packed_info_from_ray_indices(ri, self.n_rays),
             self.ray_subset,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 
@@ -21,6 +22,19 @@ _ACTIVATIONS = {
     "exp": _Exp,
     "none": nn.Identity,
 }
+
+
+_IN_PLACE = {nn.ReLU: Tensor.relu_, nn.Sigmoid: Tensor.sigmoid_}
+"""In-place forms of activations, used where no gradient is recorded (the same values, one buffer less per layer:
+~30 % of a 150-128-128-3 MLP's CPU time on 8,192 rows, BENCHMARKS.md "The fused VM kernel")."""
+
+
+def _activate(activation: nn.Module, x: Tensor) -> Tensor:
+    """``activation(x)``; in place on ``x`` (a layer's fresh output) when no gradient is recorded."""
+    in_place = _IN_PLACE.get(type(activation))
+    if in_place is not None and not torch.is_grad_enabled():
+        return in_place(x)
+    return activation(x)
 
 
 def make_activation(name: str | None) -> nn.Module:
@@ -102,5 +116,5 @@ class MLP(nn.Module):
         if x.shape[-1] != self.in_dim:
             raise ValueError(f"mlp.py: MLP expects [..., {self.in_dim}] inputs, got {tuple(x.shape)}")
         for layer in self.layers[:-1]:
-            x = self.activation(layer(x))
-        return self.output_activation(self.layers[-1](x))
+            x = _activate(self.activation, layer(x))
+        return _activate(self.output_activation, self.layers[-1](x))

@@ -52,6 +52,8 @@ class TensoRFField(Field):
         view_pe, feature_pe: frequencies of the positional encodings of view directions and features (2, 2).
         hidden_dim: width of the two hidden layers of the colour MLP (128).
         app_weight_thre: packed samples whose compositing weight is at most this get no colour evaluation.
+        vm_backend: ``auto`` | ``torch`` | ``cpu``: the grids' features without gradients (the fused C kernel on CPU,
+            :mod:`neural3d.fields.backends.cpu_vm`).
 
     Shapes: ``query([*batch, 3], [*batch, 3]) -> ([*batch, 1], [*batch, 3])``; ``density([*batch, 3]) -> [*batch, 1]``.
     """
@@ -72,6 +74,7 @@ class TensoRFField(Field):
         hidden_dim: int = 128,
         app_weight_thre: float = 1e-4,
         density_activation: str = "softplus",
+        vm_backend: str = "auto",
     ) -> None:
         super().__init__()
         aabb = torch.as_tensor(aabb.aabb if isinstance(aabb, SceneBox) else aabb, dtype=torch.float32)
@@ -82,10 +85,9 @@ class TensoRFField(Field):
         self.register_buffer("aabb", aabb.clone())
         self.density_activation = density_activation
         self.density_shift, self.distance_scale, self.app_weight_thre = density_shift, distance_scale, app_weight_thre
-        self.density_grid = VMDecomposition(
-            n_components=density_components, resolution=resolution, init_scale=init_scale
-        )
-        self.app_grid = VMDecomposition(n_components=app_components, resolution=resolution, init_scale=init_scale)
+        grids = {"resolution": resolution, "init_scale": init_scale, "backend": vm_backend}
+        self.density_grid = VMDecomposition(n_components=density_components, **grids)
+        self.app_grid = VMDecomposition(n_components=app_components, **grids)
         self.basis = nn.Linear(self.app_grid.out_dim, app_dim, bias=False)
         self.view_encoding = PositionalEncoding(n_freqs=view_pe)
         self.feature_encoding = PositionalEncoding(n_freqs=feature_pe, in_dim=app_dim)
@@ -114,7 +116,7 @@ class TensoRFField(Field):
 
     def _rgb_of(self, x: Tensor, viewdirs: Tensor) -> Tensor:
         """[n, 3] box coordinates, [n, 3] unit directions -> [n, 3] colour."""
-        features = self.basis(self.app_grid(x))
+        features = self.app_grid.projected(x, self.basis.weight)
         return self.mlp(torch.cat([self.feature_encoding(features), self.view_encoding(viewdirs)], dim=-1))
 
     deferred_color = True

@@ -65,31 +65,45 @@ def _chunked(fn: Callable[..., Tensor | tuple], chunk: int, *inputs: Tensor | No
 
 
 class _DensityPass:
-    """Densities and colour features of the samples evaluated so far ([n_samples] buffers, filled in rounds)."""
+    """Densities and colour features of the samples evaluated so far, filled in rounds.
+
+    Densities sit in an [n_samples] buffer; colour features stay in evaluation order (one [m, C] block per round,
+    ``feature_row`` [n_samples] says where each sample's row is) instead of being scattered into an
+    [n_samples, C] buffer: only the kept samples' rows are ever read, once.
+    """
 
     def __init__(self, samples: PackedRaySamples, density_fn: DensityFn, chunk: int) -> None:
         self.samples, self.density_fn, self.chunk = samples, density_fn, chunk
         n = samples.n_samples
         self.density = samples.starts.new_zeros(n)
-        self.features: Tensor | None = None
+        self.feature_blocks: list[Tensor] = []
+        self.feature_row = torch.full((n,), -1, dtype=torch.long, device=samples.starts.device)
         self.evaluated = torch.zeros(n, dtype=torch.bool, device=samples.starts.device)
 
     def run(self, index: Tensor) -> Tensor:
         """Evaluate the samples ``index`` [m]; returns their [m] optical depths ``density * distance``."""
         s = self.samples
-        ri = s.ray_indices[index]
-        pos = s.rays.origins[ri] + (0.5 * (s.starts[index] + s.ends[index]))[:, None] * s.rays.directions[ri]
+        ri = s.ray_indices.index_select(0, index)
+        origins, directions = s.rays.origins.index_select(0, ri), s.rays.directions.index_select(0, ri)
+        starts, ends = s.starts.index_select(0, index), s.ends.index_select(0, index)
+        pos = origins + (0.5 * (starts + ends))[:, None] * directions
         parts = _chunked(self.density_fn, self.chunk, pos)
         density = torch.cat([d.reshape(-1) for d, _ in parts]).to(self.density.dtype)
         if parts[0][1] is not None:
-            feats = torch.cat([f for _, f in parts])
-            if self.features is None:
-                self.features = feats.new_empty(s.n_samples, feats.shape[-1])
-            self.features[index] = feats
-        self.density[index] = density
-        self.evaluated[index] = True
-        distances = (s.ends[index] - s.starts[index]) * torch.linalg.norm(s.rays.directions[ri], dim=-1)
-        return density * distances
+            first = sum(len(b) for b in self.feature_blocks)
+            self.feature_blocks.append(torch.cat([f for _, f in parts]))
+            self.feature_row.index_copy_(0, index, torch.arange(first, first + len(index), device=index.device))
+        self.density.index_copy_(0, index, density)
+        self.evaluated.index_fill_(0, index, True)
+        return density * (ends - starts) * torch.linalg.norm(directions, dim=-1)
+
+    def features(self, index: Tensor) -> Tensor | None:
+        """[k, C] colour features of the evaluated samples ``index`` [k] (None: the field has none)."""
+        if not self.feature_blocks:
+            return None
+        if len(self.feature_blocks) > 1:
+            self.feature_blocks = [torch.cat(self.feature_blocks)]
+        return self.feature_blocks[0].index_select(0, self.feature_row.index_select(0, index))
 
 
 def _visible_prefix(samples: PackedRaySamples, density: _DensityPass, early_stop_eps: float) -> None:
@@ -104,8 +118,8 @@ def _visible_prefix(samples: PackedRaySamples, density: _DensityPass, early_stop
     start, size = 0, FIRST_ROUND
     stop = -torch.log(torch.tensor(STOP_MARGIN * early_stop_eps, dtype=optical.dtype)).item()
     while bool(alive.any()):
-        index = ((in_ray >= start) & (in_ray < start + size) & alive[ri]).nonzero()[:, 0]
-        optical.index_add_(0, ri[index], density.run(index))
+        index = ((in_ray >= start) & (in_ray < start + size) & alive.index_select(0, ri)).nonzero()[:, 0]
+        optical.index_add_(0, ri.index_select(0, index), density.run(index))
         start, size = start + size, 2 * size
         alive &= (optical < stop) & (info[:, 1] > start)
 
@@ -138,21 +152,21 @@ def render_marched(
     with torch.no_grad():
         density = _DensityPass(samples, density_fn, chunk)
         _visible_prefix(samples, density, early_stop_eps)
-        done = density.evaluated
-        seen = samples.mask(done)
-        keep = done.nonzero()[:, 0]
+        keep = density.evaluated.nonzero()[:, 0]
+        seen = samples.take(keep)
         if early_stop_eps > 0 or alpha_thre > 0:
             visible = visibility_packed(
-                density.density[keep],
+                density.density.index_select(0, keep),
                 seen.distances,
                 seen.ray_indices,
                 seen.packed_info,
                 early_stop_eps=early_stop_eps,
                 alpha_thre=alpha_thre,
             )
-            seen, keep = seen.mask(visible), keep[visible]
-        weights = renderer.packed_weights(density.density[keep], seen)
-        rgb = _colors(seen, weights, keep, density.features, color_fn, color_eps, chunk)
+            visible = visible.nonzero()[:, 0]
+            seen, keep = seen.take(visible), keep.index_select(0, visible)
+        weights = renderer.packed_weights(density.density.index_select(0, keep), seen)
+        rgb = _colors(seen, weights, keep, density, color_fn, color_eps, chunk)
         return renderer.composite_packed(weights, rgb, seen, background)
 
 
@@ -160,24 +174,30 @@ def _colors(
     kept: PackedRaySamples,
     weights: Tensor,
     index: Tensor,
-    features: Tensor | None,
+    density: _DensityPass,
     color_fn: ColorFn,
     color_eps: float,
     chunk: int,
 ) -> Tensor:
     """[k, 3] colours of the kept samples (``index`` [k] into the marched samples); 0 where skipped."""
+    if color_eps <= 0:
+        return _shown_colors(kept, index, density, color_fn, chunk).to(weights.dtype)
+    counts = kept.packed_info[:, 1].to(weights.dtype)
+    show = (weights >= color_eps / counts.index_select(0, kept.ray_indices)).nonzero()[:, 0]
     rgb = weights.new_zeros(kept.n_samples, 3)
-    show = torch.arange(kept.n_samples, device=weights.device)
-    if color_eps > 0:
-        counts = kept.packed_info[:, 1].to(weights.dtype)
-        show = (weights >= color_eps / counts[kept.ray_indices]).nonzero()[:, 0]
-    if len(show) == 0:
-        return rgb
-    ri = kept.ray_indices[show]
-    pos = kept.rays.origins[ri] + kept.mids[show][:, None] * kept.rays.directions[ri]
-    feats = None if features is None else features[index[show]]
-    rgb[show] = torch.cat(_chunked(color_fn, chunk, pos, kept.rays.viewdirs[ri], feats)).to(rgb.dtype)
+    if len(show):
+        shown = _shown_colors(kept.take(show), index.index_select(0, show), density, color_fn, chunk)
+        rgb.index_copy_(0, show, shown.to(rgb.dtype))
     return rgb
+
+
+def _shown_colors(
+    samples: PackedRaySamples, index: Tensor, density: _DensityPass, color_fn: ColorFn, chunk: int
+) -> Tensor:
+    """[k, 3] colours of ``samples`` (``index`` [k] into the marched samples), ``chunk`` at a time."""
+    if samples.n_samples == 0:
+        return samples.starts.new_zeros(0, 3)
+    return torch.cat(_chunked(color_fn, chunk, samples.positions, samples.viewdirs, density.features(index)))
 
 
 def render_rays_marched(

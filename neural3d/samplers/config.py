@@ -110,9 +110,10 @@ class OccupancySamplerConfig:
     target_samples: int = 1 << 16
     """Training: cap on marched samples per step, kept by training only a prefix of the batch's rays (the others
     count in no loss that step; 0: no cap)."""
-    backend: Literal["auto", "torch", "nerfacc"] = "auto"
-    """Ray marching: ``auto`` (nerfacc's CUDA traversal on CUDA when installed and it builds, else torch),
-    ``torch``, or ``nerfacc`` (an error when unavailable)."""
+    backend: Literal["auto", "torch", "cpu", "nerfacc"] = "auto"
+    """Ray marching: ``auto`` (nerfacc's CUDA traversal on CUDA when installed and it builds; on the CPU the C
+    kernel for uniform steps when it builds; else torch), ``torch``, ``cpu`` or ``nerfacc`` (an error when
+    unavailable). All give the same samples."""
     render_fused: bool = True
     """Renders without gradients (``neural3d eval`` / ``render``, the viewer, the Python API) take one density pass
     with early ray termination and colour only where it shows (:mod:`neural3d.render.inference`: the same

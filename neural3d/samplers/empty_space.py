@@ -21,7 +21,7 @@ import weakref
 import torch
 from torch import Tensor
 
-from neural3d.samplers.occupancy_grid import OccupancyGrid
+from neural3d.samplers.occupancy_grid import OccupancyGrid, flat_lookup
 
 MARGIN = 1e-3
 """Fraction of a cell kept between a block's half-length and one cell (covers float rounding of coordinates)."""
@@ -77,6 +77,6 @@ def near_occupied(grid: OccupancyGrid, dilated: Tensor, points: Tensor) -> Tenso
         lo, hi = grid.aabbs[level, :3], grid.aabbs[level, 3:]
         ijk = ((points - lo) / (hi - lo) * grid.resolution).floor() + 1
         inside = ((ijk >= 0) & (ijk < size)).all(dim=-1)
-        ijk = ijk.clamp(0, size - 1).long()
-        out |= inside & dilated[level, ijk[..., 0], ijk[..., 1], ijk[..., 2]]
+        ijk = ijk.clamp(0, size - 1).long().reshape(-1, 3)
+        out |= inside & flat_lookup(dilated, level, ijk).view_as(inside)
     return out

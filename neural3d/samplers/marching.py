@@ -24,6 +24,7 @@ from neural3d.core.packing import packed_info_from_ray_indices
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import PackedRaySamples
 from neural3d.render.packed import visibility_packed
+from neural3d.samplers import cpu_march
 from neural3d.samplers.aabb import ray_aabb_intersect
 from neural3d.samplers.empty_space import block_half_limit, block_steps, dilated_binaries, near_occupied
 from neural3d.samplers.occupancy_grid import OccupancyGrid
@@ -87,6 +88,7 @@ def march_rays(
     aabb: Tensor | None = None,
     chunk_steps: int = 1 << 22,
     skip_empty: bool = True,
+    backend: str = "auto",
 ) -> PackedRaySamples:
     """March rays through an occupancy grid.
 
@@ -100,6 +102,8 @@ def march_rays(
         chunk_steps: candidate intervals tested per chunk (bounds memory).
         skip_empty: test blocks of steps against the dilated grid first (:mod:`.empty_space`); the samples are
             the same as without, bit for bit.
+        backend: ``torch``, ``cpu`` (the C kernel :mod:`.cpu_march`: same samples bit for bit; an occupancy grid,
+            ``cone_angle == 0`` and float32 CPU rays) or ``auto`` (the kernel where it applies and builds).
     Returns:
         packed samples (intervals in ``t`` units of ``rays.directions``), sorted per ray.
     """
@@ -117,7 +121,10 @@ def march_rays(
 
     march = _Candidates(rays, unit, dnorm, lo, hi, grid, rule)
     blocks = block_steps(grid, step_size) if grid is not None and skip_empty else 1
-    if blocks > 1:
+    if cpu_march.applies(backend, rays.origins, cone_angle, grid):
+        dilated = dilated_binaries(grid) if blocks > 1 else None
+        found = [cpu_march.march_cpu(march, k_lo, count, step_size, blocks, block_half_limit(grid), dilated)]
+    elif blocks > 1:
         found = march.blocks(k_lo, count, blocks, chunk_steps)
     else:
         found = [march.keep(ids, k_lo[ids], count[ids]) for ids in _ray_chunks(count, chunk_steps)]
@@ -153,9 +160,10 @@ class _Candidates:
         if self.grid is not None:
             pts = self.rays.origins[rows, None, :] + mid[..., None] * self.unit[rows, None, :]
             keep &= self.grid.occupied(pts.reshape(-1, 3)).view_as(keep)
-        r, c = keep.nonzero(as_tuple=True)
-        ray = rows[r]
-        return ray, s_a[r, c] / self.dnorm[ray], s_b[r, c] / self.dnorm[ray]
+        flat = keep.reshape(-1).nonzero()[:, 0]  # row-major: r * width + c
+        ray = rows.index_select(0, torch.div(flat, width, rounding_mode="floor"))
+        dnorm = self.dnorm.index_select(0, ray)
+        return ray, s_a.reshape(-1).index_select(0, flat) / dnorm, s_b.reshape(-1).index_select(0, flat) / dnorm
 
     def blocks(self, k_lo: Tensor, count: Tensor, size: int, chunk_steps: int) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Test blocks of ``size`` steps against the dilated grid, then the steps of the blocks that pass."""

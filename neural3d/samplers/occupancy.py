@@ -20,13 +20,13 @@ from torch import Tensor
 from neural3d.core.packing import packed_info_from_ray_indices
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import PackedRaySamples
-from neural3d.samplers import nerfacc_backend
+from neural3d.samplers import cpu_march, nerfacc_backend
 from neural3d.samplers.base import DensityFn, Sampler, WeightedSamples, require
 from neural3d.samplers.marching import march_rays, prune_samples
 from neural3d.samplers.occupancy_grid import OccupancyGrid
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "torch", "nerfacc")
+BACKENDS = ("auto", "torch", "cpu", "nerfacc")
 
 
 class OccupancySampler(Sampler):
@@ -44,8 +44,9 @@ class OccupancySampler(Sampler):
         cone_angle: step growth with distance.
         threshold, decay, warmup_updates: grid update rule (see :class:`OccupancyGrid`).
         early_stop_eps, alpha_thre: pruning of marched samples by a gradient-free density pass.
-        backend: ``auto`` (nerfacc's CUDA traversal on CUDA tensors when it is installed and builds,
-            else torch), ``torch`` or ``nerfacc`` (error if unavailable).
+        backend: ``auto`` (nerfacc's CUDA traversal on CUDA tensors when it is installed and builds; on the
+            CPU the C kernel :mod:`~neural3d.samplers.cpu_march` for uniform steps when it builds; else torch),
+            ``torch``, ``cpu`` or ``nerfacc`` (error if unavailable). All give the same samples.
         update_every: training steps between grid refreshes (``step_begin``).
         target_samples: training sample budget of ``sample`` (0: off), see :meth:`forward`.
         render_fused: models render without gradients through :func:`neural3d.render.inference.render_marched`
@@ -98,8 +99,15 @@ class OccupancySampler(Sampler):
             elif self.backend == "nerfacc":
                 nerfacc_backend.require(device)
                 choice = "nerfacc"
+            elif self.backend == "cpu":
+                cpu_march.applies("cpu", torch.zeros(0, 3, device=device), self.cone_angle, self.grid)
+                cpu_march.load_library()  # CpuKernelUnavailable (no compiler, failed build) now, not mid-training
+                choice = "cpu"
+            elif nerfacc_backend.usable(device):
+                choice = "nerfacc"
             else:
-                choice = "nerfacc" if nerfacc_backend.usable(device) else "torch"
+                probe = torch.zeros(0, 3, device=device)
+                choice = "cpu" if cpu_march.applies("auto", probe, self.cone_angle, self.grid) else "torch"
             log.info("occupancy marching backend on %s: %s", key, choice)
             self._resolved[key] = choice
         return self._resolved[key]
@@ -140,6 +148,7 @@ class OccupancySampler(Sampler):
             stratified=stratified,
             aabb=self.grid.aabbs[-1],
             skip_empty=self.skip_empty,
+            backend=self.resolve_backend(rays.device) if grid is not None else "torch",
         )
 
     def forward(

@@ -115,9 +115,20 @@ class OccupancyGrid(nn.Module):
         level = torch.frexp(extent).exponent.clamp_min(0).long()  # extent < 1 -> 0, [1, 2) -> 1, ...
         inside = level < self.levels
         level = level.clamp_max(self.levels - 1)
-        lo, hi = self.aabbs[level, :3], self.aabbs[level, 3:]
+        if self.levels == 1:  # one box: no per-point gather of its corners
+            lo, hi = base[:3], base[3:]
+        else:
+            lo, hi = self.aabbs[:, :3].index_select(0, level), self.aabbs[:, 3:].index_select(0, level)
         ijk = ((points - lo) / (hi - lo) * self.resolution).floor().long().clamp(0, self.resolution - 1)
-        return inside & self.binaries[level, ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+        return inside & flat_lookup(self.binaries, level, ijk)
 
     def occupancy_fraction(self) -> float:
         return float(self.binaries.float().mean())
+
+
+def flat_lookup(grid: Tensor, level: Tensor | int, ijk: Tensor) -> Tensor:
+    """``grid[level, i, j, k]`` for [n] levels (or one) and [n, 3] cells of an [L, R, R, R] grid, by one
+    ``index_select`` on the flattened grid (the same values as advanced indexing, several times faster on a CPU)."""
+    r = grid.shape[-1]
+    flat = ((level * r + ijk[:, 0]) * r + ijk[:, 1]) * r + ijk[:, 2]
+    return grid.reshape(-1).index_select(0, flat)

@@ -85,6 +85,10 @@ class TensoRFModelConfig:
     """Steps over which the TV weights fall by ``tv_decay``; None: ``trainer.steps``."""
     network_lr_scale: float = 0.05
     """Learning rate of the basis matrix and the MLP as a multiple of ``trainer.optim.lr``."""
+    vm_backend: Literal["auto", "torch", "cpu"] = "auto"
+    """How the planes and lines are read where no gradient is needed (rendering, density passes): ``cpu`` the
+    fused C kernel (:mod:`neural3d.fields.backends.cpu_vm`), ``torch`` the PyTorch path, ``auto`` the kernel for
+    float32 CPU tensors when a C compiler builds it. Training always uses the PyTorch path."""
     opaque_far: bool | None = None
     """Make the last sample's interval 1e10 long (rays end opaque); None: on for NDC scenes."""
 

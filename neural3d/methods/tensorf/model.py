@@ -80,6 +80,7 @@ class TensoRFModel(Model):
             hidden_dim=config.hidden_dim,
             app_weight_thre=config.app_weight_thre,
             density_activation=config.density_activation,
+            vm_backend=config.vm_backend,
         )
         self.sampler = build_sampler(config.sampler, aabb=box)
         self.eval_sampler = (
