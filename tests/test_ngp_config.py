@@ -87,7 +87,7 @@ def test_unknown_type_and_keys_of_another_type_are_rejected():
 # (sampler type, key in its section, a bad value, the allowed values named in the error)
 SECTION_OPTIONS = [
     ("grid", "weighting", "even", "'occupancy', 'density'"),
-    ("occupancy", "backend", "cuda", "'auto', 'torch', 'nerfacc'"),
+    ("occupancy", "backend", "cuda", "'auto', 'torch', 'cpu', 'nerfacc'"),
     ("proposal", "spacing", "log", "'uniform', 'lindisp', 'contracted'"),
 ]
 
@@ -108,7 +108,8 @@ def test_replace_checks_the_options_of_the_sections_it_reaches():
     from neural3d.config import replace
 
     cfg, model_cfg = build_config({"method": "ngp"}, ["model.sampler.type=occupancy"])
-    with pytest.raises(ConfigError, match=r"'model\.sampler\.backend' must be one of \['auto', 'torch', 'nerfacc'\]"):
+    options = r"\['auto', 'torch', 'cpu', 'nerfacc'\]"
+    with pytest.raises(ConfigError, match=r"'model\.sampler\.backend' must be one of " + options):
         replace(cfg, {"model": {"sampler": {"backend": "cuda"}}})
     with pytest.raises(ConfigError, match=r"'model\.contraction' must be one of \['aabb', 'inf', 'l2'\]"):
         replace(cfg, {"model": {"contraction": "sphere"}})
