@@ -60,11 +60,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.restype = None
 
 
-_KERNEL = CKernel(
-    source=_SOURCE,
-    prefix="n3d_hash",
-    folder="cpu_hash",
-    owner="cpu_hash.py",
+_KERNEL = CKernel.beside(
+    __file__,
     purpose="the 'cpu' hash-grid backend; use backend 'torch'",
     declare=_declare,
 )

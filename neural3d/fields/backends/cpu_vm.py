@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -39,11 +38,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.n3d_vm_forward.restype = None
 
 
-_KERNEL = CKernel(
-    source=Path(__file__).with_name("cpu_vm.c"),
-    prefix="n3d_vm",
-    folder="cpu_vm",
-    owner="cpu_vm.py",
+_KERNEL = CKernel.beside(
+    __file__,
     purpose="the 'cpu' backend of TensoRF's vector-matrix features; use vm_backend 'torch'",
     declare=_declare,
     extra_flags=("-ffp-contract=off",),
