@@ -10,8 +10,8 @@ not in place, the path before the kernels; ``kernel``: ``vm_backend: auto``):
 * ``density``: those density calls (the VM kernel summing 3 x 16 components per point);
 * ``colour``: those colour calls (VM kernel + basis, the encoding kernel, the MLP);
 * ``colour MLP only``: the MLP on the same rows (the part the kernels do not touch);
-* ``training step``: forward + backward of 1,024 random rays of a train image in train mode (the gradients take the
-  PyTorch path; the kernel serves the sampler's gradient-free density passes).
+* ``training step``: forward + backward of 1,024 random rays of a train image in train mode (the kernel's backward
+  into the planes and lines, and the sampler's gradient-free density passes).
 
 Figures: median process CPU time (``time.process_time``) and wall time per stage; the CPU time is the one to read on a
 shared machine.

@@ -52,9 +52,9 @@ class TensoRFField(Field):
         view_pe, feature_pe: frequencies of the positional encodings of view directions and features (2, 2).
         hidden_dim: width of the two hidden layers of the colour MLP (128).
         app_weight_thre: packed samples whose compositing weight is at most this get no colour evaluation.
-        vm_backend: ``auto`` | ``torch`` | ``cpu``: the grids' features without gradients (the fused C kernel on CPU,
-            :mod:`neural3d.fields.backends.cpu_vm`, which also applies the basis); unless ``torch``, the colour MLP's
-            input encoding without gradients too (:mod:`neural3d.fields.backends.cpu_encoding`).
+        vm_backend: ``auto`` | ``torch`` | ``cpu``: the grids' features (the fused C kernel on CPU and its backward,
+            :mod:`neural3d.fields.backends.cpu_vm`; without gradients it also applies the basis); unless ``torch``,
+            the colour MLP's input encoding without gradients too (:mod:`neural3d.fields.backends.cpu_encoding`).
 
     Shapes: ``query([*batch, 3], [*batch, 3]) -> ([*batch, 1], [*batch, 3])``; ``density([*batch, 3]) -> [*batch, 1]``.
     """

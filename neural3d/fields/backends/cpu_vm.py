@@ -7,8 +7,11 @@ three modes the four plane taps times the two line taps of every component, writ
 to ``[n]`` (the density feature). Same arithmetic as the PyTorch path, operation for operation (``cpu_vm.c``):
 the component products agree bit for bit, the sums to float rounding (summation order).
 
-It computes values only (no gradient): :class:`VMDecomposition` calls it when no gradient is needed (rendering,
-the samplers' density passes) and keeps the PyTorch path for training. The kernel reads the planes and lines
+Without gradients (rendering, the samplers' density passes) :func:`vm_features` also applies TensoRF's basis
+matrix in the same pass. With gradients for the planes and lines (training), :func:`vm_features_autograd` has a C
+backward: each thread owns a band of every plane's rows and of every line's nodes and walks all points in order
+(no atomics; the same sums in the same order for any thread count); the points get no gradient (TensoRF detaches
+them too), and a caller whose points need one takes the PyTorch path. The kernel reads the planes and lines
 channels last; :class:`KernelWeights` keeps those copies and refreshes them when a parameter changes (its
 storage, shape or version counter: an optimizer step, an upsampling, a loaded state dict).
 
@@ -36,6 +39,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     # x, n, planes[3], lines[3], dims[3][4], mode, basis_t, out_dim, out, n_threads
     lib.n3d_vm_forward.argtypes = [p, i64, p, p, p, i32, p, i64, p, i32]
     lib.n3d_vm_forward.restype = None
+    # x, n, planes[3], lines[3], dims[3][4], mode, grad, plane_grads[3], line_grads[3], n_threads
+    lib.n3d_vm_backward.argtypes = [p, i64, p, p, p, i32, p, p, p, i32]
+    lib.n3d_vm_backward.restype = None
 
 
 _KERNEL = CKernel.beside(
@@ -163,3 +169,51 @@ def vm_features(
             max(torch.get_num_threads(), 1),
         )
     return out
+
+
+class _VMFeatures(torch.autograd.Function):
+    """:func:`vm_features` (products or their sum) with a backward into the planes and lines (not the points)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weights: KernelWeights, reduce: bool, *params: Tensor) -> Tensor:
+        planes, lines = params[:3], params[3:]
+        out = vm_features(x, planes, lines, weights, reduce=reduce)
+        ctx.save_for_backward(x.detach().contiguous().float())
+        ctx.weights, ctx.reduce, ctx.params = weights, reduce, (planes, lines)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x32,) = ctx.saved_tensors
+        planes, lines = ctx.params
+        p_cl, l_cl, dims, (plane_ptrs, line_ptrs) = ctx.weights.get(planes, lines)
+        plane_grads = [torch.zeros_like(t) for t in p_cl]  # [H, W, R]
+        line_grads = [torch.zeros_like(t) for t in l_cl]  # [L, R]
+        g = grad.detach().contiguous().float()
+        plane_grad_ptrs = (ctypes.c_void_p * 3)(*(t.data_ptr() for t in plane_grads))  # (kept alive for the call)
+        line_grad_ptrs = (ctypes.c_void_p * 3)(*(t.data_ptr() for t in line_grads))
+        if len(x32) > 0:
+            load_library().n3d_vm_backward(
+                x32.data_ptr(),
+                len(x32),
+                ctypes.addressof(plane_ptrs),
+                ctypes.addressof(line_ptrs),
+                dims.data_ptr(),
+                _SUM if ctx.reduce else _PRODUCTS,
+                g.data_ptr(),
+                ctypes.addressof(plane_grad_ptrs),
+                ctypes.addressof(line_grad_ptrs),
+                max(torch.get_num_threads(), 1),
+            )
+        grads = [t.permute(2, 0, 1)[None].contiguous() for t in plane_grads]  # [1, R, H, W]
+        grads += [t.T[None, :, :, None].contiguous() for t in line_grads]  # [1, R, L, 1]
+        grads = [gr.to(p.dtype) for gr, p in zip(grads, (*planes, *lines))]
+        return None, None, None, *grads
+
+
+def vm_features_autograd(
+    x: Tensor, planes: Sequence[Tensor], lines: Sequence[Tensor], weights: KernelWeights, *, reduce: bool = False
+) -> Tensor:
+    """:func:`vm_features` (products, or their sum with ``reduce``) differentiable in the planes and lines (float32
+    CPU; the points get no gradient): the backward is one C pass, each thread owning bands of the grids' rows."""
+    return _VMFeatures.apply(x, weights, reduce, *planes, *lines)
