@@ -157,16 +157,24 @@ def test_kernel_gradients_match_float64_and_do_not_depend_on_the_thread_count(re
         assert all(torch.equal(a, b) for a, b in zip(other, results[0]))
 
 
+def _field_and_queries(seed: int, resolution, n: int, **kwargs):
+    """A random TensoRF field and [n, 3] positions (some outside its box) and unit directions."""
+    torch.manual_seed(seed)
+    field = TensoRFField(aabb=[[-1.0] * 3, [1.0] * 3], resolution=resolution, init_scale=0.5, **kwargs)
+    return field, torch.rand(n, 3) * 2.4 - 1.2, torch.nn.functional.normalize(torch.randn(n, 3), dim=-1)
+
+
+def _set_backend(field: TensoRFField, backend: str) -> None:
+    for grid in (field.density_grid, field.app_grid):
+        grid.backend = backend
+
+
 @needs_kernel
 def test_training_gradients_of_the_field_match_the_torch_path():
-    torch.manual_seed(5)
-    field = TensoRFField(aabb=[[-1.0] * 3, [1.0] * 3], resolution=(10, 12, 9), init_scale=0.5, density_shift=0.0)
-    pos = torch.rand(3000, 3) * 2.2 - 1.1
-    dirs = torch.nn.functional.normalize(torch.randn(3000, 3), dim=-1)
+    field, pos, dirs = _field_and_queries(5, (10, 12, 9), 3000, density_shift=0.0)
     grads = {}
     for backend in ("cpu", "torch"):
-        for grid in (field.density_grid, field.app_grid):
-            grid.backend = backend
+        _set_backend(field, backend)
         density, rgb = field.query(pos, dirs)
         loss = density.square().mean() + (rgb - 0.3).square().mean()
         grads[backend] = torch.autograd.grad(loss, [p for p in field.parameters() if p.requires_grad])
@@ -177,14 +185,10 @@ def test_training_gradients_of_the_field_match_the_torch_path():
 
 @needs_kernel
 def test_field_renders_the_same_with_either_backend():
-    torch.manual_seed(3)
-    field = TensoRFField(aabb=[[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], resolution=(12, 10, 14), init_scale=0.5)
-    pos = torch.rand(2000, 3) * 2.4 - 1.2
-    dirs = torch.nn.functional.normalize(torch.randn(2000, 3), dim=-1)
+    field, pos, dirs = _field_and_queries(3, (12, 10, 14), 2000)
     results = {}
     for backend in ("cpu", "torch"):
-        for grid in (field.density_grid, field.app_grid):
-            grid.backend = backend
+        _set_backend(field, backend)
         with torch.no_grad():
             density, feats = field.density_and_features(pos)
             results[backend] = (density, field.color(feats, dirs))
