@@ -102,8 +102,8 @@ class KernelWeights:
 
     def get(self, planes: Sequence[Tensor], lines: Sequence[Tensor]) -> tuple:
         key = tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in (*planes, *lines))
-        if key != self._key:
-            self._value = None  # free the old copies first
+        value = self._value
+        if key != self._key or value is None:
             p_cl = [p.detach()[0].permute(1, 2, 0).contiguous() for p in planes]  # [H, W, R]
             l_cl = [v.detach()[0, :, :, 0].T.contiguous() for v in lines]  # [L, R]
             dims = torch.tensor(
@@ -113,8 +113,9 @@ class KernelWeights:
                 (ctypes.c_void_p * 3)(*(p.data_ptr() for p in p_cl)),
                 (ctypes.c_void_p * 3)(*(v.data_ptr() for v in l_cl)),
             )
-            self._key, self._value = key, (p_cl, l_cl, dims, pointers)
-        return self._value
+            value = (p_cl, l_cl, dims, pointers)
+            self._key, self._value = key, value
+        return value  # (the caller holds the copies while it uses the pointers, whatever other threads store here)
 
 
 _PRODUCTS, _SUM, _PROJECT = 0, 1, 2  # the kernel's output modes (cpu_vm.c)
@@ -143,7 +144,8 @@ def vm_features(
     """
     if x.device.type != "cpu" or planes[0].device.type != "cpu":
         raise ValueError(f"cpu_vm.py: the 'cpu' vector-matrix backend needs CPU tensors, got points on {x.device}")
-    _, _, dims, (plane_ptrs, line_ptrs) = weights.get(planes, lines)
+    copies = weights.get(planes, lines)  # held until the kernel returns
+    dims, (plane_ptrs, line_ptrs) = copies[2], copies[3]
     total = int(dims[:, 3].sum())
     x32 = x.detach().contiguous().float()
     n = x32.shape[0]
@@ -178,15 +180,16 @@ class _VMFeatures(torch.autograd.Function):
     def forward(ctx, x: Tensor, weights: KernelWeights, reduce: bool, *params: Tensor) -> Tensor:
         planes, lines = params[:3], params[3:]
         out = vm_features(x, planes, lines, weights, reduce=reduce)
-        ctx.save_for_backward(x.detach().contiguous().float())
-        ctx.weights, ctx.reduce, ctx.params = weights, reduce, (planes, lines)
+        ctx.save_for_backward(x.detach().contiguous().float(), *params)  # (autograd checks they stay unchanged)
+        ctx.weights, ctx.reduce = weights, reduce
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (x32,) = ctx.saved_tensors
-        planes, lines = ctx.params
-        p_cl, l_cl, dims, (plane_ptrs, line_ptrs) = ctx.weights.get(planes, lines)
+        x32, *params = ctx.saved_tensors
+        planes, lines = params[:3], params[3:]
+        copies = ctx.weights.get(planes, lines)  # held until the kernel returns
+        p_cl, l_cl, dims, (plane_ptrs, line_ptrs) = copies
         plane_grads = [torch.zeros_like(t) for t in p_cl]  # [H, W, R]
         line_grads = [torch.zeros_like(t) for t in l_cl]  # [L, R]
         g = grad.detach().contiguous().float()
