@@ -131,6 +131,26 @@ def test_weights_cache_follows_parameter_changes():
 
 
 @needs_kernel
+@pytest.mark.parametrize("optimizer", ["fused", "foreach"])
+def test_weights_cache_follows_optimizer_steps(optimizer):
+    """torch's fused Adam (the trainer's on CPU) changes the grids in place without moving their version counters:
+    the cache must not serve the old copies after a step."""
+    vm, _ = _grids()
+    x = _points()
+    opt = torch.optim.Adam(vm.parameters(), lr=0.05, **{optimizer: True})
+    for _ in range(2):
+        vm.density_sum(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        with torch.no_grad():
+            fast = vm(x)
+            vm.backend = "torch"
+            slow = vm(x)
+            vm.backend = "cpu"
+        torch.testing.assert_close(fast, slow, rtol=2e-7, atol=1e-7)
+
+
+@needs_kernel
 @pytest.mark.parametrize("reduce", [False, True])
 def test_kernel_gradients_match_float64_and_do_not_depend_on_the_thread_count(reduce):
     vm, ref = _grids((16, 5, 9), res=(9, 6, 11))

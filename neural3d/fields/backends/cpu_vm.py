@@ -12,8 +12,9 @@ matrix in the same pass. With gradients for the planes and lines (training), :fu
 backward: each thread owns a band of every plane's rows and of every line's nodes and walks all points in order
 (no atomics; the same sums in the same order for any thread count); the points get no gradient (TensoRF detaches
 them too), and a caller whose points need one takes the PyTorch path. The kernel reads the planes and lines
-channels last; :class:`KernelWeights` keeps those copies and refreshes them when a parameter changes (its
-storage, shape or version counter: an optimizer step, an upsampling, a loaded state dict).
+channels last; :class:`KernelWeights` keeps those copies and refreshes them when a parameter may have changed (its
+storage, shape or version counter: an upsampling, a loaded state dict; or any optimizer step, which a fused
+optimizer takes without moving the version counters).
 
 Backends of :class:`VMDecomposition` (``backend``): ``torch``; ``cpu`` (this kernel; an error where it cannot run);
 ``auto``: ``cpu`` for float32 CPU tensors when the kernel builds here, else ``torch``. Building and caching is
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from neural3d.fields.backends.c_build import CKernel, CpuKernelUnavailable, find_compiler, library_loader, loads
 
@@ -88,20 +90,35 @@ def resolve_vm_backend(name: str, device: torch.device, dtype: torch.dtype, owne
     return name
 
 
+_OPTIMIZER_STEPS = [0]
+"""Optimizer steps taken in this process, counted by a global post-step hook (registered with the first
+:class:`KernelWeights`): torch's fused Adam updates parameters in place without moving their version counters."""
+
+
+def _count_step(*_) -> None:
+    _OPTIMIZER_STEPS[0] += 1
+
+
 class KernelWeights:
-    """Channels-last float32 copies of the planes and lines for the kernel, rebuilt when a parameter changes.
+    """Channels-last float32 copies of the planes and lines for the kernel, rebuilt when a parameter may have changed.
 
     ``get(planes, lines)``: planes ``[1, R_m, H_m, W_m]`` and lines ``[1, R_m, L_m, 1]`` -> (planes ``[H_m, W_m,
     R_m]``, lines ``[L_m, R_m]``, dims ``[3, 4]`` int64 ``(W, H, L, R)``, pointer arrays). A change is a new
-    storage, shape or version counter of any parameter (in-place updates bump the counter).
+    storage, shape or version counter of any parameter (in-place updates bump the counter) or any optimizer step
+    (``torch.optim``'s global step hook; fused optimizers leave the counters alone). Not seen: in-place edits
+    through ``param.data``, which bypass both.
     """
+
+    _hook = None  # the global optimizer hook, registered once
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._value: tuple | None = None
+        if KernelWeights._hook is None:
+            KernelWeights._hook = register_optimizer_step_post_hook(_count_step)
 
     def get(self, planes: Sequence[Tensor], lines: Sequence[Tensor]) -> tuple:
-        key = tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in (*planes, *lines))
+        key = (_OPTIMIZER_STEPS[0], *((p.data_ptr(), p._version, tuple(p.shape)) for p in (*planes, *lines)))
         value = self._value
         if key != self._key or value is None:
             p_cl = [p.detach()[0].permute(1, 2, 0).contiguous() for p in planes]  # [H, W, R]
