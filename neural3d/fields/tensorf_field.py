@@ -136,6 +136,11 @@ class TensoRFField(Field):
 
     deferred_color = True
 
+    @property
+    def color_weight_thre(self) -> float:  # type: ignore[override]
+        """``app_weight_thre``: the inference render colours by the same rule as :meth:`forward`."""
+        return self.app_weight_thre
+
     def density_and_features(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """[*batch, 3] -> (density [*batch, 1], features [*batch, 3]): the features are the box coordinates, from
         which :meth:`color` reads the appearance planes only for the samples a renderer colours."""
