@@ -13,9 +13,9 @@ Variants (the same loaded model, switched between frames, so the machine's load 
   0.25 s in one call, else in 0.05 s bands of at least 4,096 rays.
 * ``after_eps`` (API only): ``after`` with ``render_color_eps = 1e-3`` (colour skipped where a ray's weights sum
   below 1e-3).
-* ``vm_torch`` (TensoRF models only): ``after`` with the vector-matrix features through PyTorch instead of the fused C
-  kernel (``vm_backend: torch``); ``vm_torch_plain`` also without the MLPs' in-place activations: the ``after`` path
-  as it was before the kernel (``--no-vm`` leaves both out).
+* ``vm_torch`` (TensoRF models only): ``after`` with ``vm_backend: torch``: the vector-matrix features and the
+  colour MLP's input encoding through PyTorch instead of the C kernels; ``vm_torch_plain`` also without the MLPs'
+  in-place activations: the ``after`` path as it was before the kernels (``--no-vm`` leaves both out).
 
 Each thread count runs ``--frames`` rounds after one warm-up round; a round times one frame of every variant in
 turn. Figures: median wall and process CPU time (``time.process_time``; on a loaded machine the one to read),

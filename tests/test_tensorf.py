@@ -304,14 +304,19 @@ def test_fused_render_equals_the_forward_path_when_every_sample_is_coloured():
     assert float(ref["opacity"].max()) > 0.99 and float(ref["opacity"].min()) < 0.01  # opaque and empty rays
 
 
-def test_fused_render_colours_what_the_forward_path_skips_within_its_weight_bound():
-    """The default ``app_weight_thre`` leaves samples of weight <= 1e-4 black in ``forward``; the fused path colours
-    them: each pixel differs by at most the weight left out (bounded by samples per ray x threshold)."""
+def test_fused_render_colours_by_the_forward_paths_weight_rule():
+    """The default ``app_weight_thre`` leaves samples of weight <= 1e-4 black in ``forward``; the fused path applies
+    the same rule (``Field.color_weight_thre``), so both give the same image; colouring every kept sample instead
+    moves pixels by at most the weight left out."""
     model = _rendering_model(1e-4)
     ref, fast = _renders(model, _box_rays(300))
-    torch.testing.assert_close(fast["opacity"], ref["opacity"], atol=1e-6, rtol=0)
-    difference = float((fast["rgb"] - ref["rgb"]).abs().max())
-    assert 0.0 < difference < 2e-3  # > 0: the fused path ran (it colours what forward leaves black)
+    for k in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(fast[k], ref[k], atol=1e-6, rtol=0)
+    model.field.app_weight_thre = 0.0  # the fused path now colours every kept sample
+    with torch.no_grad():
+        every = model.render_rays(_box_rays(300), chunk=96)
+    difference = float((every["rgb"] - ref["rgb"]).abs().max())
+    assert 0.0 < difference < 2e-3  # the rule matters on these rays, within its bound
 
 
 # ---------------------------------------------------------------------------------------------- LLFF settings

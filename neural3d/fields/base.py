@@ -70,6 +70,10 @@ class Field(nn.Module):
     ``(density, color(features, d))``: a renderer may then run the density part on every sample and the colour
     part only where it shows (:mod:`neural3d.render.inference`)."""
 
+    color_weight_thre: float = 0.0
+    """Fields whose own render colours only samples of compositing weight above this (0 elsewhere; TensoRF's
+    ``rayMarch_weight_thres``) set it, so that the inference render applies the same rule (0: every sample)."""
+
     def density(self, positions: Tensor) -> Tensor:
         """[*batch, 3] world (or NDC) positions -> [*batch, 1] density."""
         raise NotImplementedError

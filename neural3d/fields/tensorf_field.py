@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neural3d.core.samples import PackedRaySamples, RaySamples
+from neural3d.fields.backends.cpu_encoding import available as encoding_kernel_available
+from neural3d.fields.backends.cpu_encoding import frequency_encode_into
 from neural3d.fields.base import Field, FieldOutputs, broadcast_inputs
 from neural3d.fields.contraction import SceneBox
 from neural3d.fields.encodings import PositionalEncoding
@@ -52,8 +54,9 @@ class TensoRFField(Field):
         view_pe, feature_pe: frequencies of the positional encodings of view directions and features (2, 2).
         hidden_dim: width of the two hidden layers of the colour MLP (128).
         app_weight_thre: packed samples whose compositing weight is at most this get no colour evaluation.
-        vm_backend: ``auto`` | ``torch`` | ``cpu``: the grids' features without gradients (the fused C kernel on CPU,
-            :mod:`neural3d.fields.backends.cpu_vm`).
+        vm_backend: ``auto`` | ``torch`` | ``cpu``: the grids' features (the fused C kernel on CPU and its backward,
+            :mod:`neural3d.fields.backends.cpu_vm`; without gradients it also applies the basis); unless ``torch``,
+            the colour MLP's input encoding without gradients too (:mod:`neural3d.fields.backends.cpu_encoding`).
 
     Shapes: ``query([*batch, 3], [*batch, 3]) -> ([*batch, 1], [*batch, 3])``; ``density([*batch, 3]) -> [*batch, 1]``.
     """
@@ -117,9 +120,34 @@ class TensoRFField(Field):
     def _rgb_of(self, x: Tensor, viewdirs: Tensor) -> Tensor:
         """[n, 3] box coordinates, [n, 3] unit directions -> [n, 3] colour."""
         features = self.app_grid.projected(x, self.basis.weight)
-        return self.mlp(torch.cat([self.feature_encoding(features), self.view_encoding(viewdirs)], dim=-1))
+        return self.mlp(self._mlp_input(features, viewdirs))
+
+    def _mlp_input(self, features: Tensor, viewdirs: Tensor) -> Tensor:
+        """[n, app_dim] features, [n, 3] directions -> [n, in_dim] ``[PE(features), PE(viewdirs)]``; without
+        gradients on float32 CPU tensors (and ``vm_backend`` not ``torch``) written by the C kernel in one buffer."""
+        grad = torch.is_grad_enabled() and (features.requires_grad or viewdirs.requires_grad)
+        fused = (
+            not grad
+            and self.app_grid.backend != "torch"
+            and features.device.type == "cpu"
+            and features.dtype == viewdirs.dtype == torch.float32
+            and encoding_kernel_available()
+        )
+        if not fused:
+            return torch.cat([self.feature_encoding(features), self.view_encoding(viewdirs)], dim=-1)
+        split = self.feature_encoding.out_dim
+        out = features.new_empty(len(features), split + self.view_encoding.out_dim)
+        parts = ((self.feature_encoding, features, out[:, :split]), (self.view_encoding, viewdirs, out[:, split:]))
+        for enc, values, cols in parts:
+            frequency_encode_into(values, enc.freq_bands, cols, include_input=enc.include_input)
+        return out
 
     deferred_color = True
+
+    @property
+    def color_weight_thre(self) -> float:  # type: ignore[override]
+        """``app_weight_thre``: the inference render colours by the same rule as :meth:`forward`."""
+        return self.app_weight_thre
 
     def density_and_features(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """[*batch, 3] -> (density [*batch, 1], features [*batch, 3]): the features are the box coordinates, from

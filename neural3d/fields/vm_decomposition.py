@@ -24,9 +24,9 @@ moments of a resized parameter no longer fit and are dropped, see
 :func:`neural3d.training.optim.drop_resized_state`). Loading a state dict resizes the parameters to the stored
 shapes first, so a checkpoint written after an upsampling loads into a freshly built (coarse) module.
 
-Where no gradient is needed (rendering, the samplers' density passes), ``backend`` ``cpu`` / ``auto`` computes the
-features of float32 CPU points with the fused C kernel (:mod:`neural3d.fields.backends.cpu_vm`: the same
-component products bit for bit, sums to float rounding); training keeps the PyTorch path below.
+With ``backend`` ``cpu`` / ``auto`` the features of float32 CPU points come from the fused C kernel
+(:mod:`neural3d.fields.backends.cpu_vm`: the same component products bit for bit, sums to float rounding), with a
+C backward into the planes and lines for training; points that need a gradient take the PyTorch path below.
 """
 
 from __future__ import annotations
@@ -37,7 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neural3d.fields.backends.cpu_vm import KernelWeights, check_vm_backend, resolve_vm_backend, vm_features
+from neural3d.fields.backends.cpu_vm import (
+    KernelWeights,
+    check_vm_backend,
+    resolve_vm_backend,
+    vm_features,
+    vm_features_autograd,
+)
 
 MAT_MODES = ((0, 1), (0, 2), (1, 2))
 """Axes ``(a, b)`` of each mode's plane (TensoRF's ``matMode``); ``a`` indexes the plane's columns."""
@@ -117,8 +123,8 @@ class VMDecomposition(nn.Module):
         n_components: components per mode ``(R_0, R_1, R_2)`` (TensoRF: 16 each for density, 48 for appearance).
         resolution: grid nodes per axis ``(res_x, res_y, res_z)``, each >= 2.
         init_scale: the parameters start as ``init_scale * N(0, 1)`` (TensoRF: 0.1).
-        backend: ``auto`` | ``torch`` | ``cpu``: how features are computed when no gradient is needed
-            (:mod:`neural3d.fields.backends.cpu_vm`; ``auto``: the C kernel for float32 CPU tensors when it builds).
+        backend: ``auto`` | ``torch`` | ``cpu``: how features are computed (:mod:`neural3d.fields.backends.cpu_vm`;
+            ``auto``: the C kernel and its backward for float32 CPU tensors when it builds).
 
     Shapes: ``forward([n, 3]) -> [n, sum(n_components)]``; ``density_sum([n, 3]) -> [n]`` (the sum over all).
     """
@@ -170,9 +176,10 @@ class VMDecomposition(nn.Module):
         return out
 
     def uses_kernel(self, x: Tensor) -> bool:
-        """Whether features of ``x`` [n, 3] come from the C kernel: no gradient needed and ``backend`` resolves to
-        ``cpu`` for these tensors (ValueError for an explicit ``cpu`` that cannot run here)."""
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+        """Whether features of ``x`` [n, 3] come from the C kernel: ``backend`` resolves to ``cpu`` for these tensors
+        and ``x`` needs no gradient (the planes and lines may: the kernel has their backward). ValueError for an
+        explicit ``cpu`` that cannot run here."""
+        if torch.is_grad_enabled() and x.requires_grad:
             return False
         dtype = self.planes[0].dtype
         return resolve_vm_backend(self.backend, x.device, dtype, "vm_decomposition.py") == "cpu"
@@ -180,7 +187,14 @@ class VMDecomposition(nn.Module):
     def _kernel(self, x: Tensor, *, reduce: bool = False, basis: Tensor | None = None) -> Tensor:
         if x.ndim != 2 or x.shape[-1] != 3:
             raise ValueError(f"vm_decomposition.py: points must be [n, 3], got {tuple(x.shape)}")
-        return vm_features(x, list(self.planes), list(self.lines), self._kernel_weights, reduce=reduce, basis=basis)
+        grad = torch.is_grad_enabled()
+        params_grad = grad and any(p.requires_grad for p in self.parameters())
+        planes, lines = list(self.planes), list(self.lines)
+        if not params_grad and not (grad and basis is not None and basis.requires_grad):
+            return vm_features(x, planes, lines, self._kernel_weights, reduce=reduce, basis=basis)
+        fn = vm_features_autograd if params_grad else vm_features
+        out = fn(x, planes, lines, self._kernel_weights, reduce=reduce)
+        return out if basis is None else F.linear(out, basis)
 
     def forward(self, x: Tensor) -> Tensor:
         """[n, 3] points in [-1, 1] -> [n, sum(n_components)] component products (mode 0 first)."""
@@ -191,7 +205,7 @@ class VMDecomposition(nn.Module):
     def projected(self, x: Tensor, matrix: Tensor) -> Tensor:
         """[n, 3] points in [-1, 1], [out, sum(n_components)] matrix -> [n, out] ``forward(x) @ matrix.T`` (TensoRF's
         appearance features through its basis; the C kernel does both in one pass)."""
-        if self.uses_kernel(x) and not (torch.is_grad_enabled() and matrix.requires_grad):
+        if self.uses_kernel(x):
             return self._kernel(x, basis=matrix)
         return F.linear(self(x), matrix)
 

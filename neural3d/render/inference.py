@@ -18,6 +18,8 @@ needs much less:
 3. **Colour only where it shows.** A field with ``deferred_color`` (:class:`~neural3d.fields.base.Field`)
    returns features with its density; its colour part runs on the kept samples only, and with
    ``color_eps > 0`` not on a ray's samples of weight below ``color_eps / n`` (``n``: the ray's kept samples).
+   A field whose training path colours only samples above a weight (``Field.color_weight_thre``: TensoRF's
+   ``rayMarch_weight_thres``) is coloured by the same rule, so it renders its own image.
    Those weights sum to less than ``color_eps``, so with colours in [0, 1] **each pixel's colour changes by
    less than** ``color_eps`` (depth and opacity do not change). A field without ``deferred_color`` runs
    ``query`` on the samples that show.
@@ -134,6 +136,7 @@ def render_marched(
     early_stop_eps: float = 1e-4,
     alpha_thre: float = 0.0,
     color_eps: float = 0.0,
+    color_weight_thre: float = 0.0,
     chunk: int = 1 << 13,
 ) -> RenderOutputs:
     """Render marched samples without gradients (see the module docstring).
@@ -145,6 +148,9 @@ def render_marched(
         background: [3] or [n_rays, 3] colour behind the volume (None: black).
         early_stop_eps, alpha_thre: the pruning rule (:func:`~neural3d.render.packed.visibility_packed`).
         color_eps: bound on each pixel's colour change from skipped colours (0: every kept sample's colour).
+        color_weight_thre: the field's own rule, colour only samples whose weight exceeds it (TensoRF's
+            ``rayMarch_weight_thres``; :attr:`Field.color_weight_thre`), 0 elsewhere: the image its training path
+            renders.
         chunk: samples per field call.
     Returns:
         :class:`RenderOutputs` with [n_rays, 3 | 1] rgb, depth, opacity and the kept samples' [k] weights.
@@ -166,8 +172,20 @@ def render_marched(
             visible = visible.nonzero()[:, 0]
             seen, keep = seen.take(visible), keep.index_select(0, visible)
         weights = renderer.packed_weights(density.density.index_select(0, keep), seen)
-        rgb = _colors(seen, weights, keep, density, color_fn, color_eps, chunk)
+        show = _shown(seen, weights, color_eps, color_weight_thre)
+        rgb = _colors(seen, weights, keep, density, color_fn, show, chunk)
         return renderer.composite_packed(weights, rgb, seen, background)
+
+
+def _shown(kept: PackedRaySamples, weights: Tensor, color_eps: float, weight_thre: float) -> Tensor | None:
+    """[m] kept samples whose colour is evaluated (None: all): weight above ``weight_thre`` and, with
+    ``color_eps``, at least ``color_eps / n`` (``n``: the ray's kept samples)."""
+    mask = weights > weight_thre if weight_thre > 0 else None
+    if color_eps > 0:
+        counts = kept.packed_info[:, 1].to(weights.dtype)
+        enough = weights >= color_eps / counts.index_select(0, kept.ray_indices)
+        mask = enough if mask is None else mask & enough
+    return None if mask is None else mask.nonzero()[:, 0]
 
 
 def _colors(
@@ -176,14 +194,13 @@ def _colors(
     index: Tensor,
     density: _DensityPass,
     color_fn: ColorFn,
-    color_eps: float,
+    show: Tensor | None,
     chunk: int,
 ) -> Tensor:
-    """[k, 3] colours of the kept samples (``index`` [k] into the marched samples); 0 where skipped."""
-    if color_eps <= 0:
+    """[k, 3] colours of the kept samples (``index`` [k] into the marched samples) ``show`` (None: all); 0
+    elsewhere."""
+    if show is None:
         return _shown_colors(kept, index, density, color_fn, chunk).to(weights.dtype)
-    counts = kept.packed_info[:, 1].to(weights.dtype)
-    show = (weights >= color_eps / counts.index_select(0, kept.ray_indices)).nonzero()[:, 0]
     rgb = weights.new_zeros(kept.n_samples, 3)
     if len(show):
         shown = _shown_colors(kept.take(show), index.index_select(0, show), density, color_fn, chunk)
@@ -224,6 +241,7 @@ def render_rays_marched(
             early_stop_eps=sampler.early_stop_eps,
             alpha_thre=sampler.alpha_thre,
             color_eps=sampler.render_color_eps,
+            color_weight_thre=field.color_weight_thre,
         )
         for k in parts:
             parts[k].append(getattr(out, k).float())

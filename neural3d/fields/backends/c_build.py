@@ -119,6 +119,23 @@ class CKernel:
     declare: Callable[[ctypes.CDLL], None]
     extra_flags: tuple[str, ...] = field(default=())
 
+    @classmethod
+    def beside(
+        cls, module: str, *, purpose: str, declare: Callable[[ctypes.CDLL], None], extra_flags: tuple[str, ...] = ()
+    ) -> CKernel:
+        """The kernel ``<stem>.c`` next to the Python module ``module`` (its ``__file__``, ``<stem>.py``): cache folder
+        ``<stem>``, libraries ``n3d_<stem without cpu_>_<key>.so``, errors naming ``<stem>.py``."""
+        path = Path(module)
+        return cls(
+            source=path.with_suffix(".c"),
+            prefix="n3d_" + path.stem.removeprefix("cpu_"),
+            folder=path.stem,
+            owner=path.name,
+            purpose=purpose,
+            declare=declare,
+            extra_flags=extra_flags,
+        )
+
     def flag_sets(self) -> list[list[str]]:
         """The flags to try, in order: with OpenMP, then without."""
         base = [*FLAGS, *self.extra_flags]

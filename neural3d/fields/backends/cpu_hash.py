@@ -74,11 +74,8 @@ def set_simd(enabled: bool) -> None:
     load_library().n3d_hash_set_simd(int(enabled))
 
 
-_KERNEL = CKernel(
-    source=_SOURCE,
-    prefix="n3d_hash",
-    folder="cpu_hash",
-    owner="cpu_hash.py",
+_KERNEL = CKernel.beside(
+    __file__,
     purpose="the 'cpu' hash-grid backend; use backend 'torch'",
     declare=_declare,
 )

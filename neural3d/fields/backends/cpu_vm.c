@@ -21,6 +21,8 @@
  * [n, out_dim], the products times a matrix (TensoRF's basis B [out_dim, sum R] given transposed and zero-padded,
  * basis_t [sum R, out_pad], out_pad = out_dim rounded up to 32): out[j] = sum_k prod[k] B[j, k], k in order (a
  * float rounding away from torch's matmul).
+ * Backward (n3d_vm_backward): the gradients of the planes and lines from those of the products or the sum, by
+ * the same taps (the points get none).
  * Parallelism: OpenMP over blocks of points; each point writes only its own outputs (no atomics, the same numbers
  * for any thread count). The per-block function is compiled for x86-64-v4 (AVX-512) / v3 (AVX2 + FMA) / baseline
  * and picked at load time (GCC's target_clones), so the channel loops are vectorised on any x86-64 machine; the
@@ -29,6 +31,9 @@
  */
 #include <math.h>
 #include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define BLOCK 256 /* points per OpenMP task */
 
@@ -133,5 +138,76 @@ void n3d_vm_forward(const float *x, int64_t n, const float *const *planes, const
     for (int64_t b = 0; b < n_blocks; ++b) {
         const int64_t begin = b * BLOCK, end = begin + BLOCK < n ? begin + BLOCK : n;
         vm_block(x, begin, end, planes, lines, dims, mode, basis_t, out_dim, out);
+    }
+}
+
+/* Backward of one thread's band: the rows [H t / T, H (t+1) / T) of every plane and the nodes [L t / T, L (t+1) / T)
+ * of every line, from all points in order. d out_r / d P[corner] = L_r w_corner, d out_r / d L[node] = P_r w_node. */
+N3D_CLONES
+static void vm_backward_band(const float *x, int64_t n, const float *const *planes, const float *const *lines,
+                             const int64_t *dims, int mode, const float *grad, float *const *plane_grads,
+                             float *const *line_grads, int t, int n_bands) {
+    const int64_t total = dims[3] + dims[7] + dims[11];
+    int64_t offset = 0;
+    for (int m = 0; m < 3; offset += dims[4 * m + 3], ++m) {
+        const int64_t W = dims[4 * m], H = dims[4 * m + 1], L = dims[4 * m + 2], R = dims[4 * m + 3];
+        const int64_t y_lo = H * t / n_bands, y_hi = H * (t + 1) / n_bands;
+        const int64_t z_lo = L * t / n_bands, z_hi = L * (t + 1) / n_bands;
+        const float *plane = planes[m], *line = lines[m];
+        float *pg = plane_grads[m], *lg = line_grads[m];
+        float a[R], b[R];
+        for (int64_t i = 0; i < n; ++i) {
+            const float *xi = x + 3 * i;
+            if (isnan(xi[0]) || isnan(xi[1]) || isnan(xi[2])) continue;
+            float tx, ty, tz;
+            const int64_t x0 = tap(xi[PLANE_A[m]], W, &tx), y0 = tap(xi[PLANE_B[m]], H, &ty);
+            const int64_t z0 = tap(xi[LINE_C[m]], L, &tz);
+            const int top = y0 >= y_lo && y0 < y_hi, bottom = y0 + 1 >= y_lo && y0 + 1 < y_hi;
+            const int left = z0 >= z_lo && z0 < z_hi, right = z0 + 1 >= z_lo && z0 + 1 < z_hi;
+            if (!(top || bottom || left || right)) continue;
+            const float e = 1.0f - tx, s = 1.0f - ty;
+            const float nw = s * e, ne = s * tx, sw = ty * e, se = ty * tx;
+            const int64_t c00 = (y0 * W + x0) * R;
+            const float *p00 = plane + c00, *p01 = p00 + R, *p10 = p00 + W * R, *p11 = p10 + R;
+            const float *l0 = line + z0 * R, *l1 = l0 + R;
+            for (int64_t r = 0; r < R; ++r) {
+                const float g = mode == N3D_SUM ? grad[i] : grad[i * total + offset + r];
+                a[r] = g * (l0[r] + (l1[r] - l0[r]) * tz);
+                b[r] = g * fmaf(p11[r], se, fmaf(p10[r], sw, fmaf(p01[r], ne, p00[r] * nw)));
+            }
+            float *g00 = pg + c00, *g01 = g00 + R, *g10 = g00 + W * R, *g11 = g10 + R;
+            if (top)
+                for (int64_t r = 0; r < R; ++r) {
+                    g00[r] += a[r] * nw;
+                    g01[r] += a[r] * ne;
+                }
+            if (bottom)
+                for (int64_t r = 0; r < R; ++r) {
+                    g10[r] += a[r] * sw;
+                    g11[r] += a[r] * se;
+                }
+            if (left)
+                for (int64_t r = 0; r < R; ++r) lg[z0 * R + r] += b[r] * (1.0f - tz);
+            if (right)
+                for (int64_t r = 0; r < R; ++r) lg[(z0 + 1) * R + r] += b[r] * tz;
+        }
+    }
+}
+
+/* Gradients of the planes and lines (channels last like them, zeroed by the caller) from grad [n, sum R]
+ * (N3D_PRODUCTS) or [n] (N3D_SUM). Each thread owns a band of every plane's rows and of every line's nodes and walks
+ * all points in order: no atomics, and every entry adds its contributions in point order, so the result does not
+ * depend on the thread count. */
+void n3d_vm_backward(const float *x, int64_t n, const float *const *planes, const float *const *lines,
+                     const int64_t *dims, int mode, const float *grad, float *const *plane_grads,
+                     float *const *line_grads, int n_threads) {
+#pragma omp parallel num_threads(n_threads)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), n_bands = omp_get_num_threads();
+#else
+        const int t = 0, n_bands = 1;
+#endif
+        vm_backward_band(x, n, planes, lines, dims, mode, grad, plane_grads, line_grads, t, n_bands);
     }
 }

@@ -7,10 +7,14 @@ three modes the four plane taps times the two line taps of every component, writ
 to ``[n]`` (the density feature). Same arithmetic as the PyTorch path, operation for operation (``cpu_vm.c``):
 the component products agree bit for bit, the sums to float rounding (summation order).
 
-It computes values only (no gradient): :class:`VMDecomposition` calls it when no gradient is needed (rendering,
-the samplers' density passes) and keeps the PyTorch path for training. The kernel reads the planes and lines
-channels last; :class:`KernelWeights` keeps those copies and refreshes them when a parameter changes (its
-storage, shape or version counter: an optimizer step, an upsampling, a loaded state dict).
+Without gradients (rendering, the samplers' density passes) :func:`vm_features` also applies TensoRF's basis
+matrix in the same pass. With gradients for the planes and lines (training), :func:`vm_features_autograd` has a C
+backward: each thread owns a band of every plane's rows and of every line's nodes and walks all points in order
+(no atomics; the same sums in the same order for any thread count); the points get no gradient (TensoRF detaches
+them too), and a caller whose points need one takes the PyTorch path. The kernel reads the planes and lines
+channels last; :class:`KernelWeights` keeps those copies and refreshes them when a parameter may have changed (its
+storage, shape or version counter: an upsampling, a loaded state dict; or any optimizer step, which a fused
+optimizer takes without moving the version counters).
 
 Backends of :class:`VMDecomposition` (``backend``): ``torch``; ``cpu`` (this kernel; an error where it cannot run);
 ``auto``: ``cpu`` for float32 CPU tensors when the kernel builds here, else ``torch``. Building and caching is
@@ -21,10 +25,10 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from neural3d.fields.backends.c_build import CKernel, CpuKernelUnavailable, find_compiler, library_loader, loads
 
@@ -37,13 +41,13 @@ def _declare(lib: ctypes.CDLL) -> None:
     # x, n, planes[3], lines[3], dims[3][4], mode, basis_t, out_dim, out, n_threads
     lib.n3d_vm_forward.argtypes = [p, i64, p, p, p, i32, p, i64, p, i32]
     lib.n3d_vm_forward.restype = None
+    # x, n, planes[3], lines[3], dims[3][4], mode, grad, plane_grads[3], line_grads[3], n_threads
+    lib.n3d_vm_backward.argtypes = [p, i64, p, p, p, i32, p, p, p, i32]
+    lib.n3d_vm_backward.restype = None
 
 
-_KERNEL = CKernel(
-    source=Path(__file__).with_name("cpu_vm.c"),
-    prefix="n3d_vm",
-    folder="cpu_vm",
-    owner="cpu_vm.py",
+_KERNEL = CKernel.beside(
+    __file__,
     purpose="the 'cpu' backend of TensoRF's vector-matrix features; use vm_backend 'torch'",
     declare=_declare,
     extra_flags=("-ffp-contract=off",),
@@ -86,22 +90,37 @@ def resolve_vm_backend(name: str, device: torch.device, dtype: torch.dtype, owne
     return name
 
 
+_OPTIMIZER_STEPS = [0]
+"""Optimizer steps taken in this process, counted by a global post-step hook (registered with the first
+:class:`KernelWeights`): torch's fused Adam updates parameters in place without moving their version counters."""
+
+
+def _count_step(*_) -> None:
+    _OPTIMIZER_STEPS[0] += 1
+
+
 class KernelWeights:
-    """Channels-last float32 copies of the planes and lines for the kernel, rebuilt when a parameter changes.
+    """Channels-last float32 copies of the planes and lines for the kernel, rebuilt when a parameter may have changed.
 
     ``get(planes, lines)``: planes ``[1, R_m, H_m, W_m]`` and lines ``[1, R_m, L_m, 1]`` -> (planes ``[H_m, W_m,
     R_m]``, lines ``[L_m, R_m]``, dims ``[3, 4]`` int64 ``(W, H, L, R)``, pointer arrays). A change is a new
-    storage, shape or version counter of any parameter (in-place updates bump the counter).
+    storage, shape or version counter of any parameter (in-place updates bump the counter) or any optimizer step
+    (``torch.optim``'s global step hook; fused optimizers leave the counters alone). Not seen: in-place edits
+    through ``param.data``, which bypass both.
     """
+
+    _hook = None  # the global optimizer hook, registered once
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._value: tuple | None = None
+        if KernelWeights._hook is None:
+            KernelWeights._hook = register_optimizer_step_post_hook(_count_step)
 
     def get(self, planes: Sequence[Tensor], lines: Sequence[Tensor]) -> tuple:
-        key = tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in (*planes, *lines))
-        if key != self._key:
-            self._value = None  # free the old copies first
+        key = (_OPTIMIZER_STEPS[0], *((p.data_ptr(), p._version, tuple(p.shape)) for p in (*planes, *lines)))
+        value = self._value
+        if key != self._key or value is None:
             p_cl = [p.detach()[0].permute(1, 2, 0).contiguous() for p in planes]  # [H, W, R]
             l_cl = [v.detach()[0, :, :, 0].T.contiguous() for v in lines]  # [L, R]
             dims = torch.tensor(
@@ -111,8 +130,9 @@ class KernelWeights:
                 (ctypes.c_void_p * 3)(*(p.data_ptr() for p in p_cl)),
                 (ctypes.c_void_p * 3)(*(v.data_ptr() for v in l_cl)),
             )
-            self._key, self._value = key, (p_cl, l_cl, dims, pointers)
-        return self._value
+            value = (p_cl, l_cl, dims, pointers)
+            self._key, self._value = key, value
+        return value  # (the caller holds the copies while it uses the pointers, whatever other threads store here)
 
 
 _PRODUCTS, _SUM, _PROJECT = 0, 1, 2  # the kernel's output modes (cpu_vm.c)
@@ -141,7 +161,8 @@ def vm_features(
     """
     if x.device.type != "cpu" or planes[0].device.type != "cpu":
         raise ValueError(f"cpu_vm.py: the 'cpu' vector-matrix backend needs CPU tensors, got points on {x.device}")
-    _, _, dims, (plane_ptrs, line_ptrs) = weights.get(planes, lines)
+    copies = weights.get(planes, lines)  # held until the kernel returns
+    dims, (plane_ptrs, line_ptrs) = copies[2], copies[3]
     total = int(dims[:, 3].sum())
     x32 = x.detach().contiguous().float()
     n = x32.shape[0]
@@ -167,3 +188,52 @@ def vm_features(
             max(torch.get_num_threads(), 1),
         )
     return out
+
+
+class _VMFeatures(torch.autograd.Function):
+    """:func:`vm_features` (products or their sum) with a backward into the planes and lines (not the points)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weights: KernelWeights, reduce: bool, *params: Tensor) -> Tensor:
+        planes, lines = params[:3], params[3:]
+        out = vm_features(x, planes, lines, weights, reduce=reduce)
+        ctx.save_for_backward(x.detach().contiguous().float(), *params)  # (autograd checks they stay unchanged)
+        ctx.weights, ctx.reduce = weights, reduce
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x32, *params = ctx.saved_tensors
+        planes, lines = params[:3], params[3:]
+        copies = ctx.weights.get(planes, lines)  # held until the kernel returns
+        p_cl, l_cl, dims, (plane_ptrs, line_ptrs) = copies
+        plane_grads = [torch.zeros_like(t) for t in p_cl]  # [H, W, R]
+        line_grads = [torch.zeros_like(t) for t in l_cl]  # [L, R]
+        g = grad.detach().contiguous().float()
+        plane_grad_ptrs = (ctypes.c_void_p * 3)(*(t.data_ptr() for t in plane_grads))  # (kept alive for the call)
+        line_grad_ptrs = (ctypes.c_void_p * 3)(*(t.data_ptr() for t in line_grads))
+        if len(x32) > 0:
+            load_library().n3d_vm_backward(
+                x32.data_ptr(),
+                len(x32),
+                ctypes.addressof(plane_ptrs),
+                ctypes.addressof(line_ptrs),
+                dims.data_ptr(),
+                _SUM if ctx.reduce else _PRODUCTS,
+                g.data_ptr(),
+                ctypes.addressof(plane_grad_ptrs),
+                ctypes.addressof(line_grad_ptrs),
+                max(torch.get_num_threads(), 1),
+            )
+        grads = [t.permute(2, 0, 1)[None].contiguous() for t in plane_grads]  # [1, R, H, W]
+        grads += [t.T[None, :, :, None].contiguous() for t in line_grads]  # [1, R, L, 1]
+        grads = [gr.to(p.dtype) for gr, p in zip(grads, (*planes, *lines))]
+        return None, None, None, *grads
+
+
+def vm_features_autograd(
+    x: Tensor, planes: Sequence[Tensor], lines: Sequence[Tensor], weights: KernelWeights, *, reduce: bool = False
+) -> Tensor:
+    """:func:`vm_features` (products, or their sum with ``reduce``) differentiable in the planes and lines (float32
+    CPU; the points get no gradient): the backward is one C pass, each thread owning bands of the grids' rows."""
+    return _VMFeatures.apply(x, weights, reduce, *planes, *lines)

@@ -86,9 +86,9 @@ class TensoRFModelConfig:
     network_lr_scale: float = 0.05
     """Learning rate of the basis matrix and the MLP as a multiple of ``trainer.optim.lr``."""
     vm_backend: Literal["auto", "torch", "cpu"] = "auto"
-    """How the planes and lines are read where no gradient is needed (rendering, density passes): ``cpu`` the
-    fused C kernel (:mod:`neural3d.fields.backends.cpu_vm`), ``torch`` the PyTorch path, ``auto`` the kernel for
-    float32 CPU tensors when a C compiler builds it. Training always uses the PyTorch path."""
+    """How the planes and lines are read: ``cpu`` the fused C kernel (:mod:`neural3d.fields.backends.cpu_vm`; with
+    its backward in training), ``torch`` the PyTorch path, ``auto`` the kernel for float32 CPU tensors when a C
+    compiler builds it. Not ``torch``: the colour MLP's input encoding by a C kernel too when rendering."""
     opaque_far: bool | None = None
     """Make the last sample's interval 1e10 long (rays end opaque); None: on for NDC scenes."""
 

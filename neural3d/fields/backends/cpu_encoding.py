@@ -1,0 +1,77 @@
+"""NeRF's frequency encoding of float32 CPU rows by a small C kernel (``cpu_encoding.c``), written in place.
+
+:class:`neural3d.fields.encodings.PositionalEncoding` builds ``[x, sin(b x), cos(b x), ...]`` from a product, a
+sine, a cosine, a stack and a concatenation; a caller that concatenates several encodings (TensoRF's colour MLP
+input: features and view directions) adds one more copy. :func:`frequency_encode_into` writes one encoding straight
+into its columns of the caller's buffer in one pass (no gradient). Same layout and the same float32 products
+``b x``; sine and cosine are Cephes' single-precision ones (about 1 ulp; PyTorch's are within 1 ulp too), so values
+agree with PyTorch's to float rounding, not bit for bit. Building and caching: :mod:`.c_build`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import Tensor
+
+from neural3d.fields.backends.c_build import CKernel, find_compiler, library_loader, loads
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    # x, n, c, bands, n_bands, include_input, out, out_stride, n_threads
+    lib.n3d_frequency_encoding.argtypes = [p, i64, i64, p, i64, i32, p, i64, i32]
+    lib.n3d_frequency_encoding.restype = None
+
+
+_KERNEL = CKernel.beside(
+    __file__,
+    purpose="the fused frequency encoding (the PyTorch encoding is used instead)",
+    declare=_declare,
+    extra_flags=("-ffp-contract=off", "-fno-trapping-math"),  # (the second lets GCC vectorise the selects)
+)
+
+load_library = library_loader(_KERNEL, find_compiler)
+"""Build (once per source version) and load the kernel library; CpuKernelUnavailable if it cannot be."""
+
+
+def available() -> bool:
+    """Whether the kernel builds and loads here (the result is cached)."""
+    return loads(load_library)
+
+
+def frequency_encode_into(x: Tensor, bands: Tensor, out: Tensor, *, include_input: bool = True) -> Tensor:
+    """Write the frequency encoding of ``x`` into ``out`` (no gradient) and return ``out``.
+
+    Args:
+        x: [n, c] float32 CPU rows.
+        bands: [L] frequencies ``b_l`` (float32).
+        out: [n, c * (include_input + 2 L)] float32 CPU, columns contiguous (a column slice of a wider buffer is fine).
+        include_input: the first ``c`` columns are ``x`` itself.
+    Returns:
+        ``out``: ``[x, sin(b_0 x), cos(b_0 x), sin(b_1 x), cos(b_1 x), ...]`` per row (blocks of ``c`` channels).
+    """
+    n, c = x.shape
+    width = c * (int(include_input) + 2 * len(bands))
+    if out.shape != (n, width) or out.dtype != torch.float32 or (n > 1 and out.stride(1) != 1):
+        raise ValueError(
+            f"cpu_encoding.py: out must be float32 [{n}, {width}] with contiguous columns, got {tuple(out.shape)}"
+        )
+    if x.device.type != "cpu" or out.device.type != "cpu":
+        raise ValueError(f"cpu_encoding.py: the fused encoding needs CPU tensors, got {x.device} and {out.device}")
+    x32 = x.detach().contiguous().float()
+    b32 = bands.detach().contiguous().float().cpu()
+    if n > 0:
+        load_library().n3d_frequency_encoding(
+            x32.data_ptr(),
+            n,
+            c,
+            b32.data_ptr(),
+            len(b32),
+            int(include_input),
+            out.data_ptr(),
+            out.stride(0),
+            max(torch.get_num_threads(), 1),
+        )
+    return out
