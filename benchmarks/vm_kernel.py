@@ -163,9 +163,9 @@ def main() -> None:
             )
     result["load_after"] = os.getloadavg()
     if args.out:
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(args.out)
+        from neural3d.training.run_dir import atomic_write_text
+
+        atomic_write_text(json.dumps(result, indent=1), args.out)
 
 
 if __name__ == "__main__":

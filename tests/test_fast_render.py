@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _render_paths import training_and_fused_renders
 
 from neural3d.core.rays import RayBundle
 from neural3d.fields.base import Field
@@ -141,18 +142,10 @@ def _model(*, opaque_far: bool = False, alpha_thre: float = 0.0, **sampler) -> N
     return model.eval()
 
 
-def _both(model: NGPModel, rays: RayBundle) -> tuple[dict, dict]:
-    with torch.no_grad():
-        model.sampler.render_fused = False
-        ref = model.render_rays(rays, chunk=128)
-        model.sampler.render_fused = True
-        return ref, model.render_rays(rays, chunk=128)
-
-
 @pytest.mark.parametrize("opaque_far,alpha_thre", [(False, 0.0), (True, 0.0), (False, 0.02)])
 def test_fused_render_equals_the_training_path(opaque_far, alpha_thre):
     model, rays = _model(opaque_far=opaque_far, alpha_thre=alpha_thre), _rays(400, seed=1)
-    ref, fast = _both(model, rays)
+    ref, fast = training_and_fused_renders(model, rays, chunk=128)
     for k in ("rgb", "depth", "opacity"):
         torch.testing.assert_close(fast[k], ref[k], atol=1e-6, rtol=0)
     assert float(ref["opacity"].max()) > 0.999 and float(ref["opacity"].min()) < 0.01  # opaque and empty rays
@@ -177,7 +170,7 @@ def test_early_termination_evaluates_fewer_densities_than_marched():
 
 def test_color_eps_bounds_each_pixel_and_leaves_depth_and_opacity():
     model, rays = _model(render_color_eps=0.05), _rays(400, seed=4)
-    ref, fast = _both(model, rays)
+    ref, fast = training_and_fused_renders(model, rays, chunk=128)
     calls = []
     color = model.field.color
     model.field.color = lambda f, d: calls.append(len(f)) or color(f, d)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _render_paths import training_and_fused_renders
 
 from neural3d.config import ConfigError, build
 from neural3d.core.packing import packed_info_from_ray_indices
@@ -278,15 +279,6 @@ def _rendering_model(app_weight_thre: float) -> TensoRFModel:
     return model.eval()
 
 
-def _renders(model: TensoRFModel, rays: RayBundle) -> tuple[dict, dict]:
-    """(the chunked ``forward`` path, the fused inference path) of the same rays."""
-    with torch.no_grad():
-        model.sampler.render_fused = False
-        ref = model.render_rays(rays, chunk=96)
-        model.sampler.render_fused = True
-        return ref, model.render_rays(rays, chunk=96)
-
-
 def _box_rays(n: int) -> RayBundle:
     g = torch.Generator().manual_seed(5)
     origins = torch.randn(n, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.5, 4.0])
@@ -298,7 +290,7 @@ def _box_rays(n: int) -> RayBundle:
 def test_fused_render_equals_the_forward_path_when_every_sample_is_coloured():
     """``app_weight_thre = 0``: both paths colour every kept sample (measured: equal to 1.2e-7)."""
     model = _rendering_model(0.0)
-    ref, fast = _renders(model, _box_rays(300))
+    ref, fast = training_and_fused_renders(model, _box_rays(300), chunk=96)
     for k in ("rgb", "depth", "opacity"):
         torch.testing.assert_close(fast[k], ref[k], atol=1e-6, rtol=0)
     assert float(ref["opacity"].max()) > 0.99 and float(ref["opacity"].min()) < 0.01  # opaque and empty rays
@@ -309,7 +301,7 @@ def test_fused_render_colours_by_the_forward_paths_weight_rule():
     the same rule (``Field.color_weight_thre``), so both give the same image; colouring every kept sample instead
     moves pixels by at most the weight left out."""
     model = _rendering_model(1e-4)
-    ref, fast = _renders(model, _box_rays(300))
+    ref, fast = training_and_fused_renders(model, _box_rays(300), chunk=96)
     for k in ("rgb", "depth", "opacity"):
         torch.testing.assert_close(fast[k], ref[k], atol=1e-6, rtol=0)
     model.field.app_weight_thre = 0.0  # the fused path now colours every kept sample

@@ -48,14 +48,15 @@ available = partial(loads, load_library)
 """``available()``: whether the kernel builds and loads here (the result is cached)."""
 
 
-def applies(backend: str, origins: Tensor, cone_angle: float, grid) -> bool:
-    """Whether ``march_rays`` takes the kernel: backend ``cpu``/``auto``, an occupancy grid, uniform steps, float32
-    CPU rays, and (``auto``) a kernel that builds. ValueError for an unknown backend or a ``cpu`` that cannot be."""
+def applies(backend: str, device: torch.device, dtype: torch.dtype, cone_angle: float, grid) -> bool:
+    """Whether ``march_rays`` takes the kernel for rays of ``dtype`` on ``device``: backend ``cpu``/``auto``, an
+    occupancy grid, uniform steps, float32 CPU rays, and (``auto``) a kernel that builds. ValueError for an unknown
+    backend or a ``cpu`` that cannot be."""
     if backend not in MARCH_BACKENDS:
         raise ValueError(f"cpu_march.py: march backend must be one of {MARCH_BACKENDS}, got {backend!r}")
     if backend == "torch":
         return False
-    fits = grid is not None and cone_angle == 0 and origins.device.type == "cpu" and origins.dtype == torch.float32
+    fits = grid is not None and cone_angle == 0 and device.type == "cpu" and dtype == torch.float32
     if backend == "cpu" and not fits:
         raise ValueError("cpu_march.py: march backend 'cpu' needs an occupancy grid, cone_angle 0 and float32 CPU rays")
     return fits and (backend == "cpu" or available())
@@ -86,9 +87,9 @@ def march_cpu(
     per_ray = [t.detach().float().contiguous() for t in (march.rule.s0, march.lo, march.hi, march.dnorm, k_lo)]
     count = count.to(torch.int64).contiguous()
     aabbs = grid.aabbs.detach().float().contiguous()
-    binaries = grid.binaries.to(torch.uint8).contiguous()
+    binaries = grid.binaries.contiguous().view(torch.uint8)  # bool storage read as bytes: no copy
     use_blocks = dilated is not None and block > 1
-    dil = dilated.to(torch.uint8).contiguous() if use_blocks else binaries
+    dil = dilated.contiguous().view(torch.uint8) if use_blocks else binaries
     counts, spans = torch.zeros(n_rays, dtype=torch.int64), torch.zeros(n_rays, 2, dtype=torch.int64)
     threads = max(torch.get_num_threads(), 1)
     pointers = [t.data_ptr() for t in (*f32, *per_ray, count)]

@@ -121,7 +121,7 @@ def march_rays(
 
     march = _Candidates(rays, unit, dnorm, lo, hi, grid, rule)
     blocks = block_steps(grid, step_size) if grid is not None and skip_empty else 1
-    if cpu_march.applies(backend, rays.origins, cone_angle, grid):
+    if cpu_march.applies(backend, rays.origins.device, rays.origins.dtype, cone_angle, grid):
         dilated = dilated_binaries(grid) if blocks > 1 else None
         found = [cpu_march.march_cpu(march, k_lo, count, step_size, blocks, block_half_limit(grid), dilated)]
     elif blocks > 1:

@@ -100,14 +100,14 @@ class OccupancySampler(Sampler):
                 nerfacc_backend.require(device)
                 choice = "nerfacc"
             elif self.backend == "cpu":
-                cpu_march.applies("cpu", torch.zeros(0, 3, device=device), self.cone_angle, self.grid)
+                cpu_march.applies("cpu", device, torch.float32, self.cone_angle, self.grid)
                 cpu_march.load_library()  # CpuKernelUnavailable (no compiler, failed build) now, not mid-training
                 choice = "cpu"
             elif nerfacc_backend.usable(device):
                 choice = "nerfacc"
             else:
-                probe = torch.zeros(0, 3, device=device)
-                choice = "cpu" if cpu_march.applies("auto", probe, self.cone_angle, self.grid) else "torch"
+                auto = cpu_march.applies("auto", device, torch.float32, self.cone_angle, self.grid)
+                choice = "cpu" if auto else "torch"
             log.info("occupancy marching backend on %s: %s", key, choice)
             self._resolved[key] = choice
         return self._resolved[key]
