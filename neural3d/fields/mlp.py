@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from neural3d.fields.backends import cpu_linear
+
 
 class _Exp(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
@@ -115,6 +117,11 @@ class MLP(nn.Module):
         """[*batch, in_dim] -> [*batch, out_dim]."""
         if x.shape[-1] != self.in_dim:
             raise ValueError(f"mlp.py: MLP expects [..., {self.in_dim}] inputs, got {tuple(x.shape)}")
+        if isinstance(self.activation, nn.ReLU | nn.Identity):
+            layers = [(layer.weight, layer.bias) for layer in self.layers]
+            if cpu_linear.applies(x, layers):  # inference on a CPU: oneDNN, in row blocks (ReLU fused)
+                y = cpu_linear.linear_stack(layers, x, relu=isinstance(self.activation, nn.ReLU))
+                return _activate(self.output_activation, y)
         for layer in self.layers[:-1]:
             x = _activate(self.activation, layer(x))
         return _activate(self.output_activation, self.layers[-1](x))
