@@ -1,7 +1,9 @@
-"""The inference render path: block marching (empty-space skipping) and the fused density / colour render,
-each against the plain path it replaces (bit for bit where the arithmetic is the same)."""
+"""The inference render path: block marching (empty-space skipping), the fused density / colour render and its
+worker threads, each against the plain path it replaces (bit for bit where the arithmetic is the same)."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from neural3d.fields.base import Field
 from neural3d.methods.base import SceneInfo
 from neural3d.methods.ngp.config import NGPModelConfig
 from neural3d.methods.ngp.model import NGPModel
-from neural3d.render import VolumeRenderer, inference
+from neural3d.render import VolumeRenderer, cpu_workers, inference
 from neural3d.render.inference import field_callbacks, render_marched
 from neural3d.samplers import cpu_march
 from neural3d.samplers.config import OccupancySamplerConfig
@@ -231,3 +233,72 @@ def test_dilated_grid_is_the_3x3x3_neighbourhood_and_follows_grid_changes():
     grid.binaries[1, 0, 5, 2] = True
     d = dilated_binaries(grid)
     assert int(d.sum()) == 27 and bool(d[1, 0:3, 5:8, 2:5].all())
+
+
+# ----------------------------------------------------------------------------- worker threads
+def test_worker_threads_render_the_same_image_as_one_thread(monkeypatch):
+    """Ray parts rendered by two single-threaded worker threads give the single-thread image (the march and the
+    compositing are per ray; the MLP products may round differently in other row blocks)."""
+    model, rays = _model(), _rays(3000, seed=5, inside=100)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        used = []
+        monkeypatch.setattr(cpu_workers, "map_parts", _spy(cpu_workers.map_parts, used))
+        with torch.no_grad():
+            split = model.render_rays(rays, chunk=1024)
+            cpu_workers.set_enabled(False)
+            single = model.render_rays(rays, chunk=1024)
+    finally:
+        cpu_workers.set_enabled(True)
+        torch.set_num_threads(before)
+    assert used == [(2, 4), (1, 3)]  # (workers, parts): 2 threads x PARTS_PER_WORKER parts, then 3 chunks of 1,024
+    for k in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(split[k], single[k], atol=1e-6, rtol=0)
+    assert float(single["opacity"].max()) > 0.999
+
+
+def _spy(fn, log):
+    def wrapped(f, parts, workers):
+        log.append((workers, len(parts)))
+        return fn(f, parts, workers)
+
+    return wrapped
+
+
+def test_worker_pool_keeps_order_errors_grad_mode_and_the_callers_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = cpu_workers.map_parts(lambda i: (i, torch.get_num_threads(), torch.is_grad_enabled()), range(6), 2)
+        assert [s[0] for s in seen] == list(range(6)) and {s[1] for s in seen} == {1} and all(s[2] for s in seen)
+        with torch.no_grad():
+            assert not any(g for *_, g in cpu_workers.map_parts(lambda i: (i, torch.is_grad_enabled()), [0, 1], 2))
+        assert torch.get_num_threads() == 2
+        fresh = []
+        thread = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert fresh == [2]  # threads started later begin from the caller's count again
+
+        def fail(i):
+            if i == 3:
+                raise ValueError("part 3 failed")
+            return i
+
+        with pytest.raises(ValueError, match="part 3 failed"):
+            cpu_workers.map_parts(fail, range(5), 2)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_ray_parts_cover_the_rays_in_order():
+    rays = _rays(1001, seed=6)
+    parts = inference._ray_parts(rays, chunk=300, workers=2)
+    assert [len(p) for p in parts] == [251, 251, 251, 248]
+    assert torch.equal(torch.cat([p.origins for p in parts]), rays.origins)
+    assert [len(p) for p in inference._ray_parts(rays, chunk=4096, workers=1)] == [1001]
+    assert [len(p) for p in inference._ray_parts(rays[:0], chunk=4096, workers=2)] == [0]
+    with torch.no_grad():
+        empty = _model().render_rays(rays[:0].reshape(0, 7), chunk=4096)
+    assert {k: tuple(v.shape) for k, v in empty.items()} == {"rgb": (0, 7, 3), "depth": (0, 7, 1), "opacity": (0, 7, 1)}

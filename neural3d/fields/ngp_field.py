@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from neural3d.fields.backends.cpu_encoding import available as encoding_kernel_available
+from neural3d.fields.backends.cpu_encoding import spherical_harmonics_into
 from neural3d.fields.base import Field, broadcast_inputs
 from neural3d.fields.contraction import CONTRACTIONS, SceneBox, normalize_positions
 from neural3d.fields.encodings import SHEncoding
@@ -173,7 +175,25 @@ class NGPField(Field):
 
     def color(self, features: Tensor, viewdirs: Tensor) -> Tensor:
         """[*batch, geo_feat_dim] geometry features, [*batch, 3] unit directions -> [*batch, 3] rgb (``mlp_head``)."""
-        return self.mlp_head(torch.cat([self.direction_encoding(viewdirs), features], dim=-1))
+        return self.mlp_head(self._head_input(viewdirs, features))
+
+    def _head_input(self, viewdirs: Tensor, features: Tensor) -> Tensor:
+        """``[SH(viewdirs), features]`` [*batch, sh + geo_feat_dim]; without gradients on float32 CPU rows the
+        harmonics are written by the C kernel straight into the buffer (the same values, no stack and no cat)."""
+        enc = self.direction_encoding
+        fused = (
+            not torch.is_grad_enabled()
+            and viewdirs.device.type == "cpu"
+            and viewdirs.dtype == features.dtype == torch.float32
+            and viewdirs.dim() == 2
+            and encoding_kernel_available()
+        )
+        if not fused:
+            return torch.cat([enc(viewdirs), features], dim=-1)
+        out = features.new_empty(len(features), enc.out_dim + features.shape[-1])
+        spherical_harmonics_into(viewdirs, enc.degree, out[:, : enc.out_dim])
+        out[:, enc.out_dim :] = features
+        return out
 
     def _perturbed_query(self, positions: Tensor, viewdirs: Tensor, perturb: FieldPerturbation) -> tuple[Tensor, ...]:
         """:meth:`query` with the ``features`` and ``outputs`` hooks of ``perturb`` applied."""

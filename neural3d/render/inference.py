@@ -38,13 +38,15 @@ from torch import Tensor
 from neural3d.core.packing import positions_in_ray
 from neural3d.core.rays import RayBundle
 from neural3d.core.samples import PackedRaySamples
+from neural3d.render import cpu_workers
 from neural3d.render.packed import visibility_packed
 from neural3d.render.renderers import RenderOutputs, VolumeRenderer
 
 DensityFn = Callable[[Tensor], tuple[Tensor, Tensor | None]]
 """[n, 3] positions -> (density [n, 1], features [n, C] for the colour, or None)."""
-ColorFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
-"""([n, 3] positions, [n, 3] unit directions, [n, C] features or None) -> [n, 3] rgb in [0, 1]."""
+ColorFn = Callable[[Tensor | None, Tensor, Tensor | None], Tensor]
+"""([n, 3] positions, [n, 3] unit directions, [n, C] features or None) -> [n, 3] rgb in [0, 1]. Positions are None
+when features are given: a deferred colour depends on the features and directions only."""
 
 FIRST_ROUND = 16
 """Samples per ray of the first early-termination round (each later round doubles it)."""
@@ -214,7 +216,9 @@ def _shown_colors(
     """[k, 3] colours of ``samples`` (``index`` [k] into the marched samples), ``chunk`` at a time."""
     if samples.n_samples == 0:
         return samples.starts.new_zeros(0, 3)
-    return torch.cat(_chunked(color_fn, chunk, samples.positions, samples.viewdirs, density.features(index)))
+    features = density.features(index)
+    positions = samples.positions if features is None else None
+    return torch.cat(_chunked(color_fn, chunk, positions, samples.viewdirs, features))
 
 
 def render_rays_marched(
@@ -230,10 +234,12 @@ def render_rays_marched(
         ``rgb`` [*batch, 3], ``depth`` [*batch, 1], ``opacity`` [*batch, 1] (as :meth:`Model.render_rays`).
     """
     density_fn, color_fn = field_callbacks(field)
-    parts: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
-    for sub in rays.flatten().chunks(chunk):
-        out = render_marched(
-            sampler.march(sub, stratified=False),
+    flat = rays.flatten().contiguous()
+    workers = cpu_workers.worker_count(flat.origins.device)
+
+    def render(part: RayBundle) -> RenderOutputs:
+        return render_marched(
+            sampler.march(part, stratified=False),
             density_fn,
             color_fn,
             renderer,
@@ -243,6 +249,24 @@ def render_rays_marched(
             color_eps=sampler.render_color_eps,
             color_weight_thre=field.color_weight_thre,
         )
-        for k in parts:
-            parts[k].append(getattr(out, k).float())
-    return {k: torch.cat(v, 0).reshape(*rays.shape, -1) for k, v in parts.items()}
+
+    outs = cpu_workers.map_parts(render, _ray_parts(flat, chunk, workers), workers)
+    joined = {k: torch.cat([getattr(o, k).float() for o in outs]) for k in _OUTPUTS}
+    return {k: v.reshape(*rays.shape, v.shape[-1]) for k, v in joined.items()}
+
+
+_OUTPUTS = ("rgb", "depth", "opacity")
+PARTS_PER_WORKER = 2
+"""Ray parts per worker thread (:mod:`~neural3d.render.cpu_workers`): parts finish at different times (empty
+rays are cheap), so a thread that is done early takes the next part."""
+
+
+def _ray_parts(rays: RayBundle, chunk: int, workers: int) -> list[RayBundle]:
+    """[n] rays in consecutive parts of at most ``chunk`` rays, at least ``PARTS_PER_WORKER * workers`` of them
+    when ``workers`` > 1 (equal sizes)."""
+    n = len(rays)
+    if n == 0:
+        return [rays]
+    count = max(-(-n // chunk), PARTS_PER_WORKER * workers if workers > 1 else 1)
+    size = max(-(-n // count), 1)
+    return list(rays.chunks(size))

@@ -1,4 +1,5 @@
-/* NeRF's frequency (positional) encoding of float32 CPU rows, written into a slice of a wider row-major buffer.
+/* NeRF's frequency (positional) encoding and tiny-cuda-nn's spherical harmonics of float32 CPU rows, written into a
+ * slice of a wider row-major buffer.
  *
  * Built on first use by neural3d/fields/backends/cpu_encoding.py (through c_build.py) and called through ctypes.
  * Row i of out (row stride out_stride) gets the layout of neural3d.fields.encodings.PositionalEncoding:
@@ -90,5 +91,54 @@ void n3d_frequency_encoding(const float *x, int64_t n, int64_t c, const float *b
     for (int64_t b = 0; b < n_blocks; ++b) {
         const int64_t begin = b * BLOCK, end = begin + BLOCK < n ? begin + BLOCK : n;
         encode_block(x, begin, end, c, bands, n_bands, include_input, out, out_stride);
+    }
+}
+
+/* tiny-cuda-nn's real spherical harmonics of unit directions d [n, 3], bands 0..degree-1 (degree 1..4), into columns
+ * 0..degree^2-1 of out (row stride out_stride): the products of neural3d.fields.encodings.spherical_harmonics in the
+ * same float32 order (constants rounded to float32 as PyTorch rounds a Python scalar), so the values are the same
+ * bit for bit (no FMA: -ffp-contract=off). */
+N3D_CLONES
+static void sh_block(const float *d, int64_t begin, int64_t end, int degree, float *out, int64_t out_stride) {
+    const float c0 = 0.28209479177387814f, c1 = 0.48860251190291987f;
+    const float c20 = 1.0925484305920792f, c21 = 0.94617469575755997f, c22 = 0.31539156525251999f,
+                c23 = 0.54627421529603959f;
+    const float c30 = 0.59004358992664352f, c31 = 2.8906114426405538f, c32 = 0.45704579946446572f,
+                c33 = 0.3731763325901154f, c34 = 1.4453057213202769f;
+    for (int64_t i = begin; i < end; ++i) {
+        const float x = d[3 * i], y = d[3 * i + 1], z = d[3 * i + 2];
+        float *o = out + i * out_stride;
+        o[0] = c0;
+        if (degree > 1) {
+            o[1] = (-c1) * y;
+            o[2] = c1 * z;
+            o[3] = (-c1) * x;
+        }
+        if (degree > 2) {
+            const float xx = x * x, yy = y * y, zz = z * z;
+            o[4] = (c20 * x) * y;
+            o[5] = ((-c20) * y) * z;
+            o[6] = c21 * zz - c22;
+            o[7] = ((-c20) * x) * z;
+            o[8] = c23 * (xx - yy);
+            if (degree > 3) {
+                o[9] = (c30 * y) * ((-3.0f) * xx + yy);
+                o[10] = ((c31 * x) * y) * z;
+                o[11] = (c32 * y) * (1.0f - 5.0f * zz);
+                o[12] = (c33 * z) * (5.0f * zz - 3.0f);
+                o[13] = (c32 * x) * (1.0f - 5.0f * zz);
+                o[14] = (c34 * z) * (xx - yy);
+                o[15] = (c30 * x) * ((-xx) + 3.0f * yy);
+            }
+        }
+    }
+}
+
+void n3d_spherical_harmonics(const float *d, int64_t n, int degree, float *out, int64_t out_stride, int n_threads) {
+    const int64_t block = 16 * BLOCK, n_blocks = (n + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        const int64_t begin = b * block, end = begin + block < n ? begin + block : n;
+        sh_block(d, begin, end, degree, out, out_stride);
     }
 }

@@ -1,4 +1,5 @@
-"""NeRF's frequency encoding of float32 CPU rows by a small C kernel (``cpu_encoding.c``), written in place.
+"""NeRF's frequency encoding and spherical harmonics of float32 CPU rows by a small C kernel (``cpu_encoding.c``),
+written in place.
 
 :class:`neural3d.fields.encodings.PositionalEncoding` builds ``[x, sin(b x), cos(b x), ...]`` from a product, a
 sine, a cosine, a stack and a concatenation; a caller that concatenates several encodings (TensoRF's colour MLP
@@ -23,6 +24,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     # x, n, c, bands, n_bands, include_input, out, out_stride, n_threads
     lib.n3d_frequency_encoding.argtypes = [p, i64, i64, p, i64, i32, p, i64, i32]
     lib.n3d_frequency_encoding.restype = None
+    # dirs, n, degree, out, out_stride, n_threads
+    lib.n3d_spherical_harmonics.argtypes = [p, i64, i32, p, i64, i32]
+    lib.n3d_spherical_harmonics.restype = None
 
 
 _KERNEL = CKernel.beside(
@@ -73,5 +77,35 @@ def frequency_encode_into(x: Tensor, bands: Tensor, out: Tensor, *, include_inpu
             out.data_ptr(),
             out.stride(0),
             max(torch.get_num_threads(), 1),
+        )
+    return out
+
+
+def spherical_harmonics_into(dirs: Tensor, degree: int, out: Tensor) -> Tensor:
+    """Write tiny-cuda-nn's spherical harmonics of ``dirs`` into ``out`` (no gradient) and return ``out``.
+
+    Args:
+        dirs: [n, 3] float32 CPU unit directions.
+        degree: bands, 1..4 (``degree**2`` channels).
+        out: [n, degree**2] float32 CPU with contiguous columns (a column slice of a wider buffer is fine).
+    Returns:
+        ``out``, equal bit for bit to :func:`neural3d.fields.encodings.spherical_harmonics` ``(dirs, degree)``.
+    """
+    n = dirs.shape[0]
+    if not 1 <= degree <= 4 or dirs.shape != (n, 3):
+        raise ValueError(
+            f"cpu_encoding.py: spherical harmonics need [n, 3] directions and degree 1..4, got "
+            f"{tuple(dirs.shape)} and {degree}"
+        )
+    if out.shape != (n, degree**2) or out.dtype != torch.float32 or (n > 1 and out.stride(1) != 1):
+        raise ValueError(
+            f"cpu_encoding.py: out must be float32 [{n}, {degree**2}] with contiguous columns, got {tuple(out.shape)}"
+        )
+    if dirs.device.type != "cpu" or out.device.type != "cpu":
+        raise ValueError(f"cpu_encoding.py: the fused encoding needs CPU tensors, got {dirs.device} and {out.device}")
+    d32 = dirs.detach().contiguous().float()
+    if n > 0:
+        load_library().n3d_spherical_harmonics(
+            d32.data_ptr(), n, degree, out.data_ptr(), out.stride(0), max(torch.get_num_threads(), 1)
         )
     return out
