@@ -252,7 +252,7 @@ def test_worker_threads_render_the_same_image_as_one_thread(monkeypatch):
     finally:
         cpu_workers.set_enabled(True)
         torch.set_num_threads(before)
-    assert used == [(2, 4), (1, 3)]  # (workers, parts): 2 threads x PARTS_PER_WORKER parts, then 3 chunks of 1,024
+    assert used == [(2, 3), (1, 3)]  # (workers, parts): 3 parts of >= 1,024 rays, then 3 chunks of 1,024
     for k in ("rgb", "depth", "opacity"):
         torch.testing.assert_close(split[k], single[k], atol=1e-6, rtol=0)
     assert float(single["opacity"].max()) > 0.999
@@ -298,6 +298,8 @@ def test_ray_parts_cover_the_rays_in_order():
     assert [len(p) for p in parts] == [251, 251, 251, 248]
     assert torch.equal(torch.cat([p.origins for p in parts]), rays.origins)
     assert [len(p) for p in inference._ray_parts(rays, chunk=4096, workers=1)] == [1001]
+    assert [len(p) for p in inference._ray_parts(rays, chunk=4096, workers=2)] == [501, 500]  # parts >= 1,024 rays
+    assert [len(p) for p in inference._ray_parts(_rays(2500, 7), chunk=4096, workers=2)] == [834, 834, 832]
     assert [len(p) for p in inference._ray_parts(rays[:0], chunk=4096, workers=2)] == [0]
     with torch.no_grad():
         empty = _model().render_rays(rays[:0].reshape(0, 7), chunk=4096)

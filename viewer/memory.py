@@ -22,17 +22,30 @@ def _glibc():
     return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
-MMAP_THRESHOLD = 1 << 20
+MMAP_THRESHOLD = 16 << 20
 """Heap blocks of at least this many bytes are mapped on their own (``mallopt(M_MMAP_THRESHOLD)``) while a viewer
-serves, so the memory of a tab's renders goes back to the OS when they are freed."""
+serves, so the memory of a tab's renders goes back to the OS when they are freed. 16 MiB, not lower: the fused
+render's per-chunk tensors (up to ~8 MB) then come from the heap, which a frame reuses; mapping every block of
+1 MiB or more cost 70-80 ms of system time per 100x100 frame in page faults (BENCHMARKS.md "The render path in
+session 14")."""
+
+
+TRIM_THRESHOLD = 16 << 20
+"""Free memory a heap keeps at its top before glibc returns it (``mallopt(M_TRIM_THRESHOLD)``). Fixing the mmap
+threshold also fixes this one at its 128 KiB default (glibc stops adjusting both), which hands a frame's buffers
+back to the OS after every frame (20-70 ms of system time per frame); a closed tab's memory is still returned by
+:func:`release_native_memory`. Three waves of 20 tabs (``benchmarks/bench_viewer_clients.py``): RSS 300 / 307 /
+314 MB with 1 MiB and the default trim, 348 / 339 / 337 MB with 16 / 16 MiB (64 MiB of trim: 608 / 736 / 742)."""
 
 
 def keep_large_blocks_mapped() -> None:
-    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` (process-wide): blocks that large are mapped when
-    allocated and unmapped when freed, whichever thread frees them."""
+    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` and its trim threshold at :data:`TRIM_THRESHOLD`
+    (process-wide): blocks that large are mapped when allocated and unmapped when freed, whichever thread frees
+    them; smaller ones are reused from the heaps."""
     libc = _glibc()
     if libc is not None:
         libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (malloc.h)
+        libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
 
 
 def release_native_memory() -> None:

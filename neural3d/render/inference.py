@@ -259,14 +259,17 @@ _OUTPUTS = ("rgb", "depth", "opacity")
 PARTS_PER_WORKER = 2
 """Ray parts per worker thread (:mod:`~neural3d.render.cpu_workers`): parts finish at different times (empty
 rays are cheap), so a thread that is done early takes the next part."""
+MIN_PART_RAYS = 1024
+"""Fewer parts than that when they would hold fewer rays (each part pays its own march and rounds)."""
 
 
 def _ray_parts(rays: RayBundle, chunk: int, workers: int) -> list[RayBundle]:
-    """[n] rays in consecutive parts of at most ``chunk`` rays, at least ``PARTS_PER_WORKER * workers`` of them
-    when ``workers`` > 1 (equal sizes)."""
+    """[n] rays in consecutive parts of at most ``chunk`` rays; when ``workers`` > 1, at least ``workers`` parts and
+    up to ``PARTS_PER_WORKER * workers`` of at least ``MIN_PART_RAYS`` rays (equal sizes)."""
     n = len(rays)
     if n == 0:
         return [rays]
-    count = max(-(-n // chunk), PARTS_PER_WORKER * workers if workers > 1 else 1)
+    split = min(PARTS_PER_WORKER * workers, max(-(-n // MIN_PART_RAYS), workers)) if workers > 1 else 1
+    count = max(-(-n // chunk), split)
     size = max(-(-n // count), 1)
     return list(rays.chunks(size))
