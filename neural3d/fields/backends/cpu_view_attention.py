@@ -50,7 +50,9 @@ def applies(y: Tensor) -> bool:
     return y.device.type == "cpu" and y.dtype == torch.float32 and not torch.is_grad_enabled() and available()
 
 
-def view_attention(y: Tensor, q: Tensor, w2t: Tensor, b2: Tensor, valid: Tensor) -> Tensor:
+def view_attention(
+    y: Tensor, q: Tensor, w2t: Tensor, b2: Tensor, valid: Tensor, *, out: Tensor | None = None
+) -> Tensor:
     """The attention over views of every sample (see the module docstring).
 
     Args:
@@ -60,8 +62,9 @@ def view_attention(y: Tensor, q: Tensor, w2t: Tensor, b2: Tensor, valid: Tensor)
         w2t: [H, C] the attention MLP's output layer, transposed (``nn.Linear.weight.t()``).
         b2: [C] its bias.
         valid: [M, V] bool (or uint8), True where the sample projects into the view.
+        out: optional [M, C] float32 with contiguous rows to write into.
     Returns:
-        [M, C] ``sum_v softmax_v(logits) * values`` (the official masked softmax, per channel).
+        ``out`` or a new tensor, [M, C] ``sum_v softmax_v(logits) * values`` (the official masked softmax, per channel).
     """
     M, V, width = y.shape
     H, C = w2t.shape
@@ -74,7 +77,10 @@ def view_attention(y: Tensor, q: Tensor, w2t: Tensor, b2: Tensor, valid: Tensor)
         )
     q32, w32, b32 = q.float().contiguous(), w2t.float().contiguous(), b2.float().contiguous()
     valid8 = valid.contiguous() if valid.dtype in (torch.bool, torch.uint8) else (valid != 0).contiguous()
-    out = y.new_empty(M, C)
+    if out is None:
+        out = y.new_empty(M, C)
+    elif out.shape != (M, C) or out.dtype != torch.float32 or not out.is_contiguous():
+        raise ValueError(f"cpu_view_attention.py: out must be contiguous float32 [{M}, {C}], got {tuple(out.shape)}")
     if M > 0:
         load_library().n3d_gnt_view_attention(
             y.data_ptr(),
