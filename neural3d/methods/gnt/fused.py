@@ -23,6 +23,12 @@ Every per-view quantity it needs is linear in ``t`` and in the pos hidden ``h_p 
 reference's softmax attention, scale ``1 / sqrt(d_head)``, no mask, no dropout); the weights the network returns
 (the last block's attention row of the first sample, mean over heads) are computed from that one row.
 
+**CPU backends** (float32 CPU tensors, no gradients; the CUDA path and float64 keep the PyTorch ops): every product
+through :func:`neural3d.fields.backends.cpu_linear.linear` (oneDNN, about 2x MKL's speed on the project's AMD CPUs, the
+ReLU or the residual addition fused), and the view attention after the token product (the logits layer, the masked
+softmax over views, the weighted sum) by the C kernel :mod:`neural3d.fields.backends.cpu_view_attention`, in blocks
+of :data:`ATTEND_ROWS` (sample, view) rows so that each block's product is read back from the L2 cache.
+
 Shapes: ``M = n_rays * n_samples`` sample rows, ``V`` views, ``C`` width, ``H = C // 8``.
 """
 
