@@ -42,9 +42,13 @@ static inline float exp_nonpositive(float x) {
     return p * scale.f;
 }
 
-N3D_CLONES
-static void attend_sample(const float *y, int64_t ldy, const float *q, const float *w2t, const float *b2,
-                          const uint8_t *valid, int64_t V, int64_t C, int64_t H, float *logits, float *out) {
+/* One sample. Inlined into a copy for C = 64, H = 8 (GNT's width; constant trip counts, unrolled) and a generic one.
+ * logits: scratch of (V + 2) C floats. */
+static inline __attribute__((always_inline)) void attend_sample(const float *restrict y, int64_t ldy,
+                                                                const float *restrict q, const float *restrict w2t,
+                                                                const float *restrict b2, const uint8_t *valid,
+                                                                int64_t V, int64_t C, int64_t H,
+                                                                float *restrict logits, float *restrict out) {
     int64_t n_valid = 0;
     for (int64_t v = 0; v < V; ++v)
         n_valid += valid[v] != 0;
@@ -99,6 +103,21 @@ static void attend_sample(const float *y, int64_t ldy, const float *q, const flo
         out[c] /= sum[c];
 }
 
+N3D_CLONES
+static void attend_samples_64_8(const float *y, int64_t ldy, const float *q, const float *w2t, const float *b2,
+                                const uint8_t *valid, int64_t m0, int64_t m1, int64_t V, float *logits, float *out) {
+    for (int64_t m = m0; m < m1; ++m)
+        attend_sample(y + m * V * ldy, ldy, q + m * 8, w2t, b2, valid + m * V, V, 64, 8, logits, out + m * 64);
+}
+
+N3D_CLONES
+static void attend_samples_any(const float *y, int64_t ldy, const float *q, const float *w2t, const float *b2,
+                               const uint8_t *valid, int64_t m0, int64_t m1, int64_t V, int64_t C, int64_t H,
+                               float *logits, float *out) {
+    for (int64_t m = m0; m < m1; ++m)
+        attend_sample(y + m * V * ldy, ldy, q + m * H, w2t, b2, valid + m * V, V, C, H, logits, out + m * C);
+}
+
 /* y [M V, ldy] (values in columns 0..C-1, hidden pre-activations in C..C+H-1), q [M, H], w2t [H, C], b2 [C],
  * valid [M V] bytes, out [M, C]. */
 void n3d_gnt_view_attention(const float *y, int64_t ldy, const float *q, const float *w2t, const float *b2,
@@ -108,7 +127,12 @@ void n3d_gnt_view_attention(const float *y, int64_t ldy, const float *q, const f
     {
         float scratch[(V + 2) * C]; /* logits of every view, the maxima, the sums */
 #pragma omp for schedule(static)
-        for (int64_t m = 0; m < M; ++m)
-            attend_sample(y + m * V * ldy, ldy, q + m * H, w2t, b2, valid + m * V, V, C, H, scratch, out + m * C);
+        for (int64_t b = 0; b < M; b += 16) { /* blocks of 16 samples: one dispatch per block */
+            const int64_t e = b + 16 < M ? b + 16 : M;
+            if (C == 64 && H == 8)
+                attend_samples_64_8(y, ldy, q, w2t, b2, valid, b, e, V, scratch, out);
+            else
+                attend_samples_any(y, ldy, q, w2t, b2, valid, b, e, V, C, H, scratch, out);
+        }
     }
 }
