@@ -53,10 +53,12 @@ EXP_FLOOR = -80.0  # softmax logits below the row maximum by more are taken as 8
 # a softmax weight by at most 1.8e-35.
 
 
-ATTEND_ROWS = 1280
-"""(sample, view) rows per block of the view attention on CPU (with 10 views: 128 samples; the block's token
-product, 1,280 x 73 floats, is 374 kB). Measured at 64 samples, 32-ray groups, one thread: the whole network 13 %
-faster than without blocks (the product written to and read back from L3), 4 % faster than with 256 samples."""
+ATTEND_ROWS = 2560
+"""(sample, view) rows per block of the view attention on CPU (with 10 views: 256 samples; the block's token
+product, 2,560 x 73 floats, is 748 kB, inside a 1 MB L2 cache). Measured on the network alone, one thread,
+interleaved, three runs on the loaded machine (ms per call, 1,280 / 2,560 / 5,120 / whole group): 64 samples x
+32 rays 77.9 / 70.2 / 68.1 / 70.0 and 86.9 / 84.9 / 77.9 / 86.4; 192 x 10 rays 92.9 / 84.3 / 88.1 / 92.9. Blocks
+of 2,560 to 5,120 rows are the fastest, by 5-10 % (about the load's noise)."""
 
 
 @dataclass
