@@ -202,7 +202,7 @@ def test_grouped_pass_keeps_training_gradients_whole():
 
 
 @pytest.mark.parametrize("backends", ["onednn+kernel", "torch"])
-@pytest.mark.parametrize("attend_rows", [1280, 7])
+@pytest.mark.parametrize("attend_rows", [2560, 7])
 def test_cpu_backends_and_attention_blocks_give_the_reference(backends, attend_rows, monkeypatch):
     """The fused path with oneDNN products and the C view attention in blocks of samples (whole blocks and a
     tail), and with both switched off (PyTorch arithmetic, as on a GPU): the reference and float64 to 1e-5."""
