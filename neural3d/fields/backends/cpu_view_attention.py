@@ -6,8 +6,9 @@ the softmax-weighted sum of the values. In PyTorch that is a dozen passes over `
 ReLU, matmul, ``masked_fill``, max, subtraction, clamp, exp, sum, product, sum, division); the kernel takes each
 sample once, its views' logits staying in the L1 cache. Same function: the official masked softmax (invalid views
 get weight exactly 0, as ``exp(-1e9 - max)`` is in float32; a sample no view sees averages all views uniformly, as
-the official softmax of equal -1e9 logits does); sums in another order and Cephes' ``expf`` (about 1 ulp), so
-results agree with the PyTorch arithmetic to float rounding. No gradient. Building and caching: :mod:`.c_build`.
+the official softmax of equal -1e9 logits does); sums in another order, Cephes' ``expf`` (about 1 ulp) and weights
+below 1.2e-38 of the maximum's taken as 1.2e-38, so results agree with the PyTorch arithmetic to float rounding.
+No gradient. Building and caching: :mod:`.c_build`.
 """
 
 from __future__ import annotations
