@@ -79,6 +79,8 @@ def test_refuses_mismatched_shapes_and_layouts():
         view_attention(y[..., :70], q, w2t, b2, valid)  # narrower than C + H
     with pytest.raises(ValueError, match="cpu_view_attention.py: y must be"):
         view_attention(y.transpose(0, 1), q, w2t, b2, valid.t())  # a sample's views not consecutive
+    with pytest.raises(ValueError, match="cpu_view_attention.py: y must be"):
+        view_attention(y[:, :0], q, w2t, b2, valid[:, :0])  # no views
     with pytest.raises(ValueError, match="do not match"):
         view_attention(y, q[:, :4], w2t, b2, valid)
     with pytest.raises(ValueError, match="out must be"):

@@ -69,8 +69,10 @@ def view_attention(
     """
     M, V, width = y.shape
     H, C = w2t.shape
-    if width < C + H or y.stride(2) != 1 or y.stride(0) != V * y.stride(1):
-        raise ValueError(f"cpu_view_attention.py: y must be [M, V, >= {C + H}] with rows in order, got {y.shape}")
+    if V < 1 or width < C + H or y.stride(2) != 1 or y.stride(0) != V * y.stride(1):
+        raise ValueError(
+            f"cpu_view_attention.py: y must be [M, V >= 1, >= {C + H}] with rows in order, got {tuple(y.shape)}"
+        )
     if q.shape != (M, H) or b2.shape != (C,) or valid.shape != (M, V):
         raise ValueError(
             f"cpu_view_attention.py: q {tuple(q.shape)}, b2 {tuple(b2.shape)}, valid {tuple(valid.shape)} do not "
