@@ -29,8 +29,11 @@ alike). Medians over rounds of wall-clock rays/s and of the worker's process-CPU
 per-round ratios to the official code. Contestants: ``official`` (chunk ``--chunk``), ``neural3d`` (the default
 inference path, the same ``--chunk`` per call), unless ``--no-reference`` ``neural3d-ref``
 (``model.fused_inference=false``: the reference arithmetic), and with ``--official-chunk N`` also the official
-code at chunk N (a smaller chunk runs faster on a CPU). Max abs differences of rgb and depth to the official
-outputs (the official rgb clamped to [0, 1] as neural3d's evaluation clamps) are printed for every contestant.
+code at chunk N (a smaller chunk runs faster on a CPU), and with ``--baseline-tree DIR`` also ``neural3d-baseline``:
+the default path of another neural3d source tree (``DIR/neural3d``, e.g. ``git archive COMMIT neural3d | tar -x -C
+DIR``; its worker imports that tree first), to measure before and after side by side. Max abs differences of rgb
+and depth to the official outputs (the official rgb clamped to [0, 1] as neural3d's evaluation clamps) are printed
+for every contestant.
 """
 
 from __future__ import annotations
@@ -168,6 +171,8 @@ def neural3d_render(model, frame: Frame, chunk: int) -> tuple[torch.Tensor, torc
 def worker(conn, spec: dict) -> None:
     """A contestant's process: build its side once, then render the frame's rays on every request."""
     torch.set_num_threads(spec["threads"])
+    if spec.get("tree"):  # a baseline: another neural3d source tree, found before the installed one
+        sys.path.insert(0, str(Path(spec["tree"]).resolve()))
     from neural3d.data import load_scene
 
     off = official_modules(Path(spec["official"]))
@@ -267,6 +272,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-reference", action="store_true", help="skip the neural3d reference-arithmetic path")
     ap.add_argument("--official-chunk", type=int, nargs="*", default=[], help="also the official code at these chunks")
+    ap.add_argument("--baseline-tree", default="", help="also neural3d's default path from DIR/neural3d (before/after)")
     ap.add_argument("--out", default="", help="write the figures as JSON here")
     args = ap.parse_args()
     if not args.official:
@@ -288,6 +294,10 @@ def main() -> None:
     specs = {"official": {**base, "kind": "official"}, "neural3d": {**base, "kind": "neural3d"}}
     if not args.no_reference:
         specs["neural3d-ref"] = {**base, "kind": "neural3d-ref"}
+    if args.baseline_tree:
+        if not (Path(args.baseline_tree) / "neural3d" / "__init__.py").is_file():
+            raise SystemExit(f"--baseline-tree {args.baseline_tree}: no neural3d/__init__.py there")
+        specs["neural3d-baseline"] = {**base, "kind": "neural3d", "tree": args.baseline_tree}
     for chunk in args.official_chunk:
         specs[f"official-chunk{chunk}"] = {**base, "kind": "official", "chunk": chunk}
     print(machine())
@@ -301,7 +311,9 @@ def main() -> None:
         summary = summarise(res)
         report["results"][str(n_samples)] = summary
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        from neural3d.training.run_dir import atomic_write_text
+
+        atomic_write_text(json.dumps(report, indent=2), Path(args.out))
 
 
 def print_table(n_samples: int, res: dict) -> None:

@@ -100,3 +100,52 @@ def test_a_failing_op_falls_back_once_with_a_warning(monkeypatch, caplog):
         assert not cpu_linear.applies(x, layers)
     assert "oneDNN linear failed" in caplog.text
     torch.testing.assert_close(y.double(), _reference(layers, x), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize(("rows", "mode"), [(1216, "relu"), (1216, "residual"), (700, "none"), (3, "relu")])
+def test_single_layer_matches_float64(rows, mode):
+    """``linear``: one layer with the ReLU or a residual fused; below MIN_FLOPS (3 rows) through F.linear."""
+    ((w, b),) = _layers([64, 256], seed=4)
+    x = torch.randn(2, rows, 64, generator=torch.Generator().manual_seed(5))
+    res = torch.randn(2, rows, 256) if mode == "residual" else None
+    with torch.no_grad():
+        y = cpu_linear.linear(x, w, b, relu=mode == "relu", residual=res)
+    want = F.linear(x.double(), w.double(), b.double())
+    want = want.relu() if mode == "relu" else want if res is None else want + res.double()
+    assert y.shape == (2, rows, 256) and y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), want, rtol=0, atol=2e-5)
+
+
+def test_single_layer_uses_onednn_only_where_it_pays(monkeypatch):
+    calls = []
+    real = cpu_linear._onednn_linear
+    monkeypatch.setattr(cpu_linear, "_onednn_linear", lambda *a: calls.append(a[0].shape) or real(*a))
+    ((w, b),) = _layers([64, 64], seed=6)
+    big, small = torch.randn(1024, 64), torch.randn(8, 64)  # 8.4 MFLOP, 66 kFLOP
+    assert 2 * 8 * 64 * 64 < cpu_linear.MIN_FLOPS <= 2 * 1024 * 64 * 64
+    with torch.no_grad():
+        cpu_linear.linear(big, w, b)
+        cpu_linear.linear(small, w, b)
+        cpu_linear.linear(big.double(), w.double(), b.double())
+    y = cpu_linear.linear(big, w, b)  # gradients recorded: F.linear
+    assert calls == [big.shape] and y.requires_grad is False and y.grad_fn is None
+    w.requires_grad_(True)
+    assert cpu_linear.linear(big, w, b).grad_fn is not None
+
+
+def test_single_layer_refuses_relu_with_residual_and_falls_back_when_the_op_fails(monkeypatch, caplog):
+    ((w, b),) = _layers([64, 64], seed=7)
+    x = torch.randn(1024, 64)
+    with pytest.raises(ValueError, match="relu and residual"):
+        cpu_linear.linear(x, w, b, relu=True, residual=x)
+
+    def broken(*args):
+        raise RuntimeError("no kernel for this CPU")
+
+    monkeypatch.setattr(cpu_linear, "_onednn_linear", broken)
+    monkeypatch.setitem(cpu_linear._state, "failed", False)
+    with torch.no_grad(), caplog.at_level("WARNING", logger="neural3d.backends"):
+        y = cpu_linear.linear(x, w, b, residual=x)
+        assert not cpu_linear.enabled()
+    assert "oneDNN linear failed" in caplog.text
+    torch.testing.assert_close(y.double(), F.linear(x.double(), w.double(), b.double()) + x.double(), rtol=0, atol=2e-5)

@@ -199,3 +199,51 @@ def test_grouped_pass_keeps_training_gradients_whole():
     out = model(rays, SourceViews(src_imgs, cameras_from_records(rec[1:]), pixel_center=0.0))
     out.rgb.sum().backward()
     assert seen == [4] and model.renderer.feat_fc[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("backends", ["onednn+kernel", "torch"])
+@pytest.mark.parametrize("attend_rows", [2560, 7])
+def test_cpu_backends_and_attention_blocks_give_the_reference(backends, attend_rows, monkeypatch):
+    """The fused path with oneDNN products and the C view attention in blocks of samples (whole blocks and a
+    tail), and with both switched off (PyTorch arithmetic, as on a GPU): the reference and float64 to 1e-5."""
+    from neural3d.fields.backends import cpu_linear, cpu_view_attention
+    from neural3d.methods.gnt import fused
+
+    monkeypatch.setattr(fused, "ATTEND_ROWS", attend_rows)
+    if backends == "torch":
+        monkeypatch.setattr(cpu_view_attention, "applies", lambda y: False)
+        monkeypatch.setitem(cpu_linear._state, "enabled", False)
+    net, ckpt = official_network(2, seed=13)
+    inputs = network_inputs(5, 64, 7, seed=4)  # 320 samples x 7 views: products above cpu_linear.MIN_FLOPS
+    with torch.no_grad():
+        fused_out = net.run(*inputs)
+        reference = net.reference(*inputs)
+    P = {k: v.double() for k, v in ckpt["net_coarse"].items()}
+    want = ref_gnt(P, *(x.double() for x in inputs), depth=2)
+    for got, ref, exact in zip(fused_out, reference, want):
+        assert torch.allclose(got, ref, atol=1e-5, rtol=0)
+        assert torch.allclose(got.double(), exact, atol=1e-5, rtol=0)
+
+
+def test_cpu_backends_are_used_on_float32_cpu_only(monkeypatch):
+    from neural3d.fields.backends import cpu_linear, cpu_view_attention
+
+    if not (cpu_linear.enabled() and cpu_view_attention.available()):
+        pytest.skip("no oneDNN linear op or no C compiler here")
+    calls = {"kernel": 0, "onednn": 0}
+    kernel, onednn = cpu_view_attention.view_attention, cpu_linear._onednn_linear
+    monkeypatch.setattr(
+        cpu_view_attention,
+        "view_attention",
+        lambda *a, **k: calls.__setitem__("kernel", calls["kernel"] + 1) or kernel(*a, **k),
+    )
+    monkeypatch.setattr(
+        cpu_linear, "_onednn_linear", lambda *a: calls.__setitem__("onednn", calls["onednn"] + 1) or onednn(*a)
+    )
+    net, _ = official_network(2, seed=14)
+    inputs = network_inputs(4, 64, 6)
+    with torch.no_grad():
+        net.double().run(*(x.double() for x in inputs))
+        assert calls == {"kernel": 0, "onednn": 0}
+        net.float().run(*inputs)
+    assert calls["kernel"] > 0 and calls["onednn"] > 0
