@@ -59,7 +59,9 @@ static inline void corners(const float *x, const Layout *lay, int64_t l, Corners
     }
 }
 
-#define CHUNK 2048 /* points per task: a level's table stays in cache while a task walks its points */
+#define CHUNK 2048 /* points per forward task, all levels: the task's output rows (256 KB at 16 levels x 2) stay in
+                      * cache while it fills them level by level (level-outer order: 10 % slower on a frame's
+                      * coherent render samples, equal on random training points) */
 
 #define GROUP 16 /* points whose corners are computed (and their rows prefetched) before any is gathered */
 
@@ -226,8 +228,8 @@ void n3d_hash_forward(const float *x, const float *table, float *out, int64_t n,
     /* int32 gather offsets: the table's element count must fit (8 GiB tables take the scalar path) */
     const int simd = n_levels > 0 && n3d_hash_simd() && (offsets[n_levels - 1] + sizes[n_levels - 1]) * F < 2147483647LL;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(n_threads)
-    for (int64_t l = 0; l < n_levels; ++l) {
-        for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+    for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+        for (int64_t l = 0; l < n_levels; ++l) {
             const int64_t end = chunk * CHUNK + CHUNK < n ? chunk * CHUNK + CHUNK : n;
 #ifdef N3D_HAVE_AVX512
             if (simd) {
