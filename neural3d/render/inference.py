@@ -139,7 +139,7 @@ def render_marched(
     alpha_thre: float = 0.0,
     color_eps: float = 0.0,
     color_weight_thre: float = 0.0,
-    chunk: int = 1 << 13,
+    chunk: int = 1 << 14,
 ) -> RenderOutputs:
     """Render marched samples without gradients (see the module docstring).
 
@@ -153,7 +153,8 @@ def render_marched(
         color_weight_thre: the field's own rule, colour only samples whose weight exceeds it (TensoRF's
             ``rayMarch_weight_thres``; :attr:`Field.color_weight_thre`), 0 elsewhere: the image its training path
             renders.
-        chunk: samples per field call.
+        chunk: samples per field call (16,384: 2-12 % faster frames than 8,192 with the oneDNN MLPs, and a
+            TensoRF colour input of 9.8 MB, under the viewer's 16 MiB mmap threshold).
     Returns:
         :class:`RenderOutputs` with [n_rays, 3 | 1] rgb, depth, opacity and the kept samples' [k] weights.
     """
