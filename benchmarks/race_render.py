@@ -148,7 +148,7 @@ def run(loaded, cam, threads: int, frames: int) -> dict[str, dict]:
     torch.set_num_threads(threads)
     workers = {name: WorkerClock(loaded, cam, name) for name in WORKER_VARIANTS if name in VARIANTS}
     api: dict[str, list] = {name: [] for name in VARIANTS}
-    viewer: dict[str, list] = {name: [] for name in WORKER_VARIANTS}
+    viewer: dict[str, list] = {name: [] for name in workers}
     try:
         for i in range(frames + 1):  # round 0 warms up
             for name in VARIANTS:
