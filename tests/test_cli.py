@@ -70,3 +70,30 @@ def test_bad_inputs_give_one_clear_error(tmp_path, capsys, tiny_blender_scene):
     assert main(["eval", str(tmp_path / "no_run")]) == 2
     assert "cannot load run" in capsys.readouterr().err
     assert main(["render", str(tmp_path / "no_run"), "--out", str(tmp_path / "x.gif")]) == 2
+
+
+def test_eval_and_render_a_chosen_checkpoint(tmp_path, capsys, tiny_blender_scene):
+    """``--checkpoint STEP|PATH``: that step's weights, its own eval folder (the latest's stays), one-line errors."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"method: ngp\ndata: {{path: {tiny_blender_scene}}}\noutput_dir: {tmp_path}\nexperiment: r\n")
+    assert main(["train", str(cfg), "trainer.steps=20", "trainer.checkpoint_every=10", *TINY]) == 0
+    run = tmp_path / "r"
+    assert main(["eval", str(run), "--max-images", "1"]) == 0
+    assert main(["eval", str(run), "--max-images", "1", "--checkpoint", "10"]) == 0
+    latest = json.loads((run / "eval" / "test" / "metrics.json").read_text())
+    early = json.loads((run / "eval" / "test_step0000010" / "metrics.json").read_text())
+    assert (latest["step"], early["step"]) == (20, 10)
+    assert early["mean"]["psnr"] != latest["mean"]["psnr"]  # other weights
+    by_path = tmp_path / "by_path"
+    ckpt = run / "checkpoints" / "step_0000010.pt"
+    assert main(["eval", str(run), "--max-images", "1", "--checkpoint", str(ckpt), "--out", str(by_path)]) == 0
+    assert json.loads((by_path / "metrics.json").read_text())["mean"] == early["mean"]
+    frames = tmp_path / "frames"
+    assert main(["render", str(run), "--checkpoint", "10", "--path", "test", "--out", str(frames)]) == 0
+    assert sorted(frames.glob("*.png"))
+    capsys.readouterr()
+    assert main(["eval", str(run), "--checkpoint", "15"]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint of step 15" in err and "steps 10, 20" in err and "Traceback" not in err
+    assert main(["render", str(run), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")]) == 2
+    assert "none.pt" in capsys.readouterr().err

@@ -140,14 +140,16 @@ def _eval(args, device) -> int:
     from neural3d.api import load
     from neural3d.evaluation.evaluate import evaluate_split, maybe_lpips
     from neural3d.media.frames import check_output
-    from neural3d.training.run_dir import RunDir, is_main_process
+    from neural3d.training.run_dir import RunDir, atomic_write_text, chosen_checkpoint, is_main_process
 
     if args.out:
         check_output(Path(args.out), directory=True)
-    loaded = load(args.run_dir, device=device)
+    checkpoint = chosen_checkpoint(args.run_dir, args.checkpoint)
+    loaded = load(args.run_dir, checkpoint=checkpoint, device=device)
     scene = loaded.dataset().to(loaded.device)
     split = args.split or loaded.config.eval.split
-    out_dir = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir(split)
+    default_dir = split if checkpoint is None else f"{split}_step{loaded.step:07d}"  # the latest's stays apart
+    out_dir = Path(args.out) if args.out else RunDir(args.run_dir).eval_dir(default_dir)
     ecfg = loaded.config.eval
     for key in ("lpips_backbone", "lpips_linear", "lpips_net"):
         if getattr(args, key) is not None:
@@ -167,7 +169,7 @@ def _eval(args, device) -> int:
     if not is_main_process():
         return 0
     res["step"] = loaded.step
-    (out_dir / "metrics.json").write_text(json.dumps(res, indent=2))
+    atomic_write_text(json.dumps(res, indent=2), out_dir / "metrics.json")
     means = "  ".join(f"{k.upper()} {v:.4f}" for k, v in res["mean"].items())
     print(f"[neural3d] {split} ({len(res['per_image'])} images, step {loaded.step}): {means}")
     print(f"[neural3d] metrics and images: {out_dir}")
@@ -182,11 +184,11 @@ def _render(args, device) -> int:
     from neural3d.api import load
     from neural3d.media.frames import check_output, parse_outputs, render_frames, write_frames
     from neural3d.media.paths import path_cameras
-    from neural3d.training.run_dir import is_main_process
+    from neural3d.training.run_dir import chosen_checkpoint, is_main_process
 
     check_output(Path(args.out))  # before the model is loaded and any rank renders
     outputs = parse_outputs(args.outputs)
-    loaded = load(args.run_dir, device=device)
+    loaded = load(args.run_dir, checkpoint=chosen_checkpoint(args.run_dir, args.checkpoint), device=device)
     scene = loaded.dataset()
     cams = path_cameras(scene, args.path, n_frames=args.frames, scale=args.scale)
     frames = render_frames(loaded, cams, outputs, chunk=loaded.config.eval.chunk, distributed=True)
@@ -211,6 +213,9 @@ def _cmd_demo(args) -> int:
     from neural3d.cli.demo import run_demo
 
     return run_demo(args.config, args.overrides)
+
+
+_CHECKPOINT_HELP = "a checkpoint of the run: its step (e.g. 5000) or a .pt path (default: the newest readable one)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lpips-backbone", default=None, help="local torchvision VGG16/AlexNet weights (.pth)")
     e.add_argument("--lpips-linear", default=None, help="local lpips linear-layer weights (weights/v0.1/vgg.pth)")
     e.add_argument("--lpips-net", default=None, choices=["vgg", "alex"])
+    e.add_argument(
+        "--checkpoint", default=None, help=_CHECKPOINT_HELP + "; outputs then go to RUN_DIR/eval/SPLIT_stepN"
+    )
     e.add_argument("--device", default="auto")
     e.set_defaults(fn=_cmd_eval)
 
@@ -256,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=positive_int, default=30)
     r.add_argument("--scale", type=positive_float, default=1.0, help="resolution scale relative to the training images")
     r.add_argument("--outputs", default="rgb,depth", help="comma list of rgb, depth, opacity (side by side)")
+    r.add_argument("--checkpoint", default=None, help=_CHECKPOINT_HELP)
     r.add_argument("--device", default="auto")
     r.set_defaults(fn=_cmd_render)
 

@@ -146,6 +146,21 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step_{step:07d}.pt"
 
 
+def chosen_checkpoint(run_dir: str | Path, choice: str | None) -> Path | None:
+    """The checkpoint a command's ``--checkpoint`` names: None stays None (the newest readable one), digits are a
+    step of the run (FileNotFoundError naming the steps it has), anything else a file path."""
+    if choice is None:
+        return None
+    if not choice.isdigit():
+        return Path(choice)
+    path = checkpoint_path(Path(run_dir), int(choice))
+    if not path.is_file():
+        steps = [int(p.stem.split("_")[1]) for p in list_checkpoints(Path(run_dir))]
+        has = f"its checkpoints are of steps {', '.join(map(str, steps))}" if steps else "it has no checkpoints"
+        raise FileNotFoundError(f"cannot load run: {run_dir} has no checkpoint of step {int(choice)} ({has})")
+    return path
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """The run's checkpoints, oldest step first."""
     d = Path(run_dir) / "checkpoints"
