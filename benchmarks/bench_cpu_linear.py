@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
@@ -21,20 +20,14 @@ import torch
 from neural3d.fields.backends import cpu_linear
 from neural3d.fields.mlp import MLP
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import best_time, machine  # noqa: E402
+
 CASES = {  # name: (in, hidden widths, out, output activation, rows)
     "ngp density MLP (32-64-16)": (32, (64,), 16, None, 160_000),
     "ngp colour MLP (31-64-64-3)": (31, (64, 64), 3, "sigmoid", 140_000),
     "TensoRF colour MLP (150-128-128-3)": (150, (128, 128), 3, "sigmoid", 80_000),
 }
-
-
-def _time(fn, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _mlp_case(name: str, rounds: int) -> dict:
@@ -51,7 +44,7 @@ def _mlp_case(name: str, rounds: int) -> dict:
                 cpu_linear.set_enabled(path == "oneDNN")
                 try:
                     outputs[path] = mlp(x)
-                    times[path].append(_time(lambda: mlp(x)))
+                    times[path].append(best_time(lambda: mlp(x), 3, warmup=False))  # (warmed up above)
                 finally:
                     cpu_linear.set_enabled(True)
     flops = 2 * rows * sum(a * b for a, b in zip([in_dim, *widths], [*widths, out_dim], strict=True))
@@ -73,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     if not cpu_linear.enabled():
         raise SystemExit("bench_cpu_linear.py: this PyTorch build has no oneDNN linear op (nothing to compare)")
-    results = {"torch": torch.__version__, "machine": platform.processor() or platform.machine(), "runs": {}}
+    results = {"machine": machine(), "runs": {}}
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name in CASES:

@@ -9,7 +9,8 @@ no thresholds.
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 
@@ -17,15 +18,8 @@ from neural3d.fields import NeRFField, NGPField
 from neural3d.fields.backends import cpu_kernel_available
 from neural3d.fields.hashgrid import HashGridEncoding
 
-
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import best_time  # noqa: E402
 
 
 def bench(
@@ -42,8 +36,8 @@ def bench(
         density, rgb = field.query(positions, viewdirs)
         (density.sum() + rgb.sum()).backward()
 
-    t_f = _time(forward, repeats)
-    t_fb = _time(forward_backward, repeats)
+    t_f = best_time(forward, repeats)
+    t_fb = best_time(forward_backward, repeats)
     n_params = sum(p.numel() for p in field.parameters())
     print(
         f"{name:10s} params={n_params:>10,d}  forward {n / t_f:>12,.0f} samples/s ({t_f * 1e3:7.1f} ms)  "
@@ -66,7 +60,7 @@ def bench_encoding(
         enc.zero_grad(set_to_none=True)
         enc(positions01).sum().backward()
 
-    t_f, t_fb = _time(forward, repeats), _time(forward_backward, repeats)
+    t_f, t_fb = best_time(forward, repeats), best_time(forward_backward, repeats)
     print(f"{name:34s} forward {t_f * 1e3:7.1f} ms   fwd+bwd {t_fb * 1e3:7.1f} ms")
     return t_f, t_fb
 

@@ -30,6 +30,18 @@ def machine() -> str:
     )
 
 
+def best_time(fn, repeats: int, *, warmup: bool = True) -> float:
+    """Best wall seconds over ``repeats`` calls of ``fn()``, after one untimed call when ``warmup``."""
+    if warmup:
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 @torch.no_grad()
 def pixel_psnr(model, scene, split: str, n_pixels: int, seed: int = 0, chunk: int = 4096) -> float:
     """PSNR over ``n_pixels`` random pixels drawn evenly from the images of ``split`` (same pixels every call).

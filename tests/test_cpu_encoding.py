@@ -81,7 +81,7 @@ def test_tensorf_colour_input_is_the_same_with_the_kernel_or_without(monkeypatch
     with torch.no_grad():
         fused = field._mlp_input(features, dirs)
         assert len(calls) == 2  # the features' and the directions' encodings
-        monkeypatch.setattr(tensorf_field, "encoding_kernel_available", lambda: False)
+        monkeypatch.setattr(tensorf_field, "encoding_kernel_applies", lambda *tensors: False)
         plain = field._mlp_input(features, dirs)
     assert len(calls) == 2 and fused.shape == plain.shape == (500, 150)
     torch.testing.assert_close(fused, plain, rtol=1e-6, atol=2e-7)
@@ -128,7 +128,7 @@ def test_ngp_colour_input_is_the_same_with_the_kernel_or_without(monkeypatch):
     monkeypatch.setattr(ngp_field, "spherical_harmonics_into", counted)
     with torch.no_grad():
         fused = field._head_input(dirs, features)
-        monkeypatch.setattr(ngp_field, "encoding_kernel_available", lambda: False)
+        monkeypatch.setattr(ngp_field, "encoding_kernel_applies", lambda *tensors: False)
         plain = field._head_input(dirs, features)
     assert len(calls) == 1 and torch.equal(fused, plain)
     assert torch.equal(field._head_input(dirs, features.requires_grad_()), plain)  # a gradient: torch, one call

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neural3d.fields.backends.cpu_encoding import available as encoding_kernel_available
+from neural3d.fields.backends.cpu_encoding import applies as encoding_kernel_applies
 from neural3d.fields.backends.cpu_encoding import spherical_harmonics_into
 from neural3d.fields.base import Field, broadcast_inputs
 from neural3d.fields.contraction import CONTRACTIONS, SceneBox, normalize_positions
@@ -181,14 +181,7 @@ class NGPField(Field):
         """``[SH(viewdirs), features]`` [*batch, sh + geo_feat_dim]; without gradients on float32 CPU rows the
         harmonics are written by the C kernel straight into the buffer (the same values, no stack and no cat)."""
         enc = self.direction_encoding
-        fused = (
-            not torch.is_grad_enabled()
-            and viewdirs.device.type == "cpu"
-            and viewdirs.dtype == features.dtype == torch.float32
-            and viewdirs.dim() == 2
-            and encoding_kernel_available()
-        )
-        if not fused:
+        if viewdirs.dim() != 2 or not encoding_kernel_applies(viewdirs, features):
             return torch.cat([enc(viewdirs), features], dim=-1)
         out = features.new_empty(len(features), enc.out_dim + features.shape[-1])
         spherical_harmonics_into(viewdirs, enc.degree, out[:, : enc.out_dim])

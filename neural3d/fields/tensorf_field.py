@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neural3d.core.samples import PackedRaySamples, RaySamples
-from neural3d.fields.backends.cpu_encoding import available as encoding_kernel_available
+from neural3d.fields.backends.cpu_encoding import applies as encoding_kernel_applies
 from neural3d.fields.backends.cpu_encoding import frequency_encode_into
 from neural3d.fields.base import Field, FieldOutputs, broadcast_inputs
 from neural3d.fields.contraction import SceneBox
@@ -125,15 +125,7 @@ class TensoRFField(Field):
     def _mlp_input(self, features: Tensor, viewdirs: Tensor) -> Tensor:
         """[n, app_dim] features, [n, 3] directions -> [n, in_dim] ``[PE(features), PE(viewdirs)]``; without
         gradients on float32 CPU tensors (and ``vm_backend`` not ``torch``) written by the C kernel in one buffer."""
-        grad = torch.is_grad_enabled() and (features.requires_grad or viewdirs.requires_grad)
-        fused = (
-            not grad
-            and self.app_grid.backend != "torch"
-            and features.device.type == "cpu"
-            and features.dtype == viewdirs.dtype == torch.float32
-            and encoding_kernel_available()
-        )
-        if not fused:
+        if self.app_grid.backend == "torch" or not encoding_kernel_applies(features, viewdirs):
             return torch.cat([self.feature_encoding(features), self.view_encoding(viewdirs)], dim=-1)
         split = self.feature_encoding.out_dim
         out = features.new_empty(len(features), split + self.view_encoding.out_dim)

@@ -155,7 +155,7 @@ def chosen_checkpoint(run_dir: str | Path, choice: str | None) -> Path | None:
         return Path(choice)
     path = checkpoint_path(Path(run_dir), int(choice))
     if not path.is_file():
-        steps = [int(p.stem.split("_")[1]) for p in list_checkpoints(Path(run_dir))]
+        steps = [int(_CKPT.search(p.name).group(1)) for p in list_checkpoints(Path(run_dir))]
         has = f"its checkpoints are of steps {', '.join(map(str, steps))}" if steps else "it has no checkpoints"
         raise FileNotFoundError(f"cannot load run: {run_dir} has no checkpoint of step {int(choice)} ({has})")
     return path

@@ -45,6 +45,12 @@ def available() -> bool:
     return loads(load_library)
 
 
+def applies(*tensors: Tensor) -> bool:
+    """Whether the kernel encodes ``tensors``: none records a gradient, all are float32 CPU tensors, it builds."""
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return not grad and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and available()
+
+
 def frequency_encode_into(x: Tensor, bands: Tensor, out: Tensor, *, include_input: bool = True) -> Tensor:
     """Write the frequency encoding of ``x`` into ``out`` (no gradient) and return ``out``.
 

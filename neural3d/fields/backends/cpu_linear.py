@@ -1,20 +1,20 @@
 """Inference matrix products on the CPU through oneDNN, in row blocks that stay in cache.
 
-``F.linear`` on float32 CPU tensors calls MKL's sgemm. On this project's CPUs (AMD Zen 5, AVX-512) that runs a
-small MLP at 40-75 GFLOP/s, and slower on tall inputs (80k rows x 128 columns write 41 MB per layer, more than
-the caches hold). PyTorch also ships oneDNN, whose JIT kernels use AVX-512 on any vendor's CPU; fed blocks of
-about a thousand rows per thread, and with the ReLU fused into the product, it runs the same layers 2-5x faster
-(``benchmarks/bench_cpu_linear.py``; BENCHMARKS.md "oneDNN for inference MLPs"). Each block passes through every
-layer before the next block starts, so the hidden activations never leave the L2 cache.
+``F.linear`` on float32 CPU tensors calls MKL's sgemm. On this project's CPUs (AMD Zen 5, AVX-512) that runs the
+render's MLPs at 20-80 GFLOP/s. PyTorch also ships oneDNN, whose JIT kernels use AVX-512 on any vendor's CPU; fed
+blocks of a few thousand rows per thread, with the ReLU fused into the product, it runs the same layers 2.8-5.4x
+faster (``benchmarks/bench_cpu_linear.py``; BENCHMARKS.md "The render path in session 14"). Each block passes
+through every layer before the next block starts, so the hidden activations stay in the L2 cache.
 
 Used only where no gradient is recorded and the input is a float32 CPU tensor (rendering, evaluation, the
 occupancy grid's density queries); training keeps ``F.linear``. The values are the same products summed in a
 different order: they differ from ``F.linear`` by float32 rounding (a few 1e-8 on unit-scale outputs).
 
-Rows that do not fill a whole block go through ``F.linear``, so oneDNN sees a fixed set of shapes and compiles
-each kernel once (it JIT-compiles and caches one primitive per shape). :func:`set_enabled` switches the path
-off (``NEURAL3D_ONEDNN=0`` in the environment does too); where the PyTorch build has no oneDNN linear op, or the
-op fails once, the module falls back to ``F.linear`` for the rest of the process.
+A partial last block is padded to a multiple of :data:`PAD_ROWS` rows, so oneDNN sees a fixed set of shapes and
+compiles each kernel once (it JIT-compiles and caches one primitive per shape); fewer rows go through
+``F.linear``. :func:`set_enabled` switches the path off (``NEURAL3D_ONEDNN=0`` in the environment does too);
+where the PyTorch build has no oneDNN linear op, or the op fails once, the module falls back to ``F.linear`` for
+the rest of the process.
 
 :func:`linear` is the single-layer form for callers that already work in cache-sized blocks of a few fixed row
 counts (GNT's fused inference): one oneDNN call on all rows, no blocks, no padding, optionally with the ReLU or a
@@ -71,17 +71,25 @@ def enabled() -> bool:
     return _state["enabled"] and not _state["failed"] and _op_available()
 
 
+def _eligible(x: Tensor, weights: Sequence[Tensor]) -> bool:
+    """No gradient recorded, ``x`` and every weight float32 CPU tensors, oneDNN enabled."""
+    return (
+        not torch.is_grad_enabled()
+        and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in (x, *weights))
+        and enabled()
+    )
+
+
+def _give_up(err: RuntimeError) -> None:
+    """A build whose oneDNN op rejects these arguments: ``F.linear`` for the rest of the process."""
+    _state["failed"] = True
+    _log.warning("cpu_linear: oneDNN linear failed (%s); using F.linear from now on", err)
+
+
 def applies(x: Tensor, layers: Sequence[Layer]) -> bool:
     """Whether ``x`` through ``layers`` takes the oneDNN path: no gradient recorded, float32 CPU input and
     weights, at least :data:`PAD_ROWS` rows, oneDNN enabled."""
-    return (
-        not torch.is_grad_enabled()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and all(w.dtype == torch.float32 and w.device.type == "cpu" for w, _ in layers)
-        and x.numel() >= PAD_ROWS * x.shape[-1]
-        and enabled()
-    )
+    return x.numel() >= PAD_ROWS * x.shape[-1] and _eligible(x, [w for w, _ in layers])
 
 
 def linear_stack(layers: Sequence[Layer], x: Tensor, *, relu: bool = True) -> Tensor:
@@ -107,9 +115,8 @@ def linear_stack(layers: Sequence[Layer], x: Tensor, *, relu: bool = True) -> Te
             size = min(block, n - done)
             out[done : done + size] = _onednn_block(layers, relu, _padded(rows[done : done + size]))[:size]
             done += size
-    except RuntimeError as err:  # a build whose oneDNN op rejects these arguments: fall back for good
-        _state["failed"] = True
-        _log.warning("cpu_linear: oneDNN linear failed (%s); using F.linear from now on", err)
+    except RuntimeError as err:
+        _give_up(err)
     if done < n:
         out[done:] = _torch_block(layers, relu, rows[done:])
     return out.reshape(*batch, out.shape[-1])
@@ -160,20 +167,11 @@ def linear(
     if relu and residual is not None:
         raise ValueError("cpu_linear.linear: relu and residual cannot be fused together")
     rows = x.numel() // max(x.shape[-1], 1)
-    if (
-        not torch.is_grad_enabled()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and weight.device.type == "cpu"
-        and 2 * rows * weight.shape[0] * weight.shape[1] >= MIN_FLOPS
-        and enabled()
-    ):
+    if 2 * rows * weight.shape[0] * weight.shape[1] >= MIN_FLOPS and _eligible(x, [weight]):
         try:
             return _onednn_linear(x, weight, bias, relu, residual)
         except RuntimeError as err:
-            _state["failed"] = True
-            _log.warning("cpu_linear: oneDNN linear failed (%s); using F.linear from now on", err)
+            _give_up(err)
     y = F.linear(x, weight, bias)
     if relu:
         return y.relu_()
